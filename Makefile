@@ -1,0 +1,109 @@
+# pitrfs build. Non-recursive: one static library per layer, thin main() files.
+#   make            build everything
+#   make check      install missing Debian packages, build, run unit + integration tests
+#   make demo       install, build and show the product working end to end
+#   make bench      benchmarks with references measured in the same run
+#   make asan       the unit and integration tests under AddressSanitizer/UBSan
+.DEFAULT_GOAL := all
+comma := ,
+BUILD ?= build
+SAN   ?=
+PREFIX ?= /usr/local
+
+# Debian packages the build, the tests and the benchmarks need. `make deps` installs what is missing.
+DEB_BUILD := build-essential pkg-config libssl-dev libzstd-dev libxxhash-dev liblmdb-dev \
+             libjansson-dev libcmocka-dev libfuse3-dev libpq-dev libyaml-dev libevent-dev
+DEB_TEST  := zstd xxhash fuse3 lmdb-utils python3 python3-cryptography-vectors postgresql-15 \
+             postgresql-client-15 e2fsprogs util-linux procps
+DEB_BENCH := borgbackup restic pgbackrest openssl
+PKGS := libcrypto libzstd libxxhash lmdb jansson
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+        -Wcast-qual -Wwrite-strings -Wvla -Wundef -Wpointer-arith -Wimplicit-fallthrough \
+        -Wno-missing-field-initializers
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS  ?= -O2 -g
+PROJ_CFLAGS = -std=gnu17 -I. -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(WARN) $(PKG_CFLAGS) $(SAN_FLAGS)
+DEPFLAGS    = -MMD -MP
+ifneq ($(SAN),)
+BUILD     := build-$(subst $(comma),-,$(SAN))
+SAN_FLAGS := -O1 -fno-omit-frame-pointer -fsanitize=$(SAN) -fno-sanitize-recover=all
+endif
+$(BUILD)/common/%.o $(BUILD)/chunkstore/%.o: WARN += -Wconversion
+
+objs = $(patsubst %.c,$(BUILD)/%.o,$(filter-out %/main.c,$(wildcard $(1)/*.c)))
+$(BUILD)/libcommon.a:     $(call objs,common)
+$(BUILD)/libchunkstore.a: $(call objs,chunkstore)
+LIBS := $(BUILD)/libchunkstore.a $(BUILD)/libcommon.a
+
+TOOLS := $(BUILD)/bin/pitr-snap
+$(BUILD)/bin/pitr-snap: $(BUILD)/tools/pitr-snap.o $(call objs,tools/snap) $(LIBS)
+
+UNIT_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/*/test-*.c))
+TEST_HELPERS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/helpers/*.c))
+$(UNIT_TESTS): $(BUILD)/%: $(BUILD)/%.o $(LIBS)
+$(TEST_HELPERS): $(BUILD)/%: $(BUILD)/%.o $(LIBS)
+LINK = @mkdir -p $(@D) && $(CC) $(SAN_FLAGS) $(CFLAGS) $(LDFLAGS) -pthread -o $@ \
+       $(filter %.o,$^) $(filter %.a,$^) $(PKG_LIBS) $(EXTRA_LIBS)
+$(UNIT_TESTS): EXTRA_LIBS = -lcmocka
+
+all: $(TOOLS)
+build-tests: $(TOOLS) $(UNIT_TESTS) $(TEST_HELPERS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(PROJ_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
+$(BUILD)/lib%.a:
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+$(BUILD)/bin/%:
+	$(LINK)
+$(UNIT_TESTS) $(TEST_HELPERS):
+	$(LINK)
+
+# Install only what is missing, so a machine that has everything never touches apt.
+deps:
+	@missing=$$(for p in $(DEB_BUILD) $(DEB_TEST) $(DEB_EXTRA); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:" $$missing; \
+	    if [ "$$(id -u)" != 0 ]; then echo "error: missing packages and not root: $$missing" >&2; exit 1; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+deps-bench:
+	@$(MAKE) --no-print-directory deps DEB_EXTRA="$(DEB_BENCH)"
+
+check: deps
+	@$(MAKE) --no-print-directory build-tests check-headers check-layering
+	@BUILD=$(BUILD) tests/run-tests.sh
+
+asan:
+	@$(MAKE) --no-print-directory check SAN=address,undefined
+
+bench: deps-bench
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) tests/bench/run-bench.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) tests/demo.sh
+
+check-headers:
+	@for h in $(wildcard common/*.h chunkstore/*.h); do \
+	  echo "#include \"$$h\"" | $(CC) $(PROJ_CFLAGS) -fsyntax-only -x c - || exit 1; done
+check-layering:
+	@! grep -rnE '#include "(chunkstore|fuse|orchestrator|agent|tools)/' common
+	@! grep -rnE '#include "(fuse|orchestrator|agent|tools)/|libpq' chunkstore
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 docs/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+clean:
+	rm -rf build build-*
+.PHONY: all build-tests deps deps-bench check asan bench demo check-headers check-layering install format clean
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

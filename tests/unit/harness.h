@@ -1,0 +1,45 @@
+/*
+ * Unit-test harness on top of cmocka. A test file defines static test functions and ends with
+ * RUN_TESTS(...). Helpers here compare errno-style returns and locate shared test data.
+ */
+#pragma once
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define ASSERT_OK(expr)                                                                            \
+    do {                                                                                           \
+        long _r_ = (long)(expr);                                                                   \
+        if (_r_ < 0)                                                                               \
+            fail_msg("%s failed: %s", #expr, strerror((int)-_r_));                                 \
+    } while (0)
+
+#define ASSERT_ERR(err, expr)                                                                      \
+    do {                                                                                           \
+        long _r_ = (long)(expr);                                                                   \
+        if (_r_ != -(long)(err))                                                                   \
+            fail_msg("%s returned %ld, expected -%s", #expr, _r_, #err);                           \
+    } while (0)
+
+#define RUN_TESTS(...)                                                                             \
+    int main(void)                                                                                 \
+    {                                                                                              \
+        const struct CMUnitTest tests[] = { __VA_ARGS__ };                                         \
+        return cmocka_run_group_tests(tests, NULL, NULL);                                          \
+    }
+
+/* Directory holding the project's test data (tests/data), from $PITR_TEST_DATA or the source
+ * tree relative to the working directory `make check` runs in. */
+static inline const char *test_data_dir(void)
+{
+    const char *d = getenv("PITR_TEST_DATA");
+    return d ? d : "tests/data";
+}
