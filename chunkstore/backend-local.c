@@ -1,0 +1,461 @@
+/*
+ * Local-directory backend. Objects are files under the root; "a/b" is the file root/a/b.
+ * Publishing goes through root/tmp/ and link(2), which refuses to replace an existing name, so
+ * immutability is enforced by the filesystem rather than by a check-then-act race.
+ */
+#include "chunkstore/backend.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/fs-util.h"
+#include "common/log.h"
+#include "common/macro.h"
+
+#define FD_CACHE_SLOTS 64
+
+typedef struct FdSlot {
+    char *name; /* NULL when free */
+    int fd;
+    unsigned refs;   /* readers using fd right now */
+    bool is_evicted; /* close when refs drops to 0 */
+    uint64_t last_use;
+} FdSlot;
+
+struct CsBackend {
+    char *root;
+    pthread_mutex_t fd_lock;
+    FdSlot fds[FD_CACHE_SLOTS]; /* protected by fd_lock */
+    uint64_t clock;             /* protected by fd_lock */
+};
+
+struct CsSpool {
+    CsBackend *b;
+    char *tmp_path;
+    int fd;
+    uint64_t size;
+};
+
+struct CsLock {
+    int fd;
+};
+
+static char *object_path(const CsBackend *b, const char *name)
+{
+    return path_join(b->root, name);
+}
+
+static bool name_is_valid(const char *name)
+{
+    /* Names come from the layers above, but a ".." would escape the root: refuse it. */
+    return name[0] && name[0] != '/' && !strstr(name, "..");
+}
+
+int cs_backend_local_open(const char *path, bool create, CsBackend **ret)
+{
+    struct stat st;
+    int r;
+
+    if (create) {
+        if ((r = mkdir_p(path, 0700)) < 0)
+            return r;
+    }
+    if (stat(path, &st) < 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode))
+        return -ENOTDIR;
+
+    _cleanup_free_ CsBackend *b = calloc(1, sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    b->root = realpath(path, NULL);
+    if (!b->root)
+        return -errno;
+    pthread_mutex_init(&b->fd_lock, NULL);
+    for (size_t i = 0; i < FD_CACHE_SLOTS; i++)
+        b->fds[i].fd = -1;
+    if (create) {
+        static const char *const dirs[] = { "packs", "snapshots", "keys", "locks", "tmp" };
+        for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+            _cleanup_free_ char *p = path_join(b->root, dirs[i]);
+            if (!p)
+                return -ENOMEM;
+            if (mkdir(p, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        }
+        if ((r = fsync_dir(b->root)) < 0)
+            return r;
+    }
+    *ret = TAKE_PTR(b);
+    return 0;
+}
+
+int cs_backend_open(const char *location, bool create, CsBackend **ret)
+{
+    if (strncmp(location, "s3://", 5) == 0) {
+        log_error("object-store backends are not built into this version: \"%s\"", location);
+        return -EPROTONOSUPPORT;
+    }
+    if (strncmp(location, "file://", 7) == 0)
+        location += 7;
+    return cs_backend_local_open(location, create, ret);
+}
+
+CsBackend *cs_backend_free(CsBackend *b)
+{
+    if (!b)
+        return NULL;
+    for (size_t i = 0; i < FD_CACHE_SLOTS; i++) {
+        if (b->fds[i].name) {
+            close(b->fds[i].fd);
+            free(b->fds[i].name);
+        }
+    }
+    pthread_mutex_destroy(&b->fd_lock);
+    free(b->root);
+    free(b);
+    return NULL;
+}
+
+const char *cs_backend_location(const CsBackend *b)
+{
+    return b->root;
+}
+
+int cs_backend_cache_dir(const CsBackend *b, char **ret)
+{
+    char *p = path_join(b->root, "index");
+    if (!p)
+        return -ENOMEM;
+    *ret = p;
+    return 0;
+}
+
+int cs_backend_put(CsBackend *b, const char *name, const void *p, size_t n, bool overwrite)
+{
+    if (!name_is_valid(name))
+        return -EINVAL;
+    _cleanup_free_ char *path = object_path(b, name);
+    if (!path)
+        return -ENOMEM;
+    if (overwrite)
+        return write_file_atomic(path, p, n, 0600);
+
+    CsSpool *s;
+    int r = cs_backend_spool_new(b, &s);
+    if (r < 0)
+        return r;
+    if ((r = cs_spool_write(s, p, n)) < 0) {
+        cs_spool_abort(s);
+        return r;
+    }
+    return cs_spool_publish(s, name);
+}
+
+int cs_backend_get(CsBackend *b, const char *name, size_t max, uint8_t **ret, size_t *ret_n)
+{
+    if (!name_is_valid(name))
+        return -EINVAL;
+    _cleanup_free_ char *path = object_path(b, name);
+    if (!path)
+        return -ENOMEM;
+    char *data;
+    int r = read_file(path, max, &data, ret_n);
+    if (r < 0)
+        return r;
+    *ret = (uint8_t *)data;
+    return 0;
+}
+
+/* Find or open the cached fd for `name` and pin it; returns the slot index or -errno. */
+static int fd_cache_pin(CsBackend *b, const char *name)
+{
+    pthread_mutex_lock(&b->fd_lock);
+    int victim = -1;
+    b->clock++;
+    for (int i = 0; i < FD_CACHE_SLOTS; i++) {
+        FdSlot *s = &b->fds[i];
+        if (s->name && !s->is_evicted && strcmp(s->name, name) == 0) {
+            s->refs++;
+            s->last_use = b->clock;
+            pthread_mutex_unlock(&b->fd_lock);
+            return i;
+        }
+        if (!s->name)
+            victim = victim < 0 || b->fds[victim].name ? i : victim;
+        else if (s->refs == 0 && (victim < 0 || (b->fds[victim].name &&
+                                                 s->last_use < b->fds[victim].last_use)))
+            victim = i;
+    }
+    pthread_mutex_unlock(&b->fd_lock);
+
+    _cleanup_free_ char *path = object_path(b, name);
+    if (!path)
+        return -ENOMEM;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (victim < 0)
+        return FD_CACHE_SLOTS + fd; /* cache full of busy fds: caller owns this one */
+
+    pthread_mutex_lock(&b->fd_lock);
+    FdSlot *s = &b->fds[victim];
+    if (s->name && s->refs > 0) { /* taken meanwhile: use the fd uncached */
+        pthread_mutex_unlock(&b->fd_lock);
+        return FD_CACHE_SLOTS + fd;
+    }
+    if (s->name) {
+        close(s->fd);
+        free(s->name);
+    }
+    s->name = strdup(name);
+    if (!s->name) {
+        pthread_mutex_unlock(&b->fd_lock);
+        close(fd);
+        return -ENOMEM;
+    }
+    s->fd = fd;
+    s->refs = 1;
+    s->is_evicted = false;
+    s->last_use = b->clock;
+    pthread_mutex_unlock(&b->fd_lock);
+    return victim;
+}
+
+static void fd_cache_unpin(CsBackend *b, int slot)
+{
+    if (slot >= FD_CACHE_SLOTS) {
+        close(slot - FD_CACHE_SLOTS);
+        return;
+    }
+    pthread_mutex_lock(&b->fd_lock);
+    b->fds[slot].refs--;
+    pthread_mutex_unlock(&b->fd_lock);
+}
+
+int cs_backend_get_range(CsBackend *b, const char *name, uint64_t off, void *p, size_t n,
+                         size_t *ret_n)
+{
+    if (!name_is_valid(name))
+        return -EINVAL;
+    int slot = fd_cache_pin(b, name);
+    if (slot < 0)
+        return slot;
+    int fd = slot >= FD_CACHE_SLOTS ? slot - FD_CACHE_SLOTS : b->fds[slot].fd;
+    int r = pread_full(fd, p, n, off, ret_n);
+    fd_cache_unpin(b, slot);
+    return r;
+}
+
+int cs_backend_stat(CsBackend *b, const char *name, uint64_t *ret_size)
+{
+    if (!name_is_valid(name))
+        return -EINVAL;
+    _cleanup_free_ char *path = object_path(b, name);
+    if (!path)
+        return -ENOMEM;
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return -errno;
+    if (ret_size)
+        *ret_size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int list_dir(CsBackend *b, const char *rel, CsBackendListFn fn, void *userdata)
+{
+    _cleanup_free_ char *path = object_path(b, rel);
+    if (!path)
+        return -ENOMEM;
+    DIR *d = opendir(path);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    int r = 0;
+    struct dirent *de;
+    while (r == 0 && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        _cleanup_free_ char *child = NULL;
+        if (asprintf(&child, "%s%s%s", rel, rel[strlen(rel) - 1] == '/' ? "" : "/",
+                     de->d_name) < 0) {
+            r = -ENOMEM;
+            break;
+        }
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno == ENOENT)
+                continue; /* deleted while listing */
+            r = -errno;
+            break;
+        }
+        if (S_ISDIR(st.st_mode))
+            r = list_dir(b, child, fn, userdata);
+        else if (S_ISREG(st.st_mode) && !strstr(de->d_name, ".tmp"))
+            r = fn(child, (uint64_t)st.st_size, userdata);
+    }
+    closedir(d);
+    return r;
+}
+
+int cs_backend_list(CsBackend *b, const char *prefix, CsBackendListFn fn, void *userdata)
+{
+    if (!name_is_valid(prefix))
+        return -EINVAL;
+    return list_dir(b, prefix, fn, userdata);
+}
+
+int cs_backend_delete(CsBackend *b, const char *name)
+{
+    if (!name_is_valid(name))
+        return -EINVAL;
+    _cleanup_free_ char *path = object_path(b, name);
+    if (!path)
+        return -ENOMEM;
+    /* A cached reader fd would keep serving the unlinked file; drop it from the cache. */
+    pthread_mutex_lock(&b->fd_lock);
+    for (size_t i = 0; i < FD_CACHE_SLOTS; i++) {
+        FdSlot *s = &b->fds[i];
+        if (s->name && strcmp(s->name, name) == 0)
+            s->is_evicted = true;
+    }
+    pthread_mutex_unlock(&b->fd_lock);
+    if (unlink(path) < 0)
+        return -errno;
+    return fsync_dir_of(path);
+}
+
+int cs_backend_spool_new(CsBackend *b, CsSpool **ret)
+{
+    _cleanup_free_ CsSpool *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    static unsigned counter;
+    if (asprintf(&s->tmp_path, "%s/tmp/spool-%d-%u-%lx.tmp", b->root, (int)getpid(),
+                 __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED), (unsigned long)random()) < 0)
+        return -ENOMEM;
+    s->fd = open(s->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (s->fd < 0) {
+        int r = -errno;
+        free(s->tmp_path);
+        return r;
+    }
+    s->b = b;
+    *ret = TAKE_PTR(s);
+    return 0;
+}
+
+int cs_spool_write(CsSpool *s, const void *p, size_t n)
+{
+    int r = write_all(s->fd, p, n);
+    if (r < 0)
+        return r;
+    s->size += n;
+    return 0;
+}
+
+uint64_t cs_spool_size(const CsSpool *s)
+{
+    return s->size;
+}
+
+void cs_spool_abort(CsSpool *s)
+{
+    if (!s)
+        return;
+    close(s->fd);
+    unlink(s->tmp_path);
+    free(s->tmp_path);
+    free(s);
+}
+
+int cs_spool_publish(CsSpool *s, const char *name)
+{
+    int r;
+    if (!name_is_valid(name)) {
+        cs_spool_abort(s);
+        return -EINVAL;
+    }
+    _cleanup_free_ char *path = object_path(s->b, name);
+    _cleanup_free_ char *dir = path ? strdup(path) : NULL;
+    if (!dir) {
+        cs_spool_abort(s);
+        return -ENOMEM;
+    }
+    *strrchr(dir, '/') = 0;
+    if (fsync(s->fd) < 0) {
+        r = -errno;
+        cs_spool_abort(s);
+        return r;
+    }
+    if ((r = mkdir_p(dir, 0700)) < 0 || (link(s->tmp_path, path) < 0 && (r = -errno))) {
+        cs_spool_abort(s);
+        return r;
+    }
+    cs_spool_abort(s); /* drops the temporary name; the published link stays */
+    return fsync_dir(dir);
+}
+
+int cs_backend_sweep(CsBackend *b)
+{
+    _cleanup_free_ char *tmp = path_join(b->root, "tmp");
+    if (!tmp)
+        return -ENOMEM;
+    DIR *d = opendir(tmp);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int pid;
+        if (sscanf(de->d_name, "spool-%d-", &pid) != 1)
+            continue;
+        if (pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH)
+            continue;
+        unlinkat(dirfd(d), de->d_name, 0);
+    }
+    closedir(d);
+    return 0;
+}
+
+int cs_backend_lock(CsBackend *b, const char *name, CsLockMode mode, bool wait, CsLock **ret)
+{
+    _cleanup_free_ char *path = NULL;
+    if (asprintf(&path, "%s/locks/%s", b->root, name) < 0)
+        return -ENOMEM;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int op = (mode == CS_LOCK_SHARED ? LOCK_SH : LOCK_EX) | (wait ? 0 : LOCK_NB);
+    while (flock(fd, op) < 0) {
+        if (errno == EINTR)
+            continue;
+        int r = -errno;
+        close(fd);
+        return r;
+    }
+    CsLock *l = malloc(sizeof(*l));
+    if (!l) {
+        close(fd);
+        return -ENOMEM;
+    }
+    l->fd = fd;
+    *ret = l;
+    return 0;
+}
+
+CsLock *cs_lock_release(CsLock *l)
+{
+    if (l) {
+        close(l->fd);
+        free(l);
+    }
+    return NULL;
+}

@@ -1,0 +1,63 @@
+/*
+ * On-disk format of a pitrfs repository, version 1. docs/FORMAT.md describes every byte; this
+ * header holds the constants both the code and that document refer to. All integers are
+ * little-endian. A reader refuses a repository whose format_version is newer than
+ * CS_FORMAT_VERSION.
+ */
+#pragma once
+
+#include <stdint.h>
+
+#define CS_FORMAT_VERSION 1
+
+/* Sizes of ids and keys. */
+#define CS_CHUNK_ID_SIZE 32 /* HMAC-SHA-256 of the plaintext under the id key */
+#define CS_PACK_ID_SIZE  16 /* random */
+#define CS_SNAP_ID_SIZE  8  /* random; shown as 16 hex digits */
+
+/* Master key material, wrapped in keys/ and exported in key files: three 32-byte keys. */
+#define CS_MASTER_SIZE 96 /* enc_key || id_key || chunker_key */
+
+/* Pack file: header, records, trailer entries, footer. */
+#define CS_PACK_MAGIC       "PITRPACK" /* 8 bytes at offset 0 */
+#define CS_PACK_HEADER_SIZE 32         /* magic[8] version u32 flags u32 pack_id[16] */
+#define CS_PACK_FOOTER_MAGIC "PACKTAIL"
+#define CS_PACK_FOOTER_SIZE 32 /* trailer_off u64, entries u32, records u32, xxh3 u64, magic[8] */
+#define CS_PACK_ENTRY_SIZE  52 /* id[32] record_off u64 record_len u32 member_off u32 len u32 */
+
+/* Record: one AEAD envelope around a zstd frame (or raw bytes) holding 1..n chunks. */
+#define CS_RECORD_MAGIC       0x31434552u /* "REC1" */
+#define CS_RECORD_HEADER_SIZE 28 /* magic u32 flags u8 rsv u8 members u16 raw u32 payload u32 nonce[12] */
+#define CS_RECORD_MEMBER_SIZE 36 /* id[32] length u32 */
+#define CS_RECORD_TRAILER_SIZE 24 /* tag[16] xxh3 u64 */
+#define CS_RECORD_FLAG_ZSTD   0x01
+#define CS_RECORD_MAX_MEMBERS 4096
+
+/* Index value: where a chunk lives. */
+#define CS_LOC_SIZE 36 /* pack_id[16] record_off u64 record_len u32 member_off u32 len u32 */
+
+/* Sealed small objects (snapshot records). */
+#define CS_SEALED_MAGIC       "PITRSEAL"
+#define CS_SEALED_HEADER_SIZE 24 /* magic[8] version u32 nonce[12] */
+
+/* Content reference (how a file or stream names its chunks). */
+#define CS_REF_MAX_INLINE 32 /* more entries than this go into a list stream one level down */
+#define CS_REF_MAX_LEVEL  4
+
+/* Directory object. */
+#define CS_DIR_MAGIC 0x31524944u /* "DIR1" */
+
+/* HKDF "info" labels: changing one changes the format. */
+#define CS_INFO_PACK_KEY    "pitrfs pack key v1"
+#define CS_INFO_CATALOG_KEY "pitrfs catalog key v1"
+#define CS_INFO_KEY_CHECK   "pitrfs key check v1"
+#define CS_INFO_WRAP_KEY    "pitrfs wrap key v1"
+
+/* Defaults (recorded in config at init, so changing them here never changes a repository). */
+#define CS_DEFAULT_PAGE_SIZE  8192u
+#define CS_DEFAULT_ZSTD_LEVEL 3
+#define CS_DEFAULT_PACK_SIZE  (32u * 1024 * 1024)
+#define CS_DEFAULT_GROUP_SIZE (128u * 1024)
+#define CS_DEFAULT_SCRYPT_N   65536u
+#define CS_DEFAULT_SCRYPT_R   8u
+#define CS_DEFAULT_SCRYPT_P   1u

@@ -1,0 +1,346 @@
+#include "chunkstore/index.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <lmdb.h>
+
+#include "common/endian.h"
+#include "common/fs-util.h"
+#include "common/log.h"
+#include "common/macro.h"
+
+/* Address space, not disk: the file grows only as data is added. */
+#define INDEX_MAP_SIZE (1ull << 40)
+
+struct CsIndex {
+    MDB_env *env;
+    MDB_dbi chunks; /* chunk id -> CS_LOC_SIZE bytes */
+    MDB_dbi packs;  /* pack id -> size u64, entries u32 */
+    MDB_dbi meta;   /* "repo_id" -> 16 bytes, "version" -> u32 */
+    bool read_only;
+};
+
+struct CsIndexReader {
+    CsIndex *idx;
+    MDB_txn *txn;
+};
+
+DEFINE_CLEANUP_FUNC(MDB_txn *, mdb_txn_abort)
+
+static int errno_from_mdb(int rc)
+{
+    switch (rc) {
+    case 0: return 0;
+    case MDB_NOTFOUND: return -ENOENT;
+    case MDB_KEYEXIST: return -EEXIST;
+    case MDB_MAP_FULL: return -ENOSPC;
+    case MDB_READERS_FULL: return -EAGAIN;
+    default:
+        if (rc > 0)
+            return -rc;
+        log_debug("lmdb: %s", mdb_strerror(rc));
+        return -EIO;
+    }
+}
+
+static MDB_val mdb_val(const void *p, size_t n)
+{
+    return (MDB_val){ .mv_size = n, .mv_data = (void *)(uintptr_t)p };
+}
+
+/* Start a transaction, adopting a map size grown by another process. */
+static int txn_begin(CsIndex *idx, unsigned flags, MDB_txn **ret)
+{
+    int rc = mdb_txn_begin(idx->env, NULL, flags, ret);
+    if (rc == MDB_MAP_RESIZED) {
+        mdb_env_set_mapsize(idx->env, 0);
+        rc = mdb_txn_begin(idx->env, NULL, flags, ret);
+    }
+    return errno_from_mdb(rc);
+}
+
+int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, CsIndex **ret)
+{
+    int r;
+    if (!read_only && (r = mkdir_p(dir, 0700)) < 0)
+        return r;
+    _cleanup_free_ CsIndex *idx = calloc(1, sizeof(*idx));
+    if (!idx)
+        return -ENOMEM;
+    idx->read_only = read_only;
+    int rc = mdb_env_create(&idx->env);
+    if (rc)
+        return errno_from_mdb(rc);
+    mdb_env_set_maxdbs(idx->env, 4);
+    mdb_env_set_maxreaders(idx->env, 512);
+    mdb_env_set_mapsize(idx->env, INDEX_MAP_SIZE);
+    /* NOTLS: read transactions are handed between threads of the pipeline and FUSE. */
+    rc = mdb_env_open(idx->env, dir, MDB_NOTLS | (read_only ? MDB_RDONLY : 0), 0600);
+    if (rc) {
+        mdb_env_close(idx->env);
+        return errno_from_mdb(rc);
+    }
+    int dead;
+    mdb_reader_check(idx->env, &dead);
+
+    _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
+    if ((r = txn_begin(idx, read_only ? MDB_RDONLY : 0, &txn)) < 0)
+        goto fail;
+    unsigned create = read_only ? 0 : MDB_CREATE;
+    if ((rc = mdb_dbi_open(txn, "chunks", create, &idx->chunks)) ||
+        (rc = mdb_dbi_open(txn, "packs", create, &idx->packs)) ||
+        (rc = mdb_dbi_open(txn, "meta", create, &idx->meta))) {
+        r = errno_from_mdb(rc);
+        goto fail;
+    }
+    MDB_val k = mdb_val("repo_id", 7), v;
+    rc = mdb_get(txn, idx->meta, &k, &v);
+    if (rc == 0 && (v.mv_size != 16 || memcmp(v.mv_data, repo_id, 16) != 0)) {
+        r = -EXDEV;
+        goto fail;
+    }
+    if (rc == MDB_NOTFOUND && !read_only) {
+        MDB_val nv = mdb_val(repo_id, 16);
+        if ((rc = mdb_put(txn, idx->meta, &k, &nv, 0))) {
+            r = errno_from_mdb(rc);
+            goto fail;
+        }
+    }
+    if ((rc = mdb_txn_commit(TAKE_PTR(txn)))) {
+        r = errno_from_mdb(rc);
+        goto fail;
+    }
+    *ret = TAKE_PTR(idx);
+    return 0;
+fail:
+    mdb_env_close(idx->env);
+    return r;
+}
+
+CsIndex *cs_index_close(CsIndex *idx)
+{
+    if (idx) {
+        mdb_env_close(idx->env);
+        free(idx);
+    }
+    return NULL;
+}
+
+static int lookup_in(MDB_txn *txn, MDB_dbi dbi, const CsChunkId *id, CsChunkLoc *ret)
+{
+    MDB_val k = mdb_val(id->bytes, CS_CHUNK_ID_SIZE), v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc)
+        return errno_from_mdb(rc);
+    return ret ? cs_loc_decode(v.mv_data, v.mv_size, ret) : 0;
+}
+
+int cs_index_lookup(CsIndex *idx, const CsChunkId *id, CsChunkLoc *ret)
+{
+    _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
+    int r = txn_begin(idx, MDB_RDONLY, &txn);
+    if (r < 0)
+        return r;
+    return lookup_in(txn, idx->chunks, id, ret);
+}
+
+int cs_index_reader_begin(CsIndex *idx, CsIndexReader **ret)
+{
+    _cleanup_free_ CsIndexReader *rd = calloc(1, sizeof(*rd));
+    if (!rd)
+        return -ENOMEM;
+    int r = txn_begin(idx, MDB_RDONLY, &rd->txn);
+    if (r < 0)
+        return r;
+    rd->idx = idx;
+    *ret = TAKE_PTR(rd);
+    return 0;
+}
+
+int cs_index_reader_lookup(CsIndexReader *rd, const CsChunkId *id, CsChunkLoc *ret)
+{
+    return lookup_in(rd->txn, rd->idx->chunks, id, ret);
+}
+
+int cs_index_reader_refresh(CsIndexReader *rd)
+{
+    mdb_txn_reset(rd->txn);
+    int rc = mdb_txn_renew(rd->txn);
+    if (rc == MDB_MAP_RESIZED) {
+        mdb_txn_abort(rd->txn);
+        rd->txn = NULL;
+        return txn_begin(rd->idx, MDB_RDONLY, &rd->txn);
+    }
+    return errno_from_mdb(rc);
+}
+
+CsIndexReader *cs_index_reader_end(CsIndexReader *rd)
+{
+    if (rd) {
+        if (rd->txn)
+            mdb_txn_abort(rd->txn);
+        free(rd);
+    }
+    return NULL;
+}
+
+static int publish_once(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
+                        const CsPackEntry *entries, size_t n)
+{
+    _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
+    int r = txn_begin(idx, 0, &txn);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t loc[CS_LOC_SIZE];
+        cs_loc_encode(&entries[i].loc, loc);
+        MDB_val k = mdb_val(entries[i].id.bytes, CS_CHUNK_ID_SIZE), v = mdb_val(loc, sizeof(loc));
+        int rc = mdb_put(txn, idx->chunks, &k, &v, MDB_NOOVERWRITE);
+        if (rc && rc != MDB_KEYEXIST)
+            return errno_from_mdb(rc);
+    }
+    uint8_t pv[12];
+    put_le64(pv, pack_size);
+    put_le32(pv + 8, (uint32_t)n);
+    MDB_val k = mdb_val(pack->bytes, CS_PACK_ID_SIZE), v = mdb_val(pv, sizeof(pv));
+    int rc = mdb_put(txn, idx->packs, &k, &v, 0);
+    if (rc)
+        return errno_from_mdb(rc);
+    return errno_from_mdb(mdb_txn_commit(TAKE_PTR(txn)));
+}
+
+int cs_index_publish_pack(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
+                          const CsPackEntry *entries, size_t n)
+{
+    if (idx->read_only)
+        return -EROFS;
+    return publish_once(idx, pack, pack_size, entries, n);
+}
+
+int cs_index_has_pack(CsIndex *idx, const CsPackId *pack)
+{
+    _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
+    int r = txn_begin(idx, MDB_RDONLY, &txn);
+    if (r < 0)
+        return r;
+    MDB_val k = mdb_val(pack->bytes, CS_PACK_ID_SIZE), v;
+    int rc = mdb_get(txn, idx->packs, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    return rc ? errno_from_mdb(rc) : 1;
+}
+
+int cs_index_drop_pack(CsIndex *idx, const CsPackId *pack)
+{
+    _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int r = txn_begin(idx, 0, &txn);
+    if (r < 0)
+        return r;
+    int rc = mdb_cursor_open(txn, idx->chunks, &cur);
+    if (rc)
+        return errno_from_mdb(rc);
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (v.mv_size == CS_LOC_SIZE && memcmp(v.mv_data, pack->bytes, CS_PACK_ID_SIZE) == 0)
+            if ((rc = mdb_cursor_del(cur, 0)))
+                break;
+    }
+    mdb_cursor_close(cur);
+    if (rc && rc != MDB_NOTFOUND)
+        return errno_from_mdb(rc);
+    k = mdb_val(pack->bytes, CS_PACK_ID_SIZE);
+    rc = mdb_del(txn, idx->packs, &k, NULL);
+    if (rc && rc != MDB_NOTFOUND)
+        return errno_from_mdb(rc);
+    return errno_from_mdb(mdb_txn_commit(TAKE_PTR(txn)));
+}
+
+static int foreach(CsIndex *idx, MDB_dbi dbi, int (*fn)(const MDB_val *, const MDB_val *, void *),
+                   void *userdata)
+{
+    _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int r = txn_begin(idx, MDB_RDONLY, &txn);
+    if (r < 0)
+        return r;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc)
+        return errno_from_mdb(rc);
+    MDB_val k, v;
+    r = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && r == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        r = fn(&k, &v, userdata);
+    mdb_cursor_close(cur);
+    if (r)
+        return r;
+    return rc == MDB_NOTFOUND ? 0 : errno_from_mdb(rc);
+}
+
+typedef struct ForeachCtx {
+    CsIndexChunkFn chunk_fn;
+    CsIndexPackFn pack_fn;
+    void *userdata;
+    CsIndexStats *stats;
+} ForeachCtx;
+
+static int chunk_visit(const MDB_val *k, const MDB_val *v, void *userdata)
+{
+    ForeachCtx *ctx = userdata;
+    CsChunkId id;
+    CsChunkLoc loc;
+    if (k->mv_size != CS_CHUNK_ID_SIZE || cs_loc_decode(v->mv_data, v->mv_size, &loc) < 0)
+        return -EBADMSG;
+    memcpy(id.bytes, k->mv_data, CS_CHUNK_ID_SIZE);
+    if (ctx->stats) {
+        ctx->stats->chunks++;
+        ctx->stats->chunk_bytes += loc.length;
+        return 0;
+    }
+    return ctx->chunk_fn(&id, &loc, ctx->userdata);
+}
+
+static int pack_visit(const MDB_val *k, const MDB_val *v, void *userdata)
+{
+    ForeachCtx *ctx = userdata;
+    CsPackId id;
+    if (k->mv_size != CS_PACK_ID_SIZE || v->mv_size != 12)
+        return -EBADMSG;
+    memcpy(id.bytes, k->mv_data, CS_PACK_ID_SIZE);
+    uint64_t size = get_le64(v->mv_data);
+    if (ctx->stats) {
+        ctx->stats->packs++;
+        ctx->stats->pack_bytes += size;
+        return 0;
+    }
+    return ctx->pack_fn(&id, size, ctx->userdata);
+}
+
+int cs_index_foreach_chunk(CsIndex *idx, CsIndexChunkFn fn, void *userdata)
+{
+    ForeachCtx ctx = { .chunk_fn = fn, .userdata = userdata };
+    return foreach(idx, idx->chunks, chunk_visit, &ctx);
+}
+
+int cs_index_foreach_pack(CsIndex *idx, CsIndexPackFn fn, void *userdata)
+{
+    ForeachCtx ctx = { .pack_fn = fn, .userdata = userdata };
+    return foreach(idx, idx->packs, pack_visit, &ctx);
+}
+
+int cs_index_stats(CsIndex *idx, CsIndexStats *ret)
+{
+    CsIndexStats s = { 0 };
+    ForeachCtx ctx = { .stats = &s };
+    int r = foreach(idx, idx->chunks, chunk_visit, &ctx);
+    if (r == 0)
+        r = foreach(idx, idx->packs, pack_visit, &ctx);
+    if (r == 0)
+        *ret = s;
+    return r;
+}

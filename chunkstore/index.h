@@ -1,0 +1,56 @@
+/*
+ * The LMDB index: chunk id -> location, the set of indexed packs, and a little metadata.
+ * It is a cache of what the packs say: cs_index_rebuild() recreates it from the backend.
+ *
+ * One CsIndex per repository per process (LMDB forbids opening one environment twice in a
+ * process). Any number of processes may use it at once: LMDB serializes writers, and readers
+ * never block. Lookups are thread-safe. A pack's chunks are published in one write
+ * transaction, only after the pack itself is durable.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chunkstore/pack.h"
+
+typedef struct CsIndex CsIndex;
+typedef struct CsIndexReader CsIndexReader;
+
+/* Open (creating if needed unless read_only) the index in directory `dir`. The repository id
+ * is recorded on first use; opening with another repository's id returns -EXDEV. */
+int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, CsIndex **ret);
+CsIndex *cs_index_close(CsIndex *idx);
+
+/* One-shot lookup. Returns 0 and fills *ret, or -ENOENT. */
+int cs_index_lookup(CsIndex *idx, const CsChunkId *id, CsChunkLoc *ret);
+
+/* A read snapshot for many lookups (a worker's batch). Not shared between threads at once. */
+int cs_index_reader_begin(CsIndex *idx, CsIndexReader **ret);
+int cs_index_reader_lookup(CsIndexReader *rd, const CsChunkId *id, CsChunkLoc *ret);
+/* Refresh to see commits made since begin (cheap: LMDB txn reset/renew). */
+int cs_index_reader_refresh(CsIndexReader *rd);
+CsIndexReader *cs_index_reader_end(CsIndexReader *rd);
+
+/* Publish a durable pack's chunks in one transaction. Chunks already indexed keep their older
+ * location (the newer copy is garbage for gc). */
+int cs_index_publish_pack(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
+                          const CsPackEntry *entries, size_t n);
+/* 1 if the pack is indexed, 0 if not. */
+int cs_index_has_pack(CsIndex *idx, const CsPackId *pack);
+/* Remove a pack and every chunk whose location is in it. */
+int cs_index_drop_pack(CsIndex *idx, const CsPackId *pack);
+
+typedef struct CsIndexStats {
+    uint64_t chunks;
+    uint64_t chunk_bytes; /* sum of chunk lengths (plaintext) */
+    uint64_t packs;
+    uint64_t pack_bytes;
+} CsIndexStats;
+int cs_index_stats(CsIndex *idx, CsIndexStats *ret);
+
+typedef int (*CsIndexChunkFn)(const CsChunkId *id, const CsChunkLoc *loc, void *userdata);
+typedef int (*CsIndexPackFn)(const CsPackId *id, uint64_t size, void *userdata);
+int cs_index_foreach_chunk(CsIndex *idx, CsIndexChunkFn fn, void *userdata);
+int cs_index_foreach_pack(CsIndex *idx, CsIndexPackFn fn, void *userdata);

@@ -1,0 +1,377 @@
+#include "chunkstore/pack.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "chunkstore/crypto.h"
+#include "common/endian.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "common/macro.h"
+
+void cs_pack_name(const CsPackId *id, char out[CS_PACK_NAME_MAX])
+{
+    char hex[2 * CS_PACK_ID_SIZE + 1];
+    hex_encode(id->bytes, sizeof(id->bytes), hex);
+    snprintf(out, CS_PACK_NAME_MAX, "packs/%.2s/%s.pack", hex, hex);
+}
+
+int cs_pack_name_parse(const char *name, CsPackId *ret)
+{
+    char hex[2 * CS_PACK_ID_SIZE + 1];
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    size_t len = strlen(base);
+    if (len != 2 * CS_PACK_ID_SIZE + 5 || strcmp(base + 2 * CS_PACK_ID_SIZE, ".pack") != 0)
+        return -EINVAL;
+    memcpy(hex, base, 2 * CS_PACK_ID_SIZE);
+    hex[2 * CS_PACK_ID_SIZE] = 0;
+    return hex_decode(hex, ret->bytes, CS_PACK_ID_SIZE);
+}
+
+void cs_loc_encode(const CsChunkLoc *loc, uint8_t out[CS_LOC_SIZE])
+{
+    memcpy(out, loc->pack.bytes, CS_PACK_ID_SIZE);
+    put_le64(out + 16, loc->record_off);
+    put_le32(out + 24, loc->record_len);
+    put_le32(out + 28, loc->member_off);
+    put_le32(out + 32, loc->length);
+}
+
+int cs_loc_decode(const void *p, size_t n, CsChunkLoc *ret)
+{
+    const uint8_t *b = p;
+    if (n != CS_LOC_SIZE)
+        return -EBADMSG;
+    memcpy(ret->pack.bytes, b, CS_PACK_ID_SIZE);
+    ret->record_off = get_le64(b + 16);
+    ret->record_len = get_le32(b + 24);
+    ret->member_off = get_le32(b + 28);
+    ret->length = get_le32(b + 32);
+    return 0;
+}
+
+int cs_pack_key(const uint8_t enc_key[32], const CsPackId *id, uint8_t ret[32])
+{
+    return cs_hkdf_sha256(enc_key, 32, id->bytes, CS_PACK_ID_SIZE, CS_INFO_PACK_KEY,
+                          strlen(CS_INFO_PACK_KEY), ret, 32);
+}
+
+int cs_record_compress(void *zstd_cctx, int level, const void *raw, size_t n, Buf *out)
+{
+    size_t bound = ZSTD_compressBound(n);
+    buf_clear(out);
+    if (buf_reserve(out, MAX(bound, n)) < 0)
+        return -ENOMEM;
+    size_t z = ZSTD_compressCCtx(zstd_cctx, out->data, bound, raw, n, level);
+    if (ZSTD_isError(z)) {
+        log_debug("zstd: %s", ZSTD_getErrorName(z));
+        return -EIO;
+    }
+    if (z < n) {
+        out->size = z;
+        return CS_RECORD_FLAG_ZSTD;
+    }
+    memcpy(out->data, raw, n);
+    out->size = n;
+    return 0;
+}
+
+int cs_record_encode(const uint8_t pack_key[32], const CsRecordMember *members, size_t n_members,
+                     uint8_t flags, uint32_t raw_len, const void *payload, size_t payload_len,
+                     Buf *out)
+{
+    if (n_members == 0 || n_members > CS_RECORD_MAX_MEMBERS || payload_len > UINT32_MAX)
+        return -EINVAL;
+    size_t header_len = CS_RECORD_HEADER_SIZE + n_members * CS_RECORD_MEMBER_SIZE;
+    uint8_t *p = buf_extend(out, header_len + payload_len + CS_RECORD_TRAILER_SIZE);
+    if (!p)
+        return -ENOMEM;
+    put_le32(p, CS_RECORD_MAGIC);
+    p[4] = flags;
+    p[5] = 0;
+    put_le16(p + 6, (uint16_t)n_members);
+    put_le32(p + 8, raw_len);
+    put_le32(p + 12, (uint32_t)payload_len);
+    int r = cs_random_bytes(p + 16, CS_NONCE_SIZE);
+    if (r < 0)
+        return r;
+    uint8_t *m = p + CS_RECORD_HEADER_SIZE;
+    for (size_t i = 0; i < n_members; i++, m += CS_RECORD_MEMBER_SIZE) {
+        memcpy(m, members[i].id.bytes, CS_CHUNK_ID_SIZE);
+        put_le32(m + CS_CHUNK_ID_SIZE, members[i].length);
+    }
+    uint8_t *ct = p + header_len;
+    r = cs_aead_seal(pack_key, p + 16, p, header_len, payload, payload_len, ct,
+                     ct + payload_len);
+    if (r < 0)
+        return r;
+    size_t hashed = header_len + payload_len + CS_TAG_SIZE;
+    put_le64(p + hashed, XXH3_64bits(p, hashed));
+    return 0;
+}
+
+typedef struct RecordHeader {
+    uint8_t flags;
+    uint16_t n_members;
+    uint32_t raw_len;
+    uint32_t payload_len;
+    size_t header_len;
+} RecordHeader;
+
+static int record_parse(const uint8_t *p, size_t len, RecordHeader *h)
+{
+    if (len < CS_RECORD_HEADER_SIZE + CS_RECORD_TRAILER_SIZE || get_le32(p) != CS_RECORD_MAGIC)
+        return -EBADMSG;
+    h->flags = p[4];
+    h->n_members = get_le16(p + 6);
+    h->raw_len = get_le32(p + 8);
+    h->payload_len = get_le32(p + 12);
+    h->header_len = CS_RECORD_HEADER_SIZE + (size_t)h->n_members * CS_RECORD_MEMBER_SIZE;
+    if (h->n_members == 0 || (h->flags & ~CS_RECORD_FLAG_ZSTD) ||
+        h->header_len + h->payload_len + CS_RECORD_TRAILER_SIZE != len)
+        return -EBADMSG;
+    if (XXH3_64bits(p, len - 8) != get_le64(p + len - 8))
+        return -EBADMSG;
+    return 0;
+}
+
+int cs_record_verify(const void *rec, size_t len)
+{
+    RecordHeader h;
+    return record_parse(rec, len, &h);
+}
+
+int cs_record_decode(const uint8_t pack_key[32], const void *rec, size_t len, Buf *plain,
+                     const uint8_t **ret_members, size_t *ret_n_members)
+{
+    const uint8_t *p = rec;
+    RecordHeader h;
+    int r = record_parse(p, len, &h);
+    if (r < 0)
+        return r;
+    _cleanup_(buf_free) Buf payload = BUF_INIT;
+    bool is_zstd = h.flags & CS_RECORD_FLAG_ZSTD;
+    Buf *dst = is_zstd ? &payload : plain;
+    buf_clear(dst);
+    if (!buf_extend(dst, h.payload_len ? h.payload_len : 0) && h.payload_len)
+        return -ENOMEM;
+    const uint8_t *ct = p + h.header_len;
+    r = cs_aead_open(pack_key, p + 16, p, h.header_len, ct, h.payload_len, dst->data,
+                     ct + h.payload_len);
+    if (r < 0)
+        return r;
+    if (is_zstd) {
+        buf_clear(plain);
+        if (!buf_extend(plain, h.raw_len) && h.raw_len)
+            return -ENOMEM;
+        size_t z = ZSTD_decompress(plain->data, h.raw_len, payload.data, payload.size);
+        if (ZSTD_isError(z) || z != h.raw_len)
+            return -EBADMSG;
+    } else if (h.payload_len != h.raw_len)
+        return -EBADMSG;
+    /* The lengths are authenticated; they must tile the plaintext exactly. */
+    uint64_t sum = 0;
+    for (size_t i = 0; i < h.n_members; i++)
+        sum += get_le32(p + CS_RECORD_HEADER_SIZE + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
+    if (sum != h.raw_len)
+        return -EBADMSG;
+    *ret_members = p + CS_RECORD_HEADER_SIZE;
+    *ret_n_members = h.n_members;
+    return 0;
+}
+
+struct CsPackWriter {
+    CsSpool *spool;
+    CsPackId id;
+    uint8_t key[32];
+    Buf record;  /* scratch for one encoded record */
+    Buf entries; /* CsPackEntry array */
+    uint32_t n_records;
+};
+
+int cs_pack_writer_new(CsBackend *b, const uint8_t enc_key[32], CsPackWriter **ret)
+{
+    _cleanup_free_ CsPackWriter *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    int r = cs_random_bytes(w->id.bytes, CS_PACK_ID_SIZE);
+    if (r < 0 || (r = cs_pack_key(enc_key, &w->id, w->key)) < 0)
+        return r;
+    if ((r = cs_backend_spool_new(b, &w->spool)) < 0)
+        return r;
+    uint8_t header[CS_PACK_HEADER_SIZE] = { 0 };
+    memcpy(header, CS_PACK_MAGIC, 8);
+    put_le32(header + 8, CS_FORMAT_VERSION);
+    put_le32(header + 12, 0);
+    memcpy(header + 16, w->id.bytes, CS_PACK_ID_SIZE);
+    if ((r = cs_spool_write(w->spool, header, sizeof(header))) < 0) {
+        cs_spool_abort(w->spool);
+        return r;
+    }
+    *ret = TAKE_PTR(w);
+    return 0;
+}
+
+int cs_pack_writer_add(CsPackWriter *w, const CsRecordMember *members, size_t n_members,
+                       uint8_t flags, uint32_t raw_len, const void *payload, size_t payload_len)
+{
+    buf_clear(&w->record);
+    int r = cs_record_encode(w->key, members, n_members, flags, raw_len, payload, payload_len,
+                             &w->record);
+    if (r < 0)
+        return r;
+    uint64_t off = cs_spool_size(w->spool);
+    if (w->record.size > UINT32_MAX)
+        return -E2BIG;
+    CsPackEntry *e = (CsPackEntry *)(void *)buf_extend(&w->entries, n_members * sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    uint32_t member_off = 0;
+    for (size_t i = 0; i < n_members; i++) {
+        e[i].id = members[i].id;
+        e[i].loc = (CsChunkLoc){ .pack = w->id,
+                                 .record_off = off,
+                                 .record_len = (uint32_t)w->record.size,
+                                 .member_off = member_off,
+                                 .length = members[i].length };
+        member_off += members[i].length;
+    }
+    if ((r = cs_spool_write(w->spool, w->record.data, w->record.size)) < 0) {
+        w->entries.size -= n_members * sizeof(*e);
+        return r;
+    }
+    w->n_records++;
+    return 0;
+}
+
+uint64_t cs_pack_writer_size(const CsPackWriter *w)
+{
+    return cs_spool_size(w->spool);
+}
+
+size_t cs_pack_writer_entries(const CsPackWriter *w)
+{
+    return w->entries.size / sizeof(CsPackEntry);
+}
+
+void cs_pack_writer_abort(CsPackWriter *w)
+{
+    if (!w)
+        return;
+    cs_spool_abort(w->spool);
+    buf_free(&w->record);
+    buf_free(&w->entries);
+    free(w);
+}
+
+int cs_pack_writer_finish(CsPackWriter *w, CsPackId *ret_id, CsPackEntry **ret_entries,
+                          size_t *ret_n, uint64_t *ret_size)
+{
+    size_t n = cs_pack_writer_entries(w);
+    const CsPackEntry *e = (const CsPackEntry *)(const void *)w->entries.data;
+    uint64_t trailer_off = cs_spool_size(w->spool);
+    _cleanup_(buf_free) Buf t = BUF_INIT;
+    int r = 0;
+
+    uint8_t *p = buf_extend(&t, n * CS_PACK_ENTRY_SIZE + CS_PACK_FOOTER_SIZE);
+    if (!p)
+        r = -ENOMEM;
+    for (size_t i = 0; r == 0 && i < n; i++, p += CS_PACK_ENTRY_SIZE) {
+        memcpy(p, e[i].id.bytes, CS_CHUNK_ID_SIZE);
+        put_le64(p + 32, e[i].loc.record_off);
+        put_le32(p + 40, e[i].loc.record_len);
+        put_le32(p + 44, e[i].loc.member_off);
+        put_le32(p + 48, e[i].loc.length);
+    }
+    if (r == 0) {
+        put_le64(p, trailer_off);
+        put_le32(p + 8, (uint32_t)n);
+        put_le32(p + 12, w->n_records);
+        put_le64(p + 16, XXH3_64bits(t.data, n * CS_PACK_ENTRY_SIZE));
+        memcpy(p + 24, CS_PACK_FOOTER_MAGIC, 8);
+        r = cs_spool_write(w->spool, t.data, t.size);
+    }
+    if (r < 0) {
+        cs_pack_writer_abort(w);
+        return r;
+    }
+    uint64_t size = cs_spool_size(w->spool);
+    char name[CS_PACK_NAME_MAX];
+    cs_pack_name(&w->id, name);
+    r = cs_spool_publish(w->spool, name);
+    w->spool = NULL;
+    if (r < 0) {
+        buf_free(&w->record);
+        buf_free(&w->entries);
+        free(w);
+        return r;
+    }
+    *ret_id = w->id;
+    *ret_entries = (CsPackEntry *)(void *)TAKE_PTR(w->entries.data);
+    *ret_n = n;
+    *ret_size = size;
+    buf_free(&w->record);
+    free(w);
+    return 0;
+}
+
+int cs_pack_read_trailer(CsBackend *b, const char *name, CsPackId *ret_id,
+                         CsPackEntry **ret_entries, size_t *ret_n)
+{
+    uint64_t size;
+    size_t got;
+    int r = cs_backend_stat(b, name, &size);
+    if (r < 0)
+        return r;
+    if (size < CS_PACK_HEADER_SIZE + CS_PACK_FOOTER_SIZE)
+        return -EBADMSG;
+    uint8_t header[CS_PACK_HEADER_SIZE], footer[CS_PACK_FOOTER_SIZE];
+    if ((r = cs_backend_get_range(b, name, 0, header, sizeof(header), &got)) < 0)
+        return r;
+    if (got != sizeof(header) || memcmp(header, CS_PACK_MAGIC, 8) != 0)
+        return -EBADMSG;
+    if (get_le32(header + 8) > CS_FORMAT_VERSION)
+        return -EPROTONOSUPPORT;
+    r = cs_backend_get_range(b, name, size - CS_PACK_FOOTER_SIZE, footer, sizeof(footer), &got);
+    if (r < 0)
+        return r;
+    if (got != sizeof(footer) || memcmp(footer + 24, CS_PACK_FOOTER_MAGIC, 8) != 0)
+        return -EBADMSG;
+    uint64_t trailer_off = get_le64(footer);
+    uint32_t n = get_le32(footer + 8);
+    if (trailer_off < CS_PACK_HEADER_SIZE ||
+        trailer_off + (uint64_t)n * CS_PACK_ENTRY_SIZE + CS_PACK_FOOTER_SIZE != size)
+        return -EBADMSG;
+    _cleanup_free_ uint8_t *t = malloc((size_t)n * CS_PACK_ENTRY_SIZE + 1);
+    _cleanup_free_ CsPackEntry *entries = calloc(n ? n : 1, sizeof(*entries));
+    if (!t || !entries)
+        return -ENOMEM;
+    r = cs_backend_get_range(b, name, trailer_off, t, (size_t)n * CS_PACK_ENTRY_SIZE, &got);
+    if (r < 0)
+        return r;
+    if (got != (size_t)n * CS_PACK_ENTRY_SIZE || XXH3_64bits(t, got) != get_le64(footer + 16))
+        return -EBADMSG;
+    CsPackId id;
+    memcpy(id.bytes, header + 16, CS_PACK_ID_SIZE);
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *p = t + (size_t)i * CS_PACK_ENTRY_SIZE;
+        memcpy(entries[i].id.bytes, p, CS_CHUNK_ID_SIZE);
+        entries[i].loc = (CsChunkLoc){ .pack = id,
+                                       .record_off = get_le64(p + 32),
+                                       .record_len = get_le32(p + 40),
+                                       .member_off = get_le32(p + 44),
+                                       .length = get_le32(p + 48) };
+        if (entries[i].loc.record_off + entries[i].loc.record_len > trailer_off)
+            return -EBADMSG;
+    }
+    *ret_id = id;
+    *ret_entries = TAKE_PTR(entries);
+    *ret_n = n;
+    return 0;
+}

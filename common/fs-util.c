@@ -1,0 +1,173 @@
+#include "common/fs-util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/macro.h"
+
+int write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, b, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        b += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+int read_full(int fd, void *p, size_t n, size_t *ret_n)
+{
+    uint8_t *b = p;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = read(fd, b + done, n - done);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            break;
+        done += (size_t)r;
+    }
+    *ret_n = done;
+    return 0;
+}
+
+int pread_full(int fd, void *p, size_t n, uint64_t off, size_t *ret_n)
+{
+    uint8_t *b = p;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, b + done, n - done, (off_t)(off + done));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            break;
+        done += (size_t)r;
+    }
+    *ret_n = done;
+    return 0;
+}
+
+int fsync_dir(const char *dir)
+{
+    _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        return -errno;
+    return 0;
+}
+
+int fsync_dir_of(const char *path)
+{
+    _cleanup_free_ char *copy = strdup(path);
+    if (!copy)
+        return -ENOMEM;
+    return fsync_dir(dirname(copy));
+}
+
+int write_file_atomic(const char *path, const void *p, size_t n, mode_t mode)
+{
+    _cleanup_free_ char *tmp = NULL;
+    if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+        return -ENOMEM;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -errno;
+    int r = write_all(fd, p, n);
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    if (r == 0 && rename(tmp, path) < 0)
+        r = -errno;
+    if (r < 0) {
+        unlink(tmp);
+        return r;
+    }
+    return fsync_dir_of(path);
+}
+
+int read_file(const char *path, size_t max, char **ret, size_t *ret_n)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if ((uint64_t)st.st_size > max)
+        return -EFBIG;
+    _cleanup_free_ char *data = malloc((size_t)st.st_size + 1);
+    if (!data)
+        return -ENOMEM;
+    size_t n;
+    int r = read_full(fd, data, (size_t)st.st_size, &n);
+    if (r < 0)
+        return r;
+    data[n] = 0;
+    *ret = TAKE_PTR(data);
+    if (ret_n)
+        *ret_n = n;
+    return 0;
+}
+
+int mkdir_p(const char *path, mode_t mode)
+{
+    _cleanup_free_ char *copy = strdup(path);
+    if (!copy)
+        return -ENOMEM;
+    for (char *s = copy + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = 0;
+        if (mkdir(copy, mode) < 0 && errno != EEXIST)
+            return -errno;
+        *s = '/';
+    }
+    if (mkdir(copy, mode) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+char *path_join(const char *a, const char *b)
+{
+    char *p;
+    if (asprintf(&p, "%s/%s", a, b) < 0)
+        return NULL;
+    return p;
+}

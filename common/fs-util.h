@@ -1,0 +1,25 @@
+/*
+ * File helpers that retry short reads/writes and EINTR, and the durable-publish idiom
+ * (write to a temp file, fsync, rename, fsync the directory). All return 0 or -errno.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+int write_all(int fd, const void *p, size_t n);
+int pwrite_all(int fd, const void *p, size_t n, uint64_t off);
+/* Reads up to n bytes; *ret_n < n only at end of file. */
+int read_full(int fd, void *p, size_t n, size_t *ret_n);
+int pread_full(int fd, void *p, size_t n, uint64_t off, size_t *ret_n);
+int fsync_dir_of(const char *path);
+int fsync_dir(const char *dir);
+/* Create `path` with contents p[0..n) so that after a crash it is either absent/old or complete. */
+int write_file_atomic(const char *path, const void *p, size_t n, mode_t mode);
+/* Read a whole (small) file; *ret is NUL-terminated for convenience and must be freed. */
+int read_file(const char *path, size_t max, char **ret, size_t *ret_n);
+/* mkdir -p with the given mode; existing directories are fine. */
+int mkdir_p(const char *path, mode_t mode);
+/* Make a path with printf-style formatting; returns NULL on ENOMEM. */
+char *path_join(const char *a, const char *b);
