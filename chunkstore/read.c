@@ -1,0 +1,334 @@
+#include "chunkstore/read.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/endian.h"
+#include "common/fs-util.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "common/macro.h"
+
+#define RECORD_CACHE_SLOTS 4
+
+typedef struct CachedRecord {
+    bool is_valid;
+    CsPackId pack;
+    uint64_t record_off;
+    Buf plain;
+    uint64_t last_use;
+} CachedRecord;
+
+struct CsReader {
+    CsRepo *repo;
+    CsIndexReader *index;
+    Buf raw; /* the encrypted record as read */
+    CachedRecord cache[RECORD_CACHE_SLOTS];
+    uint64_t clock;
+    unsigned lookups_since_refresh;
+};
+
+struct CsContentIndex {
+    CsRecordMember *entries;
+    uint64_t *offsets; /* offsets[i] = start of entry i; offsets[count] = size */
+    size_t count;
+};
+
+int cs_reader_new(CsRepo *repo, CsReader **ret)
+{
+    _cleanup_free_ CsReader *rd = calloc(1, sizeof(*rd));
+    if (!rd)
+        return -ENOMEM;
+    int r = cs_index_reader_begin(repo->index, &rd->index);
+    if (r < 0)
+        return r;
+    rd->repo = repo;
+    *ret = TAKE_PTR(rd);
+    return 0;
+}
+
+CsReader *cs_reader_free(CsReader *rd)
+{
+    if (!rd)
+        return NULL;
+    cs_index_reader_end(rd->index);
+    buf_free(&rd->raw);
+    for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++)
+        buf_free(&rd->cache[i].plain);
+    free(rd);
+    return NULL;
+}
+
+static int lookup(CsReader *rd, const CsChunkId *id, CsChunkLoc *loc)
+{
+    int r = cs_index_reader_lookup(rd->index, id, loc);
+    if (r == -ENOENT) {
+        /* The read snapshot may predate a pack published since: look again on a fresh one. */
+        if ((r = cs_index_reader_refresh(rd->index)) < 0)
+            return r;
+        r = cs_index_reader_lookup(rd->index, id, loc);
+    }
+    return r;
+}
+
+static int record_load(CsReader *rd, const CsChunkLoc *loc, CachedRecord **ret)
+{
+    CachedRecord *victim = &rd->cache[0];
+    rd->clock++;
+    for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++) {
+        CachedRecord *c = &rd->cache[i];
+        if (c->is_valid && c->record_off == loc->record_off &&
+            memcmp(c->pack.bytes, loc->pack.bytes, CS_PACK_ID_SIZE) == 0) {
+            c->last_use = rd->clock;
+            *ret = c;
+            return 0;
+        }
+        if (!c->is_valid || c->last_use < victim->last_use)
+            victim = c;
+    }
+    char name[CS_PACK_NAME_MAX];
+    cs_pack_name(&loc->pack, name);
+    buf_clear(&rd->raw);
+    if (!buf_extend(&rd->raw, loc->record_len))
+        return -ENOMEM;
+    size_t got;
+    int r = cs_backend_get_range(rd->repo->backend, name, loc->record_off, rd->raw.data,
+                                 loc->record_len, &got);
+    if (r == 0 && got != loc->record_len)
+        r = -EBADMSG;
+    if (r < 0)
+        return r;
+    uint8_t key[32];
+    if ((r = cs_pack_key(rd->repo->keys.enc_key, &loc->pack, key)) < 0)
+        return r;
+    const uint8_t *members;
+    size_t n;
+    victim->is_valid = false;
+    r = cs_record_decode(key, rd->raw.data, rd->raw.size, &victim->plain, &members, &n);
+    if (r < 0)
+        return r;
+    victim->is_valid = true;
+    victim->pack = loc->pack;
+    victim->record_off = loc->record_off;
+    victim->last_use = rd->clock;
+    *ret = victim;
+    return 0;
+}
+
+int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n)
+{
+    CsChunkLoc loc;
+    CachedRecord *rec;
+    char idhex[2 * CS_CHUNK_ID_SIZE + 1], name[CS_PACK_NAME_MAX];
+    int r = lookup(rd, id, &loc);
+    if (r < 0) {
+        hex_encode(id->bytes, CS_CHUNK_ID_SIZE, idhex);
+        return log_error_errno(r, "chunk %s is missing from the index: %m", idhex);
+    }
+    r = record_load(rd, &loc, &rec);
+    if (r == 0 && (uint64_t)loc.member_off + loc.length > rec->plain.size)
+        r = -EBADMSG;
+    if (r == 0) {
+        /* The member list was authenticated with the record; the index must agree with it. */
+        *ret_p = rec->plain.data + loc.member_off;
+        *ret_n = loc.length;
+        return 0;
+    }
+    hex_encode(id->bytes, CS_CHUNK_ID_SIZE, idhex);
+    cs_pack_name(&loc.pack, name);
+    if (r == -EBADMSG)
+        return log_error_errno(r, "chunk %s in pack \"%s\" (record at offset %llu) is damaged",
+                               idhex, name, (unsigned long long)loc.record_off);
+    return log_error_errno(r, "could not read chunk %s from pack \"%s\": %m", idhex, name);
+}
+
+static int list_append_from(const uint8_t *p, size_t n, CsRecordMember **v, size_t *count,
+                            size_t *cap)
+{
+    if (n % CS_RECORD_MEMBER_SIZE)
+        return -EBADMSG;
+    for (size_t off = 0; off < n; off += CS_RECORD_MEMBER_SIZE) {
+        if (*count == *cap) {
+            size_t c = *cap ? 2 * *cap : 256;
+            CsRecordMember *nv = realloc(*v, c * sizeof(*nv));
+            if (!nv)
+                return -ENOMEM;
+            *v = nv;
+            *cap = c;
+        }
+        memcpy((*v)[*count].id.bytes, p + off, CS_CHUNK_ID_SIZE);
+        (*v)[*count].length = get_le32(p + off + CS_CHUNK_ID_SIZE);
+        (*count)++;
+    }
+    return 0;
+}
+
+int cs_reader_flatten(CsReader *rd, const CsContentRef *ref, CsContentRef *ret)
+{
+    size_t count = ref->count, cap = ref->count;
+    CsRecordMember *v = malloc((cap ? cap : 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    memcpy(v, ref->entries, count * sizeof(*v));
+    for (uint8_t level = ref->level; level > 0; level--) {
+        CsRecordMember *next = NULL;
+        size_t n_next = 0, cap_next = 0;
+        _cleanup_(buf_free) Buf pending = BUF_INIT; /* a list entry may straddle two chunks */
+        int r = 0;
+        for (size_t i = 0; r == 0 && i < count; i++) {
+            const uint8_t *p;
+            size_t n;
+            if ((r = cs_reader_chunk(rd, &v[i].id, &p, &n)) < 0)
+                break;
+            if ((r = buf_append(&pending, p, n)) < 0)
+                break;
+            size_t whole = pending.size - pending.size % CS_RECORD_MEMBER_SIZE;
+            r = list_append_from(pending.data, whole, &next, &n_next, &cap_next);
+            memmove(pending.data, pending.data + whole, pending.size - whole);
+            pending.size -= whole;
+        }
+        if (r == 0 && pending.size)
+            r = -EBADMSG;
+        free(v);
+        if (r < 0) {
+            free(next);
+            return r;
+        }
+        v = next;
+        count = n_next;
+    }
+    uint64_t total = 0;
+    for (size_t i = 0; i < count; i++)
+        total += v[i].length;
+    if (total != ref->size) {
+        free(v);
+        return log_error_errno(-EBADMSG, "content list does not add up to its size");
+    }
+    *ret = (CsContentRef){ .size = ref->size, .level = 0, .count = (uint32_t)count, .entries = v };
+    return 0;
+}
+
+int cs_reader_read_all(CsReader *rd, const CsContentRef *ref, size_t max, Buf *out)
+{
+    if (ref->size > max)
+        return -EFBIG;
+    CsContentRef flat;
+    int r = cs_reader_flatten(rd, ref, &flat);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; r == 0 && i < flat.count; i++) {
+        const uint8_t *p;
+        size_t n;
+        if ((r = cs_reader_chunk(rd, &flat.entries[i].id, &p, &n)) == 0)
+            r = buf_append(out, p, n);
+    }
+    cs_content_ref_free(&flat);
+    return r;
+}
+
+static bool is_zero(const uint8_t *p, size_t n)
+{
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+int cs_reader_write_fd(CsReader *rd, const CsContentRef *ref, int fd, bool sparse)
+{
+    CsContentRef flat;
+    int r = cs_reader_flatten(rd, ref, &flat);
+    if (r < 0)
+        return r;
+    off_t pos = sparse ? lseek(fd, 0, SEEK_CUR) : 0;
+    if (pos < 0)
+        sparse = false;
+    for (size_t i = 0; r == 0 && i < flat.count; i++) {
+        const uint8_t *p;
+        size_t n;
+        if ((r = cs_reader_chunk(rd, &flat.entries[i].id, &p, &n)) < 0)
+            break;
+        if (sparse && is_zero(p, n)) {
+            pos += (off_t)n;
+            if (lseek(fd, pos, SEEK_SET) < 0)
+                r = -errno;
+            continue;
+        }
+        if ((r = write_all(fd, p, n)) == 0)
+            pos += (off_t)n;
+    }
+    if (r == 0 && sparse && ftruncate(fd, pos) < 0)
+        r = -errno;
+    cs_content_ref_free(&flat);
+    return r;
+}
+
+int cs_content_index_new(CsReader *rd, const CsContentRef *ref, CsContentIndex **ret)
+{
+    _cleanup_free_ CsContentIndex *ci = calloc(1, sizeof(*ci));
+    if (!ci)
+        return -ENOMEM;
+    CsContentRef flat;
+    int r = cs_reader_flatten(rd, ref, &flat);
+    if (r < 0)
+        return r;
+    ci->entries = flat.entries;
+    ci->count = flat.count;
+    ci->offsets = malloc((ci->count + 1) * sizeof(*ci->offsets));
+    if (!ci->offsets) {
+        free(ci->entries);
+        return -ENOMEM;
+    }
+    uint64_t off = 0;
+    for (size_t i = 0; i < ci->count; i++) {
+        ci->offsets[i] = off;
+        off += ci->entries[i].length;
+    }
+    ci->offsets[ci->count] = off;
+    *ret = TAKE_PTR(ci);
+    return 0;
+}
+
+CsContentIndex *cs_content_index_free(CsContentIndex *ci)
+{
+    if (ci) {
+        free(ci->entries);
+        free(ci->offsets);
+        free(ci);
+    }
+    return NULL;
+}
+
+uint64_t cs_content_index_size(const CsContentIndex *ci)
+{
+    return ci->offsets[ci->count];
+}
+
+long cs_content_pread(CsReader *rd, const CsContentIndex *ci, void *buf, size_t n, uint64_t off)
+{
+    uint64_t size = cs_content_index_size(ci);
+    if (off >= size || n == 0)
+        return 0;
+    n = (size_t)MIN((uint64_t)n, size - off);
+    /* Binary search for the chunk holding `off`. */
+    size_t lo = 0, hi = ci->count;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (ci->offsets[mid] <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    size_t done = 0;
+    for (size_t i = lo; done < n && i < ci->count; i++) {
+        const uint8_t *p;
+        size_t len;
+        int r = cs_reader_chunk(rd, &ci->entries[i].id, &p, &len);
+        if (r < 0)
+            return r;
+        uint64_t skip = off + done - ci->offsets[i];
+        size_t k = (size_t)MIN((uint64_t)(n - done), len - skip);
+        memcpy((uint8_t *)buf + done, p + skip, k);
+        done += k;
+    }
+    return (long)done;
+}

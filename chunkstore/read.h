@@ -1,0 +1,43 @@
+/*
+ * Reading data back. A CsReader belongs to one thread at a time; it keeps the most recently
+ * decoded records so that reading the chunks of a group one after another decodes it once.
+ *
+ * Damage is never returned as data: a chunk whose record fails its checksum, its authentication
+ * or its decompression gives -EBADMSG, and the reader logs the chunk id and pack name once.
+ * A chunk missing from the index gives -ENOENT.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chunkstore/store.h"
+
+typedef struct CsReader CsReader;
+
+int cs_reader_new(CsRepo *repo, CsReader **ret);
+CsReader *cs_reader_free(CsReader *rd);
+
+/* The bytes of one chunk. *ret_p stays valid until the next call on this reader. */
+int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n);
+
+/* Expand a reference of any level to its level-0 list (caller frees with cs_content_ref_free). */
+int cs_reader_flatten(CsReader *rd, const CsContentRef *ref, CsContentRef *ret);
+
+/* Read the content into a buffer (small objects: directories, lists). */
+int cs_reader_read_all(CsReader *rd, const CsContentRef *ref, size_t max, Buf *out);
+
+/*
+ * Write the content to fd from its current offset. With `sparse`, all-zero chunks become holes
+ * (fd must be a regular file; its size is set at the end). Returns 0 or -errno; on -EBADMSG the
+ * output is incomplete.
+ */
+int cs_reader_write_fd(CsReader *rd, const CsContentRef *ref, int fd, bool sparse);
+
+/* Read n bytes at `off` of level-0 content (random access, FUSE). Returns bytes read. */
+typedef struct CsContentIndex CsContentIndex;
+int cs_content_index_new(CsReader *rd, const CsContentRef *ref, CsContentIndex **ret);
+CsContentIndex *cs_content_index_free(CsContentIndex *ci);
+uint64_t cs_content_index_size(const CsContentIndex *ci);
+long cs_content_pread(CsReader *rd, const CsContentIndex *ci, void *buf, size_t n, uint64_t off);

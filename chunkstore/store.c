@@ -1,0 +1,863 @@
+#include "chunkstore/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "chunkstore/crypto.h"
+#include "common/endian.h"
+#include "common/fs-util.h"
+#include "common/log.h"
+#include "common/macro.h"
+
+#define BATCH_DATA_SIZE (4u << 20) /* new input bytes per batch; a carried tail comes on top */
+#define INFLIGHT_BUCKETS 65536u
+
+typedef struct Cut {
+    uint32_t off, len;
+} Cut;
+
+/* A slice of input: its chunks are hashed and deduplicated by one worker. */
+typedef struct Batch {
+    uint8_t *data;
+    size_t len, cap;
+    Cut *cuts;
+    CsChunkId *ids;
+    size_t n_cuts, cuts_cap;
+    bool is_done;            /* protected by CsWriter.lock */
+    struct Batch *next;      /* free list or, once submitted, the caller's order list */
+    struct Batch *work_next; /* protected by CsWriter.lock: the workers' queue */
+    size_t scan_pos;         /* CDC: bytes already scanned by the chunker */
+} Batch;
+
+/* Chunks not yet indexed, so that two copies in one run are stored once. */
+typedef struct InflightNode {
+    CsChunkId id;
+    struct InflightNode *next;
+} InflightNode;
+
+/* New chunks gathered for one record. */
+typedef struct Group {
+    Buf data;
+    CsRecordMember *members;
+    size_t n_members;
+} Group;
+
+/* A compressed record waiting for the pack thread. A NULL payload asks for a flush. */
+typedef struct PlainRecord {
+    CsRecordMember *members;
+    size_t n_members;
+    uint8_t flags;
+    uint32_t raw_len;
+    Buf payload;
+    bool is_flush;
+    struct PlainRecord *next;
+} PlainRecord;
+
+struct CsWriter {
+    CsRepo *repo;
+    unsigned n_threads;
+    pthread_t *workers;
+    pthread_t pack_thread;
+    bool has_pack_thread;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* any state change below */
+    Batch *free_batches;            /* protected by lock */
+    Batch *work_head, *work_tail;   /* protected by lock: batches for workers */
+    Batch *order_head, *order_tail; /* caller only: submitted batches in input order */
+    PlainRecord *rec_head, *rec_tail; /* protected by lock: records for the pack thread */
+    unsigned n_records;               /* protected by lock */
+    unsigned max_records;
+    unsigned flushes_done;            /* protected by lock */
+    bool is_stopping;                 /* protected by lock */
+    int error;                        /* protected by lock: first failure of any stage */
+
+    pthread_mutex_t inflight_lock;
+    InflightNode **inflight; /* protected by inflight_lock */
+
+    pthread_mutex_t group_lock;
+    Group group; /* protected by group_lock */
+
+    CsChunker chunker;
+    CsWriterStats stats; /* updated with atomics */
+    void (*progress)(const CsWriterStats *s, void *userdata);
+    void *progress_userdata;
+    struct timespec last_progress;
+};
+
+static void batch_free(Batch *b)
+{
+    if (!b)
+        return;
+    free(b->data);
+    free(b->cuts);
+    free(b->ids);
+    free(b);
+}
+
+static void set_error(CsWriter *w, int r)
+{
+    pthread_mutex_lock(&w->lock);
+    if (!w->error)
+        w->error = r;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static int get_error(CsWriter *w)
+{
+    pthread_mutex_lock(&w->lock);
+    int r = w->error;
+    pthread_mutex_unlock(&w->lock);
+    return r;
+}
+
+static size_t inflight_bucket(const CsChunkId *id)
+{
+    return (size_t)(get_le32(id->bytes) & (INFLIGHT_BUCKETS - 1));
+}
+
+/* Returns 1 if the id was already in flight, 0 if it was added, -ENOMEM. */
+static int inflight_add(CsWriter *w, const CsChunkId *id)
+{
+    size_t b = inflight_bucket(id);
+    pthread_mutex_lock(&w->inflight_lock);
+    for (InflightNode *n = w->inflight[b]; n; n = n->next)
+        if (memcmp(n->id.bytes, id->bytes, CS_CHUNK_ID_SIZE) == 0) {
+            pthread_mutex_unlock(&w->inflight_lock);
+            return 1;
+        }
+    InflightNode *n = malloc(sizeof(*n));
+    if (!n) {
+        pthread_mutex_unlock(&w->inflight_lock);
+        return -ENOMEM;
+    }
+    n->id = *id;
+    n->next = w->inflight[b];
+    w->inflight[b] = n;
+    pthread_mutex_unlock(&w->inflight_lock);
+    return 0;
+}
+
+static void inflight_remove(CsWriter *w, const CsChunkId *id)
+{
+    size_t b = inflight_bucket(id);
+    pthread_mutex_lock(&w->inflight_lock);
+    for (InflightNode **p = &w->inflight[b]; *p; p = &(*p)->next)
+        if (memcmp((*p)->id.bytes, id->bytes, CS_CHUNK_ID_SIZE) == 0) {
+            InflightNode *n = *p;
+            *p = n->next;
+            free(n);
+            break;
+        }
+    pthread_mutex_unlock(&w->inflight_lock);
+}
+
+static void record_free(PlainRecord *rec)
+{
+    if (!rec)
+        return;
+    free(rec->members);
+    buf_free(&rec->payload);
+    free(rec);
+}
+
+/* Hand a record to the pack thread, waiting while its queue is full (back-pressure). */
+static int record_push(CsWriter *w, PlainRecord *rec)
+{
+    pthread_mutex_lock(&w->lock);
+    while (w->n_records >= w->max_records && !w->error && !rec->is_flush)
+        pthread_cond_wait(&w->cond, &w->lock);
+    int r = w->error;
+    if (r == 0) {
+        rec->next = NULL;
+        if (w->rec_tail)
+            w->rec_tail->next = rec;
+        else
+            w->rec_head = rec;
+        w->rec_tail = rec;
+        w->n_records++;
+        pthread_cond_broadcast(&w->cond);
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (r)
+        record_free(rec);
+    return r;
+}
+
+/* Compress a full group into a record and queue it. Takes ownership of g's contents. */
+static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
+{
+    PlainRecord *rec = calloc(1, sizeof(*rec));
+    if (!rec)
+        return -ENOMEM;
+    rec->members = TAKE_PTR(g->members);
+    rec->n_members = g->n_members;
+    rec->raw_len = (uint32_t)g->data.size;
+    int r = cs_record_compress(cctx, w->repo->config.zstd_level, g->data.data, g->data.size,
+                               &rec->payload);
+    buf_free(&g->data);
+    g->n_members = 0;
+    if (r < 0) {
+        record_free(rec);
+        return r;
+    }
+    rec->flags = (uint8_t)r;
+    return record_push(w, rec);
+}
+
+/* Add a new chunk to the shared group; seal the group when it is full. */
+static int group_add(CsWriter *w, ZSTD_CCtx *cctx, const CsChunkId *id, const uint8_t *p,
+                     uint32_t n)
+{
+    Group full = { 0 };
+    int r = 0;
+    pthread_mutex_lock(&w->group_lock);
+    Group *g = &w->group;
+    if (!g->members) {
+        g->members = malloc(CS_RECORD_MAX_MEMBERS * sizeof(*g->members));
+        if (!g->members)
+            r = -ENOMEM;
+    }
+    if (r == 0)
+        r = buf_append(&g->data, p, n);
+    if (r == 0) {
+        g->members[g->n_members].id = *id;
+        g->members[g->n_members].length = n;
+        g->n_members++;
+        if (g->data.size >= w->repo->config.group_size || g->n_members == CS_RECORD_MAX_MEMBERS) {
+            full = *g;
+            *g = (Group){ 0 };
+        }
+    }
+    pthread_mutex_unlock(&w->group_lock);
+    if (r == 0 && full.n_members)
+        r = group_seal(w, cctx, &full);
+    return r;
+}
+
+static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, ZSTD_CCtx *cctx)
+{
+    const CsRepo *repo = w->repo;
+    int r = cs_index_reader_refresh(rd);
+    if (r < 0)
+        return r;
+    uint64_t new_chunks = 0, new_bytes = 0;
+    for (size_t i = 0; i < b->n_cuts; i++) {
+        const uint8_t *p = b->data + b->cuts[i].off;
+        uint32_t n = b->cuts[i].len;
+        if ((r = cs_hmac_sha256(repo->keys.id_key, 32, p, n, b->ids[i].bytes)) < 0)
+            return r;
+        r = cs_index_reader_lookup(rd, &b->ids[i], NULL);
+        if (r == 0)
+            continue;
+        if (r != -ENOENT)
+            return r;
+        if ((r = inflight_add(w, &b->ids[i])) < 0)
+            return r;
+        if (r == 1)
+            continue;
+        if ((r = group_add(w, cctx, &b->ids[i], p, n)) < 0)
+            return r;
+        new_chunks++;
+        new_bytes += n;
+    }
+    __atomic_add_fetch(&w->stats.new_chunks, new_chunks, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&w->stats.new_bytes, new_bytes, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static void *worker_main(void *userdata)
+{
+    CsWriter *w = userdata;
+    CsIndexReader *rd = NULL;
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    int r = cctx ? cs_index_reader_begin(w->repo->index, &rd) : -ENOMEM;
+    if (r < 0)
+        set_error(w, r);
+
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (!w->work_head && !w->is_stopping)
+            pthread_cond_wait(&w->cond, &w->lock);
+        if (!w->work_head)
+            break;
+        Batch *b = w->work_head;
+        w->work_head = b->work_next;
+        if (!w->work_head)
+            w->work_tail = NULL;
+        bool failed = w->error != 0;
+        pthread_mutex_unlock(&w->lock);
+        if (!failed && (r = batch_process(w, b, rd, cctx)) < 0)
+            set_error(w, r);
+        pthread_mutex_lock(&w->lock);
+        b->is_done = true;
+        pthread_cond_broadcast(&w->cond);
+    }
+    pthread_mutex_unlock(&w->lock);
+    cs_index_reader_end(rd);
+    ZSTD_freeCCtx(cctx);
+    return NULL;
+}
+
+/* Publish the current pack: durable first, then indexed, then no longer in flight. */
+static int pack_finish(CsWriter *w, CsPackWriter **pw)
+{
+    if (!*pw)
+        return 0;
+    CsPackId id;
+    _cleanup_free_ CsPackEntry *entries = NULL;
+    size_t n;
+    uint64_t size;
+    int r = cs_pack_writer_finish(TAKE_PTR(*pw), &id, &entries, &n, &size);
+    if (r < 0)
+        return log_error_errno(r, "could not write pack: %m");
+    if ((r = cs_index_publish_pack(w->repo->index, &id, size, entries, n)) < 0)
+        return log_error_errno(r, "could not index pack: %m");
+    for (size_t i = 0; i < n; i++)
+        inflight_remove(w, &entries[i].id);
+    __atomic_add_fetch(&w->stats.packs, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static void *pack_main(void *userdata)
+{
+    CsWriter *w = userdata;
+    CsPackWriter *pw = NULL;
+    int r = 0;
+
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (!w->rec_head && !w->is_stopping)
+            pthread_cond_wait(&w->cond, &w->lock);
+        if (!w->rec_head)
+            break;
+        PlainRecord *rec = w->rec_head;
+        w->rec_head = rec->next;
+        if (!w->rec_head)
+            w->rec_tail = NULL;
+        w->n_records--;
+        pthread_cond_broadcast(&w->cond);
+        bool failed = w->error != 0;
+        pthread_mutex_unlock(&w->lock);
+
+        r = 0;
+        if (failed) {
+        } else if (rec->is_flush) {
+            r = pack_finish(w, &pw);
+        } else {
+            if (!pw)
+                r = cs_pack_writer_new(w->repo->backend, w->repo->keys.enc_key, &pw);
+            if (r == 0)
+                r = cs_pack_writer_add(pw, rec->members, rec->n_members, rec->flags,
+                                       rec->raw_len, rec->payload.data, rec->payload.size);
+            if (r == 0) {
+                __atomic_add_fetch(&w->stats.stored_bytes,
+                                   CS_RECORD_HEADER_SIZE + rec->n_members * CS_RECORD_MEMBER_SIZE +
+                                           rec->payload.size + CS_RECORD_TRAILER_SIZE,
+                                   __ATOMIC_RELAXED);
+                if (cs_pack_writer_size(pw) >= w->repo->config.pack_size ||
+                    cs_pack_writer_entries(pw) > 500000)
+                    r = pack_finish(w, &pw);
+            } else
+                log_error_errno(r, "could not append to pack: %m");
+        }
+        bool was_flush = rec->is_flush;
+        record_free(rec);
+        if (r < 0)
+            set_error(w, r);
+        pthread_mutex_lock(&w->lock);
+        if (was_flush) {
+            w->flushes_done++;
+            pthread_cond_broadcast(&w->cond);
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    cs_pack_writer_abort(pw);
+    return NULL;
+}
+
+int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret)
+{
+    if (repo->read_only)
+        return -EROFS;
+    CsWriter *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->repo = repo;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    w->n_threads = params && params->threads ? params->threads : (unsigned)MAX(cpus, 1);
+    w->max_records = 2 * w->n_threads + 2;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    pthread_mutex_init(&w->inflight_lock, NULL);
+    pthread_mutex_init(&w->group_lock, NULL);
+    w->inflight = calloc(INFLIGHT_BUCKETS, sizeof(*w->inflight));
+    w->workers = calloc(w->n_threads, sizeof(*w->workers));
+    if (!w->inflight || !w->workers) {
+        cs_writer_free(w);
+        return -ENOMEM;
+    }
+    cs_chunker_init(&w->chunker, &repo->gear, &repo->config.chunker);
+
+    /* Two batches per worker keeps every worker busy while the caller fills the next. */
+    size_t carry = MAX(repo->config.chunker.max_size, repo->config.page_size);
+    for (unsigned i = 0; i < 2 * w->n_threads + 1; i++) {
+        Batch *b = calloc(1, sizeof(*b));
+        if (!b || !(b->data = malloc(BATCH_DATA_SIZE + carry))) {
+            batch_free(b);
+            cs_writer_free(w);
+            return -ENOMEM;
+        }
+        b->cap = BATCH_DATA_SIZE + carry;
+        b->next = w->free_batches;
+        w->free_batches = b;
+    }
+    if (pthread_create(&w->pack_thread, NULL, pack_main, w) != 0) {
+        cs_writer_free(w);
+        return -EAGAIN;
+    }
+    w->has_pack_thread = true;
+    for (unsigned i = 0; i < w->n_threads; i++) {
+        if (pthread_create(&w->workers[i], NULL, worker_main, w) != 0) {
+            w->n_threads = i;
+            cs_writer_free(w);
+            return -EAGAIN;
+        }
+    }
+    *ret = w;
+    return 0;
+}
+
+CsWriter *cs_writer_free(CsWriter *w)
+{
+    if (!w)
+        return NULL;
+    pthread_mutex_lock(&w->lock);
+    w->is_stopping = true;
+    if (!w->error)
+        w->error = -ECANCELED; /* unflushed records are dropped, not written */
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    for (unsigned i = 0; w->workers && i < w->n_threads; i++)
+        pthread_join(w->workers[i], NULL);
+    if (w->has_pack_thread)
+        pthread_join(w->pack_thread, NULL);
+    for (Batch *b = w->free_batches, *next; b; b = next) {
+        next = b->next;
+        batch_free(b);
+    }
+    for (Batch *b = w->order_head, *next; b; b = next) {
+        next = b->next;
+        batch_free(b);
+    }
+    for (PlainRecord *r = w->rec_head, *next; r; r = next) {
+        next = r->next;
+        record_free(r);
+    }
+    for (size_t i = 0; w->inflight && i < INFLIGHT_BUCKETS; i++)
+        for (InflightNode *n = w->inflight[i], *next; n; n = next) {
+            next = n->next;
+            free(n);
+        }
+    free(w->inflight);
+    free(w->group.members);
+    buf_free(&w->group.data);
+    free(w->workers);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->inflight_lock);
+    pthread_mutex_destroy(&w->group_lock);
+    free(w);
+    return NULL;
+}
+
+void cs_writer_stats(CsWriter *w, CsWriterStats *ret)
+{
+    ret->bytes_in = __atomic_load_n(&w->stats.bytes_in, __ATOMIC_RELAXED);
+    ret->chunks = __atomic_load_n(&w->stats.chunks, __ATOMIC_RELAXED);
+    ret->new_chunks = __atomic_load_n(&w->stats.new_chunks, __ATOMIC_RELAXED);
+    ret->new_bytes = __atomic_load_n(&w->stats.new_bytes, __ATOMIC_RELAXED);
+    ret->stored_bytes = __atomic_load_n(&w->stats.stored_bytes, __ATOMIC_RELAXED);
+    ret->packs = __atomic_load_n(&w->stats.packs, __ATOMIC_RELAXED);
+}
+
+void cs_writer_set_progress(CsWriter *w, void (*fn)(const CsWriterStats *s, void *userdata),
+                            void *userdata)
+{
+    w->progress = fn;
+    w->progress_userdata = userdata;
+}
+
+static void progress_maybe(CsWriter *w)
+{
+    if (!w->progress)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ms = (now.tv_sec - w->last_progress.tv_sec) * 1000 +
+                 (now.tv_nsec - w->last_progress.tv_nsec) / 1000000;
+    if (ms < 250)
+        return;
+    w->last_progress = now;
+    CsWriterStats s;
+    cs_writer_stats(w, &s);
+    w->progress(&s, w->progress_userdata);
+}
+
+/* The content list being built for one put: level-0 entries in input order. */
+typedef struct EntryList {
+    CsRecordMember *v;
+    size_t n, cap;
+    uint64_t size;
+} EntryList;
+
+static int entry_list_add(EntryList *l, const CsChunkId *id, uint32_t len)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        CsRecordMember *v = realloc(l->v, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n].id = *id;
+    l->v[l->n].length = len;
+    l->n++;
+    l->size += len;
+    return 0;
+}
+
+/* Wait for the oldest submitted batch, take its ids, recycle it. */
+static int harvest_one(CsWriter *w, EntryList *l)
+{
+    Batch *b = w->order_head;
+    pthread_mutex_lock(&w->lock);
+    while (!b->is_done)
+        pthread_cond_wait(&w->cond, &w->lock);
+    int r = w->error;
+    pthread_mutex_unlock(&w->lock);
+    for (size_t i = 0; r == 0 && i < b->n_cuts; i++)
+        r = entry_list_add(l, &b->ids[i], b->cuts[i].len);
+    w->order_head = b->next;
+    if (!w->order_head)
+        w->order_tail = NULL;
+    pthread_mutex_lock(&w->lock);
+    b->next = w->free_batches;
+    w->free_batches = b;
+    pthread_mutex_unlock(&w->lock);
+    return r;
+}
+
+static int harvest_all(CsWriter *w, EntryList *l)
+{
+    int r = 0;
+    while (w->order_head) {
+        int q = harvest_one(w, l);
+        if (r == 0)
+            r = q;
+    }
+    return r;
+}
+
+static int get_free_batch(CsWriter *w, EntryList *l, Batch **ret)
+{
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        Batch *b = w->free_batches;
+        if (b)
+            w->free_batches = b->next;
+        pthread_mutex_unlock(&w->lock);
+        if (b) {
+            b->len = 0;
+            b->n_cuts = 0;
+            b->is_done = false;
+            b->next = NULL;
+            *ret = b;
+            return 0;
+        }
+        int r = harvest_one(w, l);
+        if (r < 0)
+            return r;
+    }
+}
+
+static int batch_add_cut(Batch *b, size_t off, size_t len)
+{
+    if (b->n_cuts == b->cuts_cap) {
+        size_t cap = b->cuts_cap ? 2 * b->cuts_cap : 1024;
+        Cut *c = realloc(b->cuts, cap * sizeof(*c));
+        if (!c)
+            return -ENOMEM;
+        b->cuts = c;
+        CsChunkId *ids = realloc(b->ids, cap * sizeof(*ids));
+        if (!ids)
+            return -ENOMEM;
+        b->ids = ids;
+        b->cuts_cap = cap;
+    }
+    b->cuts[b->n_cuts++] = (Cut){ (uint32_t)off, (uint32_t)len };
+    return 0;
+}
+
+static void batch_submit(CsWriter *w, Batch *b)
+{
+    if (w->order_tail)
+        w->order_tail->next = b;
+    else
+        w->order_head = b;
+    w->order_tail = b;
+    pthread_mutex_lock(&w->lock);
+    if (b->n_cuts == 0) {
+        b->is_done = true;
+    } else {
+        b->work_next = NULL;
+        if (w->work_tail)
+            w->work_tail->work_next = b;
+        else
+            w->work_head = b;
+        w->work_tail = b;
+        pthread_cond_broadcast(&w->cond);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Source of input for one put: an fd or a memory buffer. */
+typedef struct Source {
+    int fd;
+    const uint8_t *p;
+    size_t left;
+} Source;
+
+static int source_read(Source *s, void *out, size_t n, size_t *ret_n)
+{
+    if (s->fd >= 0)
+        return read_full(s->fd, out, n, ret_n);
+    size_t k = MIN(n, s->left);
+    memcpy(out, s->p, k);
+    s->p += k;
+    s->left -= k;
+    *ret_n = k;
+    return 0;
+}
+
+/* Cut the bytes of b from `scan_from` on; returns the offset where the unfinished tail starts. */
+static int batch_cut(CsWriter *w, Batch *b, CsChunking mode, size_t *chunk_start, bool is_eof)
+{
+    size_t start = *chunk_start;
+    int r;
+    if (mode == CS_CHUNKING_PAGES) {
+        size_t page = w->repo->config.page_size;
+        while (b->len - start >= page) {
+            if ((r = batch_add_cut(b, start, page)) < 0)
+                return r;
+            start += page;
+        }
+    } else {
+        size_t scan = b->scan_pos;
+        while (scan < b->len) {
+            size_t cut = cs_chunker_scan(&w->chunker, b->data + scan, b->len - scan);
+            if (cut == SIZE_MAX) {
+                scan = b->len;
+                break;
+            }
+            scan += cut;
+            if ((r = batch_add_cut(b, start, scan - start)) < 0)
+                return r;
+            start = scan;
+        }
+        b->scan_pos = scan;
+    }
+    if (is_eof && b->len > start) {
+        if ((r = batch_add_cut(b, start, b->len - start)) < 0)
+            return r;
+        start = b->len;
+    }
+    *chunk_start = start;
+    return 0;
+}
+
+static int put_level0(CsWriter *w, Source *src, CsChunking mode, EntryList *l)
+{
+    Batch *b = NULL;
+    size_t chunk_start = 0;
+    bool is_eof = false;
+    int r;
+
+    cs_chunker_reset(&w->chunker);
+    if ((r = get_free_batch(w, l, &b)) < 0)
+        return r;
+    b->scan_pos = 0;
+    while (!is_eof) {
+        size_t got;
+        if ((r = source_read(src, b->data + b->len, BATCH_DATA_SIZE, &got)) < 0)
+            break;
+        is_eof = got < BATCH_DATA_SIZE;
+        b->len += got;
+        __atomic_add_fetch(&w->stats.bytes_in, got, __ATOMIC_RELAXED);
+        if ((r = batch_cut(w, b, mode, &chunk_start, is_eof)) < 0)
+            break;
+        __atomic_add_fetch(&w->stats.chunks, b->n_cuts, __ATOMIC_RELAXED);
+        if (is_eof)
+            break;
+        /* Carry the unfinished chunk into the next batch. */
+        Batch *next;
+        if ((r = get_free_batch(w, l, &next)) < 0)
+            break;
+        size_t tail = b->len - chunk_start;
+        memcpy(next->data, b->data + chunk_start, tail);
+        next->len = tail;
+        next->scan_pos = b->scan_pos - chunk_start;
+        batch_submit(w, b);
+        b = next;
+        chunk_start = 0;
+        progress_maybe(w);
+        if ((r = get_error(w)) < 0) {
+            b->n_cuts = 0;
+            break;
+        }
+    }
+    if (r < 0)
+        b->n_cuts = 0;
+    batch_submit(w, b);
+    int q = harvest_all(w, l);
+    return r < 0 ? r : q;
+}
+
+static int list_serialize(const CsRecordMember *v, size_t n, Buf *out)
+{
+    uint8_t *p = buf_extend(out, n * CS_RECORD_MEMBER_SIZE);
+    if (!p && n)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++, p += CS_RECORD_MEMBER_SIZE) {
+        memcpy(p, v[i].id.bytes, CS_CHUNK_ID_SIZE);
+        put_le32(p + CS_CHUNK_ID_SIZE, v[i].length);
+    }
+    return 0;
+}
+
+static int put_source(CsWriter *w, Source *src, CsChunking mode, CsContentRef *ret)
+{
+    EntryList l = { 0 };
+    int r = get_error(w);
+    if (r == 0)
+        r = put_level0(w, src, mode, &l);
+    if (r < 0) {
+        free(l.v);
+        return r;
+    }
+    uint64_t size = l.size;
+    uint8_t level = 0;
+    /* Too many entries to carry inline: store the list itself, one level down. */
+    while (l.n > CS_REF_MAX_INLINE) {
+        _cleanup_(buf_free) Buf list = BUF_INIT;
+        if (level == CS_REF_MAX_LEVEL || (r = list_serialize(l.v, l.n, &list)) < 0) {
+            free(l.v);
+            return r < 0 ? r : -E2BIG;
+        }
+        free(l.v);
+        l = (EntryList){ 0 };
+        Source s = { .fd = -1, .p = list.data, .left = list.size };
+        if ((r = put_level0(w, &s, CS_CHUNKING_CDC, &l)) < 0) {
+            free(l.v);
+            return r;
+        }
+        level++;
+    }
+    *ret = (CsContentRef){ .size = size, .level = level, .count = (uint32_t)l.n, .entries = l.v };
+    return 0;
+}
+
+int cs_writer_put_fd(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)
+{
+    Source s = { .fd = fd };
+    return put_source(w, &s, mode, ret);
+}
+
+int cs_writer_put_buf(CsWriter *w, const void *p, size_t n, CsChunking mode, CsContentRef *ret)
+{
+    Source s = { .fd = -1, .p = p, .left = n };
+    return put_source(w, &s, mode, ret);
+}
+
+int cs_writer_flush(CsWriter *w)
+{
+    int r = get_error(w);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&w->group_lock);
+    Group g = w->group;
+    w->group = (Group){ 0 };
+    pthread_mutex_unlock(&w->group_lock);
+    if (g.n_members) {
+        ZSTD_CCtx *cctx = ZSTD_createCCtx();
+        r = cctx ? group_seal(w, cctx, &g) : -ENOMEM;
+        ZSTD_freeCCtx(cctx);
+        if (r < 0)
+            return r;
+    } else {
+        free(g.members);
+        buf_free(&g.data);
+    }
+    PlainRecord *flush = calloc(1, sizeof(*flush));
+    if (!flush)
+        return -ENOMEM;
+    flush->is_flush = true;
+    pthread_mutex_lock(&w->lock);
+    unsigned target = w->flushes_done + 1;
+    pthread_mutex_unlock(&w->lock);
+    if ((r = record_push(w, flush)) < 0)
+        return r;
+    pthread_mutex_lock(&w->lock);
+    while (w->flushes_done < target && !w->error)
+        pthread_cond_wait(&w->cond, &w->lock);
+    r = w->error;
+    pthread_mutex_unlock(&w->lock);
+    return r;
+}
+
+void cs_content_ref_free(CsContentRef *ref)
+{
+    free(ref->entries);
+    *ref = (CsContentRef){ 0 };
+}
+
+int cs_content_ref_encode(const CsContentRef *ref, Buf *out)
+{
+    int r;
+    if ((r = buf_append_le64(out, ref->size)) < 0 || (r = buf_append(out, &ref->level, 1)) < 0 ||
+        (r = buf_append_le32(out, ref->count)) < 0)
+        return r;
+    return list_serialize(ref->entries, ref->count, out);
+}
+
+int cs_content_ref_decode(Cursor *c, CsContentRef *ret)
+{
+    CsContentRef ref = { 0 };
+    int r;
+    if ((r = cursor_le64(c, &ref.size)) < 0 || (r = cursor_u8(c, &ref.level)) < 0 ||
+        (r = cursor_le32(c, &ref.count)) < 0)
+        return r;
+    if (ref.level > CS_REF_MAX_LEVEL || ref.count > c->left / CS_RECORD_MEMBER_SIZE ||
+        (ref.level > 0 && ref.count == 0))
+        return -EBADMSG;
+    ref.entries = calloc(ref.count ? ref.count : 1, sizeof(*ref.entries));
+    if (!ref.entries)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < ref.count; i++) {
+        if ((r = cursor_copy(c, ref.entries[i].id.bytes, CS_CHUNK_ID_SIZE)) < 0 ||
+            (r = cursor_le32(c, &ref.entries[i].length)) < 0) {
+            free(ref.entries);
+            return r;
+        }
+    }
+    *ret = ref;
+    return 0;
+}

@@ -1,0 +1,71 @@
+/*
+ * Writing data into a repository: the backup pipeline.
+ *
+ *   caller thread: read input -> cut chunks (FastCDC or fixed page blocks) -> batches
+ *   worker threads (one per core): chunk id (HMAC-SHA-256) -> dedup against the index and the
+ *       chunks in flight -> new chunks gathered into groups -> zstd (raw if it does not shrink)
+ *   pack thread: AES-256-GCM per record -> append to the current pack -> when full: trailer,
+ *       fsync, publish, then one LMDB transaction indexes it
+ *
+ * Queues between stages are bounded, so memory does not grow with input size.
+ *
+ * Durability: data given to cs_writer_put_*() is durable and indexed only after
+ * cs_writer_flush() returns 0. Anything referring to it (a snapshot record) must be written
+ * after the flush. A crash before that leaves at most unreferenced packs, never a torn one.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chunkstore/repo.h"
+
+typedef enum CsChunking {
+    CS_CHUNKING_CDC,   /* content-defined: streams, ordinary files */
+    CS_CHUNKING_PAGES, /* fixed page_size blocks: files updated in place page by page */
+} CsChunking;
+
+/*
+ * The chunks of a file or stream. At level 0 `entries` are the data chunks in order. At level
+ * L > 0 the concatenation of the entries' chunks is a serialized list of level L-1 entries
+ * (36 bytes each: id, length), which keeps every reference small however large the content.
+ */
+typedef struct CsContentRef {
+    uint64_t size;
+    uint8_t level;
+    uint32_t count;
+    CsRecordMember *entries;
+} CsContentRef;
+
+void cs_content_ref_free(CsContentRef *ref);
+int cs_content_ref_encode(const CsContentRef *ref, Buf *out);
+int cs_content_ref_decode(Cursor *c, CsContentRef *ret);
+
+typedef struct CsWriter CsWriter;
+
+typedef struct CsWriterParams {
+    unsigned threads; /* worker threads; 0 = one per online CPU */
+} CsWriterParams;
+
+typedef struct CsWriterStats {
+    uint64_t bytes_in;      /* bytes given to put */
+    uint64_t chunks;        /* chunks cut */
+    uint64_t new_chunks;    /* chunks not in the repository before */
+    uint64_t new_bytes;     /* their plaintext bytes */
+    uint64_t stored_bytes;  /* bytes written to packs (compressed, encrypted, framed) */
+    uint64_t packs;         /* packs published */
+} CsWriterStats;
+
+int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret);
+/* Store everything readable from fd until end of file. */
+int cs_writer_put_fd(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret);
+int cs_writer_put_buf(CsWriter *w, const void *p, size_t n, CsChunking mode, CsContentRef *ret);
+/* Make everything put so far durable and indexed. */
+int cs_writer_flush(CsWriter *w);
+void cs_writer_stats(CsWriter *w, CsWriterStats *ret);
+/* Progress callback, called from the caller's thread at most a few times a second. */
+void cs_writer_set_progress(CsWriter *w, void (*fn)(const CsWriterStats *s, void *userdata),
+                            void *userdata);
+/* Stops the threads; unflushed data is discarded (packs not yet published are removed). */
+CsWriter *cs_writer_free(CsWriter *w);
