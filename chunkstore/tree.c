@@ -1,0 +1,491 @@
+#include "chunkstore/tree.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "common/endian.h"
+#include "common/fs-util.h"
+#include "common/log.h"
+#include "common/macro.h"
+
+#define DIR_OBJECT_MAX (1u << 30)
+
+static void entry_clear(CsDirEntry *e)
+{
+    free(e->name);
+    free(e->target);
+    cs_content_ref_free(&e->content);
+    *e = (CsDirEntry){ 0 };
+}
+
+void cs_dir_entries_free(CsDirEntry *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        entry_clear(&v[i]);
+    free(v);
+}
+
+int cs_dir_encode(const CsDirEntry *v, size_t n, Buf *out)
+{
+    int r;
+    if ((r = buf_append_le32(out, CS_DIR_MAGIC)) < 0 || (r = buf_append_le32(out, (uint32_t)n)) < 0)
+        return r;
+    for (size_t i = 0; i < n; i++) {
+        const CsDirEntry *e = &v[i];
+        size_t name_len = strlen(e->name);
+        if (name_len > UINT16_MAX)
+            return -ENAMETOOLONG;
+        uint8_t *p = buf_extend(out, 44);
+        if (!p)
+            return -ENOMEM;
+        p[0] = e->type;
+        p[1] = e->flags;
+        put_le16(p + 2, (uint16_t)name_len);
+        put_le32(p + 4, e->mode);
+        put_le32(p + 8, e->uid);
+        put_le32(p + 12, e->gid);
+        put_le64(p + 16, (uint64_t)e->mtime_sec);
+        put_le32(p + 24, e->mtime_nsec);
+        put_le64(p + 28, e->size);
+        put_le64(p + 36, e->rdev);
+        if ((r = buf_append(out, e->name, name_len)) < 0)
+            return r;
+        if (e->type == CS_ENTRY_FILE || e->type == CS_ENTRY_DIR) {
+            if ((r = cs_content_ref_encode(&e->content, out)) < 0)
+                return r;
+        } else if (e->type == CS_ENTRY_SYMLINK) {
+            size_t tl = strlen(e->target);
+            if (tl > UINT16_MAX)
+                return -ENAMETOOLONG;
+            if ((r = buf_append_le16(out, (uint16_t)tl)) < 0 ||
+                (r = buf_append(out, e->target, tl)) < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+static int copy_string(Cursor *c, size_t len, char **ret)
+{
+    const uint8_t *p;
+    int r = cursor_bytes(c, len, &p);
+    if (r < 0)
+        return r;
+    if (memchr(p, 0, len))
+        return -EBADMSG;
+    char *s = strndup((const char *)p, len);
+    if (!s)
+        return -ENOMEM;
+    *ret = s;
+    return 0;
+}
+
+int cs_dir_decode(const void *p, size_t n, CsDirEntry **ret, size_t *ret_n)
+{
+    Cursor c = cursor_make(p, n);
+    uint32_t magic, count;
+    int r;
+    if ((r = cursor_le32(&c, &magic)) < 0 || (r = cursor_le32(&c, &count)) < 0)
+        return -EBADMSG;
+    if (magic != CS_DIR_MAGIC || count > n / 44)
+        return -EBADMSG;
+    CsDirEntry *v = calloc(count ? count : 1, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < count; i++) {
+        CsDirEntry *e = &v[i];
+        const uint8_t *h;
+        if ((r = cursor_bytes(&c, 44, &h)) < 0)
+            goto fail;
+        e->type = h[0];
+        e->flags = h[1];
+        uint16_t name_len = get_le16(h + 2);
+        e->mode = get_le32(h + 4);
+        e->uid = get_le32(h + 8);
+        e->gid = get_le32(h + 12);
+        e->mtime_sec = (int64_t)get_le64(h + 16);
+        e->mtime_nsec = get_le32(h + 24);
+        e->size = get_le64(h + 28);
+        e->rdev = get_le64(h + 36);
+        if (name_len == 0 || (r = copy_string(&c, name_len, &e->name)) < 0 ||
+            strchr(e->name, '/') || strcmp(e->name, ".") == 0 || strcmp(e->name, "..") == 0) {
+            r = r < 0 ? r : -EBADMSG; /* a stored name must never escape its directory */
+            goto fail;
+        }
+        if (e->type == CS_ENTRY_FILE || e->type == CS_ENTRY_DIR) {
+            if ((r = cs_content_ref_decode(&c, &e->content)) < 0)
+                goto fail;
+        } else if (e->type == CS_ENTRY_SYMLINK) {
+            uint16_t tl;
+            if ((r = cursor_le16(&c, &tl)) < 0 || (r = copy_string(&c, tl, &e->target)) < 0)
+                goto fail;
+        } else if (e->type != CS_ENTRY_SPECIAL) {
+            r = -EBADMSG;
+            goto fail;
+        }
+    }
+    if (c.left) {
+        r = -EBADMSG;
+        goto fail;
+    }
+    *ret = v;
+    *ret_n = count;
+    return 0;
+fail:
+    cs_dir_entries_free(v, count);
+    return r == -ENOMEM ? r : -EBADMSG;
+}
+
+int cs_dir_load(CsReader *rd, const CsContentRef *ref, CsDirEntry **ret, size_t *ret_n)
+{
+    _cleanup_(buf_free) Buf data = BUF_INIT;
+    int r = cs_reader_read_all(rd, ref, DIR_OBJECT_MAX, &data);
+    if (r < 0)
+        return r;
+    r = cs_dir_decode(data.data, data.size, ret, ret_n);
+    if (r == -EBADMSG)
+        log_error("directory object is damaged");
+    return r;
+}
+
+typedef struct StoreCtx {
+    CsWriter *w;
+    const CsTreeParams *params;
+    CsTreeStats *stats;
+    char *path; /* absolute path buffer, grown as needed */
+    size_t root_len;
+} StoreCtx;
+
+static int entry_cmp(const void *a, const void *b)
+{
+    return strcmp(((const CsDirEntry *)a)->name, ((const CsDirEntry *)b)->name);
+}
+
+static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret);
+
+static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *e, bool *skip)
+{
+    struct stat st;
+    int r;
+    if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return log_error_errno(-errno, "could not stat \"%s/%s\": %m", ctx->path, name);
+    const char *rel = ctx->path + ctx->root_len + (ctx->path[ctx->root_len] == '/');
+    _cleanup_free_ char *relpath = NULL;
+    if (asprintf(&relpath, "%s%s%s", rel, *rel ? "/" : "", name) < 0)
+        return -ENOMEM;
+    if (ctx->params && ctx->params->is_excluded &&
+        ctx->params->is_excluded(relpath, &st, ctx->params->userdata)) {
+        *skip = true;
+        return 0;
+    }
+    if (S_ISSOCK(st.st_mode)) {
+        *skip = true;
+        return 0;
+    }
+    *e = (CsDirEntry){ .mode = st.st_mode,
+                       .uid = st.st_uid,
+                       .gid = st.st_gid,
+                       .mtime_sec = st.st_mtim.tv_sec,
+                       .mtime_nsec = (uint32_t)st.st_mtim.tv_nsec };
+    if (!(e->name = strdup(name)))
+        return -ENOMEM;
+    if (S_ISREG(st.st_mode)) {
+        e->type = CS_ENTRY_FILE;
+        int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            return log_error_errno(-errno, "could not open \"%s/%s\": %m", ctx->path, name);
+        bool is_pages = ctx->params && ctx->params->is_page_file &&
+                        ctx->params->is_page_file(relpath, &st, ctx->params->userdata);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        r = cs_writer_put_fd(ctx->w, fd, is_pages ? CS_CHUNKING_PAGES : CS_CHUNKING_CDC,
+                             &e->content);
+        close(fd);
+        if (r < 0)
+            return log_error_errno(r, "could not store \"%s/%s\": %m", ctx->path, name);
+        e->flags = is_pages ? CS_ENTRY_FLAG_PAGES : 0;
+        e->size = e->content.size; /* what was read, even if the file changed meanwhile */
+        ctx->stats->files++;
+        ctx->stats->bytes += e->size;
+        ctx->stats->page_files += is_pages;
+    } else if (S_ISDIR(st.st_mode)) {
+        e->type = CS_ENTRY_DIR;
+        int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            return log_error_errno(-errno, "could not open directory \"%s/%s\": %m", ctx->path,
+                                   name);
+        size_t old_len = strlen(ctx->path);
+        char *np = realloc(ctx->path, old_len + strlen(name) + 2);
+        if (!np) {
+            close(fd);
+            return -ENOMEM;
+        }
+        ctx->path = np;
+        sprintf(ctx->path + old_len, "/%s", name);
+        r = store_dir(ctx, fd, &e->content);
+        ctx->path[old_len] = 0;
+        close(fd);
+        if (r < 0)
+            return r;
+        ctx->stats->dirs++;
+    } else if (S_ISLNK(st.st_mode)) {
+        e->type = CS_ENTRY_SYMLINK;
+        char target[PATH_MAX + 1];
+        ssize_t n = readlinkat(dir_fd, name, target, PATH_MAX);
+        if (n < 0)
+            return log_error_errno(-errno, "could not read link \"%s/%s\": %m", ctx->path, name);
+        target[n] = 0;
+        if (!(e->target = strdup(target)))
+            return -ENOMEM;
+        e->size = (uint64_t)n;
+        ctx->stats->symlinks++;
+    } else {
+        e->type = CS_ENTRY_SPECIAL;
+        e->rdev = st.st_rdev;
+        ctx->stats->specials++;
+    }
+    return 0;
+}
+
+static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret)
+{
+    int fd = dup(dir_fd);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    CsDirEntry *v = NULL;
+    size_t n = 0, cap = 0;
+    int r = 0;
+    struct dirent *de;
+    errno = 0;
+    while (r == 0 && (de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 32;
+            CsDirEntry *nv = realloc(v, cap * sizeof(*nv));
+            if (!nv) {
+                r = -ENOMEM;
+                break;
+            }
+            v = nv;
+        }
+        bool skip = false;
+        v[n] = (CsDirEntry){ 0 };
+        r = store_entry(ctx, dir_fd, de->d_name, &v[n], &skip);
+        if (r == 0 && !skip)
+            n++;
+        else
+            entry_clear(&v[n]);
+    }
+    closedir(d);
+    if (r == 0) {
+        qsort(v, n, sizeof(*v), entry_cmp);
+        _cleanup_(buf_free) Buf obj = BUF_INIT;
+        if ((r = cs_dir_encode(v, n, &obj)) == 0)
+            r = cs_writer_put_buf(ctx->w, obj.data, obj.size, CS_CHUNKING_CDC, ret);
+    }
+    cs_dir_entries_free(v, n);
+    return r;
+}
+
+int cs_tree_store(CsWriter *w, const char *path, const CsTreeParams *params, CsContentRef *ret,
+                  CsTreeStats *stats)
+{
+    CsTreeStats local = { 0 };
+    StoreCtx ctx = { .w = w, .params = params, .stats = stats ? stats : &local };
+    ctx.path = realpath(path, NULL);
+    if (!ctx.path)
+        return log_error_errno(-errno, "could not open \"%s\": %m", path);
+    ctx.root_len = strlen(ctx.path);
+    int fd = open(ctx.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int r = fd < 0 ? log_error_errno(-errno, "could not open directory \"%s\": %m", path)
+                   : store_dir(&ctx, fd, ret);
+    if (fd >= 0)
+        close(fd);
+    free(ctx.path);
+    return r;
+}
+
+typedef struct RestoreCtx {
+    CsReader *rd;
+    const CsRestoreParams *params;
+    CsTreeStats *stats;
+    bool do_chown;
+} RestoreCtx;
+
+static int restore_meta(RestoreCtx *ctx, int dir_fd, const CsDirEntry *e)
+{
+    int flags = e->type == CS_ENTRY_SYMLINK ? AT_SYMLINK_NOFOLLOW : 0;
+    if (ctx->do_chown && fchownat(dir_fd, e->name, e->uid, e->gid, flags) < 0)
+        return log_error_errno(-errno, "could not set owner of \"%s\": %m", e->name);
+    if (e->type != CS_ENTRY_SYMLINK && fchmodat(dir_fd, e->name, e->mode & 07777, 0) < 0)
+        return log_error_errno(-errno, "could not set mode of \"%s\": %m", e->name);
+    struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT },
+                              { .tv_sec = e->mtime_sec, .tv_nsec = e->mtime_nsec } };
+    if (utimensat(dir_fd, e->name, ts, flags) < 0)
+        return log_error_errno(-errno, "could not set times of \"%s\": %m", e->name);
+    return 0;
+}
+
+static int restore_dir(RestoreCtx *ctx, int dir_fd, const CsContentRef *ref, const char *path)
+{
+    CsDirEntry *v;
+    size_t n;
+    int r = cs_dir_load(ctx->rd, ref, &v, &n);
+    if (r < 0)
+        return log_error_errno(r, "could not read directory \"%s\" from the repository: %m",
+                               path);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        const CsDirEntry *e = &v[i];
+        _cleanup_free_ char *child = NULL;
+        if (asprintf(&child, "%s/%s", path, e->name) < 0) {
+            r = -ENOMEM;
+            break;
+        }
+        if (ctx->params->is_overwrite_allowed && e->type != CS_ENTRY_DIR)
+            unlinkat(dir_fd, e->name, 0);
+        switch (e->type) {
+        case CS_ENTRY_FILE: {
+            int fd = openat(dir_fd, e->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                            0600);
+            if (fd < 0) {
+                r = log_error_errno(-errno, "could not create \"%s\": %m", child);
+                break;
+            }
+            r = cs_reader_write_fd(ctx->rd, &e->content, fd, true);
+            if (r == 0 && fsync(fd) < 0)
+                r = -errno;
+            close(fd);
+            if (r < 0)
+                log_error_errno(r, "could not restore \"%s\": %m", child);
+            ctx->stats->files++;
+            ctx->stats->bytes += e->size;
+            break;
+        }
+        case CS_ENTRY_DIR: {
+            if (mkdirat(dir_fd, e->name, 0700) < 0 &&
+                !(errno == EEXIST && ctx->params->is_overwrite_allowed)) {
+                r = log_error_errno(-errno, "could not create directory \"%s\": %m", child);
+                break;
+            }
+            int fd = openat(dir_fd, e->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+            if (fd < 0) {
+                r = log_error_errno(-errno, "could not open directory \"%s\": %m", child);
+                break;
+            }
+            r = restore_dir(ctx, fd, &e->content, child);
+            if (r == 0 && fsync(fd) < 0)
+                r = -errno;
+            close(fd);
+            ctx->stats->dirs++;
+            break;
+        }
+        case CS_ENTRY_SYMLINK:
+            if (symlinkat(e->target, dir_fd, e->name) < 0)
+                r = log_error_errno(-errno, "could not create symlink \"%s\": %m", child);
+            ctx->stats->symlinks++;
+            break;
+        default:
+            if (mknodat(dir_fd, e->name, e->mode, (dev_t)e->rdev) < 0)
+                r = log_error_errno(-errno, "could not create special file \"%s\": %m", child);
+            ctx->stats->specials++;
+            break;
+        }
+        if (r == 0)
+            r = restore_meta(ctx, dir_fd, e);
+    }
+    cs_dir_entries_free(v, n);
+    return r;
+}
+
+int cs_tree_restore(CsReader *rd, const CsContentRef *root, const char *target,
+                    const CsRestoreParams *params, CsTreeStats *stats)
+{
+    static const CsRestoreParams defaults = { 0 };
+    CsTreeStats local = { 0 };
+    RestoreCtx ctx = { .rd = rd, .params = params ? params : &defaults,
+                       .stats = stats ? stats : &local };
+    ctx.do_chown = geteuid() == 0 && !ctx.params->skip_owner;
+    int r = mkdir_p(target, 0700);
+    if (r < 0)
+        return log_error_errno(r, "could not create \"%s\": %m", target);
+    _cleanup_close_ int fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return log_error_errno(-errno, "could not open \"%s\": %m", target);
+    if (!ctx.params->is_overwrite_allowed) {
+        DIR *d = opendir(target);
+        struct dirent *de;
+        bool is_empty = true;
+        while (d && (de = readdir(d)))
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+                is_empty = false;
+        if (d)
+            closedir(d);
+        if (!is_empty)
+            return log_error_errno(-ENOTEMPTY, "target directory \"%s\" is not empty", target);
+    }
+    r = restore_dir(&ctx, fd, root, target);
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    return r;
+}
+
+int cs_tree_lookup(CsReader *rd, const CsContentRef *root, const char *path, CsDirEntry *ret)
+{
+    CsDirEntry cur = { .type = CS_ENTRY_DIR, .mode = S_IFDIR | 0755 };
+    CsContentRef ref = { 0 };
+    int r;
+    /* Work on a copy of the root reference so every step owns what it frees. */
+    ref.size = root->size;
+    ref.level = root->level;
+    ref.count = root->count;
+    ref.entries = malloc((root->count ? root->count : 1) * sizeof(*ref.entries));
+    if (!ref.entries)
+        return -ENOMEM;
+    memcpy(ref.entries, root->entries, root->count * sizeof(*ref.entries));
+    cur.content = ref;
+
+    _cleanup_free_ char *copy = strdup(path);
+    if (!copy) {
+        entry_clear(&cur);
+        return -ENOMEM;
+    }
+    char *save = NULL;
+    for (char *part = strtok_r(copy, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+        if (cur.type != CS_ENTRY_DIR) {
+            r = -ENOTDIR;
+            goto fail;
+        }
+        CsDirEntry *v;
+        size_t n;
+        if ((r = cs_dir_load(rd, &cur.content, &v, &n)) < 0)
+            goto fail;
+        CsDirEntry key = { .name = part };
+        CsDirEntry *found = bsearch(&key, v, n, sizeof(*v), entry_cmp);
+        if (!found) {
+            cs_dir_entries_free(v, n);
+            r = -ENOENT;
+            goto fail;
+        }
+        entry_clear(&cur);
+        cur = *found;
+        *found = (CsDirEntry){ 0 };
+        cs_dir_entries_free(v, n);
+    }
+    *ret = cur;
+    return 0;
+fail:
+    entry_clear(&cur);
+    return r;
+}

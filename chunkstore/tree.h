@@ -1,0 +1,75 @@
+/*
+ * Directory trees. Each directory is one object (a stream of chunks, so unchanged directories
+ * dedupe) listing its entries sorted by name; a subdirectory entry refers to the child's
+ * object. A reader can therefore open one directory without loading the rest of the tree.
+ *
+ * Stored per entry: type, mode, uid, gid, mtime (ns), size, rdev, name, and a content reference
+ * (regular files, directories) or link target (symlinks). Regular files are chunked with
+ * FastCDC unless the caller marks them as page files, which are cut in page_size blocks.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "chunkstore/read.h"
+#include "chunkstore/store.h"
+
+typedef enum CsEntryType {
+    CS_ENTRY_FILE = 1,
+    CS_ENTRY_DIR = 2,
+    CS_ENTRY_SYMLINK = 3,
+    CS_ENTRY_SPECIAL = 4, /* fifo, character or block device: metadata only */
+} CsEntryType;
+
+#define CS_ENTRY_FLAG_PAGES 0x01 /* content was cut in page blocks */
+
+typedef struct CsDirEntry {
+    uint8_t type;
+    uint8_t flags;
+    uint32_t mode, uid, gid;
+    int64_t mtime_sec;
+    uint32_t mtime_nsec;
+    uint64_t size;
+    uint64_t rdev;
+    char *name;
+    char *target;       /* symlinks */
+    CsContentRef content; /* files and directories */
+} CsDirEntry;
+
+typedef struct CsTreeStats {
+    uint64_t files, dirs, symlinks, specials;
+    uint64_t bytes;      /* regular file bytes */
+    uint64_t page_files; /* files cut in page blocks */
+} CsTreeStats;
+
+typedef struct CsTreeParams {
+    /* Decide whether a regular file is a page file; NULL: none are. relpath has no leading /. */
+    bool (*is_page_file)(const char *relpath, const struct stat *st, void *userdata);
+    void *userdata;
+    /* Skip an entry entirely (pg_basebackup-style exclusions); NULL: keep all. */
+    bool (*is_excluded)(const char *relpath, const struct stat *st, void *userdata);
+} CsTreeParams;
+
+/* Store the tree at `path` and return the reference of its root directory object. */
+int cs_tree_store(CsWriter *w, const char *path, const CsTreeParams *params, CsContentRef *ret,
+                  CsTreeStats *stats);
+
+typedef struct CsRestoreParams {
+    bool is_overwrite_allowed; /* target may exist and be non-empty */
+    bool skip_owner;           /* do not chown (default: chown when running as root) */
+} CsRestoreParams;
+
+/* Recreate the tree under `target` (created if missing; must be empty unless allowed). */
+int cs_tree_restore(CsReader *rd, const CsContentRef *root, const char *target,
+                    const CsRestoreParams *params, CsTreeStats *stats);
+
+/* Load and decode one directory object. */
+int cs_dir_load(CsReader *rd, const CsContentRef *ref, CsDirEntry **ret, size_t *ret_n);
+int cs_dir_decode(const void *p, size_t n, CsDirEntry **ret, size_t *ret_n);
+int cs_dir_encode(const CsDirEntry *v, size_t n, Buf *out);
+void cs_dir_entries_free(CsDirEntry *v, size_t n);
+/* Follow a path ("a/b/c", "" for the root) from a root reference. Returns a copy of the entry. */
+int cs_tree_lookup(CsReader *rd, const CsContentRef *root, const char *path, CsDirEntry *ret);
