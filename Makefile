@@ -38,7 +38,8 @@ $(BUILD)/libchunkstore.a: $(call objs,chunkstore)
 LIBS := $(BUILD)/libchunkstore.a $(BUILD)/libcommon.a
 
 TOOLS := $(BUILD)/bin/pitr-snap
-$(BUILD)/bin/pitr-snap: $(BUILD)/tools/pitr-snap.o $(call objs,tools/snap) $(LIBS)
+$(BUILD)/libtools.a: $(call objs,tools/common)
+$(BUILD)/bin/pitr-snap: $(BUILD)/tools/pitr-snap.o $(BUILD)/libtools.a $(LIBS)
 
 UNIT_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/*/test-*.c))
 TEST_HELPERS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/helpers/*.c))

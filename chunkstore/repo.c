@@ -98,7 +98,7 @@ static int key_check_compute(const CsKeys *k, const uint8_t repo_id[16], uint8_t
 int cs_config_parse(const char *text, CsRepoConfig *ret, uint8_t ret_key_check[32])
 {
     CsRepoConfig c = { 0 };
-    uint32_t level;
+    uint32_t level = 0;
     if (!text_has_header(text, CONFIG_HEADER))
         return -ENOMEDIUM;
     int r = kv_get_u32(text, "format_version", &c.format_version);
@@ -374,10 +374,12 @@ int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySo
     if (r < 0)
         return log_error_errno(r, "could not open index \"%s\": %m", index_dir);
     if (!had_index) {
-        uint64_t n;
-        log_info("index \"%s\" is missing: rebuilding it from the packs", index_dir);
+        uint64_t n = 0;
         if ((r = cs_repo_index_sync(repo, false, &n)) < 0)
             return r;
+        if (n > 0)
+            log_info("index \"%s\" was missing: rebuilt it from %llu packs", index_dir,
+                     (unsigned long long)n);
     }
     *ret = TAKE_PTR(repo);
     return 0;

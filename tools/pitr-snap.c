@@ -1,0 +1,586 @@
+/*
+ * pitr-snap: the repository command. Parses options, opens the repository and calls one
+ * chunkstore function per verb; all logic lives in the libraries.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "chunkstore/catalog.h"
+#include "chunkstore/read.h"
+#include "chunkstore/tree.h"
+#include "common/log.h"
+#include "common/macro.h"
+#include "tools/common/cli.h"
+
+#define PITR_VERSION "0.1.0"
+
+typedef struct Options {
+    const char *repo;
+    CliKeyOptions key;
+    const char *name;
+    unsigned threads;
+    bool json;
+    bool is_stdin;
+    bool force;
+    const char *page_files; /* "auto" or "none" */
+    CsInitParams init;
+} Options;
+
+static Options opt = { .page_files = "auto" };
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "pitr-snap stores directory trees and streams in an encrypted, deduplicating "
+            "repository.\n\n"
+            "Usage:\n"
+            "  pitr-snap [OPTION]... init\n"
+            "  pitr-snap [OPTION]... key export FILE\n"
+            "  pitr-snap [OPTION]... store PATH [--name NAME]\n"
+            "  pitr-snap [OPTION]... store --stdin --name NAME\n"
+            "  pitr-snap [OPTION]... list | show ID | info\n"
+            "  pitr-snap [OPTION]... restore ID TARGET\n"
+            "  pitr-snap [OPTION]... cat ID\n"
+            "  pitr-snap [OPTION]... delete ID\n\n"
+            "Repository and keys:\n"
+            "  -r, --repo=LOCATION      repository directory (default: $PITR_REPO)\n"
+            "      --passphrase-file=F  read the passphrase from F (else $PITR_PASSPHRASE,\n"
+            "                           else a prompt on the terminal)\n"
+            "      --key-file=F         unlock with a key file made by 'key export'\n\n"
+            "Storing:\n"
+            "      --name=NAME          name of the snapshot (default: the path)\n"
+            "      --stdin              store standard input as a stream\n"
+            "      --page-files=MODE    auto: cut PostgreSQL relation files in page blocks\n"
+            "                           (default); none: chunk every file by content\n"
+            "  -j, --threads=N          worker threads (default: one per CPU)\n\n"
+            "Restoring:\n"
+            "      --force              restore into a non-empty directory\n\n"
+            "Init:\n"
+            "      --chunk-min=N --chunk-avg=N --chunk-max=N   content chunk sizes (bytes)\n"
+            "      --page-size=N        page block size (default 8192)\n"
+            "      --compression=N      zstd level 1-19 (default 3)\n"
+            "      --pack-size=N        target pack size in bytes (default 32 MiB)\n\n"
+            "Output:\n"
+            "      --json               machine-readable output\n"
+            "  -q, --quiet              errors only\n"
+            "  -v, --verbose            debug messages\n"
+            "  -h, --help               this help\n"
+            "  -V, --version            version\n\n"
+            "Exit status: 0 success, 1 failure, 2 wrong passphrase or key, 3 not a repository\n"
+            "or unsupported format, 4 damaged data, 5 repository busy, 64 usage error.\n");
+}
+
+static int open_repo(bool read_only, CsRepo **ret)
+{
+    if (!opt.repo)
+        return log_error_errno(-EINVAL, "no repository given\nHINT: use --repo or PITR_REPO");
+    CsKeySource ks;
+    int r = cli_key_source(&opt.key, false, &ks);
+    if (r < 0)
+        return r;
+    r = cs_repo_open(opt.repo, &(CsOpenParams){ .read_only = read_only }, &ks, ret);
+    cli_key_source_clear(&ks);
+    return r;
+}
+
+DEFINE_CLEANUP_FUNC(CsRepo *, cs_repo_close)
+DEFINE_CLEANUP_FUNC(CsWriter *, cs_writer_free)
+DEFINE_CLEANUP_FUNC(CsReader *, cs_reader_free)
+
+static int cmd_init(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1 || !opt.repo)
+        return log_error_errno(-EINVAL, "usage: pitr-snap --repo LOCATION init");
+    CsKeySource ks;
+    int r = cli_key_source(&opt.key, true, &ks);
+    if (r < 0)
+        return r;
+    if (ks.keyfile_path)
+        return log_error_errno(-EINVAL, "init needs a passphrase, not a key file");
+    r = cs_repo_init(opt.repo, &opt.init, &ks);
+    cli_key_source_clear(&ks);
+    if (r == 0)
+        log_info("created repository \"%s\"", opt.repo);
+    return r;
+}
+
+static int cmd_key(int argc, char **argv)
+{
+    if (argc != 3 || strcmp(argv[1], "export") != 0)
+        return log_error_errno(-EINVAL, "usage: pitr-snap key export FILE");
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    int r = open_repo(true, &repo);
+    if (r < 0)
+        return r;
+    if ((r = cs_repo_export_key(repo, argv[2])) == 0)
+        log_info("key written to \"%s\" (mode 0600): keep it as safe as the data", argv[2]);
+    return r;
+}
+
+/* PostgreSQL relation files: base/<db>/<relfilenode>[_fsm|_vm|_init][.<segment>] and the same
+ * under global/ and tablespaces. They change page by page in place, so page blocks dedupe. */
+static bool is_relation_file(const char *relpath, const struct stat *st, void *userdata)
+{
+    const CsRepo *repo = userdata;
+    if (st->st_size == 0 || st->st_size % repo->config.page_size)
+        return false;
+    const char *base = strrchr(relpath, '/');
+    if (!base)
+        return false;
+    const char *p = base + 1;
+    if (!(*p >= '0' && *p <= '9'))
+        return false;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    if (strncmp(p, "_fsm", 4) == 0 || strncmp(p, "_vm", 3) == 0)
+        p += p[1] == 'f' ? 4 : 3;
+    else if (strncmp(p, "_init", 5) == 0)
+        p += 5;
+    if (*p == '.') {
+        p++;
+        if (!*p)
+            return false;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p)
+        return false;
+    /* The parent is a database oid directory or global/. */
+    const char *parent = base;
+    while (parent > relpath && parent[-1] != '/')
+        parent--;
+    if (strncmp(parent, "global/", 7) == 0)
+        return true;
+    for (const char *q = parent; q < base; q++)
+        if (*q < '0' || *q > '9')
+            return false;
+    return base > parent;
+}
+
+typedef struct Progress {
+    struct timespec start;
+    bool shown;
+} Progress;
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void show_progress(const CsWriterStats *s, void *userdata)
+{
+    Progress *p = userdata;
+    char a[32], b[32];
+    double secs = seconds_since(&p->start);
+    fprintf(stderr, "\r%s read, %s new, %.0f MB/s   ", cli_size(s->bytes_in, a, sizeof(a)),
+            cli_size(s->new_bytes, b, sizeof(b)), secs > 0 ? (double)s->bytes_in / secs / 1e6 : 0);
+    p->shown = true;
+}
+
+static int cmd_store(int argc, char **argv)
+{
+    if ((opt.is_stdin && (argc != 1 || !opt.name)) || (!opt.is_stdin && argc != 2))
+        return log_error_errno(-EINVAL, "usage: pitr-snap store PATH [--name NAME] | "
+                                        "store --stdin --name NAME");
+    if (strcmp(opt.page_files, "auto") != 0 && strcmp(opt.page_files, "none") != 0)
+        return log_error_errno(-EINVAL, "--page-files must be auto or none");
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    int r = open_repo(false, &repo);
+    if (r < 0)
+        return r;
+    CsLock *lock;
+    if ((r = cs_backend_lock(repo->backend, "repository", CS_LOCK_SHARED, false, &lock)) < 0)
+        return log_error_errno(r == -EWOULDBLOCK ? -EBUSY : r,
+                               "repository is locked by a delete or repair in progress");
+    cs_backend_sweep(repo->backend);
+
+    _cleanup_(cs_writer_freep) CsWriter *w = NULL;
+    if ((r = cs_writer_new(repo, &(CsWriterParams){ .threads = opt.threads }, &w)) < 0) {
+        cs_lock_release(lock);
+        return log_error_errno(r, "could not start the pipeline: %m");
+    }
+    Progress progress;
+    clock_gettime(CLOCK_MONOTONIC, &progress.start);
+    progress.shown = false;
+    if (cli_is_tty() && log_get_level() >= LOG_LEVEL_INFO)
+        cs_writer_set_progress(w, show_progress, &progress);
+
+    CsSnapshot snap = { 0 };
+    CsTreeStats ts = { 0 };
+    if (opt.is_stdin) {
+        snap.kind = strdup("stream");
+        r = cs_writer_put_fd(w, STDIN_FILENO, CS_CHUNKING_CDC, &snap.root);
+        if (r < 0)
+            log_error_errno(r, "could not store standard input: %m");
+    } else {
+        snap.kind = strdup("tree");
+        CsTreeParams tp = { .is_page_file = strcmp(opt.page_files, "auto") == 0 ? is_relation_file
+                                                                                : NULL,
+                            .userdata = repo };
+        r = cs_tree_store(w, argv[1], &tp, &snap.root, &ts);
+    }
+    if (r == 0 && (r = cs_writer_flush(w)) < 0)
+        log_error_errno(r, "could not write to the repository: %m");
+    if (progress.shown)
+        fputc('\n', stderr);
+    CsWriterStats ws;
+    cs_writer_stats(w, &ws);
+    double secs = seconds_since(&progress.start);
+    if (r == 0) {
+        snap.name = strdup(opt.name ? opt.name : argv[1]);
+        snap.meta = json_pack("{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}}", "stats",
+                              "files", (json_int_t)ts.files, "dirs", (json_int_t)ts.dirs,
+                              "bytes_in", (json_int_t)ws.bytes_in, "chunks",
+                              (json_int_t)ws.chunks, "new_chunks", (json_int_t)ws.new_chunks,
+                              "new_bytes", (json_int_t)ws.new_bytes, "stored_bytes",
+                              (json_int_t)ws.stored_bytes, "page_files",
+                              (json_int_t)ts.page_files, "seconds", secs);
+        if (!snap.name || !snap.kind || !snap.meta)
+            r = -ENOMEM;
+        else
+            r = cs_catalog_add(repo, &snap);
+    }
+    cs_lock_release(lock);
+    if (r < 0) {
+        cs_snapshot_clear(&snap);
+        return r;
+    }
+    if (opt.json) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:O}", "id", snap.id, "name", snap.name, "kind",
+                              snap.kind, "stats", json_object_get(snap.meta, "stats"));
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        fputc('\n', stdout);
+        json_decref(o);
+    } else {
+        char a[32], b[32], c[32];
+        printf("snapshot %s complete: %s read in %.1f s (%.0f MB/s), %s new, %s written\n",
+               snap.id, cli_size(ws.bytes_in, a, sizeof(a)), secs,
+               secs > 0 ? (double)ws.bytes_in / secs / 1e6 : 0.0,
+               cli_size(ws.new_bytes, b, sizeof(b)), cli_size(ws.stored_bytes, c, sizeof(c)));
+    }
+    cs_snapshot_clear(&snap);
+    return 0;
+}
+
+/* Bytes the snapshot holds: for a tree what was read, for a stream its length. */
+static uint64_t snapshot_size(const CsSnapshot *s)
+{
+    json_t *v = json_object_get(json_object_get(s->meta, "stats"), "bytes_in");
+    return json_is_integer(v) ? (uint64_t)json_integer_value(v) : s->root.size;
+}
+
+static json_t *snapshot_json(const CsSnapshot *s)
+{
+    return json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:O}", "id", s->id, "name", s->name, "kind",
+                     s->kind, "time", (json_int_t)s->time, "hostname", s->hostname, "size",
+                     (json_int_t)snapshot_size(s), "meta", s->meta);
+}
+
+static void format_time(int64_t t, char *buf, size_t n)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    strftime(buf, n, "%Y-%m-%d %H:%M:%S", localtime_r(&tt, &tm));
+}
+
+static int cmd_list(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1)
+        return log_error_errno(-EINVAL, "usage: pitr-snap list");
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    int r = open_repo(true, &repo);
+    if (r < 0)
+        return r;
+    CsSnapshot *v;
+    size_t n;
+    if ((r = cs_catalog_list(repo, &v, &n)) < 0)
+        return log_error_errno(r, "could not list snapshots: %m");
+    if (opt.json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, snapshot_json(&v[i]));
+        json_dumpf(a, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        fputc('\n', stdout);
+        json_decref(a);
+    } else {
+        printf("%-16s  %-19s  %-6s  %10s  %s\n", "ID", "TIME", "KIND", "SIZE", "NAME");
+        for (size_t i = 0; i < n; i++) {
+            char t[32], sz[32];
+            format_time(v[i].time, t, sizeof(t));
+            printf("%-16s  %-19s  %-6s  %10s  %s\n", v[i].id, t, v[i].kind,
+                   cli_size(snapshot_size(&v[i]), sz, sizeof(sz)), v[i].name);
+        }
+    }
+    cs_snapshots_free(v, n);
+    return 0;
+}
+
+static int find_snapshot(CsRepo *repo, const char *spec, CsSnapshot *ret)
+{
+    int r = cs_catalog_find(repo, spec, ret);
+    if (r == -ENOENT)
+        return log_error_errno(r, "no snapshot \"%s\"", spec);
+    if (r == -ENOTUNIQ)
+        return log_error_errno(-EINVAL, "\"%s\" matches more than one snapshot", spec);
+    return r;
+}
+
+static int cmd_show(int argc, char **argv)
+{
+    if (argc != 2)
+        return log_error_errno(-EINVAL, "usage: pitr-snap show ID");
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    CsSnapshot s;
+    int r = open_repo(true, &repo);
+    if (r < 0 || (r = find_snapshot(repo, argv[1], &s)) < 0)
+        return r;
+    json_t *o = snapshot_json(&s);
+    if (opt.json) {
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        fputc('\n', stdout);
+    } else {
+        char t[32], sz[32];
+        format_time(s.time, t, sizeof(t));
+        printf("id:       %s\nname:     %s\nkind:     %s\ntime:     %s\nhost:     %s\n"
+               "size:     %s\n",
+               s.id, s.name, s.kind, t, s.hostname, cli_size(snapshot_size(&s), sz, sizeof(sz)));
+        json_t *stats = json_object_get(s.meta, "stats");
+        const char *k;
+        json_t *val;
+        json_object_foreach(stats, k, val) {
+            if (json_is_integer(val))
+                printf("%-9s %" JSON_INTEGER_FORMAT "\n", k, json_integer_value(val));
+            else if (json_is_real(val))
+                printf("%-9s %.3f\n", k, json_real_value(val));
+        }
+    }
+    json_decref(o);
+    cs_snapshot_clear(&s);
+    return 0;
+}
+
+static int cmd_restore(int argc, char **argv)
+{
+    if (argc != 3)
+        return log_error_errno(-EINVAL, "usage: pitr-snap restore ID TARGET");
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    _cleanup_(cs_reader_freep) CsReader *rd = NULL;
+    CsSnapshot s;
+    int r = open_repo(true, &repo);
+    if (r < 0 || (r = find_snapshot(repo, argv[1], &s)) < 0)
+        return r;
+    if ((r = cs_reader_new(repo, &rd)) < 0) {
+        cs_snapshot_clear(&s);
+        return r;
+    }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CsTreeStats ts = { 0 };
+    if (strcmp(s.kind, "tree") == 0) {
+        r = cs_tree_restore(rd, &s.root, argv[2],
+                            &(CsRestoreParams){ .is_overwrite_allowed = opt.force }, &ts);
+    } else {
+        int fd = open(argv[2], O_WRONLY | O_CREAT | O_CLOEXEC | (opt.force ? O_TRUNC : O_EXCL),
+                      0600);
+        if (fd < 0)
+            r = log_error_errno(-errno, "could not create \"%s\": %m", argv[2]);
+        else {
+            r = cs_reader_write_fd(rd, &s.root, fd, false);
+            if (r == 0 && fsync(fd) < 0)
+                r = -errno;
+            close(fd);
+            ts.bytes = s.root.size;
+        }
+    }
+    double secs = seconds_since(&t0);
+    if (r == 0) {
+        char a[32];
+        if (opt.json)
+            printf("{\"id\": \"%s\", \"bytes\": %" PRIu64 ", \"files\": %" PRIu64
+                   ", \"seconds\": %.3f}\n",
+                   s.id, ts.bytes, ts.files, secs);
+        else
+            printf("restored snapshot %s to \"%s\": %s in %.1f s (%.0f MB/s)\n", s.id, argv[2],
+                   cli_size(ts.bytes, a, sizeof(a)), secs,
+                   secs > 0 ? (double)ts.bytes / secs / 1e6 : 0.0);
+    } else
+        log_error_errno(r, "restore of snapshot %s failed: %m", s.id);
+    cs_snapshot_clear(&s);
+    return r;
+}
+
+static int cmd_cat(int argc, char **argv)
+{
+    if (argc != 2)
+        return log_error_errno(-EINVAL, "usage: pitr-snap cat ID");
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    _cleanup_(cs_reader_freep) CsReader *rd = NULL;
+    CsSnapshot s;
+    int r = open_repo(true, &repo);
+    if (r < 0 || (r = find_snapshot(repo, argv[1], &s)) < 0)
+        return r;
+    if (strcmp(s.kind, "stream") != 0)
+        r = log_error_errno(-EINVAL, "snapshot %s is a %s, not a stream\nHINT: use restore",
+                            s.id, s.kind);
+    else if ((r = cs_reader_new(repo, &rd)) == 0)
+        r = cs_reader_write_fd(rd, &s.root, STDOUT_FILENO, false);
+    if (r < 0 && r != -EINVAL)
+        log_error_errno(r, "could not read stream %s: %m", s.id);
+    cs_snapshot_clear(&s);
+    return r;
+}
+
+static int cmd_delete(int argc, char **argv)
+{
+    if (argc != 2)
+        return log_error_errno(-EINVAL, "usage: pitr-snap delete ID");
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    CsSnapshot s;
+    int r = open_repo(true, &repo);
+    if (r < 0 || (r = find_snapshot(repo, argv[1], &s)) < 0)
+        return r;
+    if ((r = cs_catalog_delete(repo, s.id)) == 0)
+        log_info("deleted snapshot %s (\"%s\")", s.id, s.name);
+    cs_snapshot_clear(&s);
+    return r;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1)
+        return log_error_errno(-EINVAL, "usage: pitr-snap info");
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    int r = open_repo(true, &repo);
+    if (r < 0)
+        return r;
+    CsIndexStats st;
+    if ((r = cs_index_stats(repo->index, &st)) < 0)
+        return r;
+    const CsRepoConfig *c = &repo->config;
+    if (opt.json) {
+        printf("{\"format_version\": %u, \"chunks\": %" PRIu64 ", \"chunk_bytes\": %" PRIu64
+               ", \"packs\": %" PRIu64 ", \"pack_bytes\": %" PRIu64 "}\n",
+               c->format_version, st.chunks, st.chunk_bytes, st.packs, st.pack_bytes);
+        return 0;
+    }
+    char a[32], b[32];
+    printf("location:       %s\nformat version: %u\nchunker:        %u / %u / %u bytes\n"
+           "page size:      %u\ncompression:    zstd %d\nunique chunks:  %" PRIu64 " (%s)\n"
+           "packs:          %" PRIu64 " (%s)\n",
+           cs_backend_location(repo->backend), c->format_version, c->chunker.min_size,
+           c->chunker.avg_size, c->chunker.max_size, c->page_size, c->zstd_level, st.chunks,
+           cli_size(st.chunk_bytes, a, sizeof(a)), st.packs, cli_size(st.pack_bytes, b, sizeof(b)));
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+} verbs[] = {
+    { "init", cmd_init },       { "key", cmd_key },   { "store", cmd_store },
+    { "list", cmd_list },       { "show", cmd_show }, { "restore", cmd_restore },
+    { "cat", cmd_cat },         { "delete", cmd_delete }, { "info", cmd_info },
+};
+
+static int parse_u32(const char *s, uint32_t *ret)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || *end || end == s || v > UINT32_MAX)
+        return log_error_errno(-EINVAL, "invalid number \"%s\"", s);
+    *ret = (uint32_t)v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_PASSFILE = 256, O_KEYFILE, O_NAME, O_JSON, O_STDIN, O_FORCE, O_PAGEFILES,
+           O_CMIN, O_CAVG, O_CMAX, O_PAGESIZE, O_COMP, O_PACKSIZE, O_SCRYPTN };
+    static const struct option longopts[] = {
+        { "repo", required_argument, NULL, 'r' },
+        { "passphrase-file", required_argument, NULL, O_PASSFILE },
+        { "key-file", required_argument, NULL, O_KEYFILE },
+        { "name", required_argument, NULL, O_NAME },
+        { "threads", required_argument, NULL, 'j' },
+        { "json", no_argument, NULL, O_JSON },
+        { "stdin", no_argument, NULL, O_STDIN },
+        { "force", no_argument, NULL, O_FORCE },
+        { "page-files", required_argument, NULL, O_PAGEFILES },
+        { "chunk-min", required_argument, NULL, O_CMIN },
+        { "chunk-avg", required_argument, NULL, O_CAVG },
+        { "chunk-max", required_argument, NULL, O_CMAX },
+        { "page-size", required_argument, NULL, O_PAGESIZE },
+        { "compression", required_argument, NULL, O_COMP },
+        { "pack-size", required_argument, NULL, O_PACKSIZE },
+        { "scrypt-n", required_argument, NULL, O_SCRYPTN },
+        { "quiet", no_argument, NULL, 'q' },
+        { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        {},
+    };
+    log_set_program("pitr-snap");
+    opt.repo = getenv("PITR_REPO");
+    int c, r = 0;
+    uint32_t u;
+    while ((c = getopt_long(argc, argv, "r:j:qvhV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'r': opt.repo = optarg; break;
+        case O_PASSFILE: opt.key.passphrase_file = optarg; break;
+        case O_KEYFILE: opt.key.keyfile = optarg; break;
+        case O_NAME: opt.name = optarg; break;
+        case 'j': r = parse_u32(optarg, &opt.threads); break;
+        case O_JSON: opt.json = true; break;
+        case O_STDIN: opt.is_stdin = true; break;
+        case O_FORCE: opt.force = true; break;
+        case O_PAGEFILES: opt.page_files = optarg; break;
+        case O_CMIN: r = parse_u32(optarg, &opt.init.config.chunker.min_size); break;
+        case O_CAVG: r = parse_u32(optarg, &opt.init.config.chunker.avg_size); break;
+        case O_CMAX: r = parse_u32(optarg, &opt.init.config.chunker.max_size); break;
+        case O_PAGESIZE: r = parse_u32(optarg, &opt.init.config.page_size); break;
+        case O_COMP:
+            r = parse_u32(optarg, &u);
+            opt.init.config.zstd_level = (int)u;
+            break;
+        case O_PACKSIZE: r = parse_u32(optarg, &opt.init.config.pack_size); break;
+        case O_SCRYPTN:
+            r = parse_u32(optarg, &u);
+            opt.init.scrypt_n = u;
+            break;
+        case 'q': log_set_level(LOG_LEVEL_ERROR); break;
+        case 'v': log_set_level(LOG_LEVEL_DEBUG); break;
+        case 'h': usage(stdout); return EXIT_OK;
+        case 'V': printf("pitr-snap %s\n", PITR_VERSION); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+        if (r < 0)
+            return EXIT_USAGE;
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
+        if (strcmp(argv[optind], verbs[i].name) == 0) {
+            r = verbs[i].fn(argc - optind, argv + optind);
+            return cli_exit_code(r);
+        }
+    log_error("unknown command \"%s\"\nHINT: see pitr-snap --help", argv[optind]);
+    return EXIT_USAGE;
+}
