@@ -61,6 +61,11 @@ CsReader *cs_reader_free(CsReader *rd)
     return NULL;
 }
 
+CsRepo *cs_reader_repo(const CsReader *rd)
+{
+    return rd->repo;
+}
+
 static int lookup(CsReader *rd, const CsChunkId *id, CsChunkLoc *loc)
 {
     int r = cs_index_reader_lookup(rd->index, id, loc);

@@ -18,6 +18,7 @@ typedef struct CsReader CsReader;
 
 int cs_reader_new(CsRepo *repo, CsReader **ret);
 CsReader *cs_reader_free(CsReader *rd);
+CsRepo *cs_reader_repo(const CsReader *rd);
 
 /* The bytes of one chunk. *ret_p stays valid until the next call on this reader. */
 int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n);

@@ -33,7 +33,22 @@ typedef struct Batch {
     struct Batch *next;      /* free list or, once submitted, the caller's order list */
     struct Batch *work_next; /* protected by CsWriter.lock: the workers' queue */
     size_t scan_pos;         /* CDC: bytes already scanned by the chunker */
+    struct Put *owner;       /* the put whose content this is */
 } Batch;
+
+/* The content list being built for one put: level-0 entries in input order. */
+typedef struct EntryList {
+    CsRecordMember *v;
+    size_t n, cap;
+    uint64_t size;
+} EntryList;
+
+/* One put whose batches may still be in the pipeline; resolved by cs_writer_sync(). */
+typedef struct Put {
+    EntryList l;
+    CsContentRef *ret;
+    struct Put *next;
+} Put;
 
 /* Chunks not yet indexed, so that two copies in one run are stored once. */
 typedef struct InflightNode {
@@ -84,6 +99,7 @@ struct CsWriter {
     pthread_mutex_t group_lock;
     Group group; /* protected by group_lock */
 
+    struct Put *puts, *puts_tail; /* caller only: puts not resolved yet, in order */
     CsChunker chunker;
     CsWriterStats stats; /* updated with atomics */
     void (*progress)(const CsWriterStats *s, void *userdata);
@@ -457,6 +473,11 @@ CsWriter *cs_writer_free(CsWriter *w)
         next = b->next;
         batch_free(b);
     }
+    for (struct Put *p = w->puts, *next; p; p = next) {
+        next = p->next;
+        free(p->l.v);
+        free(p);
+    }
     for (PlainRecord *r = w->rec_head, *next; r; r = next) {
         next = r->next;
         record_free(r);
@@ -511,13 +532,6 @@ static void progress_maybe(CsWriter *w)
     w->progress(&s, w->progress_userdata);
 }
 
-/* The content list being built for one put: level-0 entries in input order. */
-typedef struct EntryList {
-    CsRecordMember *v;
-    size_t n, cap;
-    uint64_t size;
-} EntryList;
-
 static int entry_list_add(EntryList *l, const CsChunkId *id, uint32_t len)
 {
     if (l->n == l->cap) {
@@ -535,8 +549,8 @@ static int entry_list_add(EntryList *l, const CsChunkId *id, uint32_t len)
     return 0;
 }
 
-/* Wait for the oldest submitted batch, take its ids, recycle it. */
-static int harvest_one(CsWriter *w, EntryList *l)
+/* Wait for the oldest submitted batch, give its ids to its put, recycle it. */
+static int harvest_one(CsWriter *w)
 {
     Batch *b = w->order_head;
     pthread_mutex_lock(&w->lock);
@@ -545,7 +559,7 @@ static int harvest_one(CsWriter *w, EntryList *l)
     int r = w->error;
     pthread_mutex_unlock(&w->lock);
     for (size_t i = 0; r == 0 && i < b->n_cuts; i++)
-        r = entry_list_add(l, &b->ids[i], b->cuts[i].len);
+        r = entry_list_add(&b->owner->l, &b->ids[i], b->cuts[i].len);
     w->order_head = b->next;
     if (!w->order_head)
         w->order_tail = NULL;
@@ -556,18 +570,18 @@ static int harvest_one(CsWriter *w, EntryList *l)
     return r;
 }
 
-static int harvest_all(CsWriter *w, EntryList *l)
+static int harvest_all(CsWriter *w)
 {
     int r = 0;
     while (w->order_head) {
-        int q = harvest_one(w, l);
+        int q = harvest_one(w);
         if (r == 0)
             r = q;
     }
     return r;
 }
 
-static int get_free_batch(CsWriter *w, EntryList *l, Batch **ret)
+static int get_free_batch(CsWriter *w, Batch **ret)
 {
     for (;;) {
         pthread_mutex_lock(&w->lock);
@@ -583,7 +597,7 @@ static int get_free_batch(CsWriter *w, EntryList *l, Batch **ret)
             *ret = b;
             return 0;
         }
-        int r = harvest_one(w, l);
+        int r = harvest_one(w);
         if (r < 0)
             return r;
     }
@@ -648,7 +662,7 @@ static int source_read(Source *s, void *out, size_t n, size_t *ret_n)
     return 0;
 }
 
-/* Cut the bytes of b from `scan_from` on; returns the offset where the unfinished tail starts. */
+/* Cut the bytes of b not cut yet; *chunk_start moves to where the unfinished tail starts. */
 static int batch_cut(CsWriter *w, Batch *b, CsChunking mode, size_t *chunk_start, bool is_eof)
 {
     size_t start = *chunk_start;
@@ -684,7 +698,9 @@ static int batch_cut(CsWriter *w, Batch *b, CsChunking mode, size_t *chunk_start
     return 0;
 }
 
-static int put_level0(CsWriter *w, Source *src, CsChunking mode, EntryList *l)
+/* Read the whole source into batches owned by `put`. Returns once every byte has been copied
+ * into a batch; the ids arrive later, in harvest. */
+static int put_level0(CsWriter *w, Source *src, CsChunking mode, Put *put)
 {
     Batch *b = NULL;
     size_t chunk_start = 0;
@@ -692,8 +708,9 @@ static int put_level0(CsWriter *w, Source *src, CsChunking mode, EntryList *l)
     int r;
 
     cs_chunker_reset(&w->chunker);
-    if ((r = get_free_batch(w, l, &b)) < 0)
+    if ((r = get_free_batch(w, &b)) < 0)
         return r;
+    b->owner = put;
     b->scan_pos = 0;
     while (!is_eof) {
         size_t got;
@@ -709,26 +726,24 @@ static int put_level0(CsWriter *w, Source *src, CsChunking mode, EntryList *l)
             break;
         /* Carry the unfinished chunk into the next batch. */
         Batch *next;
-        if ((r = get_free_batch(w, l, &next)) < 0)
+        if ((r = get_free_batch(w, &next)) < 0)
             break;
         size_t tail = b->len - chunk_start;
         memcpy(next->data, b->data + chunk_start, tail);
         next->len = tail;
         next->scan_pos = b->scan_pos - chunk_start;
+        next->owner = put;
         batch_submit(w, b);
         b = next;
         chunk_start = 0;
         progress_maybe(w);
-        if ((r = get_error(w)) < 0) {
-            b->n_cuts = 0;
+        if ((r = get_error(w)) < 0)
             break;
-        }
     }
     if (r < 0)
         b->n_cuts = 0;
     batch_submit(w, b);
-    int q = harvest_all(w, l);
-    return r < 0 ? r : q;
+    return r;
 }
 
 static int list_serialize(const CsRecordMember *v, size_t n, Buf *out)
@@ -743,19 +758,14 @@ static int list_serialize(const CsRecordMember *v, size_t n, Buf *out)
     return 0;
 }
 
-static int put_source(CsWriter *w, Source *src, CsChunking mode, CsContentRef *ret)
+/* Turn a harvested put into its reference, storing long lists one level down. */
+static int put_resolve(CsWriter *w, Put *put)
 {
-    EntryList l = { 0 };
-    int r = get_error(w);
-    if (r == 0)
-        r = put_level0(w, src, mode, &l);
-    if (r < 0) {
-        free(l.v);
-        return r;
-    }
+    EntryList l = put->l;
     uint64_t size = l.size;
     uint8_t level = 0;
-    /* Too many entries to carry inline: store the list itself, one level down. */
+    int r = 0;
+    put->l = (EntryList){ 0 };
     while (l.n > CS_REF_MAX_INLINE) {
         _cleanup_(buf_free) Buf list = BUF_INIT;
         if (level == CS_REF_MAX_LEVEL || (r = list_serialize(l.v, l.n, &list)) < 0) {
@@ -763,33 +773,81 @@ static int put_source(CsWriter *w, Source *src, CsChunking mode, CsContentRef *r
             return r < 0 ? r : -E2BIG;
         }
         free(l.v);
-        l = (EntryList){ 0 };
+        Put down = { 0 };
         Source s = { .fd = -1, .p = list.data, .left = list.size };
-        if ((r = put_level0(w, &s, CS_CHUNKING_CDC, &l)) < 0) {
+        r = put_level0(w, &s, CS_CHUNKING_CDC, &down);
+        int q = harvest_all(w);
+        l = down.l;
+        if (r < 0 || (r = q) < 0) {
             free(l.v);
             return r;
         }
         level++;
     }
-    *ret = (CsContentRef){ .size = size, .level = level, .count = (uint32_t)l.n, .entries = l.v };
+    *put->ret = (CsContentRef){ .size = size, .level = level, .count = (uint32_t)l.n,
+                                .entries = l.v };
     return 0;
 }
 
-int cs_writer_put_fd(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)
+int cs_writer_sync(CsWriter *w)
+{
+    int r = harvest_all(w);
+    while (w->puts) {
+        Put *put = w->puts;
+        w->puts = put->next;
+        if (!w->puts)
+            w->puts_tail = NULL;
+        if (r == 0)
+            r = put_resolve(w, put);
+        free(put->l.v);
+        free(put);
+    }
+    return r;
+}
+
+static int put_source(CsWriter *w, Source *src, CsChunking mode, CsContentRef *ret)
+{
+    int r = get_error(w);
+    if (r < 0)
+        return r;
+    Put *put = calloc(1, sizeof(*put));
+    if (!put)
+        return -ENOMEM;
+    put->ret = ret;
+    if (w->puts_tail)
+        w->puts_tail->next = put;
+    else
+        w->puts = put;
+    w->puts_tail = put;
+    if ((r = put_level0(w, src, mode, put)) < 0) {
+        cs_writer_sync(w);
+        return r;
+    }
+    return 0;
+}
+
+int cs_writer_put_fd_async(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)
 {
     Source s = { .fd = fd };
     return put_source(w, &s, mode, ret);
 }
 
+int cs_writer_put_fd(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)
+{
+    int r = cs_writer_put_fd_async(w, fd, mode, ret);
+    return r < 0 ? r : cs_writer_sync(w);
+}
+
 int cs_writer_put_buf(CsWriter *w, const void *p, size_t n, CsChunking mode, CsContentRef *ret)
 {
     Source s = { .fd = -1, .p = p, .left = n };
-    return put_source(w, &s, mode, ret);
+    int r = put_source(w, &s, mode, ret);
+    return r < 0 ? r : cs_writer_sync(w);
 }
 
 int cs_writer_flush(CsWriter *w)
 {
-    int r = get_error(w);
+    int r = cs_writer_sync(w);
     if (r < 0)
         return r;
     pthread_mutex_lock(&w->group_lock);

@@ -61,6 +61,14 @@ int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret);
 /* Store everything readable from fd until end of file. */
 int cs_writer_put_fd(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret);
 int cs_writer_put_buf(CsWriter *w, const void *p, size_t n, CsChunking mode, CsContentRef *ret);
+/*
+ * Like cs_writer_put_fd, but returns as soon as the input has been read: *ret is filled by the
+ * next cs_writer_sync() (or any synchronous put or flush), so many files can share the
+ * pipeline. `ret` must stay valid until then; fd may be closed as soon as this returns.
+ */
+int cs_writer_put_fd_async(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret);
+/* Resolve every pending asynchronous put. */
+int cs_writer_sync(CsWriter *w);
 /* Make everything put so far durable and indexed. */
 int cs_writer_flush(CsWriter *w);
 void cs_writer_stats(CsWriter *w, CsWriterStats *ret);

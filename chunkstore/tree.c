@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,8 +175,14 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *
 {
     struct stat st;
     int r;
-    if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+    if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        if (errno == ENOENT) { /* removed since readdir: a live directory, not an error */
+            log_warning("\"%s/%s\" vanished while being stored, skipped", ctx->path, name);
+            *skip = true;
+            return 0;
+        }
         return log_error_errno(-errno, "could not stat \"%s/%s\": %m", ctx->path, name);
+    }
     const char *rel = ctx->path + ctx->root_len + (ctx->path[ctx->root_len] == '/');
     _cleanup_free_ char *relpath = NULL;
     if (asprintf(&relpath, "%s%s%s", rel, *rel ? "/" : "", name) < 0)
@@ -199,20 +206,25 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *
     if (S_ISREG(st.st_mode)) {
         e->type = CS_ENTRY_FILE;
         int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0 && errno == ENOENT) {
+            log_warning("\"%s/%s\" vanished while being stored, skipped", ctx->path, name);
+            *skip = true;
+            return 0;
+        }
         if (fd < 0)
             return log_error_errno(-errno, "could not open \"%s/%s\": %m", ctx->path, name);
         bool is_pages = ctx->params && ctx->params->is_page_file &&
                         ctx->params->is_page_file(relpath, &st, ctx->params->userdata);
         posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-        r = cs_writer_put_fd(ctx->w, fd, is_pages ? CS_CHUNKING_PAGES : CS_CHUNKING_CDC,
-                             &e->content);
+        /* Asynchronous: the reference is filled in by the sync before the directory object is
+         * written, so the pipeline stays full across the files of a directory. */
+        r = cs_writer_put_fd_async(ctx->w, fd, is_pages ? CS_CHUNKING_PAGES : CS_CHUNKING_CDC,
+                                   &e->content);
         close(fd);
         if (r < 0)
             return log_error_errno(r, "could not store \"%s/%s\": %m", ctx->path, name);
         e->flags = is_pages ? CS_ENTRY_FLAG_PAGES : 0;
-        e->size = e->content.size; /* what was read, even if the file changed meanwhile */
         ctx->stats->files++;
-        ctx->stats->bytes += e->size;
         ctx->stats->page_files += is_pages;
     } else if (S_ISDIR(st.st_mode)) {
         e->type = CS_ENTRY_DIR;
@@ -263,39 +275,64 @@ static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret)
         close(fd);
         return -errno;
     }
-    CsDirEntry *v = NULL;
+    /* Entries live at stable addresses: pending asynchronous puts write into them. */
+    CsDirEntry **pv = NULL;
     size_t n = 0, cap = 0;
     int r = 0;
     struct dirent *de;
-    errno = 0;
     while (r == 0 && (de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
         if (n == cap) {
             cap = cap ? 2 * cap : 32;
-            CsDirEntry *nv = realloc(v, cap * sizeof(*nv));
-            if (!nv) {
+            CsDirEntry **np = realloc(pv, cap * sizeof(*np));
+            if (!np) {
                 r = -ENOMEM;
                 break;
             }
-            v = nv;
+            pv = np;
+        }
+        CsDirEntry *e = calloc(1, sizeof(*e));
+        if (!e) {
+            r = -ENOMEM;
+            break;
         }
         bool skip = false;
-        v[n] = (CsDirEntry){ 0 };
-        r = store_entry(ctx, dir_fd, de->d_name, &v[n], &skip);
+        r = store_entry(ctx, dir_fd, de->d_name, e, &skip);
         if (r == 0 && !skip)
-            n++;
-        else
-            entry_clear(&v[n]);
+            pv[n++] = e;
+        else {
+            entry_clear(e);
+            free(e);
+        }
     }
     closedir(d);
+    int q = cs_writer_sync(ctx->w);
+    if (r == 0)
+        r = q;
+    CsDirEntry *v = calloc(n ? n : 1, sizeof(*v));
+    if (!v && r == 0)
+        r = -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (v)
+            v[i] = *pv[i];
+        else
+            entry_clear(pv[i]);
+        free(pv[i]);
+    }
+    free(pv);
     if (r == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (v[i].type == CS_ENTRY_FILE) {
+                v[i].size = v[i].content.size; /* what was read, even if the file changed */
+                ctx->stats->bytes += v[i].size;
+            }
         qsort(v, n, sizeof(*v), entry_cmp);
         _cleanup_(buf_free) Buf obj = BUF_INIT;
         if ((r = cs_dir_encode(v, n, &obj)) == 0)
             r = cs_writer_put_buf(ctx->w, obj.data, obj.size, CS_CHUNKING_CDC, ret);
     }
-    cs_dir_entries_free(v, n);
+    cs_dir_entries_free(v, v ? n : 0);
     return r;
 }
 
@@ -317,11 +354,39 @@ int cs_tree_store(CsWriter *w, const char *path, const CsTreeParams *params, CsC
     return r;
 }
 
+/* A regular file to write, handed to a restore worker. */
+typedef struct FileJob {
+    int dir_fd; /* owned */
+    char *path; /* for messages */
+    CsDirEntry e;
+    struct FileJob *next;
+} FileJob;
+
+/* A directory whose mode and times are set after everything inside it is written. */
+typedef struct DirMeta {
+    int parent_fd; /* owned */
+    CsDirEntry e;
+} DirMeta;
+
+#define RESTORE_QUEUE_MAX 64
+
 typedef struct RestoreCtx {
-    CsReader *rd;
+    CsReader *rd; /* the walker's reader */
+    CsRepo *repo;
     const CsRestoreParams *params;
     CsTreeStats *stats;
     bool do_chown;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    FileJob *head, *tail; /* protected by lock */
+    unsigned queued;      /* protected by lock */
+    bool is_closed;       /* protected by lock: no more jobs */
+    int error;            /* protected by lock: first failure */
+    uint64_t files, bytes; /* protected by lock */
+
+    DirMeta *dirs; /* walker only */
+    size_t n_dirs, cap_dirs;
 } RestoreCtx;
 
 static int restore_meta(RestoreCtx *ctx, int dir_fd, const CsDirEntry *e)
@@ -338,6 +403,127 @@ static int restore_meta(RestoreCtx *ctx, int dir_fd, const CsDirEntry *e)
     return 0;
 }
 
+static void restore_fail(RestoreCtx *ctx, int r)
+{
+    pthread_mutex_lock(&ctx->lock);
+    if (!ctx->error)
+        ctx->error = r;
+    pthread_cond_broadcast(&ctx->cond);
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+static void job_free(FileJob *j)
+{
+    close(j->dir_fd);
+    free(j->path);
+    entry_clear(&j->e);
+    free(j);
+}
+
+static int restore_file(RestoreCtx *ctx, CsReader *rd, FileJob *j)
+{
+    int fd = openat(j->dir_fd, j->e.name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                    0600);
+    if (fd < 0)
+        return log_error_errno(-errno, "could not create \"%s\": %m", j->path);
+    int r = cs_reader_write_fd(rd, &j->e.content, fd, true);
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    if (r < 0)
+        return log_error_errno(r, "could not restore \"%s\": %m", j->path);
+    return restore_meta(ctx, j->dir_fd, &j->e);
+}
+
+static void *restore_worker(void *userdata)
+{
+    RestoreCtx *ctx = userdata;
+    CsReader *rd = NULL;
+    int r = cs_reader_new(ctx->repo, &rd);
+    if (r < 0)
+        restore_fail(ctx, r);
+    pthread_mutex_lock(&ctx->lock);
+    for (;;) {
+        while (!ctx->head && !ctx->is_closed)
+            pthread_cond_wait(&ctx->cond, &ctx->lock);
+        FileJob *j = ctx->head;
+        if (!j)
+            break;
+        ctx->head = j->next;
+        if (!ctx->head)
+            ctx->tail = NULL;
+        ctx->queued--;
+        pthread_cond_broadcast(&ctx->cond);
+        bool skip = ctx->error != 0;
+        pthread_mutex_unlock(&ctx->lock);
+        r = skip || !rd ? 0 : restore_file(ctx, rd, j);
+        uint64_t size = j->e.size;
+        job_free(j);
+        if (r < 0)
+            restore_fail(ctx, r);
+        pthread_mutex_lock(&ctx->lock);
+        if (r == 0 && !skip) {
+            ctx->files++;
+            ctx->bytes += size;
+        }
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    cs_reader_free(rd);
+    return NULL;
+}
+
+/* Queue a file for the workers; takes ownership of *e's contents. */
+static int queue_file(RestoreCtx *ctx, int dir_fd, const char *path, CsDirEntry *e)
+{
+    FileJob *j = calloc(1, sizeof(*j));
+    if (!j)
+        return -ENOMEM;
+    j->dir_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
+    j->path = strdup(path);
+    j->e = *e;
+    *e = (CsDirEntry){ 0 };
+    if (j->dir_fd < 0 || !j->path) {
+        job_free(j);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&ctx->lock);
+    while (ctx->queued >= RESTORE_QUEUE_MAX && !ctx->error)
+        pthread_cond_wait(&ctx->cond, &ctx->lock);
+    int r = ctx->error;
+    if (r == 0) {
+        if (ctx->tail)
+            ctx->tail->next = j;
+        else
+            ctx->head = j;
+        ctx->tail = j;
+        ctx->queued++;
+        pthread_cond_broadcast(&ctx->cond);
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (r)
+        job_free(j);
+    return r;
+}
+
+static int remember_dir(RestoreCtx *ctx, int parent_fd, CsDirEntry *e)
+{
+    if (ctx->n_dirs == ctx->cap_dirs) {
+        size_t cap = ctx->cap_dirs ? 2 * ctx->cap_dirs : 64;
+        DirMeta *v = realloc(ctx->dirs, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        ctx->dirs = v;
+        ctx->cap_dirs = cap;
+    }
+    int fd = fcntl(parent_fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0)
+        return -errno;
+    /* Only metadata is needed later: drop the content reference now. */
+    cs_content_ref_free(&e->content);
+    ctx->dirs[ctx->n_dirs++] = (DirMeta){ .parent_fd = fd, .e = *e };
+    *e = (CsDirEntry){ 0 };
+    return 0;
+}
+
 static int restore_dir(RestoreCtx *ctx, int dir_fd, const CsContentRef *ref, const char *path)
 {
     CsDirEntry *v;
@@ -347,7 +533,7 @@ static int restore_dir(RestoreCtx *ctx, int dir_fd, const CsContentRef *ref, con
         return log_error_errno(r, "could not read directory \"%s\" from the repository: %m",
                                path);
     for (size_t i = 0; r == 0 && i < n; i++) {
-        const CsDirEntry *e = &v[i];
+        CsDirEntry *e = &v[i];
         _cleanup_free_ char *child = NULL;
         if (asprintf(&child, "%s/%s", path, e->name) < 0) {
             r = -ENOMEM;
@@ -356,23 +542,9 @@ static int restore_dir(RestoreCtx *ctx, int dir_fd, const CsContentRef *ref, con
         if (ctx->params->is_overwrite_allowed && e->type != CS_ENTRY_DIR)
             unlinkat(dir_fd, e->name, 0);
         switch (e->type) {
-        case CS_ENTRY_FILE: {
-            int fd = openat(dir_fd, e->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-                            0600);
-            if (fd < 0) {
-                r = log_error_errno(-errno, "could not create \"%s\": %m", child);
-                break;
-            }
-            r = cs_reader_write_fd(ctx->rd, &e->content, fd, true);
-            if (r == 0 && fsync(fd) < 0)
-                r = -errno;
-            close(fd);
-            if (r < 0)
-                log_error_errno(r, "could not restore \"%s\": %m", child);
-            ctx->stats->files++;
-            ctx->stats->bytes += e->size;
-            break;
-        }
+        case CS_ENTRY_FILE:
+            r = queue_file(ctx, dir_fd, child, e);
+            continue; /* the worker sets the file's metadata */
         case CS_ENTRY_DIR: {
             if (mkdirat(dir_fd, e->name, 0700) < 0 &&
                 !(errno == EEXIST && ctx->params->is_overwrite_allowed)) {
@@ -385,11 +557,11 @@ static int restore_dir(RestoreCtx *ctx, int dir_fd, const CsContentRef *ref, con
                 break;
             }
             r = restore_dir(ctx, fd, &e->content, child);
-            if (r == 0 && fsync(fd) < 0)
-                r = -errno;
             close(fd);
             ctx->stats->dirs++;
-            break;
+            if (r == 0)
+                r = remember_dir(ctx, dir_fd, e);
+            continue; /* mode and times are set once its files are written */
         }
         case CS_ENTRY_SYMLINK:
             if (symlinkat(e->target, dir_fd, e->name) < 0)
@@ -414,7 +586,8 @@ int cs_tree_restore(CsReader *rd, const CsContentRef *root, const char *target,
 {
     static const CsRestoreParams defaults = { 0 };
     CsTreeStats local = { 0 };
-    RestoreCtx ctx = { .rd = rd, .params = params ? params : &defaults,
+    RestoreCtx ctx = { .rd = rd, .repo = cs_reader_repo(rd),
+                       .params = params ? params : &defaults,
                        .stats = stats ? stats : &local };
     ctx.do_chown = geteuid() == 0 && !ctx.params->skip_owner;
     int r = mkdir_p(target, 0700);
@@ -435,9 +608,45 @@ int cs_tree_restore(CsReader *rd, const CsContentRef *root, const char *target,
         if (!is_empty)
             return log_error_errno(-ENOTEMPTY, "target directory \"%s\" is not empty", target);
     }
-    r = restore_dir(&ctx, fd, root, target);
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
+
+    pthread_mutex_init(&ctx.lock, NULL);
+    pthread_cond_init(&ctx.cond, NULL);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned n_threads = params && params->threads ? params->threads
+                                                   : (unsigned)MAX(2, MIN(cpus * 2, 16));
+    pthread_t *threads = calloc(n_threads, sizeof(*threads));
+    unsigned started = 0;
+    for (; threads && started < n_threads; started++)
+        if (pthread_create(&threads[started], NULL, restore_worker, &ctx) != 0)
+            break;
+    r = started ? restore_dir(&ctx, fd, root, target) : -EAGAIN;
+
+    pthread_mutex_lock(&ctx.lock);
+    ctx.is_closed = true;
+    pthread_cond_broadcast(&ctx.cond);
+    pthread_mutex_unlock(&ctx.lock);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    free(threads);
+    if (r == 0)
+        r = ctx.error;
+    ctx.stats->files += ctx.files;
+    ctx.stats->bytes += ctx.bytes;
+
+    /* Children were remembered before their parents: this order sets a directory's times only
+     * after nothing more is created inside it. */
+    for (size_t i = 0; i < ctx.n_dirs; i++) {
+        if (r == 0)
+            r = restore_meta(&ctx, ctx.dirs[i].parent_fd, &ctx.dirs[i].e);
+        close(ctx.dirs[i].parent_fd);
+        entry_clear(&ctx.dirs[i].e);
+    }
+    free(ctx.dirs);
+    pthread_mutex_destroy(&ctx.lock);
+    pthread_cond_destroy(&ctx.cond);
+    /* One filesystem sync instead of one fsync per file. */
+    if (r == 0 && syncfs(fd) < 0)
+        r = log_error_errno(-errno, "could not sync \"%s\": %m", target);
     return r;
 }
 

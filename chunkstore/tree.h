@@ -60,6 +60,7 @@ int cs_tree_store(CsWriter *w, const char *path, const CsTreeParams *params, CsC
 typedef struct CsRestoreParams {
     bool is_overwrite_allowed; /* target may exist and be non-empty */
     bool skip_owner;           /* do not chown (default: chown when running as root) */
+    unsigned threads;          /* files restored at once; 0: twice the CPUs (I/O overlaps) */
 } CsRestoreParams;
 
 /* Recreate the tree under `target` (created if missing; must be empty unless allowed). */
