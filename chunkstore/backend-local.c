@@ -396,12 +396,16 @@ int cs_spool_publish(CsSpool *s, const char *name)
         cs_spool_abort(s);
         return r;
     }
+    bool is_new_dir = access(dir, F_OK) < 0;
     if ((r = mkdir_p(dir, 0700)) < 0 || (link(s->tmp_path, path) < 0 && (r = -errno))) {
         cs_spool_abort(s);
         return r;
     }
     cs_spool_abort(s); /* drops the temporary name; the published link stays */
-    return fsync_dir(dir);
+    if ((r = fsync_dir(dir)) < 0)
+        return r;
+    /* A directory made just now must itself survive a power loss, or the pack goes with it. */
+    return is_new_dir ? fsync_dir_of(dir) : 0;
 }
 
 int cs_backend_sweep(CsBackend *b)

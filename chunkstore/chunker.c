@@ -289,27 +289,27 @@ void cs_chunker_reset(CsChunker *c)
  * matches (the cut goes before it), or n with *hashp updated. Two bytes per step as in FastCDC
  * 2020: one shift per pair on the dependency chain instead of two.
  */
-static inline size_t gear_run(const CsGearTable *restrict t, uint64_t *restrict hashp,
-                              const uint8_t *restrict b, size_t n, uint64_t mask, uint64_t mask_ls)
+static size_t gear_run(const CsGearTable *restrict t, uint64_t *restrict hashp,
+                       const uint8_t *restrict b, size_t n, uint64_t mask, uint64_t mask_ls)
 {
     const uint64_t *restrict gear = t->gear;
     const uint64_t *restrict gear_ls = t->gear_ls;
+    const uint8_t *q = b;
+    const uint8_t *const pairs_end = b + (n & ~(size_t)1);
     uint64_t h = *hashp;
-    size_t i = 0;
 
-    for (; i + 2 <= n; i += 2) {
-        h = (h << 2) + gear_ls[b[i]];
+    for (; q != pairs_end; q += 2) {
+        h = (h << 2) + gear_ls[q[0]];
         if (__builtin_expect((h & mask_ls) == 0, 0))
-            return i;
-        h += gear[b[i + 1]];
+            return (size_t)(q - b);
+        h += gear[q[1]];
         if (__builtin_expect((h & mask) == 0, 0))
-            return i + 1;
+            return (size_t)(q - b) + 1;
     }
-    if (i < n) {
-        h = (h << 1) + gear[b[i]];
+    if (n & 1) {
+        h = (h << 1) + gear[*q];
         if ((h & mask) == 0)
-            return i;
-        i++;
+            return n - 1;
     }
     *hashp = h;
     return n;

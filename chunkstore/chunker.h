@@ -8,7 +8,8 @@
  *
  * Contract, as casync's: the caller owns the pending data. cs_chunker_scan() is fed consecutive
  * pieces of one stream; it returns the number of bytes of `p` that complete the current chunk,
- * or SIZE_MAX when no cut was found in `p` (call again with more data). After a cut the chunker
+ * or SIZE_MAX when no cut was found in `p` (call again with more data). It may return 0: the
+ * bytes pending from earlier calls alone are the chunk, and p[0] starts the next one. After a cut the chunker
  * is reset for the next chunk. At end of stream whatever is pending is the last chunk.
  * A chunk is never shorter than min_size (except the last one) nor longer than max_size.
  */
@@ -57,5 +58,5 @@ int cs_chunker_init(CsChunker *c, const CsGearTable *table, const CsChunkerParam
 /* Forget any partial chunk (start of a new stream). */
 void cs_chunker_reset(CsChunker *c);
 
-/* See the header comment: returns the cut offset within p (1..n) or SIZE_MAX. */
+/* See the header comment: returns the cut offset within p (0..n) or SIZE_MAX. */
 size_t cs_chunker_scan(CsChunker *c, const void *p, size_t n);

@@ -1,9 +1,12 @@
 #include "chunkstore/index.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 
@@ -19,8 +22,10 @@ struct CsIndex {
     MDB_env *env;
     MDB_dbi chunks; /* chunk id -> CS_LOC_SIZE bytes */
     MDB_dbi packs;  /* pack id -> size u64, entries u32 */
-    MDB_dbi meta;   /* "repo_id" -> 16 bytes, "version" -> u32 */
+    MDB_dbi meta;   /* "repo_id" -> 16 bytes */
     bool read_only;
+    void *map_addr; /* LMDB's mapping of data.mdb, found in /proc/self/maps; NULL if unknown */
+    size_t map_len;
 };
 
 struct CsIndexReader {
@@ -62,6 +67,31 @@ static int txn_begin(CsIndex *idx, unsigned flags, MDB_txn **ret)
     return errno_from_mdb(rc);
 }
 
+/* LMDB does not say where it mapped the file (me_mapaddr is only set with MDB_FIXEDMAP), so
+ * look for the mapping of data.mdb among this process's mappings. */
+static void find_map(CsIndex *idx, const char *dir)
+{
+    _cleanup_free_ char *real = realpath(dir, NULL);
+    _cleanup_free_ char *want = real ? path_join(real, "data.mdb") : NULL;
+    FILE *f = want ? fopen("/proc/self/maps", "re") : NULL;
+    if (!f)
+        return;
+    char line[4096];
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long start, end;
+        int path_at = 0;
+        line[strcspn(line, "\n")] = 0;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &start, &end, &path_at) < 2 || !path_at)
+            continue;
+        if (strcmp(line + path_at, want) == 0) {
+            idx->map_addr = (void *)start;
+            idx->map_len = end - start;
+            break;
+        }
+    }
+    fclose(f);
+}
+
 int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, CsIndex **ret)
 {
     int r;
@@ -85,6 +115,7 @@ int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, Cs
     }
     int dead;
     mdb_reader_check(idx->env, &dead);
+    find_map(idx, dir);
 
     _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
     if ((r = txn_begin(idx, read_only ? MDB_RDONLY : 0, &txn)) < 0)
@@ -116,6 +147,8 @@ int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, Cs
     *ret = TAKE_PTR(idx);
     return 0;
 fail:
+    if (txn)
+        mdb_txn_abort(TAKE_PTR(txn)); /* before the environment it belongs to is closed */
     mdb_env_close(idx->env);
     return r;
 }
@@ -218,6 +251,17 @@ int cs_index_publish_pack(CsIndex *idx, const CsPackId *pack, uint64_t pack_size
     if (idx->read_only)
         return -EROFS;
     return publish_once(idx, pack, pack_size, entries, n);
+}
+
+void cs_index_release_memory(CsIndex *idx)
+{
+    MDB_envinfo info;
+    if (!idx->map_addr || mdb_env_info(idx->env, &info) != 0)
+        return;
+    /* The map is a read-only shared file mapping: dropping pages from this process loses
+     * nothing, the next access faults them back in from the page cache. */
+    size_t used = (size_t)(info.me_last_pgno + 1) * (size_t)sysconf(_SC_PAGESIZE);
+    madvise(idx->map_addr, MIN(used, idx->map_len), MADV_DONTNEED);
 }
 
 int cs_index_has_pack(CsIndex *idx, const CsPackId *pack)

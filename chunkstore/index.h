@@ -42,6 +42,11 @@ int cs_index_has_pack(CsIndex *idx, const CsPackId *pack);
 /* Remove a pack and every chunk whose location is in it. */
 int cs_index_drop_pack(CsIndex *idx, const CsPackId *pack);
 
+/* Drop the index pages this process has touched from its resident set (they stay in the page
+ * cache). Dedup lookups touch the whole index; without this a long backup's RSS would grow with
+ * the repository. */
+void cs_index_release_memory(CsIndex *idx);
+
 typedef struct CsIndexStats {
     uint64_t chunks;
     uint64_t chunk_bytes; /* sum of chunk lengths (plaintext) */

@@ -18,6 +18,7 @@ typedef struct CachedRecord {
     CsPackId pack;
     uint64_t record_off;
     Buf plain;
+    Buf members; /* the authenticated member list, CS_RECORD_MEMBER_SIZE bytes each */
     uint64_t last_use;
 } CachedRecord;
 
@@ -55,8 +56,10 @@ CsReader *cs_reader_free(CsReader *rd)
         return NULL;
     cs_index_reader_end(rd->index);
     buf_free(&rd->raw);
-    for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++)
+    for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++) {
         buf_free(&rd->cache[i].plain);
+        buf_free(&rd->cache[i].members);
+    }
     free(rd);
     return NULL;
 }
@@ -114,12 +117,31 @@ static int record_load(CsReader *rd, const CsChunkLoc *loc, CachedRecord **ret)
     r = cs_record_decode(key, rd->raw.data, rd->raw.size, &victim->plain, &members, &n);
     if (r < 0)
         return r;
+    buf_clear(&victim->members);
+    if ((r = buf_append(&victim->members, members, n * CS_RECORD_MEMBER_SIZE)) < 0)
+        return r;
     victim->is_valid = true;
     victim->pack = loc->pack;
     victim->record_off = loc->record_off;
     victim->last_use = rd->clock;
     *ret = victim;
     return 0;
+}
+
+/* The index is an unauthenticated cache: trust its location only if the record's authenticated
+ * member list holds this id at exactly that offset and length. */
+static bool record_has_member(const CachedRecord *rec, const CsChunkId *id, const CsChunkLoc *loc)
+{
+    uint64_t off = 0;
+    for (size_t i = 0; i < rec->members.size / CS_RECORD_MEMBER_SIZE; i++) {
+        const uint8_t *m = rec->members.data + i * CS_RECORD_MEMBER_SIZE;
+        uint32_t len = get_le32(m + CS_CHUNK_ID_SIZE);
+        if (off == loc->member_off)
+            return len == loc->length && memcmp(m, id->bytes, CS_CHUNK_ID_SIZE) == 0 &&
+                   off + len <= rec->plain.size;
+        off += len;
+    }
+    return false;
 }
 
 int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n)
@@ -133,10 +155,9 @@ int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, si
         return log_error_errno(r, "chunk %s is missing from the index: %m", idhex);
     }
     r = record_load(rd, &loc, &rec);
-    if (r == 0 && (uint64_t)loc.member_off + loc.length > rec->plain.size)
+    if (r == 0 && !record_has_member(rec, id, &loc))
         r = -EBADMSG;
     if (r == 0) {
-        /* The member list was authenticated with the record; the index must agree with it. */
         *ret_p = rec->plain.data + loc.member_off;
         *ret_n = loc.length;
         return 0;

@@ -1,5 +1,6 @@
 #include "chunkstore/repo.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -21,6 +22,7 @@
 #define KEYFILE_HEADER "pitrfs keyfile"
 #define KEY_OBJECT     "keys/passphrase"
 #define TEXT_MAX       65536
+#define SCRYPT_N_MAX   (1u << 22) /* 4 GiB of memory at r = 8: refuse more when unlocking */
 
 /* Find "name = value" in a text object; copies the value (trimmed) into out. */
 static int kv_get(const char *text, const char *name, char *out, size_t out_size)
@@ -193,6 +195,9 @@ int cs_repo_init(const char *location, const CsInitParams *params, const CsKeySo
         return log_error_errno(-EINVAL, "pack size must be at least 1 MiB");
 
     uint64_t sn = params->scrypt_n ? params->scrypt_n : CS_DEFAULT_SCRYPT_N;
+    if (sn < 1024 || sn > SCRYPT_N_MAX || (sn & (sn - 1)))
+        return log_error_errno(-EINVAL, "invalid scrypt N %llu: a power of two from 1024 to %u",
+                               (unsigned long long)sn, SCRYPT_N_MAX);
     uint64_t sr = params->scrypt_r ? params->scrypt_r : CS_DEFAULT_SCRYPT_R;
     uint64_t sp = params->scrypt_p ? params->scrypt_p : CS_DEFAULT_SCRYPT_P;
 
@@ -208,13 +213,23 @@ int cs_repo_init(const char *location, const CsInitParams *params, const CsKeySo
         return log_error_errno(r, "could not create keys: %m");
 
     /* Refuse to overwrite anything: an existing directory must be empty. */
-    struct stat st;
-    if (strncmp(location, "s3://", 5) != 0 && stat(location, &st) == 0) {
-        _cleanup_free_ char *cfg = path_join(location, "config");
-        if (!cfg)
-            return -ENOMEM;
-        if (access(cfg, F_OK) == 0)
-            return log_error_errno(-EEXIST, "a repository already exists at \"%s\"", location);
+    _cleanup_free_ char *cfg = path_join(location, "config");
+    if (!cfg)
+        return -ENOMEM;
+    if (access(cfg, F_OK) == 0)
+        return log_error_errno(-EEXIST, "a repository already exists at \"%s\"", location);
+    DIR *d = opendir(location);
+    if (d) {
+        struct dirent *de;
+        bool is_empty = true;
+        while ((de = readdir(d)))
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+                is_empty = false;
+        closedir(d);
+        if (!is_empty)
+            return log_error_errno(-ENOTEMPTY, "\"%s\" is not empty\nHINT: a repository is "
+                                                "created in a new or empty directory",
+                                   location);
     }
     CsBackend *b;
     if ((r = cs_backend_open(location, true, &b)) < 0)
@@ -264,7 +279,7 @@ static int keys_unwrap(CsBackend *b, const CsRepoConfig *c, const CsKeySource *s
         kv_get_hex(t, "wrapped", wrapped, sizeof(wrapped)) < 0 ||
         kv_get_hex(t, "tag", tag, sizeof(tag)) < 0)
         return -EBADMSG;
-    if (sn > (1u << 22) || sr > 32 || sp > 16)
+    if (sn > SCRYPT_N_MAX || sr > 32 || sp > 16)
         return -EBADMSG; /* refuse parameters that would exhaust memory */
     if ((r = wrap_key_derive(src, salt, sn, sr, sp, wrap)) < 0)
         return r;
@@ -279,6 +294,11 @@ static int keys_from_file(const char *path, const CsRepoConfig *c, CsKeys *ret)
     if (r < 0)
         return log_error_errno(r, "could not read key file \"%s\": %m", path);
     uint8_t id[16];
+    uint32_t version;
+    if (text_has_header(text, KEYFILE_HEADER) && kv_get_u32(text, "format_version", &version) == 0 &&
+        version > CS_FORMAT_VERSION)
+        return log_error_errno(-EPROTONOSUPPORT, "key file \"%s\" has a newer format (%u)", path,
+                               version);
     if (!text_has_header(text, KEYFILE_HEADER) || kv_get_hex(text, "repo_id", id, 16) < 0 ||
         kv_get_hex(text, "master", ret, sizeof(*ret)) < 0)
         return log_error_errno(-EKEYREJECTED, "\"%s\" is not a pitrfs key file", path);
@@ -367,19 +387,29 @@ int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySo
     if (!index_dir)
         return -ENOMEM;
     bool had_index = access(index_dir, F_OK) == 0;
-    r = cs_index_open(index_dir, repo->config.repo_id, params->read_only && had_index,
-                      &repo->index);
+    /* The index is a cache that any process may bring up to date, readers included; only a
+     * user who cannot write it gets it read-only (and as it is). */
+    bool can_write_index = true;
+    r = cs_index_open(index_dir, repo->config.repo_id, false, &repo->index);
+    if ((r == -EACCES || r == -EROFS) && had_index) {
+        can_write_index = false;
+        r = cs_index_open(index_dir, repo->config.repo_id, true, &repo->index);
+    }
     if (r == -EXDEV)
-        return log_error_errno(r, "index \"%s\" belongs to another repository", index_dir);
+        return log_error_errno(r, "index \"%s\" belongs to another repository\nHINT: the index "
+                                  "is a cache: remove it and it is rebuilt from the packs",
+                               index_dir);
     if (r < 0)
         return log_error_errno(r, "could not open index \"%s\": %m", index_dir);
-    if (!had_index) {
+    if (can_write_index) {
         uint64_t n = 0;
         if ((r = cs_repo_index_sync(repo, false, &n)) < 0)
             return r;
-        if (n > 0)
+        if (n > 0 && !had_index)
             log_info("index \"%s\" was missing: rebuilt it from %llu packs", index_dir,
                      (unsigned long long)n);
+        else if (n > 0)
+            log_info("indexed %llu packs the index did not know", (unsigned long long)n);
     }
     *ret = TAKE_PTR(repo);
     return 0;
@@ -450,8 +480,6 @@ static int drop_visit(const CsPackId *id, uint64_t size, void *userdata)
 int cs_repo_index_sync(CsRepo *repo, bool full, uint64_t *ret_packs)
 {
     int r;
-    if (repo->read_only && !full)
-        return 0;
     if (full && (r = cs_index_foreach_pack(repo->index, drop_visit, repo->index)) < 0)
         return r;
     SyncCtx ctx = { .repo = repo };
@@ -460,5 +488,5 @@ int cs_repo_index_sync(CsRepo *repo, bool full, uint64_t *ret_packs)
         return log_error_errno(r, "could not rebuild index: %m");
     if (ret_packs)
         *ret_packs = ctx.indexed;
-    return ctx.damaged ? -EBADMSG : 0;
+    return 0;
 }

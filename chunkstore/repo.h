@@ -75,7 +75,8 @@ CsRepo *cs_repo_close(CsRepo *repo);
 int cs_repo_export_key(const CsRepo *repo, const char *path);
 
 /* Re-index any pack in the backend that the index does not know; with `full`, drop the index
- * contents first. Reports the number of packs indexed. */
+ * contents first. Reports the number of packs indexed. A pack with a damaged trailer is named
+ * in a warning and skipped; its chunks stay unindexed (reads of them fail with -ENOENT). */
 int cs_repo_index_sync(CsRepo *repo, bool full, uint64_t *ret_packs);
 
 /* Parse/format the config object (exposed for tests and fsck). */

@@ -1,6 +1,7 @@
 #include "chunkstore/store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,15 @@ typedef struct EntryList {
     CsRecordMember *v;
     size_t n, cap;
     uint64_t size;
+    int spill_fd;      /* > 0 once entries went to a temporary file */
+    uint64_t n_spilled; /* entries in the spill file */
 } EntryList;
+
+/* Past this many entries a list goes to an unlinked temporary file, so memory does not grow
+ * with the size of one file or stream (2 GiB of 8 KiB pages is 262144 entries, 9 MiB). */
+#define LIST_SPILL_ENTRIES 8192
+
+static void entry_list_free(EntryList *l);
 
 /* One put whose batches may still be in the pipeline; resolved by cs_writer_sync(). */
 typedef struct Put {
@@ -59,13 +68,59 @@ typedef struct InflightNode {
 /* New chunks gathered for one record. */
 typedef struct Group {
     Buf data;
-    CsRecordMember *members;
+    Buf members; /* CsRecordMember array */
     size_t n_members;
 } Group;
 
+/* Recycled buffers: group data, record payloads and member arrays are large and allocated
+ * once per record; reusing them keeps the allocator from fragmenting over a long backup. */
+typedef struct BufPool {
+    pthread_mutex_t lock;
+    Buf *v; /* protected by lock */
+    size_t n, cap;
+} BufPool;
+
+static Buf pool_get(BufPool *p)
+{
+    Buf b = BUF_INIT;
+    pthread_mutex_lock(&p->lock);
+    if (p->n)
+        b = p->v[--p->n];
+    pthread_mutex_unlock(&p->lock);
+    b.size = 0;
+    return b;
+}
+
+static void pool_put(BufPool *p, Buf *b)
+{
+    pthread_mutex_lock(&p->lock);
+    if (b->data && p->n < p->cap) {
+        p->v[p->n++] = *b;
+        *b = (Buf)BUF_INIT;
+    }
+    pthread_mutex_unlock(&p->lock);
+    buf_free(b);
+}
+
+static int pool_init(BufPool *p, size_t cap)
+{
+    pthread_mutex_init(&p->lock, NULL);
+    p->v = calloc(cap, sizeof(*p->v));
+    p->cap = cap;
+    return p->v ? 0 : -ENOMEM;
+}
+
+static void pool_done(BufPool *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        buf_free(&p->v[i]);
+    free(p->v);
+    pthread_mutex_destroy(&p->lock);
+}
+
 /* A compressed record waiting for the pack thread. A NULL payload asks for a flush. */
 typedef struct PlainRecord {
-    CsRecordMember *members;
+    Buf members; /* CsRecordMember array */
     size_t n_members;
     uint8_t flags;
     uint32_t raw_len;
@@ -98,6 +153,7 @@ struct CsWriter {
 
     pthread_mutex_t group_lock;
     Group group; /* protected by group_lock */
+    BufPool pool;
 
     struct Put *puts, *puts_tail; /* caller only: puts not resolved yet, in order */
     CsChunker chunker;
@@ -175,12 +231,12 @@ static void inflight_remove(CsWriter *w, const CsChunkId *id)
     pthread_mutex_unlock(&w->inflight_lock);
 }
 
-static void record_free(PlainRecord *rec)
+static void record_free(CsWriter *w, PlainRecord *rec)
 {
     if (!rec)
         return;
-    free(rec->members);
-    buf_free(&rec->payload);
+    pool_put(&w->pool, &rec->members);
+    pool_put(&w->pool, &rec->payload);
     free(rec);
 }
 
@@ -203,7 +259,7 @@ static int record_push(CsWriter *w, PlainRecord *rec)
     }
     pthread_mutex_unlock(&w->lock);
     if (r)
-        record_free(rec);
+        record_free(w, rec);
     return r;
 }
 
@@ -213,15 +269,17 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
     PlainRecord *rec = calloc(1, sizeof(*rec));
     if (!rec)
         return -ENOMEM;
-    rec->members = TAKE_PTR(g->members);
+    rec->members = g->members;
+    g->members = (Buf)BUF_INIT;
     rec->n_members = g->n_members;
     rec->raw_len = (uint32_t)g->data.size;
+    rec->payload = pool_get(&w->pool);
     int r = cs_record_compress(cctx, w->repo->config.zstd_level, g->data.data, g->data.size,
                                &rec->payload);
-    buf_free(&g->data);
+    pool_put(&w->pool, &g->data);
     g->n_members = 0;
     if (r < 0) {
-        record_free(rec);
+        record_free(w, rec);
         return r;
     }
     rec->flags = (uint8_t)r;
@@ -236,16 +294,17 @@ static int group_add(CsWriter *w, ZSTD_CCtx *cctx, const CsChunkId *id, const ui
     int r = 0;
     pthread_mutex_lock(&w->group_lock);
     Group *g = &w->group;
-    if (!g->members) {
-        g->members = malloc(CS_RECORD_MAX_MEMBERS * sizeof(*g->members));
-        if (!g->members)
-            r = -ENOMEM;
+    if (!g->members.data) {
+        g->members = pool_get(&w->pool);
+        g->data = pool_get(&w->pool);
+        r = buf_reserve(&g->members, CS_RECORD_MAX_MEMBERS * sizeof(CsRecordMember));
     }
     if (r == 0)
         r = buf_append(&g->data, p, n);
     if (r == 0) {
-        g->members[g->n_members].id = *id;
-        g->members[g->n_members].length = n;
+        CsRecordMember *m = (CsRecordMember *)(void *)g->members.data;
+        m[g->n_members].id = *id;
+        m[g->n_members].length = n;
         g->n_members++;
         if (g->data.size >= w->repo->config.group_size || g->n_members == CS_RECORD_MAX_MEMBERS) {
             full = *g;
@@ -286,6 +345,7 @@ static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, ZSTD_CCtx *cc
     }
     __atomic_add_fetch(&w->stats.new_chunks, new_chunks, __ATOMIC_RELAXED);
     __atomic_add_fetch(&w->stats.new_bytes, new_bytes, __ATOMIC_RELAXED);
+    cs_index_release_memory(w->repo->index);
     return 0;
 }
 
@@ -371,7 +431,8 @@ static void *pack_main(void *userdata)
             if (!pw)
                 r = cs_pack_writer_new(w->repo->backend, w->repo->keys.enc_key, &pw);
             if (r == 0)
-                r = cs_pack_writer_add(pw, rec->members, rec->n_members, rec->flags,
+                r = cs_pack_writer_add(pw, (const CsRecordMember *)(void *)rec->members.data,
+                                       rec->n_members, rec->flags,
                                        rec->raw_len, rec->payload.data, rec->payload.size);
             if (r == 0) {
                 __atomic_add_fetch(&w->stats.stored_bytes,
@@ -385,7 +446,7 @@ static void *pack_main(void *userdata)
                 log_error_errno(r, "could not append to pack: %m");
         }
         bool was_flush = rec->is_flush;
-        record_free(rec);
+        record_free(w, rec);
         if (r < 0)
             set_error(w, r);
         pthread_mutex_lock(&w->lock);
@@ -416,7 +477,9 @@ int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret)
     pthread_mutex_init(&w->group_lock, NULL);
     w->inflight = calloc(INFLIGHT_BUCKETS, sizeof(*w->inflight));
     w->workers = calloc(w->n_threads, sizeof(*w->workers));
-    if (!w->inflight || !w->workers) {
+    /* Every queued record holds two buffers, every worker may be sealing a third set. */
+    int pr = pool_init(&w->pool, 2 * (w->max_records + w->n_threads + 2));
+    if (!w->inflight || !w->workers || pr < 0) {
         cs_writer_free(w);
         return -ENOMEM;
     }
@@ -475,12 +538,12 @@ CsWriter *cs_writer_free(CsWriter *w)
     }
     for (struct Put *p = w->puts, *next; p; p = next) {
         next = p->next;
-        free(p->l.v);
+        entry_list_free(&p->l);
         free(p);
     }
     for (PlainRecord *r = w->rec_head, *next; r; r = next) {
         next = r->next;
-        record_free(r);
+        record_free(w, r);
     }
     for (size_t i = 0; w->inflight && i < INFLIGHT_BUCKETS; i++)
         for (InflightNode *n = w->inflight[i], *next; n; n = next) {
@@ -488,8 +551,9 @@ CsWriter *cs_writer_free(CsWriter *w)
             free(n);
         }
     free(w->inflight);
-    free(w->group.members);
+    buf_free(&w->group.members);
     buf_free(&w->group.data);
+    pool_done(&w->pool);
     free(w->workers);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->cond);
@@ -532,8 +596,43 @@ static void progress_maybe(CsWriter *w)
     w->progress(&s, w->progress_userdata);
 }
 
+static int list_serialize(const CsRecordMember *v, size_t n, Buf *out);
+
+static int entry_list_spill(EntryList *l)
+{
+    if (l->spill_fd <= 0) {
+        const char *dir = getenv("TMPDIR");
+        int fd = open(dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return log_error_errno(-errno, "could not create a temporary file: %m");
+        l->spill_fd = fd;
+    }
+    _cleanup_(buf_free) Buf b = BUF_INIT;
+    int r = list_serialize(l->v, l->n, &b);
+    if (r == 0)
+        r = write_all(l->spill_fd, b.data, b.size);
+    if (r < 0)
+        return log_error_errno(r, "could not write a temporary file: %m");
+    l->n_spilled += l->n;
+    l->n = 0;
+    return 0;
+}
+
+static void entry_list_free(EntryList *l)
+{
+    free(l->v);
+    if (l->spill_fd > 0)
+        close(l->spill_fd);
+    *l = (EntryList){ 0 };
+}
+
 static int entry_list_add(EntryList *l, const CsChunkId *id, uint32_t len)
 {
+    if (l->n == LIST_SPILL_ENTRIES) {
+        int r = entry_list_spill(l);
+        if (r < 0)
+            return r;
+    }
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 64;
         CsRecordMember *v = realloc(l->v, cap * sizeof(*v));
@@ -766,24 +865,37 @@ static int put_resolve(CsWriter *w, Put *put)
     uint8_t level = 0;
     int r = 0;
     put->l = (EntryList){ 0 };
-    while (l.n > CS_REF_MAX_INLINE) {
+    while (l.n + l.n_spilled > CS_REF_MAX_INLINE) {
         _cleanup_(buf_free) Buf list = BUF_INIT;
-        if (level == CS_REF_MAX_LEVEL || (r = list_serialize(l.v, l.n, &list)) < 0) {
-            free(l.v);
-            return r < 0 ? r : -E2BIG;
+        Source s = { .fd = -1 };
+        if (level == CS_REF_MAX_LEVEL) {
+            r = -E2BIG;
+        } else if (l.spill_fd > 0) {
+            /* Stream the spilled list back through the pipeline. */
+            if ((r = entry_list_spill(&l)) == 0 && lseek(l.spill_fd, 0, SEEK_SET) < 0)
+                r = -errno;
+            s.fd = l.spill_fd;
+        } else if ((r = list_serialize(l.v, l.n, &list)) == 0) {
+            s.p = list.data;
+            s.left = list.size;
         }
-        free(l.v);
+        if (r < 0) {
+            entry_list_free(&l);
+            return r;
+        }
         Put down = { 0 };
-        Source s = { .fd = -1, .p = list.data, .left = list.size };
         r = put_level0(w, &s, CS_CHUNKING_CDC, &down);
         int q = harvest_all(w);
+        entry_list_free(&l);
         l = down.l;
         if (r < 0 || (r = q) < 0) {
-            free(l.v);
+            entry_list_free(&l);
             return r;
         }
         level++;
     }
+    if (l.spill_fd > 0) /* at most CS_REF_MAX_INLINE entries were spilled: cannot happen */
+        close(l.spill_fd);
     *put->ret = (CsContentRef){ .size = size, .level = level, .count = (uint32_t)l.n,
                                 .entries = l.v };
     return 0;
@@ -799,7 +911,7 @@ int cs_writer_sync(CsWriter *w)
             w->puts_tail = NULL;
         if (r == 0)
             r = put_resolve(w, put);
-        free(put->l.v);
+        entry_list_free(&put->l);
         free(put);
     }
     return r;
@@ -861,8 +973,8 @@ int cs_writer_flush(CsWriter *w)
         if (r < 0)
             return r;
     } else {
-        free(g.members);
-        buf_free(&g.data);
+        pool_put(&w->pool, &g.members);
+        pool_put(&w->pool, &g.data);
     }
     PlainRecord *flush = calloc(1, sizeof(*flush));
     if (!flush)

@@ -69,7 +69,9 @@ static void usage(FILE *f)
             "      --chunk-min=N --chunk-avg=N --chunk-max=N   content chunk sizes (bytes)\n"
             "      --page-size=N        page block size (default 8192)\n"
             "      --compression=N      zstd level 1-19 (default 3)\n"
-            "      --pack-size=N        target pack size in bytes (default 32 MiB)\n\n"
+            "      --pack-size=N        target pack size in bytes (default 32 MiB)\n"
+            "      --scrypt-n=N         scrypt cost, a power of two (default 65536; lower only\n"
+            "                           for tests)\n\n"
             "Output:\n"
             "      --json               machine-readable output\n"
             "  -q, --quiet              errors only\n"
@@ -204,7 +206,7 @@ static int cmd_store(int argc, char **argv)
     CsLock *lock;
     if ((r = cs_backend_lock(repo->backend, "repository", CS_LOCK_SHARED, false, &lock)) < 0)
         return log_error_errno(r == -EWOULDBLOCK ? -EBUSY : r,
-                               "repository is locked by a delete or repair in progress");
+                               "repository is locked exclusively by another process");
     cs_backend_sweep(repo->backend);
 
     _cleanup_(cs_writer_freep) CsWriter *w = NULL;
@@ -501,7 +503,7 @@ static int parse_u32(const char *s, uint32_t *ret)
 {
     char *end;
     errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
+    unsigned long long v = strtoull(s, &end, 10);
     if (errno || *end || end == s || v > UINT32_MAX)
         return log_error_errno(-EINVAL, "invalid number \"%s\"", s);
     *ret = (uint32_t)v;

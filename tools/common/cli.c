@@ -21,7 +21,6 @@ int cli_exit_code(int r)
     case -EPROTONOSUPPORT:
     case -EXDEV: return EXIT_NOT_REPO;
     case -EBADMSG: return EXIT_DAMAGED;
-    case -EWOULDBLOCK:
     case -EBUSY: return EXIT_BUSY;
     case -EINVAL: return EXIT_USAGE;
     default: return EXIT_FAILURE_;
