@@ -1,3 +1,0 @@
-build/common/buf.o: common/buf.c common/buf.h common/endian.h
-common/buf.h:
-common/endian.h:

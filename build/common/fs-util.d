@@ -1,3 +1,0 @@
-build/common/fs-util.o: common/fs-util.c common/fs-util.h common/macro.h
-common/fs-util.h:
-common/macro.h:

@@ -1,2 +1,0 @@
-build/common/hex.o: common/hex.c common/hex.h
-common/hex.h:
