@@ -116,7 +116,9 @@ static void chunk_stream(CsChunker *c, const uint8_t *buf, size_t len, size_t pi
 static void chunker_setup(CsChunker *c, const CsGearTable *t, uint32_t min, uint32_t avg,
                           uint32_t max, uint32_t level)
 {
-    CsChunkerParams p = { .min_size = min, .avg_size = avg, .max_size = max, .normalization = level };
+    CsChunkerParams p = {
+        .min_size = min, .avg_size = avg, .max_size = max, .normalization = level,
+    };
 
     ASSERT_OK(cs_chunker_init(c, t, &p));
 }
