@@ -340,6 +340,9 @@ int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySo
         return -ENOMEM;
     repo->read_only = params->read_only;
     int r = cs_backend_open(location, false, &repo->backend);
+    if (r == -ENOENT || r == -ENOTDIR)
+        return log_error_errno(-ENOMEDIUM, "\"%s\" is not a pitrfs repository: %s", location,
+                               strerror(-r));
     if (r < 0)
         return log_error_errno(r, "could not open repository \"%s\": %m", location);
 
@@ -412,6 +415,21 @@ int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySo
             log_info("indexed %llu packs the index did not know", (unsigned long long)n);
     }
     *ret = TAKE_PTR(repo);
+    return 0;
+}
+
+int cs_repo_probe(const char *location)
+{
+    CsBackend *b;
+    int r = cs_backend_open(location, false, &b);
+    if (r == 0) {
+        r = cs_backend_stat(b, "config", NULL);
+        cs_backend_free(b);
+    }
+    if (r == -ENOENT || r == -ENOTDIR)
+        return log_error_errno(-ENOMEDIUM, "\"%s\" is not a pitrfs repository", location);
+    if (r < 0)
+        return log_error_errno(r, "could not open repository \"%s\": %m", location);
     return 0;
 }
 

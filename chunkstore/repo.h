@@ -70,6 +70,9 @@ int cs_repo_init(const char *location, const CsInitParams *params, const CsKeySo
 int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySource *key,
                  CsRepo **ret);
 CsRepo *cs_repo_close(CsRepo *repo);
+/* Check that `location` holds a repository, without keys (so a tool can say so before asking
+ * for a passphrase). Returns 0 or -ENOMEDIUM, logged. */
+int cs_repo_probe(const char *location);
 
 /* Write the unwrapped master keys to `path` (mode 0600, must not exist). */
 int cs_repo_export_key(const CsRepo *repo, const char *path);

@@ -87,8 +87,10 @@ static int open_repo(bool read_only, CsRepo **ret)
     if (!opt.repo)
         return log_error_errno(-EINVAL, "no repository given\nHINT: use --repo or PITR_REPO");
     CsKeySource ks;
-    int r = cli_key_source(&opt.key, false, &ks);
+    int r = cs_repo_probe(opt.repo);
     if (r < 0)
+        return r;
+    if ((r = cli_key_source(&opt.key, false, &ks)) < 0)
         return r;
     r = cs_repo_open(opt.repo, &(CsOpenParams){ .read_only = read_only }, &ks, ret);
     cli_key_source_clear(&ks);
