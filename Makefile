@@ -83,7 +83,7 @@ asan:
 	@$(MAKE) --no-print-directory check SAN=address,undefined
 
 bench: deps-bench
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(TEST_HELPERS)
 	@BUILD=$(BUILD) tests/bench/run-bench.sh
 
 demo: deps

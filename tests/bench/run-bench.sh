@@ -50,6 +50,9 @@ TAR="$DIR/pgdata-s$SCALE.tar"
 zstd -b3 -q "$TAR" 2>&1 | tail -1 | sed 's/^/  zstd -b3 on the tarball: /'
 t=$(timed sh -c "find '$SRC' -type f -exec cat {} + > /dev/null"); row "cat of every file (page cache warm)" "$(mbps "$BYTES" "$t")"
 
+echo "== small chunks: compressed in groups (what the repository does) or with a trained dictionary"
+"$PWD/$BUILD/tests/helpers/bench-smallchunks" 8192 131072 3 $(find "$SRC/base" -type f -size +100k) | sed 's/^/  /'
+
 echo "== (a) first backup, (b) same input again, (c) restore"
 R="$DIR/repo-pitr"; rm -rf "$R" "$DIR/restore-pitr"
 "$SNAP" -q -r "$R" init
