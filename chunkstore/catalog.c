@@ -77,9 +77,10 @@ static int snapshot_to_json(const CsSnapshot *s, char **ret)
         return -ENOMEM;
     hex_encode(ref.data, ref.size, ref_hex);
     _cleanup_(json_decrefp) json_t *o = json_pack(
-            "{s:i, s:s, s:s, s:s, s:I, s:s, s:s, s:O?}", "format_version", CS_FORMAT_VERSION, "id",
-            s->id, "name", s->name ? s->name : "", "kind", s->kind, "time", (json_int_t)s->time,
-            "hostname", s->hostname ? s->hostname : "", "root", ref_hex, "meta", s->meta);
+            "{s:i, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:O?}", "format_version", CS_FORMAT_VERSION,
+            "id", s->id, "name", s->name ? s->name : "", "kind", s->kind, "time",
+            (json_int_t)s->time, "time_nsec", (json_int_t)s->time_nsec, "hostname",
+            s->hostname ? s->hostname : "", "root", ref_hex, "meta", s->meta);
     if (!o)
         return -ENOMEM;
     char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
@@ -95,11 +96,14 @@ static int snapshot_from_json(const char *text, CsSnapshot *ret)
     _cleanup_(json_decrefp) json_t *o = json_loads(text, 0, &err);
     int version;
     const char *id, *name, *kind, *host, *ref_hex;
-    json_int_t t;
+    json_int_t t, t_nsec = 0;
     json_t *meta = NULL;
-    if (!o || json_unpack(o, "{s:i, s:s, s:s, s:s, s:I, s:s, s:s, s?o}", "format_version",
+    if (!o || json_unpack(o, "{s:i, s:s, s:s, s:s, s:I, s?I, s:s, s:s, s?o}", "format_version",
                           &version, "id", &id, "name", &name, "kind", &kind, "time", &t,
-                          "hostname", &host, "root", &ref_hex, "meta", &meta) < 0)
+                          "time_nsec", &t_nsec, "hostname", &host, "root", &ref_hex, "meta",
+                          &meta) < 0)
+        return -EBADMSG;
+    if (t_nsec < 0 || t_nsec > 999999999)
         return -EBADMSG;
     if (version > CS_FORMAT_VERSION)
         return -EPROTONOSUPPORT;
@@ -121,6 +125,7 @@ static int snapshot_from_json(const char *text, CsSnapshot *ret)
     s.kind = strdup(kind);
     s.hostname = strdup(host);
     s.time = t;
+    s.time_nsec = (uint32_t)t_nsec;
     s.meta = meta ? json_incref(meta) : json_object();
     if (!s.name || !s.kind || !s.hostname || !s.meta) {
         cs_snapshot_clear(&s);
@@ -142,8 +147,12 @@ int cs_catalog_add(CsRepo *repo, CsSnapshot *s)
     if (r < 0)
         return r;
     hex_encode(raw, sizeof(raw), s->id);
-    if (!s->time)
-        s->time = (int64_t)time(NULL);
+    if (!s->time) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        s->time = (int64_t)now.tv_sec;
+        s->time_nsec = (uint32_t)now.tv_nsec;
+    }
     if (!s->hostname) {
         char host[256] = "";
         gethostname(host, sizeof(host) - 1);
@@ -215,6 +224,8 @@ static int snapshot_cmp(const void *a, const void *b)
     const CsSnapshot *x = a, *y = b;
     if (x->time != y->time)
         return x->time < y->time ? -1 : 1;
+    if (x->time_nsec != y->time_nsec)
+        return x->time_nsec < y->time_nsec ? -1 : 1;
     return strcmp(x->id, y->id);
 }
 

@@ -21,6 +21,7 @@ typedef struct CsSnapshot {
     char *name;
     char *kind;     /* "tree", "stream", or a layer's own kind */
     int64_t time;   /* seconds since the epoch, UTC */
+    uint32_t time_nsec; /* so that snapshots made in the same second keep their order */
     char *hostname;
     CsContentRef root;
     json_t *meta;   /* object owned by the snapshot: stats and layer data */

@@ -336,6 +336,19 @@ static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret)
     return r;
 }
 
+int cs_tree_root_attr(const char *path, CsTreeRootAttr *ret)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return -errno;
+    *ret = (CsTreeRootAttr){ .mode = st.st_mode,
+                             .uid = st.st_uid,
+                             .gid = st.st_gid,
+                             .mtime_sec = st.st_mtim.tv_sec,
+                             .mtime_nsec = (uint32_t)st.st_mtim.tv_nsec };
+    return 0;
+}
+
 int cs_tree_store(CsWriter *w, const char *path, const CsTreeParams *params, CsContentRef *ret,
                   CsTreeStats *stats)
 {
@@ -644,6 +657,14 @@ int cs_tree_restore(CsReader *rd, const CsContentRef *root, const char *target,
     free(ctx.dirs);
     pthread_mutex_destroy(&ctx.lock);
     pthread_cond_destroy(&ctx.cond);
+    const CsTreeRootAttr *ra = ctx.params->root_attr;
+    if (r == 0 && ra) {
+        struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT },
+                                  { .tv_sec = ra->mtime_sec, .tv_nsec = ra->mtime_nsec } };
+        if ((ctx.do_chown && fchown(fd, ra->uid, ra->gid) < 0) ||
+            fchmod(fd, ra->mode & 07777) < 0 || futimens(fd, ts) < 0)
+            r = log_error_errno(-errno, "could not set attributes of \"%s\": %m", target);
+    }
     /* One filesystem sync instead of one fsync per file. */
     if (r == 0 && syncfs(fd) < 0)
         r = log_error_errno(-errno, "could not sync \"%s\": %m", target);

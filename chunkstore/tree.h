@@ -57,10 +57,21 @@ typedef struct CsTreeParams {
 int cs_tree_store(CsWriter *w, const char *path, const CsTreeParams *params, CsContentRef *ret,
                   CsTreeStats *stats);
 
+/* Mode, owner and times of the stored directory itself (it has no entry in any directory
+ * object, so the caller keeps them with the snapshot). */
+typedef struct CsTreeRootAttr {
+    uint32_t mode, uid, gid;
+    int64_t mtime_sec;
+    uint32_t mtime_nsec;
+} CsTreeRootAttr;
+
+int cs_tree_root_attr(const char *path, CsTreeRootAttr *ret);
+
 typedef struct CsRestoreParams {
     bool is_overwrite_allowed; /* target may exist and be non-empty */
     bool skip_owner;           /* do not chown (default: chown when running as root) */
     unsigned threads;          /* files restored at once; 0: twice the CPUs (I/O overlaps) */
+    const CsTreeRootAttr *root_attr; /* applied to the target directory last; NULL: leave it */
 } CsRestoreParams;
 
 /* Recreate the tree under `target` (created if missing; must be empty unless allowed). */

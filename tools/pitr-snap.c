@@ -224,6 +224,7 @@ static int cmd_store(int argc, char **argv)
 
     CsSnapshot snap = { 0 };
     CsTreeStats ts = { 0 };
+    CsTreeRootAttr root_attr = { 0 };
     if (opt.is_stdin) {
         snap.kind = strdup("stream");
         r = cs_writer_put_fd(w, STDIN_FILENO, CS_CHUNKING_CDC, &snap.root);
@@ -234,7 +235,10 @@ static int cmd_store(int argc, char **argv)
         CsTreeParams tp = { .is_page_file = strcmp(opt.page_files, "auto") == 0 ? is_relation_file
                                                                                 : NULL,
                             .userdata = repo };
-        r = cs_tree_store(w, argv[1], &tp, &snap.root, &ts);
+        if ((r = cs_tree_root_attr(argv[1], &root_attr)) < 0)
+            log_error_errno(r, "could not stat \"%s\": %m", argv[1]);
+        else
+            r = cs_tree_store(w, argv[1], &tp, &snap.root, &ts);
     }
     if (r == 0 && (r = cs_writer_flush(w)) < 0)
         log_error_errno(r, "could not write to the repository: %m");
@@ -252,6 +256,14 @@ static int cmd_store(int argc, char **argv)
                               "new_bytes", (json_int_t)ws.new_bytes, "stored_bytes",
                               (json_int_t)ws.stored_bytes, "page_files",
                               (json_int_t)ts.page_files, "seconds", secs);
+        if (snap.meta && strcmp(snap.kind, "tree") == 0)
+            json_object_set_new(snap.meta, "root_attr",
+                                json_pack("{s:I, s:I, s:I, s:I, s:I}", "mode",
+                                          (json_int_t)root_attr.mode, "uid",
+                                          (json_int_t)root_attr.uid, "gid",
+                                          (json_int_t)root_attr.gid, "mtime",
+                                          (json_int_t)root_attr.mtime_sec, "mtime_nsec",
+                                          (json_int_t)root_attr.mtime_nsec));
         if (!snap.name || !snap.kind || !snap.meta)
             r = -ENOMEM;
         else
@@ -377,6 +389,20 @@ static int cmd_show(int argc, char **argv)
     return 0;
 }
 
+static bool root_attr_from_json(json_t *o, CsTreeRootAttr *ret)
+{
+    json_int_t mode, uid, gid, mtime, nsec;
+    if (!o || json_unpack(o, "{s:I, s:I, s:I, s:I, s:I}", "mode", &mode, "uid", &uid, "gid", &gid,
+                          "mtime", &mtime, "mtime_nsec", &nsec) < 0)
+        return false;
+    *ret = (CsTreeRootAttr){ .mode = (uint32_t)mode,
+                             .uid = (uint32_t)uid,
+                             .gid = (uint32_t)gid,
+                             .mtime_sec = mtime,
+                             .mtime_nsec = (uint32_t)nsec };
+    return true;
+}
+
 static int cmd_restore(int argc, char **argv)
 {
     if (argc != 3)
@@ -395,8 +421,12 @@ static int cmd_restore(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     CsTreeStats ts = { 0 };
     if (strcmp(s.kind, "tree") == 0) {
+        CsTreeRootAttr ra;
+        bool has_ra = root_attr_from_json(json_object_get(s.meta, "root_attr"), &ra);
         r = cs_tree_restore(rd, &s.root, argv[2],
-                            &(CsRestoreParams){ .is_overwrite_allowed = opt.force }, &ts);
+                            &(CsRestoreParams){ .is_overwrite_allowed = opt.force,
+                                                .root_attr = has_ra ? &ra : NULL },
+                            &ts);
     } else {
         int fd = open(argv[2], O_WRONLY | O_CREAT | O_CLOEXEC | (opt.force ? O_TRUNC : O_EXCL),
                       0600);
