@@ -5,6 +5,7 @@ set -euo pipefail
 SNAP="$PITR_BIN/pitr-snap"
 T=$(mktemp -d "${TMPDIR:-/tmp}/pitr-test.XXXXXX")
 export PITR_PASSPHRASE="correct horse battery staple"
+export TZ=UTC
 cleanup_hooks=()
 on_exit() {
     local rc=$? h
