@@ -15,8 +15,9 @@
 #include "common/log.h"
 #include "common/macro.h"
 
-/* Address space, not disk: the file grows only as data is added. */
-#define INDEX_MAP_SIZE (1ull << 40)
+/* Address space, not disk: the file grows only as data is added. 16 GiB holds about 150 million
+ * chunks (a petabyte of 8 KiB pages) and still fits the address space valgrind gives a process. */
+#define INDEX_MAP_SIZE (16ull << 30)
 
 struct CsIndex {
     MDB_env *env;
@@ -41,7 +42,9 @@ static int errno_from_mdb(int rc)
     case 0: return 0;
     case MDB_NOTFOUND: return -ENOENT;
     case MDB_KEYEXIST: return -EEXIST;
-    case MDB_MAP_FULL: return -ENOSPC;
+    case MDB_MAP_FULL:
+        log_error("the index is full (%llu GiB)", INDEX_MAP_SIZE >> 30);
+        return -ENOSPC;
     case MDB_READERS_FULL: return -EAGAIN;
     default:
         if (rc > 0)

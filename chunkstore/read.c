@@ -197,7 +197,8 @@ int cs_reader_flatten(CsReader *rd, const CsContentRef *ref, CsContentRef *ret)
     CsRecordMember *v = malloc((cap ? cap : 1) * sizeof(*v));
     if (!v)
         return -ENOMEM;
-    memcpy(v, ref->entries, count * sizeof(*v));
+    if (count)
+        memcpy(v, ref->entries, count * sizeof(*v));
     for (uint8_t level = ref->level; level > 0; level--) {
         CsRecordMember *next = NULL;
         size_t n_next = 0, cap_next = 0;

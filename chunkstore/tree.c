@@ -171,16 +171,21 @@ static int entry_cmp(const void *a, const void *b)
 
 static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret);
 
+/* Removed between readdir and reading it: normal in a live data directory, so a warning. */
+static int entry_vanished(StoreCtx *ctx, const char *name, bool *skip)
+{
+    log_warning("\"%s/%s\" vanished while being stored, skipped", ctx->path, name);
+    *skip = true;
+    return 0;
+}
+
 static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *e, bool *skip)
 {
     struct stat st;
     int r;
     if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-        if (errno == ENOENT) { /* removed since readdir: a live directory, not an error */
-            log_warning("\"%s/%s\" vanished while being stored, skipped", ctx->path, name);
-            *skip = true;
-            return 0;
-        }
+        if (errno == ENOENT)
+            return entry_vanished(ctx, name, skip);
         return log_error_errno(-errno, "could not stat \"%s/%s\": %m", ctx->path, name);
     }
     const char *rel = ctx->path + ctx->root_len + (ctx->path[ctx->root_len] == '/');
@@ -206,11 +211,8 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *
     if (S_ISREG(st.st_mode)) {
         e->type = CS_ENTRY_FILE;
         int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0 && errno == ENOENT) {
-            log_warning("\"%s/%s\" vanished while being stored, skipped", ctx->path, name);
-            *skip = true;
-            return 0;
-        }
+        if (fd < 0 && errno == ENOENT)
+            return entry_vanished(ctx, name, skip);
         if (fd < 0)
             return log_error_errno(-errno, "could not open \"%s/%s\": %m", ctx->path, name);
         bool is_pages = ctx->params && ctx->params->is_page_file &&
@@ -229,6 +231,8 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *
     } else if (S_ISDIR(st.st_mode)) {
         e->type = CS_ENTRY_DIR;
         int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0 && errno == ENOENT)
+            return entry_vanished(ctx, name, skip);
         if (fd < 0)
             return log_error_errno(-errno, "could not open directory \"%s/%s\": %m", ctx->path,
                                    name);
@@ -250,6 +254,8 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *
         e->type = CS_ENTRY_SYMLINK;
         char target[PATH_MAX + 1];
         ssize_t n = readlinkat(dir_fd, name, target, PATH_MAX);
+        if (n < 0 && errno == ENOENT)
+            return entry_vanished(ctx, name, skip);
         if (n < 0)
             return log_error_errno(-errno, "could not read link \"%s/%s\": %m", ctx->path, name);
         target[n] = 0;
