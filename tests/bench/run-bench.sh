@@ -64,7 +64,7 @@ diff -r "$SRC" "$DIR/restore-pitr" >/dev/null || { echo "restore differs from th
 rs_pitr=$(dirsize "$R/packs")
 
 B="$DIR/repo-borg"; rm -rf "$B" "$DIR/restore-borg"
-borg init -q --encryption=repokey "$B"
+borg init --encryption=repokey "$B" >/dev/null 2>&1
 tab=$(timed borg create --compression zstd,3 "$B::a" "$SRC")
 tbb=$(timed borg create --compression zstd,3 "$B::b" "$SRC")
 rs_borg=$(dirsize "$B")
@@ -106,8 +106,8 @@ PGD="$D/pgdata"
 make_pgdata "$PGD" 100 55434
 rm -rf "$D/repo-pitr" "$D/repo-borg-fixed" "$D/repo-borg" "$D/repo-restic"
 "$SNAP" -q -r "$D/repo-pitr" init
-borg init -q --encryption=repokey "$D/repo-borg-fixed"
-borg init -q --encryption=repokey "$D/repo-borg"
+borg init --encryption=repokey "$D/repo-borg-fixed" >/dev/null 2>&1
+borg init --encryption=repokey "$D/repo-borg" >/dev/null 2>&1
 restic -q init --repo "$D/repo-restic" >/dev/null
 for day in 1 2 3 4 5; do
     if [[ $day -gt 1 ]]; then
@@ -117,8 +117,8 @@ for day in 1 2 3 4 5; do
         su postgres -c "$PGBIN/pg_ctl -D $PGD -m fast stop >/dev/null"
     fi
     "$SNAP" -q -r "$D/repo-pitr" store "$PGD" --name "day$day" >/dev/null
-    borg create -q --compression zstd,3 --chunker-params fixed,8192 "$D/repo-borg-fixed::day$day" "$PGD"
-    borg create -q --compression zstd,3 "$D/repo-borg::day$day" "$PGD"
+    borg create --compression zstd,3 --chunker-params fixed,8192 "$D/repo-borg-fixed::day$day" "$PGD"
+    borg create --compression zstd,3 "$D/repo-borg::day$day" "$PGD"
     restic -q --repo "$D/repo-restic" backup "$PGD" >/dev/null
     printf '  day %d: pitrfs %12s  borg fixed,8192 %12s  borg default %12s  restic %12s bytes\n' "$day" \
         "$(dirsize "$D/repo-pitr/packs")" "$(dirsize "$D/repo-borg-fixed")" "$(dirsize "$D/repo-borg")" "$(dirsize "$D/repo-restic")"
