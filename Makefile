@@ -21,6 +21,8 @@ PKGS := libcrypto libzstd libxxhash lmdb jansson
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wcast-qual -Wwrite-strings -Wvla -Wundef -Wpointer-arith -Wimplicit-fallthrough \
         -Wno-missing-field-initializers
+FUSE_CFLAGS = $(shell pkg-config --cflags fuse3 2>/dev/null)
+FUSE_LIBS   = $(shell pkg-config --libs fuse3 2>/dev/null)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS  ?= -O2 -g
@@ -37,7 +39,11 @@ $(BUILD)/libcommon.a:     $(call objs,common)
 $(BUILD)/libchunkstore.a: $(call objs,chunkstore)
 LIBS := $(BUILD)/libchunkstore.a $(BUILD)/libcommon.a
 
-TOOLS := $(BUILD)/bin/pitr-snap
+TOOLS := $(BUILD)/bin/pitr-snap $(if $(wildcard fuse/main.c),$(BUILD)/bin/mount.pitrfs)
+$(BUILD)/libpitrfs.a: $(call objs,fuse)
+$(BUILD)/bin/mount.pitrfs: $(BUILD)/fuse/main.o $(BUILD)/libpitrfs.a $(LIBS)
+$(BUILD)/bin/mount.pitrfs: EXTRA_LIBS = $(FUSE_LIBS)
+$(BUILD)/fuse/%.o: PROJ_CFLAGS += $(FUSE_CFLAGS)
 $(BUILD)/libtools.a: $(call objs,tools/common)
 $(BUILD)/bin/pitr-snap: $(BUILD)/tools/pitr-snap.o $(BUILD)/libtools.a $(LIBS)
 
@@ -91,16 +97,21 @@ demo: deps
 	@BUILD=$(BUILD) tests/demo.sh
 
 check-headers:
-	@for h in $(wildcard common/*.h chunkstore/*.h); do \
+	@for h in $(wildcard common/*.h chunkstore/*.h tools/common/*.h); do \
 	  echo "#include \"$$h\"" | $(CC) $(PROJ_CFLAGS) -fsyntax-only -x c - || exit 1; done
+	@for h in $(wildcard fuse/*.h); do \
+	  echo "#include \"$$h\"" | $(CC) $(PROJ_CFLAGS) $(FUSE_CFLAGS) -fsyntax-only -x c - || exit 1; done
 check-layering:
 	@! grep -rnE '#include "(chunkstore|fuse|orchestrator|agent|tools)/' common
 	@! grep -rnE '#include "(fuse|orchestrator|agent|tools)/|libpq' chunkstore
+	@! grep -rnE '#include "(orchestrator|agent|tools)/' fuse
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)/sbin
+	install -m 755 $(BUILD)/bin/pitr-snap $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BUILD)/bin/mount.pitrfs $(DESTDIR)/sbin/mount.pitrfs
 	install -m 644 docs/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	-install -m 644 docs/man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/ 2>/dev/null
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "chunkstore/catalog.h"
+#include "chunkstore/keysource.h"
 #include "chunkstore/read.h"
 #include "chunkstore/tree.h"
 #include "common/log.h"
@@ -90,10 +91,10 @@ static int open_repo(bool read_only, CsRepo **ret)
     int r = cs_repo_probe(opt.repo);
     if (r < 0)
         return r;
-    if ((r = cli_key_source(&opt.key, false, &ks)) < 0)
+    if ((r = cs_key_source_resolve(opt.key.passphrase_file, opt.key.keyfile, false, &ks)) < 0)
         return r;
     r = cs_repo_open(opt.repo, &(CsOpenParams){ .read_only = read_only }, &ks, ret);
-    cli_key_source_clear(&ks);
+    cs_key_source_clear(&ks);
     return r;
 }
 
@@ -107,13 +108,13 @@ static int cmd_init(int argc, char **argv)
     if (argc != 1 || !opt.repo)
         return log_error_errno(-EINVAL, "usage: pitr-snap --repo LOCATION init");
     CsKeySource ks;
-    int r = cli_key_source(&opt.key, true, &ks);
+    int r = cs_key_source_resolve(opt.key.passphrase_file, opt.key.keyfile, true, &ks);
     if (r < 0)
         return r;
     if (ks.keyfile_path)
         return log_error_errno(-EINVAL, "init needs a passphrase, not a key file");
     r = cs_repo_init(opt.repo, &opt.init, &ks);
-    cli_key_source_clear(&ks);
+    cs_key_source_clear(&ks);
     if (r == 0)
         log_info("created repository \"%s\"", opt.repo);
     return r;

@@ -32,14 +32,6 @@ typedef struct CliKeyOptions {
     const char *keyfile;
 } CliKeyOptions;
 
-/*
- * Resolve the key source: --key-file, --passphrase-file, $PITR_PASSPHRASE, then a no-echo
- * prompt on the terminal (asked twice when `confirm`). The passphrase buffer is owned by the
- * caller's CsKeySource until cli_key_source_clear().
- */
-int cli_key_source(const CliKeyOptions *o, bool confirm, CsKeySource *ret);
-void cli_key_source_clear(CsKeySource *ks);
-
 /* "1.5 GiB" into buf. */
 const char *cli_size(uint64_t bytes, char *buf, size_t n);
 
