@@ -22,8 +22,10 @@
 #define CS_PACK_MAGIC       "PITRPACK" /* 8 bytes at offset 0 */
 #define CS_PACK_HEADER_SIZE 32         /* magic[8] version u32 flags u32 pack_id[16] */
 #define CS_PACK_FOOTER_MAGIC "PACKTAIL"
-#define CS_PACK_FOOTER_SIZE 32 /* trailer_off u64, entries u32, records u32, xxh3 u64, magic[8] */
-#define CS_PACK_ENTRY_SIZE  52 /* id[32] record_off u64 record_len u32 member_off u32 len u32 */
+#define CS_PACK_FOOTER_SIZE 32 /* trailer_off u64, chunks u32, records u32, xxh3 u64, magic[8] */
+/* Trailer: one entry per record. The chunk ids are in the record headers already; repeating
+ * them here would cost 52 bytes per 8 KiB page, several percent of a compressed repository. */
+#define CS_PACK_RECORD_REF_SIZE 12 /* record_off u64 record_len u32 */
 
 /* Record: one AEAD envelope around a zstd frame (or raw bytes) holding 1..n chunks. */
 #define CS_RECORD_MAGIC       0x31434552u /* "REC1" */
@@ -57,7 +59,7 @@
 #define CS_DEFAULT_PAGE_SIZE  8192u
 #define CS_DEFAULT_ZSTD_LEVEL 3
 #define CS_DEFAULT_PACK_SIZE  (32u * 1024 * 1024)
-#define CS_DEFAULT_GROUP_SIZE (128u * 1024)
+#define CS_DEFAULT_GROUP_SIZE (512u * 1024) /* tests/helpers/bench-smallchunks measures why */
 #define CS_DEFAULT_SCRYPT_N   65536u
 #define CS_DEFAULT_SCRYPT_R   8u
 #define CS_DEFAULT_SCRYPT_P   1u

@@ -192,6 +192,7 @@ struct CsPackWriter {
     uint8_t key[32];
     Buf record;  /* scratch for one encoded record */
     Buf entries; /* CsPackEntry array */
+    Buf records; /* trailer: CS_PACK_RECORD_REF_SIZE bytes per record */
     uint32_t n_records;
 };
 
@@ -242,10 +243,15 @@ int cs_pack_writer_add(CsPackWriter *w, const CsRecordMember *members, size_t n_
                                  .length = members[i].length };
         member_off += members[i].length;
     }
-    if ((r = cs_spool_write(w->spool, w->record.data, w->record.size)) < 0) {
+    uint8_t *ref = buf_extend(&w->records, CS_PACK_RECORD_REF_SIZE);
+    if (!ref || (r = cs_spool_write(w->spool, w->record.data, w->record.size)) < 0) {
         w->entries.size -= n_members * sizeof(*e);
-        return r;
+        if (ref)
+            w->records.size -= CS_PACK_RECORD_REF_SIZE;
+        return ref ? r : -ENOMEM;
     }
+    put_le64(ref, off);
+    put_le32(ref + 8, (uint32_t)w->record.size);
     w->n_records++;
     return 0;
 }
@@ -267,6 +273,7 @@ void cs_pack_writer_abort(CsPackWriter *w)
     cs_spool_abort(w->spool);
     buf_free(&w->record);
     buf_free(&w->entries);
+    buf_free(&w->records);
     free(w);
 }
 
@@ -274,29 +281,16 @@ int cs_pack_writer_finish(CsPackWriter *w, CsPackId *ret_id, CsPackEntry **ret_e
                           size_t *ret_n, uint64_t *ret_size)
 {
     size_t n = cs_pack_writer_entries(w);
-    const CsPackEntry *e = (const CsPackEntry *)(const void *)w->entries.data;
     uint64_t trailer_off = cs_spool_size(w->spool);
-    _cleanup_(buf_free) Buf t = BUF_INIT;
-    int r = 0;
-
-    uint8_t *p = buf_extend(&t, n * CS_PACK_ENTRY_SIZE + CS_PACK_FOOTER_SIZE);
-    if (!p)
-        r = -ENOMEM;
-    for (size_t i = 0; r == 0 && i < n; i++, p += CS_PACK_ENTRY_SIZE) {
-        memcpy(p, e[i].id.bytes, CS_CHUNK_ID_SIZE);
-        put_le64(p + 32, e[i].loc.record_off);
-        put_le32(p + 40, e[i].loc.record_len);
-        put_le32(p + 44, e[i].loc.member_off);
-        put_le32(p + 48, e[i].loc.length);
-    }
-    if (r == 0) {
-        put_le64(p, trailer_off);
-        put_le32(p + 8, (uint32_t)n);
-        put_le32(p + 12, w->n_records);
-        put_le64(p + 16, XXH3_64bits(t.data, n * CS_PACK_ENTRY_SIZE));
-        memcpy(p + 24, CS_PACK_FOOTER_MAGIC, 8);
-        r = cs_spool_write(w->spool, t.data, t.size);
-    }
+    uint8_t footer[CS_PACK_FOOTER_SIZE];
+    put_le64(footer, trailer_off);
+    put_le32(footer + 8, (uint32_t)n);
+    put_le32(footer + 12, w->n_records);
+    put_le64(footer + 16, XXH3_64bits(w->records.data, w->records.size));
+    memcpy(footer + 24, CS_PACK_FOOTER_MAGIC, 8);
+    int r = cs_spool_write(w->spool, w->records.data, w->records.size);
+    if (r == 0)
+        r = cs_spool_write(w->spool, footer, sizeof(footer));
     if (r < 0) {
         cs_pack_writer_abort(w);
         return r;
@@ -306,19 +300,57 @@ int cs_pack_writer_finish(CsPackWriter *w, CsPackId *ret_id, CsPackEntry **ret_e
     cs_pack_name(&w->id, name);
     r = cs_spool_publish(w->spool, name);
     w->spool = NULL;
-    if (r < 0) {
-        buf_free(&w->record);
-        buf_free(&w->entries);
-        free(w);
-        return r;
+    if (r == 0) {
+        *ret_id = w->id;
+        *ret_entries = (CsPackEntry *)(void *)TAKE_PTR(w->entries.data);
+        *ret_n = n;
+        *ret_size = size;
     }
-    *ret_id = w->id;
-    *ret_entries = (CsPackEntry *)(void *)TAKE_PTR(w->entries.data);
-    *ret_n = n;
-    *ret_size = size;
-    buf_free(&w->record);
-    free(w);
-    return 0;
+    cs_pack_writer_abort(w); /* frees what is left; the spool is already gone */
+    return r;
+}
+
+/* Read one record's header and members (not its payload) and append its chunks. */
+static int trailer_record(CsBackend *b, const char *name, const CsPackId *id, uint64_t off,
+                          uint32_t len, uint64_t trailer_off, Buf *entries)
+{
+    uint8_t h[CS_RECORD_HEADER_SIZE];
+    size_t got;
+    if (off < CS_PACK_HEADER_SIZE || off + len > trailer_off)
+        return -EBADMSG;
+    int r = cs_backend_get_range(b, name, off, h, sizeof(h), &got);
+    if (r < 0)
+        return r;
+    if (got != sizeof(h) || get_le32(h) != CS_RECORD_MAGIC)
+        return -EBADMSG;
+    size_t n = get_le16(h + 6);
+    uint64_t header_len = CS_RECORD_HEADER_SIZE + (uint64_t)n * CS_RECORD_MEMBER_SIZE;
+    if (n == 0 || header_len + get_le32(h + 12) + CS_RECORD_TRAILER_SIZE != len)
+        return -EBADMSG;
+    _cleanup_free_ uint8_t *m = malloc(n * CS_RECORD_MEMBER_SIZE);
+    if (!m)
+        return -ENOMEM;
+    r = cs_backend_get_range(b, name, off + CS_RECORD_HEADER_SIZE, m, n * CS_RECORD_MEMBER_SIZE,
+                             &got);
+    if (r < 0)
+        return r;
+    if (got != n * CS_RECORD_MEMBER_SIZE)
+        return -EBADMSG;
+    CsPackEntry *e = (CsPackEntry *)(void *)buf_extend(entries, n * sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    uint64_t member_off = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *p = m + i * CS_RECORD_MEMBER_SIZE;
+        memcpy(e[i].id.bytes, p, CS_CHUNK_ID_SIZE);
+        e[i].loc = (CsChunkLoc){ .pack = *id,
+                                 .record_off = off,
+                                 .record_len = len,
+                                 .member_off = (uint32_t)member_off,
+                                 .length = get_le32(p + CS_CHUNK_ID_SIZE) };
+        member_off += e[i].loc.length;
+    }
+    return member_off == get_le32(h + 8) ? 0 : -EBADMSG;
 }
 
 int cs_pack_read_trailer(CsBackend *b, const char *name, CsPackId *ret_id,
@@ -344,34 +376,32 @@ int cs_pack_read_trailer(CsBackend *b, const char *name, CsPackId *ret_id,
     if (got != sizeof(footer) || memcmp(footer + 24, CS_PACK_FOOTER_MAGIC, 8) != 0)
         return -EBADMSG;
     uint64_t trailer_off = get_le64(footer);
-    uint32_t n = get_le32(footer + 8);
-    if (trailer_off < CS_PACK_HEADER_SIZE ||
-        trailer_off + (uint64_t)n * CS_PACK_ENTRY_SIZE + CS_PACK_FOOTER_SIZE != size)
+    uint32_t n_chunks = get_le32(footer + 8), n_records = get_le32(footer + 12);
+    size_t t_len = (size_t)n_records * CS_PACK_RECORD_REF_SIZE;
+    if (trailer_off < CS_PACK_HEADER_SIZE || trailer_off + t_len + CS_PACK_FOOTER_SIZE != size)
         return -EBADMSG;
-    _cleanup_free_ uint8_t *t = malloc((size_t)n * CS_PACK_ENTRY_SIZE + 1);
-    _cleanup_free_ CsPackEntry *entries = calloc(n ? n : 1, sizeof(*entries));
-    if (!t || !entries)
+    _cleanup_free_ uint8_t *t = malloc(t_len + 1);
+    _cleanup_(buf_free) Buf entries = BUF_INIT;
+    if (!t) /* n_chunks is only compared at the end: a damaged count must not size anything */
         return -ENOMEM;
-    r = cs_backend_get_range(b, name, trailer_off, t, (size_t)n * CS_PACK_ENTRY_SIZE, &got);
+    r = cs_backend_get_range(b, name, trailer_off, t, t_len, &got);
     if (r < 0)
         return r;
-    if (got != (size_t)n * CS_PACK_ENTRY_SIZE || XXH3_64bits(t, got) != get_le64(footer + 16))
+    if (got != t_len || XXH3_64bits(t, got) != get_le64(footer + 16))
         return -EBADMSG;
     CsPackId id;
     memcpy(id.bytes, header + 16, CS_PACK_ID_SIZE);
-    for (uint32_t i = 0; i < n; i++) {
-        const uint8_t *p = t + (size_t)i * CS_PACK_ENTRY_SIZE;
-        memcpy(entries[i].id.bytes, p, CS_CHUNK_ID_SIZE);
-        entries[i].loc = (CsChunkLoc){ .pack = id,
-                                       .record_off = get_le64(p + 32),
-                                       .record_len = get_le32(p + 40),
-                                       .member_off = get_le32(p + 44),
-                                       .length = get_le32(p + 48) };
-        if (entries[i].loc.record_off + entries[i].loc.record_len > trailer_off)
-            return -EBADMSG;
+    for (uint32_t i = 0; i < n_records; i++) {
+        const uint8_t *p = t + (size_t)i * CS_PACK_RECORD_REF_SIZE;
+        if ((r = trailer_record(b, name, &id, get_le64(p), get_le32(p + 8), trailer_off,
+                                &entries)) < 0)
+            return r;
     }
+    size_t n = entries.size / sizeof(CsPackEntry);
+    if (n != n_chunks)
+        return -EBADMSG;
     *ret_id = id;
-    *ret_entries = TAKE_PTR(entries);
+    *ret_entries = (CsPackEntry *)(void *)TAKE_PTR(entries.data);
     *ret_n = n;
     return 0;
 }

@@ -99,6 +99,7 @@ int cs_pack_writer_finish(CsPackWriter *w, CsPackId *ret_id, CsPackEntry **ret_e
 /* Discard an unfinished pack. */
 void cs_pack_writer_abort(CsPackWriter *w);
 
-/* Read and check a pack's trailer: the list of its chunks. -EBADMSG if damaged or torn. */
+/* Read and check a pack's trailer and, through it, every record header: the list of its
+ * chunks. No key is needed. -EBADMSG if damaged or torn. */
 int cs_pack_read_trailer(CsBackend *b, const char *name, CsPackId *ret_id,
                          CsPackEntry **ret_entries, size_t *ret_n);
