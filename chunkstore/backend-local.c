@@ -43,7 +43,12 @@ struct CsSpool {
     char *tmp_path;
     int fd;
     uint64_t size;
+    uint64_t written_back; /* bytes whose writeback has been started */
 };
+
+/* Start writeback every few MiB while a spool fills, so that the fsync before publishing waits
+ * for little: a 32 MiB fsync would otherwise stall the whole pipeline behind it. */
+#define SPOOL_WRITEBACK_STEP (8u << 20)
 
 struct CsLock {
     int fd;
@@ -359,6 +364,11 @@ int cs_spool_write(CsSpool *s, const void *p, size_t n)
     if (r < 0)
         return r;
     s->size += n;
+    if (s->size - s->written_back >= SPOOL_WRITEBACK_STEP) {
+        sync_file_range(s->fd, (off_t)s->written_back, (off_t)(s->size - s->written_back),
+                        SYNC_FILE_RANGE_WRITE);
+        s->written_back = s->size;
+    }
     return 0;
 }
 
