@@ -6,6 +6,7 @@
 #   BENCH_DIR   scratch space (default /var/tmp/pitr-bench; needs ~15 GB)
 #   BENCH_SCALE pgbench scale of the main input (default 60, about 1 GiB)
 #   BENCH_DAYS  set to 0 to skip the five-day storage comparison (pgbench -s 100)
+#   BENCH_MAIN  set to 0 to run only the five-day comparison
 set -euo pipefail
 BUILD=${BUILD:-build}
 SNAP="$PWD/$BUILD/bin/pitr-snap"
@@ -13,6 +14,7 @@ PGBIN=/usr/lib/postgresql/15/bin
 DIR=${BENCH_DIR:-/var/tmp/pitr-bench}
 SCALE=${BENCH_SCALE:-60}
 DAYS=${BENCH_DAYS:-1}
+MAIN=${BENCH_MAIN:-1}
 export PITR_PASSPHRASE=bench-passphrase BORG_PASSPHRASE=bench-passphrase RESTIC_PASSWORD=bench-passphrase
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 mkdir -p "$DIR"; chown postgres "$DIR"
@@ -37,6 +39,7 @@ make_pgdata() { # DIR SCALE PORT
     touch "$d.scale-$scale"
 }
 
+if [[ $MAIN != 0 ]]; then
 echo "== references (same machine, same run)"
 openssl speed -seconds 2 -evp sha256 2>/dev/null | awk '/^sha256/ {printf "  openssl sha256 (16 KiB blocks)              %10.1f MB/s\n", $(NF-1)/1000}'
 openssl speed -seconds 2 -evp aes-256-gcm 2>/dev/null | awk '/^AES-256-GCM|^aes-256-gcm/ {printf "  openssl aes-256-gcm (16 KiB blocks)         %10.1f MB/s\n", $(NF-1)/1000}'
@@ -98,6 +101,7 @@ for size in 200M 2G; do
     printf '  %-44s %10s KiB max RSS\n' "store --stdin of $size" "$rss"
 done
 rm -rf "$M"
+fi
 
 [[ $DAYS == 0 ]] && exit 0
 echo "== storage over five days: pgbench -s 100, then 4 x (30000 transactions + UPDATE of 2% + VACUUM + CHECKPOINT)"
