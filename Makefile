@@ -4,6 +4,7 @@
 #   make demo       install, build and show the product working end to end
 #   make bench      benchmarks with references measured in the same run
 #   make asan       the unit and integration tests under AddressSanitizer/UBSan
+#   make valgrind   the unit tests under valgrind memcheck
 .DEFAULT_GOAL := all
 comma := ,
 BUILD ?= build
@@ -13,7 +14,7 @@ PREFIX ?= /usr/local
 # Debian packages the build, the tests and the benchmarks need. `make deps` installs what is missing.
 DEB_BUILD := build-essential pkg-config libssl-dev libzstd-dev libxxhash-dev liblmdb-dev \
              libjansson-dev libcmocka-dev libfuse3-dev libpq-dev libyaml-dev libevent-dev
-DEB_TEST  := zstd xxhash fuse3 lmdb-utils python3 python3-cryptography-vectors postgresql-15 \
+DEB_TEST  := zstd xxhash fuse3 lmdb-utils python3 python3-cryptography-vectors postgresql-15 valgrind \
              postgresql-client-15 e2fsprogs util-linux procps
 DEB_BENCH := borgbackup restic pgbackrest openssl
 PKGS := libcrypto libzstd libxxhash lmdb jansson
@@ -88,6 +89,14 @@ check: deps
 asan:
 	@$(MAKE) --no-print-directory check SAN=address,undefined
 
+# Unit tests under valgrind's memcheck: any error or leak fails.
+valgrind: deps
+	@$(MAKE) --no-print-directory build-tests
+	@for t in $(UNIT_TESTS); do printf '%-60s' $$t; \
+	  if PITR_TEST_DATA=tests/data valgrind -q --error-exitcode=99 --leak-check=full \
+	     --errors-for-leak-kinds=definite,indirect $$t >$$t.vg.log 2>&1; then echo ok; \
+	  else echo FAIL; tail -30 $$t.vg.log; exit 1; fi; done
+
 bench: deps-bench
 	@$(MAKE) --no-print-directory all $(TEST_HELPERS)
 	@BUILD=$(BUILD) tests/bench/run-bench.sh
@@ -117,5 +126,5 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 clean:
 	rm -rf build build-*
-.PHONY: all build-tests deps deps-bench check asan bench demo check-headers check-layering install format clean
+.PHONY: all build-tests deps deps-bench check asan valgrind bench demo check-headers check-layering install format clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
