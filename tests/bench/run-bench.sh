@@ -104,28 +104,37 @@ rm -rf "$M"
 fi
 
 [[ $DAYS == 0 ]] && exit 0
-echo "== storage over five days: pgbench -s 100, then 4 x (30000 transactions + UPDATE of 2% + VACUUM + CHECKPOINT)"
+echo "== storage over five days: pgbench -s 100; each later day 30000 pgbench transactions, an UPDATE"
+echo "   of 2% of pgbench_accounts (a contiguous aid range, a different one each day), VACUUM and"
+echo "   CHECKPOINT; every day a pg_basebackup -Fp copy is backed up by each tool"
 D="$DIR/days"; mkdir -p "$D"; chown postgres "$D"
-PGD="$D/pgdata"
-make_pgdata "$PGD" 100 55434
+PGD="$D/pgdata" COPY="$D/copy" PORT=55434
+make_pgdata "$PGD" 100 $PORT
 rm -rf "$D/repo-pitr" "$D/repo-borg-fixed" "$D/repo-borg" "$D/repo-restic"
 "$SNAP" -q -r "$D/repo-pitr" init
 borg init --encryption=repokey "$D/repo-borg-fixed" >/dev/null 2>&1
 borg init --encryption=repokey "$D/repo-borg" >/dev/null 2>&1
 restic -q init --repo "$D/repo-restic" >/dev/null
+psql_() { su postgres -c "$PGBIN/psql -h 127.0.0.1 -p $PORT -qAt -c \"$1\" postgres"; }
+su postgres -c "$PGBIN/pg_ctl -D $PGD -o '-p $PORT -k /tmp -c listen_addresses=127.0.0.1' -l $PGD.log -w start >/dev/null"
+trap 'su postgres -c "$PGBIN/pg_ctl -D $PGD -m fast stop" >/dev/null 2>&1 || true' EXIT
+rows=$(psql_ "SELECT count(*) FROM pgbench_accounts")
 for day in 1 2 3 4 5; do
     if [[ $day -gt 1 ]]; then
-        su postgres -c "$PGBIN/pg_ctl -D $PGD -o '-p 55434 -k /tmp -c listen_addresses=127.0.0.1' -l $PGD.log -w start >/dev/null"
-        su postgres -c "$PGBIN/pgbench -h 127.0.0.1 -p 55434 -n -c 2 -j 2 -t 15000 postgres >/dev/null 2>&1"
-        su postgres -c "$PGBIN/psql -h 127.0.0.1 -p 55434 -q -c \"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 50 = $day\" -c 'VACUUM' -c 'CHECKPOINT' postgres"
-        su postgres -c "$PGBIN/pg_ctl -D $PGD -m fast stop >/dev/null"
+        su postgres -c "$PGBIN/pgbench -h 127.0.0.1 -p $PORT -n -c 2 -j 2 -t 15000 postgres >/dev/null 2>&1"
+        lo=$(( (day - 2) * rows / 50 + 1 )) hi=$(( (day - 1) * rows / 50 ))
+        psql_ "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid BETWEEN $lo AND $hi"
+        psql_ "VACUUM"; psql_ "CHECKPOINT"
     fi
-    "$SNAP" -q -r "$D/repo-pitr" store "$PGD" --name "day$day" >/dev/null
-    borg create --compression zstd,3 --chunker-params fixed,8192 "$D/repo-borg-fixed::day$day" "$PGD"
-    borg create --compression zstd,3 "$D/repo-borg::day$day" "$PGD"
-    restic -q --repo "$D/repo-restic" backup "$PGD" >/dev/null
-    printf '  day %d: pitrfs %12s  borg fixed,8192 %12s  borg default %12s  restic %12s bytes\n' "$day" \
-        "$(dirsize "$D/repo-pitr/packs")" "$(dirsize "$D/repo-borg-fixed")" "$(dirsize "$D/repo-borg")" "$(dirsize "$D/repo-restic")"
+    rm -rf "$COPY"
+    su postgres -c "$PGBIN/pg_basebackup -h 127.0.0.1 -p $PORT -D $COPY -Fp -X fetch -c fast"
+    "$SNAP" -q -r "$D/repo-pitr" store "$COPY" --name "day$day" >/dev/null
+    borg create --compression zstd,3 --chunker-params fixed,8192 "$D/repo-borg-fixed::day$day" "$COPY"
+    borg create --compression zstd,3 "$D/repo-borg::day$day" "$COPY"
+    restic -q --repo "$D/repo-restic" backup "$COPY" >/dev/null
+    printf '  day %d (%s): pitrfs %11s  borg fixed,8192 %11s  borg default %11s  restic %11s bytes\n' "$day" \
+        "$(du -sh "$COPY" | cut -f1)" "$(dirsize "$D/repo-pitr/packs")" "$(dirsize "$D/repo-borg-fixed")" \
+        "$(dirsize "$D/repo-borg")" "$(dirsize "$D/repo-restic")"
 done
 p=$(dirsize "$D/repo-pitr/packs"); bf=$(dirsize "$D/repo-borg-fixed"); bd=$(dirsize "$D/repo-borg"); rq=$(dirsize "$D/repo-restic")
 echo "  after day 5: pitrfs/borg-fixed $(ratio "$p" "$bf") (target <= 0.85x), pitrfs/borg $(ratio "$p" "$bd"), pitrfs/restic $(ratio "$p" "$rq") (targets <= 0.50x)"
