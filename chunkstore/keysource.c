@@ -24,10 +24,11 @@ static int prompt(const char *question, char *buf, size_t n)
     quiet = old;
     quiet.c_lflag &= ~(tcflag_t)ECHO;
     quiet.c_lflag |= ECHONL;
-    int _unused_ w = (int)write(fd, question, strlen(question));
+    /* Echo off before the question: an answer typed right after it must not be flushed away. */
     tcsetattr(fd, TCSAFLUSH, &quiet);
+    int _unused_ w = (int)write(fd, question, strlen(question));
     ssize_t got = read(fd, buf, n - 1);
-    tcsetattr(fd, TCSAFLUSH, &old);
+    tcsetattr(fd, TCSANOW, &old);
     if (got <= 0)
         return -EIO;
     buf[got] = 0;
