@@ -88,7 +88,8 @@ row "    borg again" "$(mbps "$BYTES" "$tbb")"
 row "    restic again" "$(mbps "$BYTES" "$tbq")"
 row "(c) pitrfs restore (cold cache)" "$(mbps "$BYTES" "$tc")" "$(ratio "$tcq" "$tc") restic"
 row "    restic restore" "$(mbps "$BYTES" "$tcq")"
-printf '  %-44s %10s bytes   %s\n' "repository size pitrfs" "$rs_pitr" "$(ratio "$rs_pitr" "$rs_borg") of borg, $(ratio "$rs_pitr" "$rs_restic") of restic"
+printf '  %-44s %10s bytes   %s\n' "repository size pitrfs (packs)" "$rs_pitr" "$(ratio "$rs_pitr" "$rs_borg") of borg, $(ratio "$rs_pitr" "$rs_restic") of restic"
+printf '  %-44s %10s bytes\n' "  pitrfs local index cache (LMDB)" "$(dirsize "$R/index")"
 printf '  %-44s %10s bytes\n' "repository size borg" "$rs_borg" "repository size restic" "$rs_restic"
 rm -rf "$DIR/restore-pitr" "$DIR/restore-restic"
 
@@ -137,4 +138,5 @@ for day in 1 2 3 4 5; do
         "$(dirsize "$D/repo-borg")" "$(dirsize "$D/repo-restic")"
 done
 p=$(dirsize "$D/repo-pitr/packs"); bf=$(dirsize "$D/repo-borg-fixed"); bd=$(dirsize "$D/repo-borg"); rq=$(dirsize "$D/repo-restic")
+echo "  pitrfs local index cache (LMDB, rebuildable, not counted above): $(dirsize "$D/repo-pitr/index") bytes"
 echo "  after day 5: pitrfs/borg-fixed $(ratio "$p" "$bf") (target <= 0.85x), pitrfs/borg $(ratio "$p" "$bd"), pitrfs/restic $(ratio "$p" "$rq") (targets <= 0.50x)"
