@@ -91,11 +91,11 @@ asan:
 
 # Unit tests under valgrind's memcheck: any error or leak fails.
 valgrind: deps
-	@$(MAKE) --no-print-directory build-tests
+	@$(MAKE) --no-print-directory build-tests && mkdir -p $(BUILD)/test-logs
 	@for t in $(UNIT_TESTS); do printf '%-60s' $$t; \
 	  if PITR_TEST_DATA=tests/data valgrind -q --error-exitcode=99 --leak-check=full \
-	     --errors-for-leak-kinds=definite,indirect $$t >$$t.vg.log 2>&1; then echo ok; \
-	  else echo FAIL; tail -30 $$t.vg.log; exit 1; fi; done
+	     --errors-for-leak-kinds=definite,indirect $$t >$(BUILD)/test-logs/$$(basename $$t).valgrind.log 2>&1; then echo ok; \
+	  else echo FAIL; tail -30 $(BUILD)/test-logs/$$(basename $$t).valgrind.log; exit 1; fi; done
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory all $(TEST_HELPERS)

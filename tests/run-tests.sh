@@ -20,7 +20,7 @@ run() {
     fi
 }
 only=${TESTS:-}
-for t in $(find "$BUILD/tests/unit" -type f -name 'test-*' ! -name '*.[od]' 2>/dev/null | sort); do
+for t in $(find "$BUILD/tests/unit" -type f -executable -name 'test-*' ! -name '*.*' 2>/dev/null | sort); do
     [[ -n $only && $t != *$only* ]] && continue
     run "unit/${t#$BUILD/tests/unit/}" "$t"
 done

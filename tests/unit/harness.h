@@ -14,6 +14,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define ASSERT_OK(expr)                                                                            \
     do {                                                                                           \
@@ -42,4 +45,35 @@ static inline const char *test_data_dir(void)
 {
     const char *d = getenv("PITR_TEST_DATA");
     return d ? d : "tests/data";
+}
+
+static inline void *test_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    assert_non_null(p);
+    return p;
+}
+
+/* A new empty directory /tmp/pitrfs-test-<what>-XXXXXX; the caller frees the string. */
+static inline char *test_mkdtemp(const char *what)
+{
+    char *d = NULL;
+    assert_true(asprintf(&d, "/tmp/pitrfs-test-%s-XXXXXX", what) > 0);
+    assert_non_null(mkdtemp(d));
+    return d;
+}
+
+static inline int test_rm_entry(const char *path, const struct stat *st, int flag,
+                                struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* rm -rf, for cleaning up what a test made. */
+static inline void test_rm_rf(const char *path)
+{
+    nftw(path, test_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

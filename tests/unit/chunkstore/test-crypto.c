@@ -67,13 +67,6 @@ static uint64_t parse_u64(const char *s)
     return (uint64_t)v;
 }
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    assert_non_null(p);
-    return p;
-}
-
 static void random_buf(void *p, size_t n)
 {
     ASSERT_OK(cs_random_bytes(p, n));
@@ -213,7 +206,7 @@ static void wycheproof_one(json_t *t, size_t key_size, size_t iv_size, size_t ta
     _cleanup_free_ uint8_t *msg = hex_decode(json_str(t, "msg", id), &msg_len);
     _cleanup_free_ uint8_t *ct = hex_decode(json_str(t, "ct", id), &ct_len);
     _cleanup_free_ uint8_t *tag = hex_decode(json_str(t, "tag", id), &tag_len);
-    _cleanup_free_ uint8_t *out = xmalloc(MAX(msg_len, ct_len));
+    _cleanup_free_ uint8_t *out = test_xmalloc(MAX(msg_len, ct_len));
     uint8_t got_tag[CS_TAG_SIZE];
     int r;
 
@@ -394,7 +387,7 @@ static void hkdf_one(const Record *rec, void *userdata)
     assert_string_equal(rec_get(rec, "Hash"), "SHA-256");
     assert_int_equal(l, okm_len);
     assert_int_equal(prk_len, CS_MAC_SIZE);
-    _cleanup_free_ uint8_t *out = xmalloc(okm_len);
+    _cleanup_free_ uint8_t *out = test_xmalloc(okm_len);
 
     ASSERT_OK(cs_hkdf_sha256(ikm, ikm_len, salt_len ? salt : NULL, salt_len,
                              info_len ? info : NULL, info_len, out, okm_len));
@@ -434,7 +427,7 @@ static void test_hkdf_rfc5869(void **state)
 static void test_hkdf_limits(void **state)
 {
     (void)state;
-    _cleanup_free_ uint8_t *out = xmalloc(255 * 32 + 1);
+    _cleanup_free_ uint8_t *out = test_xmalloc(255 * 32 + 1);
     uint8_t a[32], b[64];
 
     ASSERT_OK(cs_hkdf_sha256("k", 1, NULL, 0, NULL, 0, out, 255 * 32));
@@ -473,7 +466,7 @@ static void scrypt_one(const Record *rec, void *userdata)
         c->skipped_large++;
         return;
     }
-    _cleanup_free_ uint8_t *out = xmalloc(dk_len);
+    _cleanup_free_ uint8_t *out = test_xmalloc(dk_len);
     ASSERT_OK(cs_scrypt(pass, strlen(pass), salt, strlen(salt), n, r, p, out, dk_len));
     if (memcmp(out, dk, dk_len) != 0)
         fail_msg("scrypt vector N=%" PRIu64 " r=%" PRIu64 " p=%" PRIu64 ": mismatch", n, r, p);
@@ -520,9 +513,9 @@ static void test_aead_roundtrip(void **state)
         size_t aad_len = i % 3 == 0 ? 0 : random_u32() % 100;
         uint8_t key[CS_KEY_SIZE], nonce[CS_NONCE_SIZE], tag[CS_TAG_SIZE], tag2[CS_TAG_SIZE];
         uint8_t aad[100];
-        _cleanup_free_ uint8_t *msg = xmalloc(n);
-        _cleanup_free_ uint8_t *ct = xmalloc(n);
-        _cleanup_free_ uint8_t *buf = xmalloc(n);
+        _cleanup_free_ uint8_t *msg = test_xmalloc(n);
+        _cleanup_free_ uint8_t *ct = test_xmalloc(n);
+        _cleanup_free_ uint8_t *buf = test_xmalloc(n);
         random_buf(key, sizeof(key));
         random_buf(nonce, sizeof(nonce));
         random_buf(aad, sizeof(aad));
@@ -563,10 +556,10 @@ static void test_aead_roundtrip(void **state)
 static void check_tamper(size_t n, size_t aad_len, size_t samples)
 {
     uint8_t key[CS_KEY_SIZE], nonce[CS_NONCE_SIZE], tag[CS_TAG_SIZE];
-    _cleanup_free_ uint8_t *aad = xmalloc(aad_len);
-    _cleanup_free_ uint8_t *msg = xmalloc(n);
-    _cleanup_free_ uint8_t *ct = xmalloc(n);
-    _cleanup_free_ uint8_t *out = xmalloc(n);
+    _cleanup_free_ uint8_t *aad = test_xmalloc(aad_len);
+    _cleanup_free_ uint8_t *msg = test_xmalloc(n);
+    _cleanup_free_ uint8_t *ct = test_xmalloc(n);
+    _cleanup_free_ uint8_t *out = test_xmalloc(n);
     size_t rejected = 0;
 
     random_buf(key, sizeof(key));
@@ -680,7 +673,7 @@ static void test_aead_ex_shapes(void **state)
             for (size_t t = 0; t < ARRAY_SIZE(tag_lens); t++) {
                 size_t tl = tag_lens[t];
                 /* Exactly tl bytes, so the sanitizers catch a tag written past its length. */
-                _cleanup_free_ uint8_t *tag = xmalloc(tl);
+                _cleanup_free_ uint8_t *tag = test_xmalloc(tl);
                 ASSERT_OK(cs_aead_seal_ex(key, kl, iv, il, "aad", 3, msg, sizeof(msg), ct2, tag,
                                           tl));
                 assert_memory_equal(ct2, ct, sizeof(ct));

@@ -20,19 +20,6 @@
 
 /* --- helpers --- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void random_buf(void *p, size_t n)
 {
     ASSERT_OK(cs_random_bytes(p, n));
@@ -63,7 +50,7 @@ static int teardown(void **state)
 {
     Fixture *f = *state;
     cs_index_close(f->idx);
-    rm_rf(f->base);
+    test_rm_rf(f->base);
     free(f->dir);
     free(f->base);
     free(f);

@@ -29,34 +29,6 @@
 
 /* --- helpers --- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static char *make_tmpdir(void)
-{
-    char *d = strdup("/tmp/pitrfs-test-pack-XXXXXX");
-    assert_non_null(d);
-    assert_non_null(mkdtemp(d));
-    return d;
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    assert_non_null(p);
-    return p;
-}
-
 static void random_buf(void *p, size_t n)
 {
     ASSERT_OK(cs_random_bytes(p, n));
@@ -67,7 +39,7 @@ static uint8_t *compressible(size_t n)
 {
     static const char *const words[] = { "pitrfs ", "chunk ", "store ", "record ", "pack ",
                                          "zstd ", "frame ", "\n" };
-    uint8_t *p = xmalloc(n);
+    uint8_t *p = test_xmalloc(n);
     size_t off = 0;
     uint32_t x = 12345;
     while (off < n) {
@@ -83,7 +55,7 @@ static uint8_t *compressible(size_t n)
 /* n members with the given lengths and random ids. */
 static CsRecordMember *make_members(const uint32_t *lengths, size_t n)
 {
-    CsRecordMember *m = xmalloc(n * sizeof(*m));
+    CsRecordMember *m = test_xmalloc(n * sizeof(*m));
     for (size_t i = 0; i < n; i++) {
         random_buf(m[i].id.bytes, CS_CHUNK_ID_SIZE);
         m[i].length = lengths[i];
@@ -139,7 +111,7 @@ static void test_record_one_member(void **state)
     random_buf(key, sizeof(key));
     static const uint32_t sizes[] = { 1, 100, 4096, 65536, 300000 };
     for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
-        _cleanup_free_ uint8_t *raw = xmalloc(sizes[i]);
+        _cleanup_free_ uint8_t *raw = test_xmalloc(sizes[i]);
         random_buf(raw, sizes[i]);
         _cleanup_free_ CsRecordMember *m = make_members(&sizes[i], 1);
         roundtrip(key, m, 1, raw, sizes[i], false);
@@ -165,14 +137,14 @@ static void test_record_many_members(void **state)
     }
     _cleanup_free_ CsRecordMember *m = make_members(lengths, ARRAY_SIZE(lengths));
     _cleanup_free_ uint8_t *text = compressible(total);
-    _cleanup_free_ uint8_t *rnd = xmalloc(total);
+    _cleanup_free_ uint8_t *rnd = test_xmalloc(total);
     random_buf(rnd, total);
     roundtrip(key, m, ARRAY_SIZE(lengths), text, total, true);
     roundtrip(key, m, ARRAY_SIZE(lengths), text, total, false);
     roundtrip(key, m, ARRAY_SIZE(lengths), rnd, total, true);
 
     /* The maximum member count, one byte each. */
-    uint32_t *ones = xmalloc(CS_RECORD_MAX_MEMBERS * sizeof(*ones));
+    uint32_t *ones = test_xmalloc(CS_RECORD_MAX_MEMBERS * sizeof(*ones));
     for (size_t i = 0; i < CS_RECORD_MAX_MEMBERS; i++)
         ones[i] = 1;
     _cleanup_free_ CsRecordMember *mm = make_members(ones, CS_RECORD_MAX_MEMBERS);
@@ -185,7 +157,7 @@ static void test_record_many_members(void **state)
     _cleanup_(buf_free) Buf rec = BUF_INIT;
     ASSERT_ERR(EINVAL, cs_record_encode(key, mm, 0, 0, 0, small, 0, &rec));
     _cleanup_free_ CsRecordMember *too_many =
-            xmalloc((CS_RECORD_MAX_MEMBERS + 1) * sizeof(*too_many));
+            test_xmalloc((CS_RECORD_MAX_MEMBERS + 1) * sizeof(*too_many));
     memset(too_many, 0, (CS_RECORD_MAX_MEMBERS + 1) * sizeof(*too_many));
     ASSERT_ERR(EINVAL, cs_record_encode(key, too_many, CS_RECORD_MAX_MEMBERS + 1, 0, 0, small, 0,
                                         &rec));
@@ -206,14 +178,14 @@ static void test_record_compress(void **state)
     assert_true(out.size < n / 2);
     static const uint8_t zstd_magic[4] = { 0x28, 0xb5, 0x2f, 0xfd };
     assert_memory_equal(out.data, zstd_magic, 4);
-    _cleanup_free_ uint8_t *back = xmalloc(n);
+    _cleanup_free_ uint8_t *back = test_xmalloc(n);
     size_t z = ZSTD_decompress(back, n, out.data, out.size);
     assert_false(ZSTD_isError(z));
     assert_int_equal(z, n);
     assert_memory_equal(back, text, n);
 
     /* Random data does not shrink: copied raw, flag 0. The buffer is reset, not appended to. */
-    _cleanup_free_ uint8_t *rnd = xmalloc(n);
+    _cleanup_free_ uint8_t *rnd = test_xmalloc(n);
     random_buf(rnd, n);
     flags = cs_record_compress(cctx, 3, rnd, n, &out);
     assert_int_equal(flags, 0);
@@ -285,7 +257,7 @@ static void test_record_inconsistent(void **state)
 static void check_tamper(const uint8_t key[32], const Buf *rec)
 {
     _cleanup_(buf_free) Buf plain = BUF_INIT;
-    _cleanup_free_ uint8_t *copy = xmalloc(rec->size + 1);
+    _cleanup_free_ uint8_t *copy = test_xmalloc(rec->size + 1);
     const uint8_t *members;
     size_t n;
     static const uint8_t masks[] = { 0x01, 0x80, 0xff };
@@ -405,7 +377,7 @@ static void test_record_layout_zstd_cli(void **state)
     (void)state;
     if (system("command -v zstd >/dev/null 2>&1") != 0)
         fail_msg("the zstd command is needed (Debian package zstd; `make deps`)");
-    _cleanup_free_ char *dir = make_tmpdir();
+    _cleanup_free_ char *dir = test_mkdtemp("pack");
     uint8_t key[32];
     random_buf(key, sizeof(key));
     size_t n = 150000;
@@ -441,10 +413,10 @@ static void test_record_layout_zstd_cli(void **state)
     assert_true(get_le64(tag + CS_TAG_SIZE) == XXH3_64bits(p, rec.size - 8));
 
     /* Decrypt with the plain AEAD: AAD = header + member list. */
-    _cleanup_free_ uint8_t *plain = xmalloc(payload_len);
+    _cleanup_free_ uint8_t *plain = test_xmalloc(payload_len);
     ASSERT_OK(cs_aead_open(key, nonce, p, aad_len, ct, payload_len, plain, tag));
     /* A different AAD (say, the header alone) does not authenticate. */
-    _cleanup_free_ uint8_t *junk = xmalloc(payload_len);
+    _cleanup_free_ uint8_t *junk = test_xmalloc(payload_len);
     ASSERT_ERR(EBADMSG, cs_aead_open(key, nonce, p, CS_RECORD_HEADER_SIZE, ct, payload_len, junk,
                                      tag));
 
@@ -482,7 +454,7 @@ static void test_record_layout_zstd_cli(void **state)
     p = rec.data;
     assert_int_equal(p[4], 0);
     assert_int_equal(get_le32(p + 12), n);
-    _cleanup_free_ uint8_t *plain2 = xmalloc(n);
+    _cleanup_free_ uint8_t *plain2 = test_xmalloc(n);
     ASSERT_OK(cs_aead_open(key, p + 16, p, aad_len, p + aad_len, n, plain2, p + aad_len + n));
     assert_memory_equal(plain2, data, n);
 
@@ -491,7 +463,7 @@ static void test_record_layout_zstd_cli(void **state)
     ASSERT_OK(cs_record_encode(key, m, 3, 0, (uint32_t)n, data, n, &rec2));
     assert_memory_not_equal(rec.data + 16, rec2.data + 16, CS_NONCE_SIZE);
 
-    rm_rf(dir);
+    test_rm_rf(dir);
 }
 
 /* --- pack writer and trailer --- */
@@ -548,7 +520,7 @@ static void write_pack(CsBackend *b, const uint8_t enc_key[32], TestRecord *recs
         }
         t->members = make_members(lengths, t->n);
         if (r % 2) {
-            t->raw = xmalloc(t->raw_len);
+            t->raw = test_xmalloc(t->raw_len);
             random_buf(t->raw, t->raw_len);
         } else {
             t->raw = compressible(t->raw_len);
@@ -581,7 +553,7 @@ static void free_records(TestRecord *recs, size_t n)
 static void test_pack_writer(void **state)
 {
     (void)state;
-    _cleanup_free_ char *dir = make_tmpdir();
+    _cleanup_free_ char *dir = test_mkdtemp("pack");
     CsBackend *b = NULL;
     ASSERT_OK(cs_backend_local_open(dir, true, &b));
     uint8_t enc_key[32];
@@ -622,7 +594,7 @@ static void test_pack_writer(void **state)
         uint32_t member_off = 0;
         const CsChunkLoc *first = &entries[e].loc;
         assert_int_equal(first->record_off, prev_end); /* records are back to back */
-        _cleanup_free_ uint8_t *raw = xmalloc(first->record_len);
+        _cleanup_free_ uint8_t *raw = test_xmalloc(first->record_len);
         ASSERT_OK(cs_backend_get_range(b, name, first->record_off, raw, first->record_len, &got));
         assert_int_equal(got, first->record_len);
         _cleanup_(buf_free) Buf plain = BUF_INIT;
@@ -688,13 +660,13 @@ static void test_pack_writer(void **state)
     free(entries);
     free_records(recs, ARRAY_SIZE(recs));
     cs_backend_free(b);
-    rm_rf(dir);
+    test_rm_rf(dir);
 }
 
 static void test_pack_empty_and_abort(void **state)
 {
     (void)state;
-    _cleanup_free_ char *dir = make_tmpdir();
+    _cleanup_free_ char *dir = test_mkdtemp("pack");
     CsBackend *b = NULL;
     ASSERT_OK(cs_backend_local_open(dir, true, &b));
     uint8_t enc_key[32];
@@ -738,14 +710,14 @@ static void test_pack_empty_and_abort(void **state)
     ASSERT_ERR(ENOENT, cs_pack_read_trailer(b, name, &tid, &tentries, &tn));
 
     cs_backend_free(b);
-    rm_rf(dir);
+    test_rm_rf(dir);
 }
 
 /* A torn or damaged pack: every truncation and a flipped trailer byte give -EBADMSG. */
 static void test_pack_truncated(void **state)
 {
     (void)state;
-    _cleanup_free_ char *dir = make_tmpdir();
+    _cleanup_free_ char *dir = test_mkdtemp("pack");
     CsBackend *b = NULL;
     ASSERT_OK(cs_backend_local_open(dir, true, &b));
     uint8_t enc_key[32];
@@ -816,7 +788,7 @@ static void test_pack_truncated(void **state)
     free(entries);
     free_records(recs, ARRAY_SIZE(recs));
     cs_backend_free(b);
-    rm_rf(dir);
+    test_rm_rf(dir);
 }
 
 /* --- names and locations --- */

@@ -32,26 +32,6 @@
 
 /* --- helpers --- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    assert_non_null(p);
-    return p;
-}
-
 static uint64_t rng_state;
 
 static uint64_t rng_next(void)
@@ -72,7 +52,7 @@ static void rng_seed(void)
 /* Fast pseudo-random fill (cs_random_bytes would do, but tens of MiB add up under valgrind). */
 static uint8_t *random_data(size_t n)
 {
-    uint8_t *p = xmalloc(n);
+    uint8_t *p = test_xmalloc(n);
     for (size_t i = 0; i < n; i += 8) {
         uint64_t x = rng_next();
         for (size_t j = 0; j < 8 && i + j < n; j++)
@@ -139,7 +119,7 @@ static int teardown(void **state)
 {
     Fixture *f = *state;
     cs_repo_close(f->repo);
-    rm_rf(f->base);
+    test_rm_rf(f->base);
     free(f->location);
     free(f->base);
     free(f);
@@ -250,7 +230,7 @@ static void check_content(Fixture *f, CsReader *rd, const CsContentRef *ref, con
     ASSERT_OK(cs_content_index_new(rd, ref, &ci));
     assert_int_equal(cs_content_index_size(ci), n);
     size_t max_len = 600 * 1024;
-    _cleanup_free_ uint8_t *buf = xmalloc(max_len);
+    _cleanup_free_ uint8_t *buf = test_xmalloc(max_len);
     for (int i = 0; i < 100; i++) {
         uint64_t off = rng_below(n + 1);
         size_t len = (size_t)rng_below(i % 10 == 0 ? max_len : 20000) + 1;
@@ -404,7 +384,7 @@ static void test_small_params_multi_pack(void **state)
     /* Without its index (deleted), the repository rebuilds it from the packs on open. */
     g.repo = cs_repo_close(g.repo);
     _cleanup_free_ char *index = path_join(g.location, "index");
-    rm_rf(index);
+    test_rm_rf(index);
     fixture_open(&g);
     ASSERT_OK(cs_index_stats(g.repo->index, &ist));
     assert_int_equal(ist.packs, st.packs);
@@ -649,7 +629,7 @@ static void put_identical_pages(Fixture *f, const uint8_t *page, size_t pages,
                                 CsWriterStats *st, CsContentRef *ref, uint8_t **ret_data)
 {
     CsWriterParams params = { .threads = 2 };
-    uint8_t *data = xmalloc(pages * 8192);
+    uint8_t *data = test_xmalloc(pages * 8192);
     for (size_t i = 0; i < pages; i++)
         memcpy(data + i * 8192, page, 8192);
     CsWriter *w = NULL;
@@ -899,7 +879,7 @@ static void test_content_ref_codec(void **state)
 {
     (void)state;
     CsContentRef ref = { .size = 123456789012ull, .level = 2, .count = 5 };
-    ref.entries = xmalloc(ref.count * sizeof(*ref.entries));
+    ref.entries = test_xmalloc(ref.count * sizeof(*ref.entries));
     for (uint32_t i = 0; i < ref.count; i++) {
         ASSERT_OK(cs_random_bytes(ref.entries[i].id.bytes, CS_CHUNK_ID_SIZE));
         ref.entries[i].length = 1000 * i + 7;
@@ -976,7 +956,7 @@ static void snapshot_fill(CsSnapshot *s, const char *name, int64_t time, const C
     s->kind = strdup("stream");
     s->time = time;
     s->root = *root;
-    s->root.entries = xmalloc((root->count ? root->count : 1) * sizeof(*root->entries));
+    s->root.entries = test_xmalloc((root->count ? root->count : 1) * sizeof(*root->entries));
     memcpy(s->root.entries, root->entries, root->count * sizeof(*root->entries));
     s->meta = json_pack("{s:s, s:i}", "note", name, "time", (int)time);
     assert_non_null(s->meta);

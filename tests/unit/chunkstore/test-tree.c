@@ -25,26 +25,6 @@
 
 /* --- helpers --- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    assert_non_null(p);
-    return p;
-}
-
 static void entry_free(CsDirEntry *e)
 {
     free(e->name);
@@ -56,7 +36,7 @@ static void entry_free(CsDirEntry *e)
 static CsContentRef make_ref(uint32_t count, uint8_t level)
 {
     CsContentRef r = { .level = level, .count = count };
-    r.entries = xmalloc(count * sizeof(*r.entries));
+    r.entries = test_xmalloc(count * sizeof(*r.entries));
     for (uint32_t i = 0; i < count; i++) {
         ASSERT_OK(cs_random_bytes(r.entries[i].id.bytes, CS_CHUNK_ID_SIZE));
         r.entries[i].length = 4096 + i;
@@ -267,7 +247,7 @@ static void test_dir_decode_rejects(void **state)
 
     /* Every truncation fails cleanly. */
     for (size_t len = 0; len < enc.size; len++) {
-        _cleanup_free_ uint8_t *copy = xmalloc(len); /* exact size: overreads are caught */
+        _cleanup_free_ uint8_t *copy = test_xmalloc(len); /* exact size: overreads are caught */
         memcpy(copy, enc.data, len);
         int r = cs_dir_decode(copy, len, &back, &n);
         if (r == 0)
@@ -279,7 +259,7 @@ static void test_dir_decode_rejects(void **state)
 
     /* Any single corrupted byte either decodes to something or fails cleanly. */
     size_t accepted = 0;
-    _cleanup_free_ uint8_t *copy = xmalloc(enc.size);
+    _cleanup_free_ uint8_t *copy = test_xmalloc(enc.size);
     for (size_t i = 0; i < enc.size; i++) {
         static const uint8_t masks[] = { 0x01, 0x4b /* 'd' -> '/' */, 0x80, 0xff };
         for (size_t k = 0; k < ARRAY_SIZE(masks); k++) {
@@ -338,7 +318,7 @@ static int teardown(void **state)
 {
     Fixture *f = *state;
     cs_repo_close(f->repo);
-    rm_rf(f->base);
+    test_rm_rf(f->base);
     free(f->location);
     free(f->src);
     free(f->dst);
@@ -394,7 +374,7 @@ static void make_tree(const char *src)
     make_dir(src, "a", 0700);
     make_dir(src, "a/b", 0700);
     write_file(src, "a/b/file", "hello", 5, 0640);
-    uint8_t *big = xmalloc(big_size);
+    uint8_t *big = test_xmalloc(big_size);
     ASSERT_OK(cs_random_bytes(big, big_size));
     write_file(src, "a/big", big, big_size, 0600);
     free(big);
@@ -793,7 +773,7 @@ static void test_tree_vanishing_entries(void **state)
     char failure[512] = "";
     static const char *const kinds[] = { "file", "dir", "link" };
     for (size_t k = 0; k < ARRAY_SIZE(kinds); k++) {
-        rm_rf(f->src);
+        test_rm_rf(f->src);
         assert_int_equal(mkdir(f->src, 0755), 0);
         write_file(f->src, "keep", "kept", 4, 0644);
         if (k == 0)

@@ -18,27 +18,6 @@
 
 /* --- helpers --- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static char *make_tmpdir(void)
-{
-    char *d = strdup("/tmp/pitrfs-test-buf-XXXXXX");
-    assert_non_null(d);
-    assert_non_null(mkdtemp(d));
-    return d;
-}
-
 static size_t count_dir_entries(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -365,7 +344,7 @@ static void test_hex_decode(void **state)
 static void test_write_read_file(void **state)
 {
     (void)state;
-    _cleanup_free_ char *dir = make_tmpdir();
+    _cleanup_free_ char *dir = test_mkdtemp("buf");
     _cleanup_free_ char *path = path_join(dir, "file");
     assert_non_null(path);
     char *data = NULL;
@@ -440,13 +419,13 @@ static void test_write_read_file(void **state)
     ASSERT_ERR(ENOENT, write_file_atomic(missing, "x", 1, 0600));
     assert_int_equal(count_dir_entries(dir), 1);
 
-    rm_rf(dir);
+    test_rm_rf(dir);
 }
 
 static void test_write_file_atomic_mode(void **state)
 {
     (void)state;
-    _cleanup_free_ char *dir = make_tmpdir();
+    _cleanup_free_ char *dir = test_mkdtemp("buf");
     _cleanup_free_ char *path = path_join(dir, "cfg");
     assert_non_null(path);
     struct stat st;
@@ -472,7 +451,7 @@ static void test_write_file_atomic_mode(void **state)
     assert_int_equal(st.st_size, 2);
     assert_int_equal(count_dir_entries(dir), 1);
 
-    rm_rf(dir);
+    test_rm_rf(dir);
 }
 
 RUN_TESTS(cmocka_unit_test(test_buf_init_and_free), cmocka_unit_test(test_buf_growth),
