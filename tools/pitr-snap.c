@@ -356,14 +356,31 @@ static int find_snapshot(CsRepo *repo, const char *spec, CsSnapshot *ret)
     return r;
 }
 
+/* Open the repository read-only and find the snapshot named by `spec`; with ret_reader, also a
+ * reader for its data. On failure nothing is left open. */
+static int open_snapshot(const char *spec, CsRepo **ret_repo, CsSnapshot *ret,
+                         CsReader **ret_reader)
+{
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    int r = open_repo(true, &repo);
+    if (r < 0 || (r = find_snapshot(repo, spec, ret)) < 0)
+        return r;
+    if (ret_reader && (r = cs_reader_new(repo, ret_reader)) < 0) {
+        cs_snapshot_clear(ret);
+        return r;
+    }
+    *ret_repo = TAKE_PTR(repo);
+    return 0;
+}
+
 static int cmd_show(int argc, char **argv)
 {
     if (argc != 2)
         return log_error_errno(-EINVAL, "usage: pitr-snap show ID");
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
     CsSnapshot s;
-    int r = open_repo(true, &repo);
-    if (r < 0 || (r = find_snapshot(repo, argv[1], &s)) < 0)
+    int r = open_snapshot(argv[1], &repo, &s, NULL);
+    if (r < 0)
         return r;
     json_t *o = snapshot_json(&s);
     if (opt.json) {
@@ -411,13 +428,9 @@ static int cmd_restore(int argc, char **argv)
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
     _cleanup_(cs_reader_freep) CsReader *rd = NULL;
     CsSnapshot s;
-    int r = open_repo(true, &repo);
-    if (r < 0 || (r = find_snapshot(repo, argv[1], &s)) < 0)
+    int r = open_snapshot(argv[1], &repo, &s, &rd);
+    if (r < 0)
         return r;
-    if ((r = cs_reader_new(repo, &rd)) < 0) {
-        cs_snapshot_clear(&s);
-        return r;
-    }
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     CsTreeStats ts = { 0 };
@@ -465,13 +478,13 @@ static int cmd_cat(int argc, char **argv)
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
     _cleanup_(cs_reader_freep) CsReader *rd = NULL;
     CsSnapshot s;
-    int r = open_repo(true, &repo);
-    if (r < 0 || (r = find_snapshot(repo, argv[1], &s)) < 0)
+    int r = open_snapshot(argv[1], &repo, &s, &rd);
+    if (r < 0)
         return r;
     if (strcmp(s.kind, "stream") != 0)
         r = log_error_errno(-EINVAL, "snapshot %s is a %s, not a stream\nHINT: use restore",
                             s.id, s.kind);
-    else if ((r = cs_reader_new(repo, &rd)) == 0)
+    else
         r = cs_reader_write_fd(rd, &s.root, STDOUT_FILENO, false);
     if (r < 0 && r != -EINVAL)
         log_error_errno(r, "could not read stream %s: %m", s.id);
@@ -485,8 +498,8 @@ static int cmd_delete(int argc, char **argv)
         return log_error_errno(-EINVAL, "usage: pitr-snap delete ID");
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
     CsSnapshot s;
-    int r = open_repo(true, &repo);
-    if (r < 0 || (r = find_snapshot(repo, argv[1], &s)) < 0)
+    int r = open_snapshot(argv[1], &repo, &s, NULL);
+    if (r < 0)
         return r;
     if ((r = cs_catalog_delete(repo, s.id)) == 0)
         log_info("deleted snapshot %s (\"%s\")", s.id, s.name);
