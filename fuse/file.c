@@ -1,0 +1,403 @@
+#include "fuse/file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chunkstore/index.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "common/macro.h"
+
+/* A read within this distance of the highest offset read so far continues a sequential run
+ * (the kernel's asynchronous read-ahead sends requests slightly out of order). */
+#define SEQ_SLACK (4u * 1024 * 1024)
+/* At most this many read-ahead jobs are queued per read request. */
+#define MAX_QUEUE_PER_READ 512u
+/* Chunks of one record reserved and filled together (a record holds at most 4096). */
+#define MAX_SIBLINGS 256u
+
+/* ---- chunk maps ---- */
+
+int pfs_file_map_load(CsReader *rd, const CsContentRef *ref, PfsFileMap **ret)
+{
+    CsContentRef flat;
+    int r = cs_reader_flatten(rd, ref, &flat);
+    if (r < 0)
+        return r;
+    PfsFileMap *m = calloc(1, sizeof(*m));
+    uint64_t *offsets = malloc((flat.count + 1) * sizeof(*offsets));
+    if (!m || !offsets) {
+        free(m);
+        free(offsets);
+        cs_content_ref_free(&flat);
+        return -ENOMEM;
+    }
+    uint64_t off = 0;
+    for (size_t i = 0; i < flat.count; i++) {
+        offsets[i] = off;
+        off += flat.entries[i].length;
+    }
+    offsets[flat.count] = off;
+    atomic_init(&m->refs, 1);
+    m->count = flat.count;
+    m->size = off;
+    m->chunks = flat.entries; /* taken over from flat */
+    m->offsets = offsets;
+    *ret = m;
+    return 0;
+}
+
+PfsFileMap *pfs_file_map_ref(PfsFileMap *m)
+{
+    if (m)
+        atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
+void pfs_file_map_unref(PfsFileMap *m)
+{
+    if (m && atomic_fetch_sub(&m->refs, 1) == 1) {
+        free(m->chunks);
+        free(m->offsets);
+        free(m);
+    }
+}
+
+size_t pfs_file_map_find(const PfsFileMap *m, uint64_t off)
+{
+    size_t lo = 0, hi = m->count;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->offsets[mid] <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+void pfs_file_node_free(PfsNode *n)
+{
+    pfs_file_map_unref(n->map);
+    n->map = NULL;
+}
+
+/* ---- open and release ---- */
+
+int pfs_file_open(PfsFs *fs, uint64_t ino, int flags, PfsFile **ret)
+{
+    if ((flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_CREAT)))
+        return -EROFS;
+    PfsNode *n;
+    int r = pfs_inode_get(fs->inodes, ino, &n);
+    if (r < 0)
+        return r;
+    if (n->kind != PFS_NODE_ENTRY || n->e->type == CS_ENTRY_DIR)
+        r = -EISDIR;
+    else if (n->e->type != CS_ENTRY_FILE)
+        r = -EINVAL;
+    PfsFile *f = r == 0 ? calloc(1, sizeof(*f)) : NULL;
+    if (r == 0 && !f)
+        r = -ENOMEM;
+    if (r < 0) {
+        pfs_inode_unref(fs->inodes, n);
+        return r;
+    }
+
+    pthread_mutex_lock(&n->lock);
+    if (!n->map) {
+        PfsReader *rd;
+        if ((r = pfs_reader_pool_get(fs->readers, &rd)) == 0) {
+            r = pfs_file_map_load(rd->rd, &n->e->content, &n->map);
+            pfs_reader_pool_put(fs->readers, rd);
+        }
+        if (r == 0 && n->map->size != n->e->content.size)
+            r = -EBADMSG; /* flatten checks this already; keep the promise local */
+        if (r < 0) {
+            _cleanup_free_ char *path = pfs_node_path(n);
+            log_error_errno(r, "could not read the chunk list of \"%s\": %m", path ? path : "?");
+            pfs_file_map_unref(n->map);
+            n->map = NULL;
+        }
+    }
+    if (r == 0) {
+        n->n_open++;
+        f->map = pfs_file_map_ref(n->map);
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (r < 0) {
+        free(f);
+        pfs_inode_unref(fs->inodes, n);
+        return pfs_data_errno(r);
+    }
+    f->node = n;
+    pthread_mutex_init(&f->lock, NULL);
+    *ret = f;
+    return 0;
+}
+
+void pfs_file_release(PfsFs *fs, PfsFile *f)
+{
+    if (!f)
+        return;
+    PfsNode *n = f->node;
+    pthread_mutex_lock(&n->lock);
+    if (--n->n_open == 0) {
+        pfs_file_map_unref(n->map);
+        n->map = NULL;
+    }
+    pthread_mutex_unlock(&n->lock);
+    pfs_file_map_unref(f->map);
+    pthread_mutex_destroy(&f->lock);
+    free(f);
+    pfs_inode_unref(fs->inodes, n);
+}
+
+/* ---- decoding chunks into the cache ---- */
+
+static int fill(PfsReader *rd, const CsChunkId *id, PfsChunk *ch)
+{
+    const uint8_t *p;
+    size_t n;
+    int r = cs_reader_chunk(rd->rd, id, &p, &n); /* logs the chunk and pack on damage */
+    if (r < 0)
+        return r;
+    if (n != pfs_chunk_size(ch)) {
+        char hex[2 * CS_CHUNK_ID_SIZE + 1];
+        hex_encode(id->bytes, CS_CHUNK_ID_SIZE, hex);
+        return log_error_errno(-EBADMSG, "chunk %s has %zu bytes where its file lists %zu", hex, n,
+                               pfs_chunk_size(ch));
+    }
+    memcpy(pfs_chunk_data(ch), p, n);
+    return 0;
+}
+
+static bool same_record(const CsChunkLoc *a, const CsChunkLoc *b)
+{
+    return a->record_off == b->record_off &&
+           memcmp(a->pack.bytes, b->pack.bytes, CS_PACK_ID_SIZE) == 0;
+}
+
+static bool same_record_id(const PfsBadRecord *b, const CsChunkLoc *loc)
+{
+    return b->record_off == loc->record_off &&
+           memcmp(b->pack.bytes, loc->pack.bytes, CS_PACK_ID_SIZE) == 0;
+}
+
+static bool is_bad_record(PfsFs *fs, const CsChunkLoc *loc)
+{
+    uint64_t now = pfs_now_ms();
+    bool found = false;
+    pthread_mutex_lock(&fs->bad_lock);
+    for (size_t i = 0; i < PFS_BAD_RECORDS && !found; i++)
+        found = fs->bad[i].until_ms > now && same_record_id(&fs->bad[i], loc);
+    pthread_mutex_unlock(&fs->bad_lock);
+    return found;
+}
+
+static void note_bad_record(PfsFs *fs, const CsChunkLoc *loc)
+{
+    uint64_t now = pfs_now_ms();
+    pthread_mutex_lock(&fs->bad_lock);
+    PfsBadRecord *slot = &fs->bad[0];
+    for (size_t i = 0; i < PFS_BAD_RECORDS; i++)
+        if (fs->bad[i].until_ms < slot->until_ms)
+            slot = &fs->bad[i]; /* free or oldest */
+    *slot = (PfsBadRecord){ .pack = loc->pack,
+                            .record_off = loc->record_off,
+                            .until_ms = now + PFS_BAD_RECORD_MS };
+    pthread_mutex_unlock(&fs->bad_lock);
+}
+
+/*
+ * Fill the RESERVED entry ch (chunk k of m), and the following chunks of m that live in the same
+ * record and are not cached yet: the record is decoded once (the reader keeps it) and each
+ * member is copied out. Returns chunk k's result; ch stays pinned.
+ */
+static int load_group(PfsFs *fs, PfsReader *rd, const PfsFileMap *m, size_t k, PfsChunk *ch)
+{
+    PfsChunk *sib[MAX_SIBLINGS];
+    size_t sib_index[MAX_SIBLINGS], ns = 0;
+    CsChunkLoc lk, lj;
+    bool has_loc = cs_index_reader_lookup(rd->ix, &m->chunks[k].id, &lk) == 0;
+    if (has_loc && is_bad_record(fs, &lk)) {
+        pfs_chunk_cache_complete(fs->cache, ch, -EBADMSG); /* logged when it was found */
+        return -EBADMSG;
+    }
+    if (has_loc) {
+        for (size_t j = k + 1; j < m->count && ns < MAX_SIBLINGS; j++) {
+            if (cs_index_reader_lookup(rd->ix, &m->chunks[j].id, &lj) < 0 || !same_record(&lk, &lj))
+                break;
+            PfsChunk *c;
+            int st = pfs_chunk_cache_acquire(fs->cache, &m->chunks[j].id, m->chunks[j].length, &c);
+            if (st < 0)
+                break;
+            if (st == PFS_CHUNK_RESERVED) {
+                sib[ns] = c;
+                sib_index[ns++] = j;
+            } else
+                pfs_chunk_cache_release(fs->cache, c); /* cached, or someone else is on it */
+        }
+    }
+    int r = fill(rd, &m->chunks[k].id, ch);
+    if (r == -EBADMSG && has_loc)
+        note_bad_record(fs, &lk);
+    pfs_chunk_cache_complete(fs->cache, ch, r);
+    for (size_t i = 0; i < ns; i++) {
+        /* Same record: if chunk k failed, so do they (and one log line is enough). */
+        int rs = r < 0 ? r : fill(rd, &m->chunks[sib_index[i]].id, sib[i]);
+        pfs_chunk_cache_complete(fs->cache, sib[i], rs);
+        pfs_chunk_cache_release(fs->cache, sib[i]);
+    }
+    return r;
+}
+
+/* Chunk k of m, pinned, from the cache or decoded now. *rd is taken from the pool when first
+ * needed and kept for the caller's next chunks. */
+static int get_chunk(PfsFs *fs, const PfsFileMap *m, size_t k, PfsReader **rd, PfsChunk **ret)
+{
+    PfsChunk *ch;
+    int st = pfs_chunk_cache_acquire(fs->cache, &m->chunks[k].id, m->chunks[k].length, &ch);
+    if (st < 0)
+        return st;
+    int r = 0;
+    if (st == PFS_CHUNK_LOADING)
+        r = pfs_chunk_cache_wait(fs->cache, ch);
+    else if (st == PFS_CHUNK_RESERVED) {
+        if (!*rd && (r = pfs_reader_pool_get(fs->readers, rd)) < 0)
+            pfs_chunk_cache_complete(fs->cache, ch, r);
+        else
+            r = load_group(fs, *rd, m, k, ch);
+    }
+    if (r < 0) {
+        pfs_chunk_cache_release(fs->cache, ch);
+        return r;
+    }
+    *ret = ch;
+    return 0;
+}
+
+/* ---- read-ahead ---- */
+
+static bool queue_chunk(PfsFs *fs, PfsFileMap *m, size_t k)
+{
+    if (pfs_chunk_cache_contains(fs->cache, &m->chunks[k].id))
+        return true;
+    PfsPrefetchJob job = { .ptr = pfs_file_map_ref(m), .index = k };
+    if (pfs_prefetch_push(fs->prefetch, &job))
+        return true;
+    pfs_file_map_unref(m);
+    return false;
+}
+
+void pfs_file_prefetch_run(const PfsPrefetchJob *job, void *userdata)
+{
+    PfsFs *fs = userdata;
+    PfsFileMap *m = job->ptr;
+    PfsChunk *ch;
+    int st = pfs_chunk_cache_acquire(fs->cache, &m->chunks[job->index].id,
+                                     m->chunks[job->index].length, &ch);
+    if (st == PFS_CHUNK_RESERVED) {
+        PfsReader *rd;
+        int r = pfs_reader_pool_get(fs->readers, &rd);
+        if (r < 0)
+            pfs_chunk_cache_complete(fs->cache, ch, r);
+        else {
+            (void)load_group(fs, rd, m, job->index, ch); /* a failure is logged; a read retries */
+            pfs_reader_pool_put(fs->readers, rd);
+        }
+    }
+    if (st >= 0)
+        pfs_chunk_cache_release(fs->cache, ch);
+    pfs_file_map_unref(m);
+}
+
+void pfs_file_prefetch_drop(const PfsPrefetchJob *job, void *userdata)
+{
+    (void)userdata;
+    pfs_file_map_unref(job->ptr);
+}
+
+static void schedule(PfsFs *fs, PfsFile *f, uint64_t off, uint64_t end, size_t first, size_t last)
+{
+    PfsFileMap *m = f->map;
+    if (!fs->prefetch)
+        return;
+    /* Decode the later chunks of this request in parallel with the first. */
+    for (size_t k = first + 1; k <= last; k++)
+        if (!queue_chunk(fs, m, k))
+            break;
+
+    pthread_mutex_lock(&f->lock);
+    bool is_sequential = off <= f->frontier + SEQ_SLACK && end + SEQ_SLACK >= f->frontier;
+    if (!is_sequential) {
+        f->frontier = end;
+        f->ra_next = last + 1;
+    } else if (fs->params.readahead_bytes > 0) {
+        f->frontier = MAX(f->frontier, end);
+        uint64_t limit = f->frontier + fs->params.readahead_bytes;
+        size_t k = MAX(f->ra_next, last + 1);
+        for (unsigned queued = 0; k < m->count && m->offsets[k] < limit; k++, queued++)
+            if (queued >= MAX_QUEUE_PER_READ || !queue_chunk(fs, m, k))
+                break;
+        f->ra_next = k;
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* ---- read ---- */
+
+void pfs_read_reply_done(PfsFs *fs, PfsReadReply *rr)
+{
+    for (size_t i = 0; i < rr->n; i++)
+        pfs_chunk_cache_release(fs->cache, rr->pins[i]);
+    free(rr->iov);
+    free(rr->pins);
+    *rr = (PfsReadReply){ 0 };
+}
+
+long pfs_file_read(PfsFs *fs, PfsFile *f, size_t size, uint64_t off, PfsReadReply *ret)
+{
+    PfsFileMap *m = f->map;
+    *ret = (PfsReadReply){ 0 };
+    atomic_fetch_add(&fs->n_reads, 1);
+    if (off >= m->size || size == 0)
+        return 0;
+    uint64_t end = off + MIN((uint64_t)size, m->size - off);
+    size_t first = pfs_file_map_find(m, off), last = pfs_file_map_find(m, end - 1);
+    size_t n = last - first + 1;
+    PfsReadReply rr = { .iov = calloc(n, sizeof(*rr.iov)), .pins = calloc(n, sizeof(*rr.pins)) };
+    if (!rr.iov || !rr.pins) {
+        pfs_read_reply_done(fs, &rr);
+        return -ENOMEM;
+    }
+    schedule(fs, f, off, end, first, last);
+
+    PfsReader *rd = NULL;
+    int r = 0;
+    for (size_t k = first; k <= last; k++) {
+        PfsChunk *ch;
+        if ((r = get_chunk(fs, m, k, &rd, &ch)) < 0)
+            break;
+        uint64_t from = MAX(off, m->offsets[k]), to = MIN(end, m->offsets[k + 1]);
+        rr.pins[rr.n] = ch;
+        rr.iov[rr.n].iov_base = pfs_chunk_data(ch) + (from - m->offsets[k]);
+        rr.iov[rr.n].iov_len = (size_t)(to - from);
+        rr.n++;
+    }
+    pfs_reader_pool_put(fs->readers, rd);
+    if (r < 0) {
+        pfs_read_reply_done(fs, &rr);
+        atomic_fetch_add(&fs->read_errors, 1);
+        _cleanup_free_ char *path = pfs_node_path(f->node);
+        log_error_errno(r, "could not read \"%s\" at offset %llu: %m", path ? path : "?",
+                        (unsigned long long)off);
+        return pfs_data_errno(r);
+    }
+    rr.bytes = (size_t)(end - off);
+    atomic_fetch_add(&fs->read_bytes, rr.bytes);
+    *ret = rr;
+    return (long)rr.bytes;
+}

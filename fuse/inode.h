@@ -1,0 +1,106 @@
+/*
+ * The inode table: FUSE inode number -> node, with the kernel's lookup counts.
+ *
+ * Numbers are stable for the life of the mount, without remembering every entry ever seen: a
+ * node's number is a 64-bit hash of (parent's number, name) (for symlinks also the target), so
+ * the same path gets the same number after the kernel has forgotten it and looks it up again.
+ * Numbers 1..15 are reserved (1 = FUSE_ROOT_ID). If a hash collides with a live node of another
+ * identity, the next free number is taken (then that one node's number depends on the order of
+ * lookups; with 64-bit hashes this does not happen in practice).
+ *
+ * Lifetime: a node lives while the kernel holds lookups on it (nlookup > 0, dropped by forget)
+ * or the mount holds references (refs > 0: requests in progress, open files and directories,
+ * and each live child, which keeps its parent so that its entry - which may point into the
+ * parent's decoded directory - and its path stay valid). The table lock guards the hash chains,
+ * nlookup and refs; a node's own lock guards its lazily loaded data (see dir.c and file.c).
+ * A node's identity and attributes never change after creation.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <pthread.h>
+
+#include "chunkstore/tree.h"
+
+#define PFS_INO_ROOT          1u
+#define PFS_INO_SNAPSHOTS     2u
+#define PFS_INO_STREAMS       3u
+#define PFS_INO_FIRST_DYNAMIC 16u
+
+typedef enum PfsNodeKind {
+    PFS_NODE_ROOT,      /* the mount's top directory */
+    PFS_NODE_SNAPSHOTS, /* /snapshots (changes with the catalog) */
+    PFS_NODE_STREAMS,   /* /streams (changes with the catalog) */
+    PFS_NODE_ENTRY,     /* everything else: described by a CsDirEntry */
+} PfsNodeKind;
+
+typedef struct PfsFileMap PfsFileMap;
+
+/* A directory object, decoded once when first needed. */
+typedef struct PfsDirData {
+    CsDirEntry *v; /* sorted by name, as stored */
+    size_t n;
+} PfsDirData;
+
+typedef struct PfsNode {
+    uint64_t ino;
+    PfsNodeKind kind;
+    struct PfsNode *parent; /* holds a reference; NULL for the fixed nodes */
+    const CsDirEntry *e;    /* PFS_NODE_ENTRY: in the parent's PfsDirData, or &own */
+    CsDirEntry own;         /* entries made up by the mount (snapshot roots, streams, links) */
+    bool is_own;
+    bool is_volatile; /* its name may go away or change target: short entry timeout */
+
+    /* table lock */
+    uint64_t nlookup;
+    uint32_t refs;
+    struct PfsNode *hnext;
+
+    pthread_mutex_t lock;
+    PfsDirData *dir; /* lock: directories, once loaded */
+    PfsFileMap *map; /* lock: regular files, while open */
+    unsigned n_open; /* lock */
+} PfsNode;
+
+typedef struct PfsInodeTable PfsInodeTable;
+
+/* free_data is called for every node freed, to release what other modules hang on it (the
+ * file map); the table itself frees the directory data and the node. May be NULL. */
+typedef void (*PfsNodeFreeFn)(PfsNode *n);
+int pfs_inode_table_new(PfsNodeFreeFn free_data, PfsInodeTable **ret);
+/* Frees every node, whatever its counts (the session is over). Returns NULL. */
+PfsInodeTable *pfs_inode_table_free(PfsInodeTable *t);
+
+/* The node for `ino` with a reference taken, or -ESTALE for a number not in the table. */
+int pfs_inode_get(PfsInodeTable *t, uint64_t ino, PfsNode **ret);
+PfsNode *pfs_inode_ref(PfsInodeTable *t, PfsNode *n);
+void pfs_inode_unref(PfsInodeTable *t, PfsNode *n);
+
+/*
+ * Find or create the child of `parent` that `e` describes (e->name is its name). With `borrow`
+ * the node points at *e, which must live as long as the parent's directory data; otherwise e is
+ * deep-copied. With `count` the kernel's lookup count is incremented (a lookup or readdirplus
+ * reply will hand the node out). Children of /snapshots and /streams are volatile. Returns the
+ * node with a reference the caller drops.
+ */
+int pfs_inode_child(PfsInodeTable *t, PfsNode *parent, const CsDirEntry *e, bool borrow, bool count,
+                    PfsNode **ret);
+/* Count one kernel lookup of a node the caller holds (the fixed directories). */
+void pfs_inode_add_lookup(PfsInodeTable *t, PfsNode *n);
+/* Drop n kernel lookups (FUSE forget). Unknown numbers are ignored. */
+void pfs_inode_forget(PfsInodeTable *t, uint64_t ino, uint64_t n);
+
+/* The number pfs_inode_child() gives a child when there is no collision (readdir's d_ino). */
+uint64_t pfs_inode_number(uint64_t parent_ino, const CsDirEntry *e);
+/* Nodes alive, for tests and debug logs. */
+size_t pfs_inode_count(PfsInodeTable *t);
+
+/* The node's path below the mount ("/snapshots/<id>/a/b"), malloc'd; NULL on -ENOMEM. */
+char *pfs_node_path(const PfsNode *n);
+
+/* Deep copies and frees of a CsDirEntry (name, target, content list). */
+int pfs_dir_entry_copy(const CsDirEntry *src, CsDirEntry *ret);
+void pfs_dir_entry_clear(CsDirEntry *e);

@@ -1,0 +1,111 @@
+/*
+ * The mounted filesystem as an object, without libfuse: everything fs.c's adapters call, so the
+ * logic can be driven by unit tests without a mount.
+ *
+ *   /                      directory made by the mount (owner: params.uid/gid, 0555)
+ *   /snapshots/<id>/...    each tree snapshot, with modes, owners, sizes, times as stored
+ *   /snapshots/<name>      symlink to <id> (newest of that name); latest -> the newest
+ *   /streams/<id>, <name>  each stream snapshot as a regular file (0400, params.uid/gid)
+ *
+ * Functions return 0 (or a byte count) or a negative errno meant for the kernel: damaged or
+ * missing data is -EIO (logged with the path; the chunkstore logs the chunk and pack), writes
+ * are -EROFS. Thread-safe: any number of FUSE worker threads may call in at once.
+ *
+ * Ownership: a PfsFs borrows the repository, which must outlive it. Threads (read-ahead,
+ * housekeeping) only run between pfs_fs_start() and pfs_fs_stop(), so a PfsFs can be created
+ * before a fork.
+ */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <pthread.h>
+
+#include "chunkstore/repo.h"
+#include "fuse/chunk-cache.h"
+#include "fuse/inode.h"
+#include "fuse/prefetch.h"
+#include "fuse/reader-pool.h"
+#include "fuse/view.h"
+
+typedef struct PfsParams {
+    size_t cache_bytes;          /* decompressed-chunk cache bound */
+    size_t readahead_bytes;      /* decode this far ahead of a sequential reader; 0: off */
+    unsigned prefetch_threads;   /* read-ahead workers; 0: two per CPU, 4 to 16 */
+    uint32_t uid, gid;           /* owner of the mount's own directories and of streams */
+    double timeout;              /* entry/attribute timeout for snapshot contents (immutable) */
+    double volatile_timeout;     /* for /, /snapshots, /streams and the names in them */
+    unsigned catalog_max_age_ms; /* re-list the catalog at most this often (lookups that miss
+                                  * and opendir of /snapshots or /streams always look) */
+} PfsParams;
+
+#define PFS_DEFAULT_CACHE_BYTES      (256u * 1024 * 1024)
+#define PFS_DEFAULT_READAHEAD_BYTES  (8u * 1024 * 1024)
+#define PFS_DEFAULT_TIMEOUT          86400.0
+#define PFS_DEFAULT_VOLATILE_TIMEOUT 1.0
+#define PFS_DEFAULT_CATALOG_AGE_MS   1000u
+#define PFS_BLKSIZE                  (128u * 1024) /* st_blksize: cp and cat read this much */
+
+/* A record that failed to decode recently: reads of its chunks fail at once for a while instead
+ * of decoding (and logging) the same damage again for every chunk and every read. */
+typedef struct PfsBadRecord {
+    CsPackId pack;
+    uint64_t record_off;
+    uint64_t until_ms; /* 0: free slot */
+} PfsBadRecord;
+#define PFS_BAD_RECORDS   16
+#define PFS_BAD_RECORD_MS 10000u
+
+/* Attributes of a node as the kernel gets them (lookup, getattr, readdirplus). */
+typedef struct PfsAttr {
+    uint64_t ino;
+    struct stat st;
+    double attr_timeout, entry_timeout;
+} PfsAttr;
+
+typedef struct PfsFs {
+    CsRepo *repo;
+    PfsParams params;
+    PfsInodeTable *inodes;
+    PfsChunkCache *cache;
+    PfsReaderPool *readers;
+    PfsCatalog *catalog;
+    PfsPrefetch *prefetch;   /* NULL unless started */
+    struct timespec created; /* CLOCK_REALTIME: times of the mount's own directories */
+
+    pthread_mutex_t hk_lock;
+    pthread_cond_t hk_wake;
+    bool hk_stop, has_housekeeper; /* hk_lock */
+    pthread_t housekeeper;
+
+    pthread_mutex_t bad_lock;
+    PfsBadRecord bad[PFS_BAD_RECORDS]; /* bad_lock */
+
+    atomic_uint_fast64_t n_reads, read_bytes, read_errors;
+} PfsFs;
+
+/* Opens the catalog (an unreadable catalog fails here, before anything is mounted). */
+int pfs_fs_new(CsRepo *repo, const PfsParams *params, PfsFs **ret);
+int pfs_fs_start(PfsFs *fs);
+void pfs_fs_stop(PfsFs *fs);
+/* Stops first if needed. Returns NULL. */
+PfsFs *pfs_fs_free(PfsFs *fs);
+void pfs_fs_log_stats(PfsFs *fs);
+
+void pfs_node_attr(PfsFs *fs, const PfsNode *n, PfsAttr *ret);
+/* S_IFREG, S_IFDIR, ... for a stored entry. */
+mode_t pfs_entry_type(const CsDirEntry *e);
+int pfs_fs_getattr(PfsFs *fs, uint64_t ino, PfsAttr *ret);
+/* The target of a symlink, malloc'd in *ret. -EINVAL for anything else. */
+int pfs_fs_readlink(PfsFs *fs, uint64_t ino, char **ret);
+int pfs_fs_statfs(PfsFs *fs, struct statvfs *ret);
+void pfs_fs_forget(PfsFs *fs, uint64_t ino, uint64_t nlookup);
+
+/* An error reading repository data as the kernel should see it: -ENOMEM stays, anything else
+ * (damage, a chunk missing from the index, I/O errors) is -EIO. */
+int pfs_data_errno(int r);

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Mounting and unmounting mount.pitrfs: a wrong passphrase exits 2 with nothing mounted (also in
+# the background, the default); other failures get their exit codes; mount(8) and fstab run it
+# as their helper with -o passphrase_file=; umount, SIGTERM, unmount of a busy mount, and
+# kill -9 of the daemon followed by fusermount3 -u all end without hanging or leaving a mount.
+. "$(dirname "$0")/lib.sh"
+require fusermount3 mountpoint mount umount timeout
+MOUNT="$PITR_BIN/mount.pitrfs"
+[[ -x $MOUNT ]] || fail "$MOUNT is missing: run 'make' first"
+[[ -c /dev/fuse ]] || fail "/dev/fuse is missing: FUSE mounts cannot be tested"
+[[ $(id -u) -eq 0 ]] || fail "mount(8) and umount(8) need root: run this test as root"
+
+REPO=$T/repo
+MNT=$T/mnt
+mkdir -p "$MNT"
+HELPER=/sbin/mount.pitrfs
+INSTALLED_HELPER=false
+READER_PID=
+cleanup() {
+    [[ -n $READER_PID ]] && kill "$READER_PID" 2>/dev/null
+    mountpoint -q "$MNT" 2>/dev/null && { fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"; }
+    $INSTALLED_HELPER && rm -f "$HELPER"
+    return 0
+}
+cleanup_hooks+=(cleanup)
+# Wait until process $1 has exited (at most 10 s); fail with $2 otherwise.
+wait_gone() {
+    local i
+    for i in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    fail "$2"
+}
+# The pid of the mount.pitrfs serving $MNT (the background daemon has no parent to ask).
+daemon_pid() { pgrep -f -- "mount.pitrfs $REPO $MNT" | head -n 1; }
+not_mounted() { ! mountpoint -q "$MNT" || fail "$1: $MNT is still mounted"; }
+
+init_repo "$REPO"
+mkdir -p "$T"/src
+random_file "$T"/src/big 32
+echo hello >"$T"/src/hello
+ID=$(store_id "$REPO" "$T"/src --name src)
+printf '%s\n' "$PITR_PASSPHRASE" >"$T"/pass
+printf 'not the passphrase\n' >"$T"/wrong-pass
+
+note "7. failures exit with their codes and mount nothing"
+PITR_PASSPHRASE=wrong expect_exit 2 "$MOUNT" "$REPO" "$MNT"
+grep -q "wrong passphrase" "$T"/stderr || fail "no 'wrong passphrase' message"
+not_mounted "wrong passphrase (background)"
+PITR_PASSPHRASE=wrong expect_exit 2 "$MOUNT" "$REPO" "$MNT" -f
+not_mounted "wrong passphrase (foreground)"
+expect_exit 2 env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" -o passphrase_file="$T"/wrong-pass
+not_mounted "wrong passphrase file"
+expect_exit 3 "$MOUNT" "$T"/src "$MNT"
+grep -q "not a pitrfs repository" "$T"/stderr || fail "no 'not a pitrfs repository' message"
+expect_exit 1 "$MOUNT" "$REPO" "$T"/no-such-dir
+expect_exit 64 "$MOUNT" "$REPO" "$MNT" -o no_such_option
+expect_exit 64 "$MOUNT" "$REPO"
+expect_exit 64 "$MOUNT" "$REPO" "$MNT" -o cache_size=lots
+pgrep -f -- "mount.pitrfs $REPO" && fail "a failed mount left a process behind"
+not_mounted "after the failures"
+
+note "7. mount(8): mount -t pitrfs REPO DIR -o passphrase_file=F"
+if [[ -e $HELPER || -L $HELPER ]]; then
+    [[ $(readlink -f "$HELPER") == $(readlink -f "$MOUNT") ]] ||
+        fail "$HELPER exists and is not this build's mount.pitrfs: remove it to run this test"
+elif ln -s "$MOUNT" "$HELPER" 2>/dev/null; then
+    INSTALLED_HELPER=true
+fi
+if [[ -L $HELPER || -e $HELPER ]]; then
+    env -u PITR_PASSPHRASE mount -t pitrfs "$REPO" "$MNT" \
+        -o passphrase_file="$T"/pass,cache_size=64M,noauto,nofail,x-systemd.automount ||
+        fail "mount -t pitrfs failed"
+else
+    note "$HELPER cannot be installed: calling the helper as mount(8) would"
+    env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" -n -v -o passphrase_file="$T"/pass,cache_size=64M ||
+        fail "mount.pitrfs in mount(8)'s argument order failed"
+fi
+mountpoint -q "$MNT" || fail "mount -t pitrfs returned 0 but nothing is mounted"
+grep " $MNT " /proc/mounts
+grep -q "^$(readlink -f "$REPO") $MNT fuse.pitrfs ro," /proc/mounts ||
+    fail "/proc/mounts does not show a read-only fuse.pitrfs with the repository as source"
+cmp "$T"/src/big "$MNT"/snapshots/src/big || fail "read through the mount(8) mount differs"
+pid=$(daemon_pid)
+[[ -n $pid ]] || fail "no mount.pitrfs process serves $MNT"
+timeout 10 umount "$MNT" || fail "umount failed"
+not_mounted "umount"
+wait_gone "$pid" "mount.pitrfs still runs 10 s after umount"
+
+if [[ -L $HELPER || -e $HELPER ]]; then
+    note "7. fstab: mount --fstab F DIR"
+    printf '%s %s pitrfs ro,noauto,passphrase_file=%s,allow_other 0 0\n' "$REPO" "$MNT" "$T"/pass >"$T"/fstab
+    env -u PITR_PASSPHRASE mount --fstab "$T"/fstab "$MNT" || fail "mount from an fstab line failed"
+    assert_eq "$(cat "$MNT"/snapshots/latest/hello)" hello "read through the fstab mount"
+    grep " $MNT " /proc/mounts | grep -q allow_other || fail "allow_other was not passed on"
+    timeout 10 umount "$MNT" || fail "umount of the fstab mount failed"
+    not_mounted "umount of the fstab mount"
+    printf '%s %s pitrfs ro,noauto,passphrase_file=%s 0 0\n' "$REPO" "$MNT" "$T"/wrong-pass >"$T"/fstab
+    rc=0
+    env -u PITR_PASSPHRASE mount --fstab "$T"/fstab "$MNT" 2>"$T"/stderr || rc=$?
+    cat "$T"/stderr
+    [[ $rc -ne 0 ]] || fail "mount with a wrong passphrase file succeeded"
+    grep -q "wrong passphrase" "$T"/stderr || fail "mount(8) did not show the helper's error"
+    not_mounted "mount(8) with a wrong passphrase"
+fi
+
+note "8. SIGTERM unmounts cleanly"
+"$MOUNT" "$REPO" "$MNT" -f 2>"$T"/fg.log &
+pid=$!
+for i in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.1; done
+mountpoint -q "$MNT" || fail "foreground mount did not come up: $(cat "$T"/fg.log)"
+kill -TERM "$pid"
+wait_gone "$pid" "mount.pitrfs ignored SIGTERM for 10 s"
+wait "$pid" || fail "mount.pitrfs exited $? on SIGTERM"
+not_mounted "SIGTERM"
+
+note "8. SIGTERM to the background daemon, mounted with relative paths"
+(cd "$T" && "$MOUNT" repo mnt) || fail "background mount with relative paths failed"
+pid=$(pgrep -f -- "mount.pitrfs repo mnt" | head -n 1)
+[[ -n $pid ]] || fail "no daemon for the relative mount"
+cmp "$T"/src/hello "$MNT"/snapshots/src/hello || fail "read through the relative mount differs"
+kill -TERM "$pid"
+wait_gone "$pid" "the background mount.pitrfs ignored SIGTERM for 10 s"
+not_mounted "SIGTERM to the background daemon"
+
+note "8. unmount while a reader is active"
+"$MOUNT" "$REPO" "$MNT" || fail "background mount failed"
+pid=$(daemon_pid)
+cat >"$T"/reader.py <<'PY'
+import os, sys, time
+path, stop, progress = sys.argv[1], sys.argv[2], sys.argv[3]
+fd = os.open(path, os.O_RDONLY)
+size, off, n = os.fstat(fd).st_size, 0, 0
+while not os.path.exists(stop):
+    if not os.pread(fd, 1 << 20, off):
+        raise SystemExit("empty read")
+    off = (off + (1 << 20)) % size
+    n += 1
+    if n % 8 == 0:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # keep the daemon busy
+        open(progress, "w").write(str(n))
+    time.sleep(0.01)
+os.close(fd)
+PY
+python3 "$T"/reader.py "$MNT"/snapshots/src/big "$T"/stop "$T"/progress &
+READER_PID=$!
+for i in $(seq 100); do [[ -s $T/progress ]] && break; sleep 0.1; done
+[[ -s $T/progress ]] || fail "the reader made no progress"
+rc=0
+timeout 10 fusermount3 -u "$MNT" 2>"$T"/stderr || rc=$?
+cat "$T"/stderr
+[[ $rc -ne 124 ]] || fail "fusermount3 -u of a busy mount hung"
+[[ $rc -ne 0 ]] || fail "fusermount3 -u of a busy mount succeeded (expected: busy)"
+grep -qi busy "$T"/stderr || fail "fusermount3 -u did not say the mount is busy"
+# Busy: a lazy unmount detaches it now; the open file keeps working until it is closed, and the
+# daemon ends when the kernel lets go of the filesystem.
+timeout 10 fusermount3 -uz "$MNT" || fail "fusermount3 -uz failed or hung"
+not_mounted "lazy unmount"
+p0=$(cat "$T"/progress)
+sleep 0.5
+[[ $(cat "$T"/progress) -gt $p0 ]] || fail "the reader stopped after the lazy unmount"
+touch "$T"/stop
+wait "$READER_PID" || fail "the reader failed after the lazy unmount"
+READER_PID=
+wait_gone "$pid" "mount.pitrfs still runs 10 s after the last file of a lazy unmount was closed"
+
+note "8. kill -9 of the daemon leaves a dead mount that fusermount3 -u clears"
+"$MOUNT" "$REPO" "$MNT" || fail "background mount failed"
+pid=$(daemon_pid)
+[[ -n $pid ]] || fail "no daemon serves $MNT"
+kill -9 "$pid"
+wait_gone "$pid" "mount.pitrfs survived kill -9"
+rc=0
+stat "$MNT"/snapshots 2>"$T"/stderr || rc=$?
+cat "$T"/stderr
+[[ $rc -ne 0 ]] && grep -q "Transport endpoint is not connected" "$T"/stderr ||
+    fail "a mount without its daemon should fail with ENOTCONN"
+timeout 10 fusermount3 -u "$MNT" || fail "fusermount3 -u of a dead mount failed or hung"
+not_mounted "fusermount3 -u after kill -9"
+"$MOUNT" "$REPO" "$MNT" || fail "mounting again after kill -9 failed"
+cmp "$T"/src/big "$MNT"/snapshots/"$ID"/big || fail "read after remount differs"
+timeout 10 fusermount3 -u "$MNT" || fail "final unmount failed"
+not_mounted "final unmount"
+echo "ok"

@@ -1,0 +1,557 @@
+/*
+ * The mount's logic without a mount (fuse/pfs, dir, file, inode, view, reader-pool, prefetch):
+ * snapshot names in /snapshots and /streams, the inode table's numbers and lifetimes, and a real
+ * repository served through lookup/readdir(plus)/open/read exactly as fs.c's adapters drive it:
+ * contents and metadata equal to the source, concurrent random reads, EROFS for writes, lookup
+ * counts that return to zero, and a snapshot added while "mounted".
+ */
+#include "tests/unit/harness.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fuse/chunk-cache.c"
+#include "fuse/dir.c"
+#include "fuse/file.c"
+#include "fuse/inode.c"
+#include "fuse/pfs.c"
+#include "fuse/prefetch.c"
+#include "fuse/reader-pool.c"
+#include "fuse/view.c"
+
+#include "chunkstore/catalog.h"
+#include "chunkstore/store.h"
+#include "chunkstore/tree.h"
+#include "common/fs-util.h"
+
+#define PASSPHRASE "fuse test passphrase"
+
+/* ---- view ---- */
+
+static void test_display_names(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        { "nightly", "nightly" },   { "/srv/pg/data", "srv_pg_data" }, { "a/b/", "a_b" },
+        { "latest", NULL },         { ".", NULL },                     { "..", NULL },
+        { "", NULL },               { "///", NULL },                   { "/latest", NULL },
+        { "x y", "x y" },
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        char *d = pfs_view_display_name(cases[i].in);
+        if (!cases[i].out)
+            assert_null(d);
+        else
+            assert_string_equal(d, cases[i].out);
+        free(d);
+    }
+    char long_name[300];
+    memset(long_name, 'x', sizeof(long_name) - 1);
+    long_name[299] = 0;
+    assert_null(pfs_view_display_name(long_name));
+}
+
+static CsSnapshot snap(const char *id, const char *name, const char *kind, int64_t t)
+{
+    CsSnapshot s = { .time = t };
+    snprintf(s.id, sizeof(s.id), "%s", id);
+    s.name = strdup(name);
+    s.kind = strdup(kind);
+    s.hostname = strdup("h");
+    s.meta = json_object();
+    return s;
+}
+
+static void test_view_build(void **state)
+{
+    (void)state;
+    CsSnapshot *v = calloc(7, sizeof(*v));
+    v[0] = snap("000000000000000a", "x", "tree", 1);
+    v[1] = snap("000000000000000b", "/data/x", "tree", 2);
+    v[2] = snap("000000000000000c", "x", "tree", 3); /* newest "x" wins */
+    v[3] = snap("000000000000000d", "000000000000000a", "tree", 4); /* an id: not shown */
+    v[4] = snap("000000000000000e", "dump", "stream", 5);
+    v[5] = snap("000000000000000f", "dump", "stream", 6);
+    v[6] = snap("0000000000000010", "c1", "cluster", 7); /* other kinds: not shown */
+    PfsView *view;
+    ASSERT_OK(pfs_view_build(v, 7, &view));
+    /* ids a-d, "x", "data_x", "latest" */
+    assert_int_equal(view->n_trees, 7);
+    const PfsViewEntry *e = pfs_view_find(view->trees, view->n_trees, "x");
+    assert_non_null(e);
+    assert_int_equal(e->kind, PFS_VIEW_LINK);
+    assert_string_equal(e->snap->id, "000000000000000c");
+    e = pfs_view_find(view->trees, view->n_trees, "data_x");
+    assert_non_null(e);
+    assert_string_equal(e->snap->id, "000000000000000b");
+    e = pfs_view_find(view->trees, view->n_trees, "latest");
+    assert_non_null(e);
+    assert_string_equal(e->snap->id, "000000000000000d");
+    e = pfs_view_find(view->trees, view->n_trees, "000000000000000a");
+    assert_non_null(e);
+    assert_int_equal(e->kind, PFS_VIEW_TREE);
+    assert_null(pfs_view_find(view->trees, view->n_trees, "c1"));
+    for (size_t i = 1; i < view->n_trees; i++)
+        assert_true(strcmp(view->trees[i - 1].name, view->trees[i].name) < 0);
+    /* ids e, f and "dump" (the newer) */
+    assert_int_equal(view->n_streams, 3);
+    e = pfs_view_find(view->streams, view->n_streams, "dump");
+    assert_non_null(e);
+    assert_string_equal(e->snap->id, "000000000000000f");
+    assert_string_equal(view->newest_stream->id, "000000000000000f");
+    assert_string_equal(view->newest_tree->id, "000000000000000d");
+    pfs_view_unref(view);
+}
+
+/* ---- inode table ---- */
+
+static CsDirEntry entry(const char *name, uint8_t type, const char *target)
+{
+    return (CsDirEntry){ .type = type,
+                         .mode = type == CS_ENTRY_DIR ? S_IFDIR | 0755 : S_IFREG | 0644,
+                         .name = (char *)(uintptr_t)name,
+                         .target = (char *)(uintptr_t)target };
+}
+
+static void test_inode_numbers_and_lifetime(void **state)
+{
+    (void)state;
+    PfsInodeTable *t;
+    ASSERT_OK(pfs_inode_table_new(NULL, &t));
+    assert_int_equal(pfs_inode_count(t), 3);
+    PfsNode *snaps, *dir, *file, *again;
+    ASSERT_OK(pfs_inode_get(t, PFS_INO_SNAPSHOTS, &snaps));
+    CsDirEntry de = entry("0123456789abcdef", CS_ENTRY_DIR, NULL);
+    ASSERT_OK(pfs_inode_child(t, snaps, &de, false, true, &dir));
+    assert_true(dir->is_volatile);
+    assert_true(dir->ino >= PFS_INO_FIRST_DYNAMIC);
+    assert_int_equal(dir->ino, pfs_inode_number(PFS_INO_SNAPSHOTS, &de));
+    CsDirEntry fe = entry("file", CS_ENTRY_FILE, NULL);
+    ASSERT_OK(pfs_inode_child(t, dir, &fe, false, true, &file));
+    assert_false(file->is_volatile);
+    uint64_t dir_ino = dir->ino, file_ino = file->ino;
+    char *path = pfs_node_path(file);
+    assert_string_equal(path, "/snapshots/0123456789abcdef/file");
+    free(path);
+    /* Looking up the same name gives the same node. */
+    ASSERT_OK(pfs_inode_child(t, dir, &fe, false, true, &again));
+    assert_ptr_equal(again, file);
+    pfs_inode_unref(t, again);
+    pfs_inode_unref(t, file);
+    pfs_inode_unref(t, dir);
+    assert_int_equal(pfs_inode_count(t), 5);
+    /* The kernel forgets the directory first: the file keeps it alive. */
+    pfs_inode_forget(t, dir_ino, 1);
+    assert_int_equal(pfs_inode_count(t), 5);
+    pfs_inode_forget(t, file_ino, 2);
+    assert_int_equal(pfs_inode_count(t), 3);
+    PfsNode *gone;
+    ASSERT_ERR(ESTALE, pfs_inode_get(t, file_ino, &gone));
+    /* Looked up again later: the same numbers. */
+    ASSERT_OK(pfs_inode_child(t, snaps, &de, false, true, &dir));
+    ASSERT_OK(pfs_inode_child(t, dir, &fe, false, false, &file));
+    assert_int_equal(dir->ino, dir_ino);
+    assert_int_equal(file->ino, file_ino);
+    /* Symlinks of one name and different targets are different nodes. */
+    CsDirEntry l1 = entry("name", CS_ENTRY_SYMLINK, "aaaa");
+    CsDirEntry l2 = entry("name", CS_ENTRY_SYMLINK, "bbbb");
+    PfsNode *n1, *n2;
+    ASSERT_OK(pfs_inode_child(t, snaps, &l1, false, true, &n1));
+    ASSERT_OK(pfs_inode_child(t, snaps, &l2, false, true, &n2));
+    assert_true(n1 != n2 && n1->ino != n2->ino);
+    pfs_inode_unref(t, n1);
+    pfs_inode_unref(t, n2);
+    pfs_inode_unref(t, file); /* no lookup counted: gone with its last reference */
+    assert_int_equal(pfs_inode_count(t), 6);
+    pfs_inode_unref(t, dir);
+    pfs_inode_unref(t, snaps);
+    pfs_inode_table_free(t); /* frees what is left, children first */
+}
+
+/* ---- a real repository through the mount's entry points ---- */
+
+typedef struct Fixture {
+    char *base, *location, *src;
+    CsKeySource key;
+    CsRepo *repo;
+    char tree_id[32], stream_id[32];
+    uint8_t *stream;
+    size_t stream_len;
+    PfsFs *fs;
+} Fixture;
+
+static void write_random(const char *root, const char *rel, size_t n, mode_t mode)
+{
+    _cleanup_free_ char *path = path_join(root, rel);
+    uint8_t *p = test_xmalloc(n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(rand() >> 7);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    ASSERT_OK(write_all(fd, p, n));
+    assert_int_equal(fchmod(fd, mode), 0);
+    close(fd);
+    free(p);
+}
+
+static void add_snapshot(Fixture *f, const char *kind, const char *name, const char *path,
+                         char *ret_id)
+{
+    CsWriter *w;
+    ASSERT_OK(cs_writer_new(f->repo, NULL, &w));
+    CsSnapshot s = { .kind = strdup(kind), .name = strdup(name) };
+    if (path) {
+        CsTreeRootAttr ra;
+        ASSERT_OK(cs_tree_root_attr(path, &ra));
+        ASSERT_OK(cs_tree_store(w, path, NULL, &s.root, NULL));
+        s.meta = json_pack("{s:{s:I, s:I, s:I, s:I, s:I}}", "root_attr", "mode",
+                           (json_int_t)ra.mode, "uid", (json_int_t)ra.uid, "gid",
+                           (json_int_t)ra.gid, "mtime", (json_int_t)ra.mtime_sec, "mtime_nsec",
+                           (json_int_t)ra.mtime_nsec);
+    } else {
+        ASSERT_OK(cs_writer_put_buf(w, f->stream, f->stream_len, CS_CHUNKING_CDC, &s.root));
+        s.meta = json_object();
+    }
+    ASSERT_OK(cs_writer_flush(w));
+    cs_writer_free(w);
+    ASSERT_OK(cs_catalog_add(f->repo, &s));
+    strcpy(ret_id, s.id);
+    cs_snapshot_clear(&s);
+}
+
+static int setup(void **state)
+{
+    Fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    srand(42);
+    f->base = test_mkdtemp("fs");
+    f->location = path_join(f->base, "repo");
+    f->src = path_join(f->base, "src");
+    f->key = (CsKeySource){ .passphrase = PASSPHRASE, .passphrase_len = strlen(PASSPHRASE) };
+    CsInitParams params = { .scrypt_n = 1024 };
+    ASSERT_OK(cs_repo_init(f->location, &params, &f->key));
+    /* Writable: the test stores snapshots; the mount side only reads through it. */
+    ASSERT_OK(cs_repo_open(f->location, NULL, &f->key, &f->repo));
+
+    assert_int_equal(mkdir(f->src, 0750), 0);
+    _cleanup_free_ char *sub = path_join(f->src, "sub");
+    assert_int_equal(mkdir(sub, 0700), 0);
+    write_random(f->src, "big", 3 * 1024 * 1024 + 17, 0640);
+    write_random(f->src, "sub/small", 100, 0600);
+    write_random(f->src, "empty", 0, 0644);
+    _cleanup_free_ char *link = path_join(f->src, "link");
+    assert_int_equal(symlink("sub/small", link), 0);
+    f->stream_len = 700 * 1024 + 3;
+    f->stream = malloc(f->stream_len);
+    for (size_t i = 0; i < f->stream_len; i++)
+        f->stream[i] = (uint8_t)(rand() >> 5);
+    add_snapshot(f, "tree", "/my/tree", f->src, f->tree_id);
+    add_snapshot(f, "stream", "dump", NULL, f->stream_id);
+
+    PfsParams p = { .cache_bytes = 1 << 20, /* small: eviction on the way */
+                    .readahead_bytes = 1 << 20,
+                    .prefetch_threads = 2,
+                    .uid = 1,
+                    .gid = 2,
+                    .timeout = 100,
+                    .volatile_timeout = 1,
+                    .catalog_max_age_ms = 60000 };
+    ASSERT_OK(pfs_fs_new(f->repo, &p, &f->fs));
+    ASSERT_OK(pfs_fs_start(f->fs));
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    Fixture *f = *state;
+    pfs_fs_free(f->fs);
+    cs_repo_close(f->repo);
+    test_rm_rf(f->base);
+    free(f->stream);
+    free(f->location);
+    free(f->src);
+    free(f->base);
+    free(f);
+    return 0;
+}
+
+/* Look a path up from the root, counting lookups; returns the attributes of the last part. */
+static int walk(PfsFs *fs, const char *path, PfsAttr *ret)
+{
+    uint64_t ino = PFS_INO_ROOT;
+    _cleanup_free_ char *copy = strdup(path);
+    char *save = NULL;
+    for (char *part = strtok_r(copy, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+        int r = pfs_dir_lookup(fs, ino, part, ret);
+        if (r < 0)
+            return r;
+        ino = ret->ino;
+    }
+    return 0;
+}
+
+static void read_all(PfsFs *fs, uint64_t ino, size_t chunk, uint8_t **ret, size_t *ret_n)
+{
+    PfsFile *file;
+    ASSERT_OK(pfs_file_open(fs, ino, O_RDONLY, &file));
+    size_t n = 0, cap = 1 << 20;
+    uint8_t *out = malloc(cap);
+    for (;;) {
+        PfsReadReply rr;
+        long got = pfs_file_read(fs, file, chunk, n, &rr);
+        assert_true(got >= 0);
+        if (got == 0)
+            break;
+        if (n + (size_t)got > cap)
+            out = realloc(out, cap = 2 * (n + (size_t)got));
+        for (size_t i = 0; i < rr.n; i++) {
+            memcpy(out + n, rr.iov[i].iov_base, rr.iov[i].iov_len);
+            n += rr.iov[i].iov_len;
+        }
+        assert_int_equal(rr.bytes, (size_t)got);
+        pfs_read_reply_done(fs, &rr);
+    }
+    pfs_file_release(fs, file);
+    *ret = out;
+    *ret_n = n;
+}
+
+static void assert_same_as_file(PfsFs *fs, uint64_t ino, const char *path, size_t chunk)
+{
+    _cleanup_free_ char *want = NULL;
+    size_t want_n;
+    ASSERT_OK(read_file(path, 1 << 30, &want, &want_n));
+    _cleanup_free_ uint8_t *got = NULL;
+    size_t got_n;
+    read_all(fs, ino, chunk, &got, &got_n);
+    assert_int_equal(got_n, want_n);
+    assert_memory_equal(got, want, want_n);
+}
+
+typedef struct Names {
+    char names[16][64];
+    uint64_t inos[16];
+    int n, stop_after;
+    bool plus;
+} Names;
+
+static int collect(void *ctx, const PfsDirent *d)
+{
+    Names *c = ctx;
+    if (c->n == c->stop_after)
+        return 1;
+    snprintf(c->names[c->n], sizeof(c->names[0]), "%s", d->name);
+    c->inos[c->n] = d->attr ? d->attr->ino : 0;
+    assert_true(!c->plus || d->attr || d->name[0] == '.');
+    c->n++;
+    return 0;
+}
+
+static void test_tree_through_the_mount(void **state)
+{
+    Fixture *f = *state;
+    PfsFs *fs = f->fs;
+    PfsAttr a;
+    char path[256];
+
+    /* /snapshots/<name> is a symlink to the id; the id is the stored root directory. */
+    ASSERT_OK(walk(fs, "snapshots/my_tree", &a));
+    assert_true(S_ISLNK(a.st.st_mode));
+    assert_int_equal(a.entry_timeout, 1);
+    _cleanup_free_ char *target = NULL;
+    ASSERT_OK(pfs_fs_readlink(fs, a.ino, &target));
+    assert_string_equal(target, f->tree_id);
+    snprintf(path, sizeof(path), "snapshots/%s", f->tree_id);
+    ASSERT_OK(walk(fs, path, &a));
+    struct stat st;
+    assert_int_equal(lstat(f->src, &st), 0);
+    assert_int_equal(a.st.st_mode, st.st_mode);
+    assert_int_equal(a.st.st_mtim.tv_nsec, st.st_mtim.tv_nsec);
+    ASSERT_OK(walk(fs, "snapshots/latest", &a));
+    assert_true(S_ISLNK(a.st.st_mode));
+
+    /* Files: metadata and bytes, read in several request sizes. */
+    static const char *const files[] = { "big", "sub/small", "empty" };
+    for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+        snprintf(path, sizeof(path), "snapshots/%s/%s", f->tree_id, files[i]);
+        ASSERT_OK(walk(fs, path, &a));
+        _cleanup_free_ char *src = path_join(f->src, files[i]);
+        assert_int_equal(lstat(src, &st), 0);
+        assert_int_equal(a.st.st_mode, st.st_mode);
+        assert_int_equal(a.st.st_size, st.st_size);
+        assert_int_equal(a.st.st_mtim.tv_sec, st.st_mtim.tv_sec);
+        assert_int_equal(a.attr_timeout, 100);
+        assert_same_as_file(fs, a.ino, src, 131072);
+        assert_same_as_file(fs, a.ino, src, 1000003);
+        assert_same_as_file(fs, a.ino, src, 4097);
+    }
+    snprintf(path, sizeof(path), "snapshots/%s/link", f->tree_id);
+    ASSERT_OK(walk(fs, path, &a));
+    _cleanup_free_ char *t2 = NULL;
+    ASSERT_OK(pfs_fs_readlink(fs, a.ino, &t2));
+    assert_string_equal(t2, "sub/small");
+    PfsFile *file;
+    ASSERT_ERR(EROFS, pfs_file_open(fs, a.ino, O_WRONLY, &file));
+    snprintf(path, sizeof(path), "snapshots/%s/nope", f->tree_id);
+    ASSERT_ERR(ENOENT, walk(fs, path, &a));
+    assert_int_equal(a.entry_timeout, 100); /* absence in a snapshot may be cached */
+    ASSERT_ERR(ENOENT, walk(fs, "snapshots/nope", &a));
+    assert_int_equal(a.entry_timeout, 0); /* not in /snapshots: it may appear */
+
+    /* Streams under id and name are one file. */
+    PfsAttr s1, s2;
+    ASSERT_OK(walk(fs, "streams/dump", &s1));
+    snprintf(path, sizeof(path), "streams/%s", f->stream_id);
+    ASSERT_OK(walk(fs, path, &s2));
+    assert_int_equal(s1.ino, s2.ino);
+    assert_int_equal(s1.st.st_mode, S_IFREG | 0400);
+    assert_int_equal(s1.st.st_uid, 1);
+    _cleanup_free_ uint8_t *got = NULL;
+    size_t got_n;
+    read_all(fs, s1.ino, 65536, &got, &got_n);
+    assert_int_equal(got_n, f->stream_len);
+    assert_memory_equal(got, f->stream, got_n);
+}
+
+static void test_readdir_and_lookup_counts(void **state)
+{
+    Fixture *f = *state;
+    PfsFs *fs = f->fs;
+    size_t base = pfs_inode_count(fs->inodes);
+    PfsAttr a;
+    char path[128];
+    snprintf(path, sizeof(path), "snapshots/%s", f->tree_id);
+    ASSERT_OK(walk(fs, path, &a)); /* counts /snapshots and the root dir once each */
+
+    PfsDirHandle *dh;
+    ASSERT_OK(pfs_dir_open(fs, a.ino, &dh));
+    Names plain = { .stop_after = 16 };
+    ASSERT_OK(pfs_dir_read(fs, dh, 0, false, collect, &plain));
+    assert_int_equal(plain.n, 6);
+    static const char *const want[] = { ".", "..", "big", "empty", "link", "sub" };
+    for (int i = 0; i < 6; i++)
+        assert_string_equal(plain.names[i], want[i]);
+    /* readdirplus, two entries per reply: each entry handed out is counted once. */
+    int pos = 0, total = 0;
+    for (;;) {
+        Names plus = { .stop_after = 2, .plus = true };
+        ASSERT_OK(pfs_dir_read(fs, dh, pos, true, collect, &plus));
+        if (plus.n == 0)
+            break;
+        for (int i = 0; i < plus.n; i++)
+            if (plus.names[i][0] != '.') {
+                pfs_fs_forget(fs, plus.inos[i], 1); /* what the kernel would do later */
+                total++;
+            }
+        pos += plus.n;
+    }
+    assert_int_equal(total, 4);
+    pfs_dir_release(fs, dh);
+
+    /* /snapshots lists ids, names and latest; /streams ids and names. */
+    ASSERT_OK(pfs_dir_open(fs, PFS_INO_SNAPSHOTS, &dh));
+    Names snaps = { .stop_after = 16 };
+    ASSERT_OK(pfs_dir_read(fs, dh, 2, false, collect, &snaps));
+    assert_int_equal(snaps.n, 3);
+    pfs_dir_release(fs, dh);
+
+    /* Forget the walk: back to where we started. */
+    pfs_fs_forget(fs, a.ino, 1);
+    pfs_fs_forget(fs, PFS_INO_SNAPSHOTS, 1);
+    assert_int_equal(pfs_inode_count(fs->inodes), base);
+}
+
+typedef struct RandomReads {
+    Fixture *f;
+    uint64_t ino;
+    const uint8_t *want;
+    size_t want_n;
+    unsigned seed;
+    int bad;
+} RandomReads;
+
+static void *random_reader(void *arg)
+{
+    RandomReads *rr = arg;
+    PfsFs *fs = rr->f->fs;
+    PfsFile *file;
+    if (pfs_file_open(fs, rr->ino, O_RDONLY, &file) < 0) {
+        rr->bad++;
+        return NULL;
+    }
+    unsigned seed = rr->seed;
+    for (int i = 0; i < 300; i++) {
+        uint64_t off = (uint64_t)rand_r(&seed) % (rr->want_n + 4096);
+        size_t n = 1 + (size_t)rand_r(&seed) % (1 << 18);
+        PfsReadReply r;
+        long got = pfs_file_read(fs, file, n, off, &r);
+        size_t expect = off >= rr->want_n ? 0 : MIN(n, rr->want_n - off);
+        if (got != (long)expect)
+            rr->bad++;
+        size_t at = 0;
+        for (size_t k = 0; got > 0 && k < r.n; k++) {
+            if (memcmp(r.iov[k].iov_base, rr->want + off + at, r.iov[k].iov_len) != 0)
+                rr->bad++;
+            at += r.iov[k].iov_len;
+        }
+        pfs_read_reply_done(fs, &r);
+    }
+    pfs_file_release(fs, file);
+    return NULL;
+}
+
+static void test_concurrent_reads(void **state)
+{
+    Fixture *f = *state;
+    PfsAttr a;
+    char path[128];
+    snprintf(path, sizeof(path), "snapshots/%s/big", f->tree_id);
+    ASSERT_OK(walk(f->fs, path, &a));
+    _cleanup_free_ char *src = path_join(f->src, "big");
+    _cleanup_free_ char *want = NULL;
+    size_t want_n;
+    ASSERT_OK(read_file(src, 1 << 30, &want, &want_n));
+    RandomReads r[6];
+    pthread_t t[6];
+    for (int i = 0; i < 6; i++) {
+        r[i] = (RandomReads){ .f = f, .ino = a.ino, .want = (const uint8_t *)want,
+                              .want_n = want_n, .seed = (unsigned)i + 1 };
+        assert_int_equal(pthread_create(&t[i], NULL, random_reader, &r[i]), 0);
+    }
+    for (int i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(r[i].bad, 0);
+    }
+    PfsChunkCacheStats s;
+    pfs_chunk_cache_stats(f->fs->cache, &s);
+    assert_true(s.bytes <= (1 << 20) + (1 << 18)); /* the bound holds once nothing is pinned */
+}
+
+static void test_new_snapshot_appears(void **state)
+{
+    Fixture *f = *state;
+    PfsAttr a;
+    char id[32], path[128];
+    /* The catalog is only re-read on request here (max age 60 s): a miss must look again. */
+    add_snapshot(f, "tree", "second", f->src, id);
+    snprintf(path, sizeof(path), "snapshots/%s/sub/small", id);
+    ASSERT_OK(walk(f->fs, path, &a));
+    ASSERT_OK(walk(f->fs, "snapshots/second", &a));
+    PfsDirHandle *dh;
+    ASSERT_OK(pfs_dir_open(f->fs, PFS_INO_SNAPSHOTS, &dh)); /* opendir looks too */
+    Names n = { .stop_after = 16 };
+    ASSERT_OK(pfs_dir_read(f->fs, dh, 2, false, collect, &n));
+    assert_int_equal(n.n, 5); /* 2 ids, 2 names, latest */
+    pfs_dir_release(f->fs, dh);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+RUN_TESTS(cmocka_unit_test(test_display_names), cmocka_unit_test(test_view_build),
+          cmocka_unit_test(test_inode_numbers_and_lifetime), T(test_tree_through_the_mount),
+          T(test_readdir_and_lookup_counts), T(test_concurrent_reads),
+          T(test_new_snapshot_appears))
