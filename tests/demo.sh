@@ -50,10 +50,21 @@ say "restore day2 (the current state) and compare it with the data directory"
 "$SNAP" -r "$D/repo" restore day2 "$D/restored"
 diff -r "$D/pgdata" "$D/restored" && echo "restored tree is identical to the data directory"
 
+say "mount the repository read-only and look inside day1"
+mkdir -p "$D/mnt"
+"$PWD/$BUILD/bin/mount.pitrfs" "$D/repo" "$D/mnt"
+trap 'fusermount3 -u "$D/mnt" 2>/dev/null || true; pg "$PGBIN/pg_ctl -D $D/pgdata -m fast stop" >/dev/null 2>&1 || true' EXIT
+ls -l "$D/mnt/snapshots/"
+ls -l "$D/mnt/snapshots/day1/" | head -12
+du -sh --apparent-size "$D/mnt/snapshots/day1/base"
+fusermount3 -u "$D/mnt"
+
 say "done"
 cat <<EOT
 Everything is under $D (no server left running).
   list snapshots:   PITR_PASSPHRASE=$PITR_PASSPHRASE $SNAP -r $D/repo list
   restore one:      PITR_PASSPHRASE=$PITR_PASSPHRASE $SNAP -r $D/repo restore day1 /some/empty/dir
+  mount it:         PITR_PASSPHRASE=$PITR_PASSPHRASE $PWD/$BUILD/bin/mount.pitrfs $D/repo $D/mnt
+  unmount:          fusermount3 -u $D/mnt
   clean up:         rm -rf $D
 EOT
