@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "chunkstore/crypto.h"
 #include "common/macro.h"
@@ -814,7 +815,40 @@ static void test_random_bytes(void **state)
     ASSERT_ERR(EINVAL, cs_random_bytes(NULL, 1));
 }
 
-RUN_TESTS(cmocka_unit_test(test_wycheproof_aes_gcm), cmocka_unit_test(test_hmac_rfc4231),
+/* 32-byte keys go through a per-thread cached context: it must give exactly what a fresh
+ * one-shot HMAC gives, however keys alternate and on every thread. */
+static void *hmac_cached_round(void *arg)
+{
+    uint8_t keys[3][32], data[9000], got[CS_MAC_SIZE], want[CS_MAC_SIZE];
+    size_t want_len = 0;
+    (void)arg;
+    ASSERT_OK(cs_random_bytes(keys, sizeof(keys)));
+    ASSERT_OK(cs_random_bytes(data, sizeof(data)));
+    static const int order[] = { 0, 0, 1, 0, 2, 2, 1, 1, 0, 2 };
+    for (size_t i = 0; i < 200; i++) {
+        const uint8_t *key = keys[order[i % ARRAY_SIZE(order)]];
+        size_t n = (i * 997) % sizeof(data);
+        ASSERT_OK(cs_hmac_sha256(key, 32, data, n, got));
+        assert_non_null(EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, 32, n ? data : NULL,
+                                  n, want, sizeof(want), &want_len));
+        assert_int_equal(want_len, CS_MAC_SIZE);
+        assert_memory_equal(got, want, CS_MAC_SIZE);
+    }
+    return NULL;
+}
+
+static void test_hmac_cached_context(void **state)
+{
+    (void)state;
+    hmac_cached_round(NULL);
+    pthread_t t[4];
+    for (size_t i = 0; i < ARRAY_SIZE(t); i++)
+        assert_int_equal(pthread_create(&t[i], NULL, hmac_cached_round, NULL), 0);
+    for (size_t i = 0; i < ARRAY_SIZE(t); i++)
+        pthread_join(t[i], NULL);
+}
+
+RUN_TESTS(cmocka_unit_test(test_wycheproof_aes_gcm), cmocka_unit_test(test_hmac_cached_context), cmocka_unit_test(test_hmac_rfc4231),
           cmocka_unit_test(test_hmac_extra), cmocka_unit_test(test_hkdf_rfc5869),
           cmocka_unit_test(test_hkdf_limits), cmocka_unit_test(test_scrypt_rfc7914),
           cmocka_unit_test(test_scrypt_params), cmocka_unit_test(test_aead_roundtrip),
