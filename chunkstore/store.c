@@ -56,6 +56,7 @@ static void entry_list_free(EntryList *l);
 typedef struct Put {
     EntryList l;
     CsContentRef *ret;
+    bool is_meta; /* directory objects and chunk lists: grouped apart from file data */
     struct Put *next;
 } Put;
 
@@ -152,7 +153,9 @@ struct CsWriter {
     InflightNode **inflight; /* protected by inflight_lock */
 
     pthread_mutex_t group_lock;
-    Group group; /* protected by group_lock */
+    /* New chunks are gathered in two groups: file data, and metadata (directory objects, chunk
+     * lists), so that reading a directory does not decode half a megabyte of file data. */
+    Group groups[2]; /* protected by group_lock; index: is_meta */
     BufPool pool;
 
     struct Put *puts, *puts_tail; /* caller only: puts not resolved yet, in order */
@@ -286,14 +289,14 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
     return record_push(w, rec);
 }
 
-/* Add a new chunk to the shared group; seal the group when it is full. */
-static int group_add(CsWriter *w, ZSTD_CCtx *cctx, const CsChunkId *id, const uint8_t *p,
-                     uint32_t n)
+/* Add a new chunk to its shared group; seal the group when it is full. */
+static int group_add(CsWriter *w, ZSTD_CCtx *cctx, bool is_meta, const CsChunkId *id,
+                     const uint8_t *p, uint32_t n)
 {
     Group full = { 0 };
     int r = 0;
     pthread_mutex_lock(&w->group_lock);
-    Group *g = &w->group;
+    Group *g = &w->groups[is_meta];
     if (!g->members.data) {
         g->members = pool_get(&w->pool);
         g->data = pool_get(&w->pool);
@@ -338,7 +341,7 @@ static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, ZSTD_CCtx *cc
             return r;
         if (r == 1)
             continue;
-        if ((r = group_add(w, cctx, &b->ids[i], p, n)) < 0)
+        if ((r = group_add(w, cctx, b->owner->is_meta, &b->ids[i], p, n)) < 0)
             return r;
         new_chunks++;
         new_bytes += n;
@@ -551,8 +554,10 @@ CsWriter *cs_writer_free(CsWriter *w)
             free(n);
         }
     free(w->inflight);
-    buf_free(&w->group.members);
-    buf_free(&w->group.data);
+    for (size_t i = 0; i < ARRAY_SIZE(w->groups); i++) {
+        buf_free(&w->groups[i].members);
+        buf_free(&w->groups[i].data);
+    }
     pool_done(&w->pool);
     free(w->workers);
     pthread_mutex_destroy(&w->lock);
@@ -883,7 +888,7 @@ static int put_resolve(CsWriter *w, Put *put)
             entry_list_free(&l);
             return r;
         }
-        Put down = { 0 };
+        Put down = { .is_meta = true };
         r = put_level0(w, &s, CS_CHUNKING_CDC, &down);
         int q = harvest_all(w);
         entry_list_free(&l);
@@ -917,7 +922,7 @@ int cs_writer_sync(CsWriter *w)
     return r;
 }
 
-static int put_source(CsWriter *w, Source *src, CsChunking mode, CsContentRef *ret)
+static int put_source(CsWriter *w, Source *src, CsChunking mode, bool is_meta, CsContentRef *ret)
 {
     int r = get_error(w);
     if (r < 0)
@@ -926,6 +931,7 @@ static int put_source(CsWriter *w, Source *src, CsChunking mode, CsContentRef *r
     if (!put)
         return -ENOMEM;
     put->ret = ret;
+    put->is_meta = is_meta;
     if (w->puts_tail)
         w->puts_tail->next = put;
     else
@@ -941,7 +947,7 @@ static int put_source(CsWriter *w, Source *src, CsChunking mode, CsContentRef *r
 int cs_writer_put_fd_async(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)
 {
     Source s = { .fd = fd };
-    return put_source(w, &s, mode, ret);
+    return put_source(w, &s, mode, false, ret);
 }
 
 int cs_writer_put_fd(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)
@@ -953,7 +959,14 @@ int cs_writer_put_fd(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)
 int cs_writer_put_buf(CsWriter *w, const void *p, size_t n, CsChunking mode, CsContentRef *ret)
 {
     Source s = { .fd = -1, .p = p, .left = n };
-    int r = put_source(w, &s, mode, ret);
+    int r = put_source(w, &s, mode, false, ret);
+    return r < 0 ? r : cs_writer_sync(w);
+}
+
+int cs_writer_put_metadata(CsWriter *w, const void *p, size_t n, CsContentRef *ret)
+{
+    Source s = { .fd = -1, .p = p, .left = n };
+    int r = put_source(w, &s, CS_CHUNKING_CDC, true, ret);
     return r < 0 ? r : cs_writer_sync(w);
 }
 
@@ -962,19 +975,21 @@ int cs_writer_flush(CsWriter *w)
     int r = cs_writer_sync(w);
     if (r < 0)
         return r;
-    pthread_mutex_lock(&w->group_lock);
-    Group g = w->group;
-    w->group = (Group){ 0 };
-    pthread_mutex_unlock(&w->group_lock);
-    if (g.n_members) {
-        ZSTD_CCtx *cctx = ZSTD_createCCtx();
-        r = cctx ? group_seal(w, cctx, &g) : -ENOMEM;
-        ZSTD_freeCCtx(cctx);
-        if (r < 0)
-            return r;
-    } else {
-        pool_put(&w->pool, &g.members);
-        pool_put(&w->pool, &g.data);
+    for (size_t i = 0; i < ARRAY_SIZE(w->groups); i++) {
+        pthread_mutex_lock(&w->group_lock);
+        Group g = w->groups[i];
+        w->groups[i] = (Group){ 0 };
+        pthread_mutex_unlock(&w->group_lock);
+        if (g.n_members) {
+            ZSTD_CCtx *cctx = ZSTD_createCCtx();
+            r = cctx ? group_seal(w, cctx, &g) : -ENOMEM;
+            ZSTD_freeCCtx(cctx);
+            if (r < 0)
+                return r;
+        } else {
+            pool_put(&w->pool, &g.members);
+            pool_put(&w->pool, &g.data);
+        }
     }
     PlainRecord *flush = calloc(1, sizeof(*flush));
     if (!flush)

@@ -67,6 +67,10 @@ int cs_writer_put_buf(CsWriter *w, const void *p, size_t n, CsChunking mode, CsC
  * pipeline. `ret` must stay valid until then; fd may be closed as soon as this returns.
  */
 int cs_writer_put_fd_async(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret);
+/* Like cs_writer_put_buf with content-defined chunks, for directory objects and other metadata:
+ * its new chunks are grouped into records apart from file data, so reading metadata never
+ * decodes file data. */
+int cs_writer_put_metadata(CsWriter *w, const void *p, size_t n, CsContentRef *ret);
 /* Resolve every pending asynchronous put. */
 int cs_writer_sync(CsWriter *w);
 /* Make everything put so far durable and indexed. */

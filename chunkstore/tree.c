@@ -336,7 +336,7 @@ static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret)
         qsort(v, n, sizeof(*v), entry_cmp);
         _cleanup_(buf_free) Buf obj = BUF_INIT;
         if ((r = cs_dir_encode(v, n, &obj)) == 0)
-            r = cs_writer_put_buf(ctx->w, obj.data, obj.size, CS_CHUNKING_CDC, ret);
+            r = cs_writer_put_metadata(ctx->w, obj.data, obj.size, ret);
     }
     cs_dir_entries_free(v, v ? n : 0);
     return r;
