@@ -18,22 +18,13 @@
 
 #include "chunkstore/keysource.h"
 #include "chunkstore/repo.h"
+#include "common/exit-code.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "fuse/daemon.h"
 #include "fuse/fs.h"
 
 #define PITR_VERSION "0.1.0"
-
-enum {
-    EXIT_OK = 0,
-    EXIT_FAIL = 1,
-    EXIT_KEY = 2,
-    EXIT_NOT_REPO = 3,
-    EXIT_DAMAGED = 4,
-    EXIT_BUSY = 5,
-    EXIT_USAGE = 64,
-};
 
 typedef struct MountOptions {
     const char *repo, *mountpoint;
@@ -71,21 +62,6 @@ static void usage(FILE *f)
             "Unmount with 'umount MOUNTPOINT' or 'fusermount3 -u MOUNTPOINT'.\n"
             "Exit status: 0 mounted, 1 failure, 2 wrong passphrase or key, 3 not a repository,\n"
             "4 damaged data, 64 usage error.\n");
-}
-
-static int exit_code(int r)
-{
-    switch (r) {
-    case 0: return EXIT_OK;
-    case -EKEYREJECTED: return EXIT_KEY;
-    case -ENOMEDIUM:
-    case -EPROTONOSUPPORT:
-    case -EXDEV: return EXIT_NOT_REPO;
-    case -EBADMSG: return EXIT_DAMAGED;
-    case -EBUSY: return EXIT_BUSY;
-    case -EINVAL: return EXIT_USAGE;
-    default: return EXIT_FAIL;
-    }
 }
 
 /* "256M", "1G", "65536", "512KiB". */
@@ -482,7 +458,7 @@ static int run(const MountOptions *o, int notify_fd)
     goto out;
 
 fail:
-    status = exit_code(r);
+    status = exit_code_from_errno(r);
 out:
     if (fs)
         pfs_fs_stop(fs);

@@ -627,7 +627,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
         if (strcmp(argv[optind], verbs[i].name) == 0) {
             r = verbs[i].fn(argc - optind, argv + optind);
-            return cli_exit_code(r);
+            return exit_code_from_errno(r);
         }
     log_error("unknown command \"%s\"\nHINT: see pitr-snap --help", argv[optind]);
     return EXIT_USAGE;

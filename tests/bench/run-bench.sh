@@ -6,7 +6,9 @@
 #   BENCH_DIR   scratch space (default /var/tmp/pitr-bench; needs ~15 GB)
 #   BENCH_SCALE pgbench scale of the main input (default 60, about 1 GiB)
 #   BENCH_DAYS  set to 0 to skip the five-day storage comparison (pgbench -s 100)
-#   BENCH_MAIN  set to 0 to run only the five-day comparison
+#   BENCH_MAIN  set to 0 to skip the references, backup/restore and memory sections
+#   BENCH_MOUNT set to 0 to skip reading a snapshot through FUSE (mount.pitrfs, borg mount,
+#               restic mount)
 set -euo pipefail
 BUILD=${BUILD:-build}
 SNAP="$PWD/$BUILD/bin/pitr-snap"
@@ -15,6 +17,7 @@ DIR=${BENCH_DIR:-/var/tmp/pitr-bench}
 SCALE=${BENCH_SCALE:-60}
 DAYS=${BENCH_DAYS:-1}
 MAIN=${BENCH_MAIN:-1}
+MOUNT=${BENCH_MOUNT:-1}
 export PITR_PASSPHRASE=bench-passphrase BORG_PASSPHRASE=bench-passphrase RESTIC_PASSWORD=bench-passphrase
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 mkdir -p "$DIR"; chown postgres "$DIR"
@@ -110,6 +113,131 @@ for size in 200M 2G; do
     printf '  %-44s %8s KiB anonymous %8s KiB file   (index %s bytes)\n' "store --stdin of $size" "$maxa" "$maxf" "$(dirsize "$M/index")"
 done
 rm -rf "$M"
+fi
+
+if [[ $MOUNT != 0 ]]; then
+echo "== mount: reading a snapshot through FUSE"
+echo "   mount.pitrfs, borg mount (zstd,3, repokey) and restic mount of the same pgbench -s $SCALE data"
+echo "   directory; each cold figure on a fresh mount after dropping the page cache"
+SRC="$DIR/pgdata-s$SCALE"
+make_pgdata "$SRC" "$SCALE" 55433
+if [[ $MAIN != 0 ]]; then
+    MR=$R MB=$B MQ=$Q # made from $SRC by the backup section above, in this run
+else
+    MR="$DIR/mount-repo-pitr" MB="$DIR/mount-repo-borg" MQ="$DIR/mount-repo-restic"
+    rm -rf "$MR" "$MB" "$MQ"
+    "$SNAP" -q -r "$MR" init
+    "$SNAP" -q -r "$MR" store "$SRC" --name a >/dev/null
+    borg init --encryption=repokey "$MB" >/dev/null 2>&1
+    borg create --compression zstd,3 "$MB::a" "$SRC"
+    restic -q init --repo "$MQ" >/dev/null
+    restic -q --repo "$MQ" backup "$SRC" >/dev/null
+fi
+MOUNT_PITRFS="$PWD/$BUILD/bin/mount.pitrfs"
+rm -f "$DIR"/mount-*.log
+PASSF="$DIR/mount-passphrase"; (umask 077; printf '%s\n' "$PITR_PASSPHRASE" > "$PASSF")
+MP_PITR="$DIR/mnt-pitr" MP_BORG="$DIR/mnt-borg" MP_RESTIC="$DIR/mnt-restic"
+# The data directory's root as each mount shows it: pitrfs by snapshot name, borg and restic
+# under the absolute path that was backed up.
+P_PITR="$MP_PITR/snapshots/a" P_BORG="$MP_BORG/${SRC#/}" P_RESTIC="$MP_RESTIC/snapshots/latest$(realpath "$SRC")"
+read -r FBYTES FREL < <(find "$SRC/base" -type f -printf '%s base/%P\n' | sort -n | tail -1)
+
+# One mount at a time, each in the foreground of a background job so that its process is known;
+# mnt_down (also the EXIT trap) unmounts it and ends the process.
+mnt_pid="" mnt_dir=""
+mnt_down() {
+    local i
+    [[ -n $mnt_dir ]] && { fusermount3 -u "$mnt_dir" 2>/dev/null || fusermount3 -uz "$mnt_dir" 2>/dev/null || true; }
+    if [[ -n $mnt_pid ]]; then
+        for ((i = 0; i < 100; i++)); do kill -0 "$mnt_pid" 2>/dev/null || break; sleep 0.1; done
+        kill "$mnt_pid" 2>/dev/null || true
+        wait "$mnt_pid" 2>/dev/null || true
+        [[ -n $mnt_dir ]] && { fusermount3 -u "$mnt_dir" 2>/dev/null || true; }
+    fi
+    mnt_pid="" mnt_dir=""
+}
+mnt_up() { # TOOL MOUNTPOINT PATH: mount afresh and wait (at most 60 s) until PATH is there
+    local tool=$1 mp=$2 want=$3 log="$DIR/mount-$1.log" end=$((SECONDS + 60))
+    mnt_down
+    fusermount3 -u "$mp" 2>/dev/null || true # left over from an interrupted run
+    mkdir -p "$mp"
+    case $tool in
+    pitrfs) "$MOUNT_PITRFS" "$MR" "$mp" -f -o passphrase_file="$PASSF" >>"$log" 2>&1 & ;;
+    borg) borg mount -f "$MB::a" "$mp" >>"$log" 2>&1 & ;;
+    restic) restic --repo "$MQ" mount "$mp" >>"$log" 2>&1 & ;;
+    esac
+    mnt_pid=$! mnt_dir=$mp
+    while ((SECONDS < end)); do
+        [[ -e $want ]] && { ra[$tool]=$(cat "/sys/class/bdi/$(mountpoint -d "$mp")/read_ahead_kb" 2>/dev/null || echo '?'); return 0; }
+        if ! kill -0 "$mnt_pid" 2>/dev/null; then
+            echo "error: $tool mount on $mp ended before $want appeared; $log ends with:" >&2
+            tail -5 "$log" >&2; exit 1
+        fi
+        sleep 0.1
+    done
+    echo "error: $tool mount: $want did not appear on $mp within 60 s (log: $log)" >&2; exit 1
+}
+trap mnt_down EXIT
+trap 'exit 130' INT TERM
+declare -A ra t_ls n_ls t_tar b_tar
+same() { cmp "$SRC/$FREL" "$1/$FREL" || { echo "error: $1/$FREL differs from the original" >&2; exit 1; }; }
+
+# 1. sequential read of one large file
+drop_caches; t_cat_cold=$(timed cat "$SRC/$FREL")
+t_cat_warm=$(timed cat "$SRC/$FREL")
+mnt_up pitrfs "$MP_PITR" "$P_PITR"; drop_caches
+t_p_cold=$(timed cat "$P_PITR/$FREL")
+t_p_warm=$(timed cat "$P_PITR/$FREL")
+same "$P_PITR"
+mnt_up borg "$MP_BORG" "$P_BORG"; drop_caches
+t_b_cold=$(timed cat "$P_BORG/$FREL")
+same "$P_BORG"
+mnt_up restic "$MP_RESTIC" "$P_RESTIC"; drop_caches
+t_r_cold=$(timed cat "$P_RESTIC/$FREL")
+same "$P_RESTIC"
+mnt_down
+
+# 2. ls -lR and 3. tar of the whole data directory, each on a fresh mount with a cold cache
+for tool in original pitrfs borg restic; do
+    case $tool in
+    original) root=$SRC ;;
+    pitrfs) root=$P_PITR mp=$MP_PITR ;;
+    borg) root=$P_BORG mp=$MP_BORG ;;
+    restic) root=$P_RESTIC mp=$MP_RESTIC ;;
+    esac
+    [[ $tool == original ]] || mnt_up "$tool" "$mp" "$root"
+    drop_caches
+    t_ls[$tool]=$(timed sh -c "cd '$root' && ls -lR . > '$DIR/mount-ls-$tool.txt'")
+    n_ls[$tool]=$(grep -cE '^[-dlcbps][-rwxsStT]{9}' "$DIR/mount-ls-$tool.txt" || true)
+    [[ $tool == original ]] || mnt_up "$tool" "$mp" "$root"
+    drop_caches
+    t_tar[$tool]=$(timed sh -c "cd '$root' && tar cf - . | wc -c > '$DIR/mount-tar-$tool.bytes'")
+    b_tar[$tool]=$(cat "$DIR/mount-tar-$tool.bytes")
+done
+mnt_down
+trap - EXIT INT TERM
+
+echo "   file: $FREL, the largest relation file of the data directory, $FBYTES bytes; contents"
+echo "   checked with cmp through each mount; kernel read-ahead on the mounts: pitrfs ${ra[pitrfs]} KiB,"
+echo "   borg ${ra[borg]} KiB, restic ${ra[restic]} KiB"
+row "pitrfs mount, cold (fresh mount)" "$(mbps "$FBYTES" "$t_p_cold")" "$(ratio "$t_r_cold" "$t_p_cold") restic mount, $(ratio "$t_b_cold" "$t_p_cold") borg mount (targets >= 3x)"
+row "pitrfs mount, warm (second read)" "$(mbps "$FBYTES" "$t_p_warm")" "$(ratio "$t_cat_warm" "$t_p_warm") of cat from page cache (target >= 0.50x)"
+row "    borg mount, cold (fresh mount)" "$(mbps "$FBYTES" "$t_b_cold")"
+row "    restic mount, cold (fresh mount)" "$(mbps "$FBYTES" "$t_r_cold")"
+row "    cat of the original, cold" "$(mbps "$FBYTES" "$t_cat_cold")"
+row "    cat of the original, page cache" "$(mbps "$FBYTES" "$t_cat_warm")"
+for tool in pitrfs borg restic original; do
+    note="${n_ls[$tool]} entries"
+    [[ ${n_ls[$tool]} == "${n_ls[original]}" ]] || note+=" (original: ${n_ls[original]})"
+    [[ $tool == pitrfs ]] && note+=", $(ratio "${t_ls[borg]}" "${t_ls[pitrfs]}") borg, $(ratio "${t_ls[restic]}" "${t_ls[pitrfs]}") restic (speed ratio)"
+    printf '  %-44s %10.3f s      %s\n' "ls -lR, $tool$([[ $tool == original ]] || echo ' mount'), cold" "${t_ls[$tool]}" "$note"
+done
+for tool in pitrfs borg restic original; do
+    note="${b_tar[$tool]} bytes"
+    [[ ${b_tar[$tool]} == "${b_tar[original]}" ]] || note+=" (original: ${b_tar[original]})"
+    [[ $tool == pitrfs ]] && note+=", $(ratio "${t_tar[borg]}" "${t_tar[pitrfs]}") borg, $(ratio "${t_tar[restic]}" "${t_tar[pitrfs]}") restic"
+    row "tar cf - . | wc -c, $tool$([[ $tool == original ]] || echo ' mount'), cold" "$(mbps "${b_tar[$tool]}" "${t_tar[$tool]}")" "$note"
+done
 fi
 
 [[ $DAYS == 0 ]] && exit 0

@@ -8,21 +8,6 @@
 #include "common/log.h"
 #include "common/macro.h"
 
-int cli_exit_code(int r)
-{
-    switch (r) {
-    case 0: return EXIT_OK;
-    case -EKEYREJECTED: return EXIT_KEY;
-    case -ENOMEDIUM:
-    case -EPROTONOSUPPORT:
-    case -EXDEV: return EXIT_NOT_REPO;
-    case -EBADMSG: return EXIT_DAMAGED;
-    case -EBUSY: return EXIT_BUSY;
-    case -EINVAL: return EXIT_USAGE;
-    default: return EXIT_FAILURE_;
-    }
-}
-
 const char *cli_size(uint64_t bytes, char *buf, size_t n)
 {
     static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
