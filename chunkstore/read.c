@@ -255,9 +255,10 @@ int cs_reader_read_all(CsReader *rd, const CsContentRef *ref, size_t max, Buf *o
     return r;
 }
 
-static bool is_zero(const uint8_t *p, size_t n)
+bool cs_chunk_is_zero(const void *p, size_t n)
 {
-    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+    const uint8_t *b = p;
+    return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
 }
 
 int cs_reader_write_fd(CsReader *rd, const CsContentRef *ref, int fd, bool sparse)
@@ -274,7 +275,7 @@ int cs_reader_write_fd(CsReader *rd, const CsContentRef *ref, int fd, bool spars
         size_t n;
         if ((r = cs_reader_chunk(rd, &flat.entries[i].id, &p, &n)) < 0)
             break;
-        if (sparse && is_zero(p, n)) {
+        if (sparse && cs_chunk_is_zero(p, n)) {
             pos += (off_t)n;
             if (lseek(fd, pos, SEEK_SET) < 0)
                 r = -errno;

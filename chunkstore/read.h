@@ -23,6 +23,9 @@ CsRepo *cs_reader_repo(const CsReader *rd);
 /* The bytes of one chunk. *ret_p stays valid until the next call on this reader. */
 int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n);
 
+/* True when all n bytes are zero (such chunks are restored as holes). */
+bool cs_chunk_is_zero(const void *p, size_t n);
+
 /* Expand a reference of any level to its level-0 list (caller frees with cs_content_ref_free). */
 int cs_reader_flatten(CsReader *rd, const CsContentRef *ref, CsContentRef *ret);
 

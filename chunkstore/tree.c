@@ -374,10 +374,30 @@ int cs_tree_store(CsWriter *w, const char *path, const CsTreeParams *params, CsC
 }
 
 /* A regular file to write, handed to a restore worker. */
-typedef struct FileJob {
+/* A large file restored by several workers at once, each writing a range of its chunks. The
+ * walker creates and sizes the file; the range that finishes last closes it and sets its
+ * metadata. */
+typedef struct SplitFile {
+    int fd;
     int dir_fd; /* owned */
+    char *path;
+    CsDirEntry e;
+    CsContentRef flat;     /* level-0 chunk list */
+    unsigned ranges_left;  /* protected by RestoreCtx.lock */
+    int error;             /* protected by RestoreCtx.lock: first failure of a range */
+} SplitFile;
+
+/* Files at least this large are split; ranges hold about RESTORE_RANGE bytes of chunks. */
+#define RESTORE_SPLIT_MIN (64ull << 20)
+#define RESTORE_RANGE     (16ull << 20)
+
+typedef struct FileJob {
+    int dir_fd; /* owned; -1 for a range of a split file */
     char *path; /* for messages */
     CsDirEntry e;
+    SplitFile *split; /* set for a range: chunks [first, end) written from `offset` on */
+    size_t first, end;
+    uint64_t offset;
     struct FileJob *next;
 } FileJob;
 
@@ -433,10 +453,65 @@ static void restore_fail(RestoreCtx *ctx, int r)
 
 static void job_free(FileJob *j)
 {
-    close(j->dir_fd);
+    if (j->dir_fd >= 0)
+        close(j->dir_fd);
     free(j->path);
     entry_clear(&j->e);
     free(j);
+}
+
+static void split_free(SplitFile *sf)
+{
+    if (sf->fd >= 0)
+        close(sf->fd);
+    close(sf->dir_fd);
+    free(sf->path);
+    entry_clear(&sf->e);
+    cs_content_ref_free(&sf->flat);
+    free(sf);
+}
+
+/* Write chunks [first, end) of a split file at their offsets; zero chunks stay holes. */
+static int restore_range(CsReader *rd, FileJob *j)
+{
+    uint64_t off = j->offset;
+    int r = 0;
+    for (size_t i = j->first; r == 0 && i < j->end; i++) {
+        const uint8_t *p;
+        size_t n;
+        if ((r = cs_reader_chunk(rd, &j->split->flat.entries[i].id, &p, &n)) < 0)
+            break;
+        if (!cs_chunk_is_zero(p, n))
+            r = pwrite_all(j->split->fd, p, n, off);
+        off += n;
+    }
+    if (r == 0)
+        sync_file_range(j->split->fd, (off_t)j->offset, (off_t)(off - j->offset),
+                        SYNC_FILE_RANGE_WRITE);
+    return r;
+}
+
+/* One range of a split file is done (r: its result). The last one finishes the file: returns
+ * 1 when it did so, 0 when other ranges remain, or a negative errno. */
+static int split_range_done(RestoreCtx *ctx, SplitFile *sf, int r)
+{
+    pthread_mutex_lock(&ctx->lock);
+    if (r < 0 && !sf->error)
+        sf->error = r;
+    bool is_last = --sf->ranges_left == 0;
+    pthread_mutex_unlock(&ctx->lock);
+    if (!is_last)
+        return r;
+    r = sf->error;
+    if (close(sf->fd) < 0 && r == 0)
+        r = -errno;
+    sf->fd = -1;
+    if (r < 0)
+        log_error_errno(r, "could not restore \"%s\": %m", sf->path);
+    else if ((r = restore_meta(ctx, sf->dir_fd, &sf->e)) == 0)
+        r = 1;
+    split_free(sf);
+    return r;
 }
 
 static int restore_file(RestoreCtx *ctx, CsReader *rd, FileJob *j)
@@ -478,13 +553,24 @@ static void *restore_worker(void *userdata)
         pthread_cond_broadcast(&ctx->cond);
         bool skip = ctx->error != 0;
         pthread_mutex_unlock(&ctx->lock);
-        r = skip || !rd ? 0 : restore_file(ctx, rd, j);
-        uint64_t size = j->e.size;
+        uint64_t size = j->split ? j->split->e.size : j->e.size;
+        bool is_file_done = false;
+        if (j->split) {
+            /* Every range reports, even after a failure, so the last one frees the file. */
+            r = skip || !rd ? -ECANCELED : restore_range(rd, j);
+            r = split_range_done(ctx, j->split, r);
+            is_file_done = r == 1;
+            if (r == -ECANCELED)
+                r = 0;
+        } else {
+            r = skip || !rd ? 0 : restore_file(ctx, rd, j);
+            is_file_done = r == 0 && !skip && rd;
+        }
         job_free(j);
         if (r < 0)
             restore_fail(ctx, r);
         pthread_mutex_lock(&ctx->lock);
-        if (r == 0 && !skip) {
+        if (is_file_done) {
             ctx->files++;
             ctx->bytes += size;
         }
@@ -495,19 +581,8 @@ static void *restore_worker(void *userdata)
 }
 
 /* Queue a file for the workers; takes ownership of *e's contents. */
-static int queue_file(RestoreCtx *ctx, int dir_fd, const char *path, CsDirEntry *e)
+static int queue_job(RestoreCtx *ctx, FileJob *j)
 {
-    FileJob *j = calloc(1, sizeof(*j));
-    if (!j)
-        return -ENOMEM;
-    j->dir_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
-    j->path = strdup(path);
-    j->e = *e;
-    *e = (CsDirEntry){ 0 };
-    if (j->dir_fd < 0 || !j->path) {
-        job_free(j);
-        return -ENOMEM;
-    }
     pthread_mutex_lock(&ctx->lock);
     while (ctx->queued >= RESTORE_QUEUE_MAX && !ctx->error)
         pthread_cond_wait(&ctx->cond, &ctx->lock);
@@ -525,6 +600,80 @@ static int queue_file(RestoreCtx *ctx, int dir_fd, const char *path, CsDirEntry 
     if (r)
         job_free(j);
     return r;
+}
+
+/* Split a large file into ranges for several workers. Takes ownership of *e's contents. */
+static int queue_split_file(RestoreCtx *ctx, int dir_fd, const char *path, CsDirEntry *e)
+{
+    SplitFile *sf = calloc(1, sizeof(*sf));
+    if (!sf)
+        return -ENOMEM;
+    sf->fd = -1;
+    sf->dir_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
+    sf->path = strdup(path);
+    sf->e = *e;
+    *e = (CsDirEntry){ 0 };
+    int r = sf->dir_fd < 0 || !sf->path ? -ENOMEM
+                                        : cs_reader_flatten(ctx->rd, &sf->e.content, &sf->flat);
+    if (r == 0) {
+        sf->fd = openat(dir_fd, sf->e.name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                        0600);
+        if (sf->fd < 0 || ftruncate(sf->fd, (off_t)sf->flat.size) < 0)
+            r = log_error_errno(-errno, "could not create \"%s\": %m", path);
+    }
+    if (r < 0) {
+        split_free(sf);
+        return r;
+    }
+    /* Count the ranges first: a range that finishes early must not see the count reach 0. */
+    for (size_t i = 0; i < sf->flat.count; sf->ranges_left++) {
+        uint64_t bytes = 0;
+        while (i < sf->flat.count && bytes < RESTORE_RANGE)
+            bytes += sf->flat.entries[i++].length;
+    }
+    unsigned total = sf->ranges_left, queued = 0;
+    uint64_t off = 0;
+    for (size_t i = 0; i < sf->flat.count; queued++) {
+        FileJob *j = calloc(1, sizeof(*j));
+        if (!j) {
+            r = -ENOMEM;
+            break;
+        }
+        j->dir_fd = -1;
+        j->split = sf;
+        j->first = i;
+        j->offset = off;
+        uint64_t bytes = 0;
+        while (i < sf->flat.count && bytes < RESTORE_RANGE)
+            bytes += sf->flat.entries[i++].length;
+        j->end = i;
+        off += bytes;
+        if ((r = queue_job(ctx, j)) < 0)
+            break;
+    }
+    /* Ranges never queued report in as failed, so that the last report frees the file. sf may
+     * be gone after the final call. */
+    for (unsigned k = queued; k < total; k++)
+        split_range_done(ctx, sf, r < 0 ? r : -ECANCELED);
+    return r;
+}
+
+static int queue_file(RestoreCtx *ctx, int dir_fd, const char *path, CsDirEntry *e)
+{
+    if (e->content.size >= RESTORE_SPLIT_MIN)
+        return queue_split_file(ctx, dir_fd, path, e);
+    FileJob *j = calloc(1, sizeof(*j));
+    if (!j)
+        return -ENOMEM;
+    j->dir_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
+    j->path = strdup(path);
+    j->e = *e;
+    *e = (CsDirEntry){ 0 };
+    if (j->dir_fd < 0 || !j->path) {
+        job_free(j);
+        return -ENOMEM;
+    }
+    return queue_job(ctx, j);
 }
 
 static int remember_dir(RestoreCtx *ctx, int parent_fd, CsDirEntry *e)

@@ -27,6 +27,11 @@ ln -s "$SRC"/random.bin "$SRC"/abs-link
 mkfifo "$SRC"/fifo
 # Sparse: 50 MiB apparent, a few bytes written in the middle.
 truncate -s 50M "$SRC"/sparse
+# Large enough (>= 64 MiB) to be restored in ranges by several workers at once: data, a hole,
+# data, and an odd tail so the last range is short.
+head -c 30M /dev/urandom >"$SRC"/large-split
+truncate -s 60M "$SRC"/large-split
+head -c $((20 * 1024 * 1024 + 4321)) /dev/urandom >>"$SRC"/large-split
 printf 'in the middle' | dd of="$SRC"/sparse bs=1 seek=$((25 * 1024 * 1024 + 17)) conv=notrunc status=none
 # A fake PostgreSQL cluster: relation files are a multiple of 8192 bytes (page chunking).
 python3 - "$SRC"/pg <<'PY'
