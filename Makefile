@@ -40,7 +40,14 @@ $(BUILD)/libcommon.a:     $(call objs,common)
 $(BUILD)/libchunkstore.a: $(call objs,chunkstore)
 LIBS := $(BUILD)/libchunkstore.a $(BUILD)/libcommon.a
 
-TOOLS := $(BUILD)/bin/pitr-snap $(if $(wildcard fuse/main.c),$(BUILD)/bin/mount.pitrfs)
+TOOLS := $(BUILD)/bin/pitr-snap $(if $(wildcard fuse/main.c),$(BUILD)/bin/mount.pitrfs) \
+         $(if $(wildcard agent/main.c),$(BUILD)/bin/pitr-agent)
+PQ_CFLAGS = $(shell pkg-config --cflags libpq 2>/dev/null)
+PQ_LIBS   = $(shell pkg-config --libs libpq 2>/dev/null)
+$(BUILD)/libagent.a: $(call objs,agent)
+$(BUILD)/bin/pitr-agent: $(BUILD)/agent/main.o $(BUILD)/libagent.a $(LIBS)
+$(BUILD)/bin/pitr-agent: EXTRA_LIBS = $(PQ_LIBS)
+$(BUILD)/agent/%.o: PROJ_CFLAGS += $(PQ_CFLAGS)
 $(BUILD)/libpitrfs.a: $(call objs,fuse)
 $(BUILD)/bin/mount.pitrfs: $(BUILD)/fuse/main.o $(BUILD)/libpitrfs.a $(LIBS)
 $(BUILD)/bin/mount.pitrfs: EXTRA_LIBS = $(FUSE_LIBS)
@@ -110,14 +117,18 @@ check-headers:
 	  echo "#include \"$$h\"" | $(CC) $(PROJ_CFLAGS) -fsyntax-only -x c - || exit 1; done
 	@for h in $(wildcard fuse/*.h); do \
 	  echo "#include \"$$h\"" | $(CC) $(PROJ_CFLAGS) $(FUSE_CFLAGS) -fsyntax-only -x c - || exit 1; done
+	@for h in $(wildcard agent/*.h); do \
+	  echo "#include \"$$h\"" | $(CC) $(PROJ_CFLAGS) $(PQ_CFLAGS) -fsyntax-only -x c - || exit 1; done
 check-layering:
 	@! grep -rnE '#include "(chunkstore|fuse|orchestrator|agent|tools)/' common
 	@! grep -rnE '#include "(fuse|orchestrator|agent|tools)/|libpq' chunkstore
 	@! grep -rnE '#include "(orchestrator|agent|tools)/' fuse
+	@! grep -rnE '#include "(orchestrator|fuse|tools)/' agent
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)/sbin
 	install -m 755 $(BUILD)/bin/pitr-snap $(DESTDIR)$(PREFIX)/bin/
+	-install -m 755 $(BUILD)/bin/pitr-agent $(DESTDIR)$(PREFIX)/bin/ 2>/dev/null
 	install -m 755 $(BUILD)/bin/mount.pitrfs $(DESTDIR)/sbin/mount.pitrfs
 	install -m 644 docs/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	-install -m 644 docs/man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/ 2>/dev/null
