@@ -11,11 +11,12 @@
 
 #include "common/macro.h"
 
-int write_all(int fd, const void *p, size_t n)
+/* The short-transfer and EINTR loops, once: `off` < 0 means the file position. */
+static int write_loop(int fd, const void *p, size_t n, int64_t off)
 {
     const uint8_t *b = p;
     while (n > 0) {
-        ssize_t w = write(fd, b, n);
+        ssize_t w = off < 0 ? write(fd, b, n) : pwrite(fd, b, n, (off_t)off);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -23,63 +24,50 @@ int write_all(int fd, const void *p, size_t n)
         }
         b += w;
         n -= (size_t)w;
+        if (off >= 0)
+            off += w;
     }
     return 0;
+}
+
+static int read_loop(int fd, void *p, size_t n, int64_t off, size_t *ret_n)
+{
+    uint8_t *b = p;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = off < 0 ? read(fd, b + done, n - done)
+                            : pread(fd, b + done, n - done, (off_t)(off + (int64_t)done));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            break;
+        done += (size_t)r;
+    }
+    *ret_n = done;
+    return 0;
+}
+
+int write_all(int fd, const void *p, size_t n)
+{
+    return write_loop(fd, p, n, -1);
 }
 
 int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
 {
-    const uint8_t *b = p;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, b, n, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        b += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
+    return off > INT64_MAX ? -EINVAL : write_loop(fd, p, n, (int64_t)off);
 }
 
 int read_full(int fd, void *p, size_t n, size_t *ret_n)
 {
-    uint8_t *b = p;
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = read(fd, b + done, n - done);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (r == 0)
-            break;
-        done += (size_t)r;
-    }
-    *ret_n = done;
-    return 0;
+    return read_loop(fd, p, n, -1, ret_n);
 }
 
 int pread_full(int fd, void *p, size_t n, uint64_t off, size_t *ret_n)
 {
-    uint8_t *b = p;
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = pread(fd, b + done, n - done, (off_t)(off + done));
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (r == 0)
-            break;
-        done += (size_t)r;
-    }
-    *ret_n = done;
-    return 0;
+    return off > INT64_MAX ? -EINVAL : read_loop(fd, p, n, (int64_t)off, ret_n);
 }
 
 int fsync_dir(const char *dir)
@@ -135,7 +123,7 @@ int read_file(const char *path, size_t max, char **ret, size_t *ret_n)
     _cleanup_free_ char *data = malloc((size_t)st.st_size + 1);
     if (!data)
         return -ENOMEM;
-    size_t n;
+    size_t n = 0;
     int r = read_full(fd, data, (size_t)st.st_size, &n);
     if (r < 0)
         return r;
