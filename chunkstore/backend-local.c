@@ -387,6 +387,19 @@ void cs_spool_abort(CsSpool *s)
     free(s);
 }
 
+/* How many levels of `dir` (below the root) do not exist yet. */
+static unsigned missing_levels(const char *root, const char *dir)
+{
+    _cleanup_free_ char *p = strdup(dir);
+    size_t root_len = strlen(root);
+    unsigned n = 0;
+    while (p && strlen(p) > root_len && access(p, F_OK) < 0) {
+        n++;
+        *strrchr(p, '/') = 0;
+    }
+    return n;
+}
+
 int cs_spool_publish(CsSpool *s, const char *name)
 {
     int r;
@@ -406,16 +419,20 @@ int cs_spool_publish(CsSpool *s, const char *name)
         cs_spool_abort(s);
         return r;
     }
-    bool is_new_dir = access(dir, F_OK) < 0;
+    /* Every directory level made now must itself reach the disk, or the object can vanish
+     * with its directory after a power loss: count them before making them. */
+    unsigned new_levels = missing_levels(s->b->root, dir);
     if ((r = mkdir_p(dir, 0700)) < 0 || (link(s->tmp_path, path) < 0 && (r = -errno))) {
         cs_spool_abort(s);
         return r;
     }
     cs_spool_abort(s); /* drops the temporary name; the published link stays */
-    if ((r = fsync_dir(dir)) < 0)
-        return r;
-    /* A directory made just now must itself survive a power loss, or the pack goes with it. */
-    return is_new_dir ? fsync_dir_of(dir) : 0;
+    r = fsync_dir(dir);
+    for (unsigned i = 0; r == 0 && i < new_levels; i++) {
+        *strrchr(dir, '/') = 0; /* the parent holds the entry of the level made below it */
+        r = fsync_dir(dir);
+    }
+    return r;
 }
 
 int cs_backend_sweep(CsBackend *b)

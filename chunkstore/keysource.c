@@ -40,6 +40,8 @@ int cs_key_source_resolve(const char *passphrase_file, const char *keyfile, bool
                           CsKeySource *ret)
 {
     *ret = (CsKeySource){ 0 };
+    if (!keyfile && !passphrase_file)
+        keyfile = getenv("PITR_KEY_FILE"); /* for archive_command, which passes no options */
     if (keyfile) {
         ret->keyfile_path = keyfile;
         return 0;

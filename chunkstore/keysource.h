@@ -1,6 +1,7 @@
 /*
  * Where the key to a repository comes from, in the order every program uses: a key file,
- * a passphrase file, $PITR_PASSPHRASE, then a no-echo prompt on the controlling terminal.
+ * a passphrase file, $PITR_KEY_FILE, $PITR_PASSPHRASE, then a no-echo prompt on the
+ * controlling terminal.
  */
 #pragma once
 

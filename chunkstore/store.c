@@ -759,7 +759,8 @@ static int source_read(Source *s, void *out, size_t n, size_t *ret_n)
     if (s->fd >= 0)
         return read_full(s->fd, out, n, ret_n);
     size_t k = MIN(n, s->left);
-    memcpy(out, s->p, k);
+    if (k)
+        memcpy(out, s->p, k);
     s->p += k;
     s->left -= k;
     *ret_n = k;

@@ -87,6 +87,11 @@ note "--key-file unlocks"
         fail "restore of a passphrase-era snapshot with --key-file failed"
     assert_same_entries "$T"/src "$T"/by-key-old
     [[ $("$SNAP" -r "$REPO" --key-file "$T"/repo.key cat s) == stream ]] || fail "cat with --key-file"
+    [[ $(PITR_KEY_FILE="$T"/repo.key "$SNAP" -r "$REPO" cat s) == stream ]] ||
+        fail "PITR_KEY_FILE did not unlock"
+    PITR_KEY_FILE="$T"/garbage-missing "$SNAP" -r "$REPO" list >/dev/null 2>&1 &&
+        fail "a PITR_KEY_FILE that does not exist unlocked the repository"
+    true
 )
 
 note "a key file of another repository"
