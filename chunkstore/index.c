@@ -267,6 +267,19 @@ void cs_index_release_memory(CsIndex *idx)
     madvise(idx->map_addr, MIN(used, idx->map_len), MADV_DONTNEED);
 }
 
+int cs_index_pack_count(CsIndex *idx, uint64_t *ret)
+{
+    _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
+    MDB_stat st;
+    int r = txn_begin(idx, MDB_RDONLY, &txn);
+    if (r < 0)
+        return r;
+    if ((r = errno_from_mdb(mdb_stat(txn, idx->packs, &st))) < 0)
+        return r;
+    *ret = st.ms_entries;
+    return 0;
+}
+
 int cs_index_has_pack(CsIndex *idx, const CsPackId *pack)
 {
     _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;

@@ -37,6 +37,8 @@ CsIndexReader *cs_index_reader_end(CsIndexReader *rd);
  * location (the newer copy is garbage for gc). */
 int cs_index_publish_pack(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
                           const CsPackEntry *entries, size_t n);
+/* Number of packs indexed. */
+int cs_index_pack_count(CsIndex *idx, uint64_t *ret);
 /* 1 if the pack is indexed, 0 if not. */
 int cs_index_has_pack(CsIndex *idx, const CsPackId *pack);
 /* Remove a pack and every chunk whose location is in it. */

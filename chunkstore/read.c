@@ -28,7 +28,7 @@ struct CsReader {
     Buf raw; /* the encrypted record as read */
     CachedRecord cache[RECORD_CACHE_SLOTS];
     uint64_t clock;
-    unsigned lookups_since_refresh;
+    bool has_synced; /* the index was brought up to date with the packs once for a miss */
 };
 
 struct CsContentIndex {
@@ -77,6 +77,15 @@ static int lookup(CsReader *rd, const CsChunkId *id, CsChunkLoc *loc)
         if ((r = cs_index_reader_refresh(rd->index)) < 0)
             return r;
         r = cs_index_reader_lookup(rd->index, id, loc);
+    }
+    uint64_t n = 0;
+    if (r == -ENOENT && !rd->has_synced) {
+        /* A pack may be published but not indexed (a crash between the two): index what the
+         * backend holds and look once more. Failure here only means the miss stands. */
+        rd->has_synced = true;
+        if (cs_repo_index_sync(rd->repo, false, &n) == 0 && n > 0 &&
+            cs_index_reader_refresh(rd->index) == 0)
+            r = cs_index_reader_lookup(rd->index, id, loc);
     }
     return r;
 }

@@ -404,7 +404,13 @@ int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySo
                                index_dir);
     if (r < 0)
         return log_error_errno(r, "could not open index \"%s\": %m", index_dir);
-    if (can_write_index) {
+    /* Listing every pack costs time in proportion to the repository, and archive_command opens
+     * it once per WAL segment: sync here only when the index is new or empty. Packs published
+     * but not indexed (a crash in between) are picked up when a read misses a chunk. */
+    uint64_t indexed_packs = 0;
+    if (can_write_index && (r = cs_index_pack_count(repo->index, &indexed_packs)) < 0)
+        return log_error_errno(r, "could not read index \"%s\": %m", index_dir);
+    if (can_write_index && (!had_index || indexed_packs == 0)) {
         uint64_t n = 0;
         if ((r = cs_repo_index_sync(repo, false, &n)) < 0)
             return r;
