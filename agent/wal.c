@@ -413,14 +413,8 @@ static int list_visit(const char *objname, uint64_t size, void *userdata)
         log_warning("ignoring object \"%s\": not a WAL object name", objname);
         return 0;
     }
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? 2 * c->cap : 256;
-        Found *v = realloc(c->v, cap * sizeof(*v));
-        if (!v)
-            return -ENOMEM;
-        c->v = v;
-        c->cap = cap;
-    }
+    if (GROW_ARRAY(c->v, c->cap, c->n, 256) < 0)
+        return -ENOMEM;
     char *copy = strdup(objname);
     if (!copy)
         return -ENOMEM;

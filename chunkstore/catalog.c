@@ -200,14 +200,8 @@ static int list_visit(const char *name, uint64_t size, void *userdata)
 {
     ListCtx *ctx = userdata;
     (void)size;
-    if (ctx->n == ctx->cap) {
-        size_t cap = ctx->cap ? 2 * ctx->cap : 16;
-        CsSnapshot *v = realloc(ctx->v, cap * sizeof(*v));
-        if (!v)
-            return -ENOMEM;
-        ctx->v = v;
-        ctx->cap = cap;
-    }
+    if (GROW_ARRAY(ctx->v, ctx->cap, ctx->n, 16) < 0)
+        return -ENOMEM;
     int r = snapshot_load(ctx->repo, name, &ctx->v[ctx->n]);
     if (r == -ENOENT)
         return 0; /* deleted while listing */

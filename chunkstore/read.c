@@ -185,14 +185,8 @@ static int list_append_from(const uint8_t *p, size_t n, CsRecordMember **v, size
     if (n % CS_RECORD_MEMBER_SIZE)
         return -EBADMSG;
     for (size_t off = 0; off < n; off += CS_RECORD_MEMBER_SIZE) {
-        if (*count == *cap) {
-            size_t c = *cap ? 2 * *cap : 256;
-            CsRecordMember *nv = realloc(*v, c * sizeof(*nv));
-            if (!nv)
-                return -ENOMEM;
-            *v = nv;
-            *cap = c;
-        }
+        if (GROW_ARRAY(*v, *cap, *count, 256) < 0)
+            return -ENOMEM;
         memcpy((*v)[*count].id.bytes, p + off, CS_CHUNK_ID_SIZE);
         (*v)[*count].length = get_le32(p + off + CS_CHUNK_ID_SIZE);
         (*count)++;

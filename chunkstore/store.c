@@ -638,14 +638,8 @@ static int entry_list_add(EntryList *l, const CsChunkId *id, uint32_t len)
         if (r < 0)
             return r;
     }
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 64;
-        CsRecordMember *v = realloc(l->v, cap * sizeof(*v));
-        if (!v)
-            return -ENOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
+    if (GROW_ARRAY(l->v, l->cap, l->n, 64) < 0)
+        return -ENOMEM;
     l->v[l->n].id = *id;
     l->v[l->n].length = len;
     l->n++;

@@ -289,15 +289,8 @@ static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret)
     while (r == 0 && (de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 32;
-            CsDirEntry **np = realloc(pv, cap * sizeof(*np));
-            if (!np) {
-                r = -ENOMEM;
-                break;
-            }
-            pv = np;
-        }
+        if ((r = GROW_ARRAY(pv, cap, n, 32)) < 0)
+            break;
         CsDirEntry *e = calloc(1, sizeof(*e));
         if (!e) {
             r = -ENOMEM;
@@ -678,14 +671,8 @@ static int queue_file(RestoreCtx *ctx, int dir_fd, const char *path, CsDirEntry 
 
 static int remember_dir(RestoreCtx *ctx, int parent_fd, CsDirEntry *e)
 {
-    if (ctx->n_dirs == ctx->cap_dirs) {
-        size_t cap = ctx->cap_dirs ? 2 * ctx->cap_dirs : 64;
-        DirMeta *v = realloc(ctx->dirs, cap * sizeof(*v));
-        if (!v)
-            return -ENOMEM;
-        ctx->dirs = v;
-        ctx->cap_dirs = cap;
-    }
+    if (GROW_ARRAY(ctx->dirs, ctx->cap_dirs, ctx->n_dirs, 64) < 0)
+        return -ENOMEM;
     int fd = fcntl(parent_fd, F_DUPFD_CLOEXEC, 3);
     if (fd < 0)
         return -errno;

@@ -4,6 +4,8 @@
  */
 #pragma once
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -33,6 +35,27 @@
         if (*p)                                                                                    \
             func(*p);                                                                              \
     }
+
+/*
+ * Make room for element `n` of a growing array `v` of capacity `cap` (casync's GREEDY_REALLOC):
+ * when full, the capacity doubles (to `first_cap` the first time). Evaluates to 0, or to
+ * -ENOMEM with `v` and `cap` unchanged.
+ */
+#define GROW_ARRAY(v, cap, n, first_cap)                                                          \
+    ({                                                                                             \
+        int _r_ = 0;                                                                               \
+        if ((size_t)(n) >= (cap)) {                                                                \
+            size_t _c_ = (cap) ? 2 * (cap) : (first_cap);                                          \
+            __typeof__(v) _p_ =                                                                    \
+                    _c_ > SIZE_MAX / sizeof(*(v)) ? NULL : realloc((v), _c_ * sizeof(*(v)));       \
+            if (_p_) {                                                                             \
+                (v) = _p_;                                                                         \
+                (cap) = _c_;                                                                       \
+            } else                                                                                 \
+                _r_ = -ENOMEM;                                                                     \
+        }                                                                                          \
+        _r_;                                                                                       \
+    })
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN(a, b)     ((a) < (b) ? (a) : (b))

@@ -65,15 +65,9 @@ static int cand_add(Cand **v, size_t *n, size_t *cap, char *name, PfsViewKind ki
 {
     if (!name)
         return -ENOMEM;
-    if (*n == *cap) {
-        size_t c = *cap ? 2 * *cap : 16;
-        Cand *nv = realloc(*v, c * sizeof(*nv));
-        if (!nv) {
-            free(name);
-            return -ENOMEM;
-        }
-        *v = nv;
-        *cap = c;
+    if (GROW_ARRAY(*v, *cap, *n, 16) < 0) {
+        free(name);
+        return -ENOMEM;
     }
     (*v)[(*n)++] = (Cand){ .name = name, .kind = kind, .snap = snap, .order = order, .prio = prio };
     return 0;
@@ -232,14 +226,8 @@ static int listing_visit(const char *name, uint64_t size, void *userdata)
 {
     Listing *l = userdata;
     (void)size;
-    if (l->n == l->cap) {
-        size_t c = l->cap ? 2 * l->cap : 32;
-        char **nv = realloc(l->v, c * sizeof(*nv));
-        if (!nv)
-            return -ENOMEM;
-        l->v = nv;
-        l->cap = c;
-    }
+    if (GROW_ARRAY(l->v, l->cap, l->n, 32) < 0)
+        return -ENOMEM;
     if (!(l->v[l->n] = strdup(name)))
         return -ENOMEM;
     l->n++;
