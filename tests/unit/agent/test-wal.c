@@ -7,6 +7,7 @@
  * target.
  */
 #include "tests/unit/harness.h"
+#include "tests/unit/test-repo.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -304,22 +305,13 @@ static void test_node_and_object_names(void **state)
 
 /* ---- against a repository ---- */
 
-typedef struct Fixture {
-    char *base;
-    char *location;
-    CsKeySource key;
-    CsRepo *repo;
-} Fixture;
+typedef TestRepo Fixture;
 
 static int setup(void **state)
 {
     Fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    f->base = test_mkdtemp("wal");
-    f->location = path_join(f->base, "repo");
-    f->key = (CsKeySource){ .passphrase = PASSPHRASE, .passphrase_len = strlen(PASSPHRASE) };
-    ASSERT_OK(cs_repo_init(f->location, &(CsInitParams){ .scrypt_n = 1024 }, &f->key));
-    ASSERT_OK(cs_repo_open(f->location, NULL, &f->key, &f->repo));
+    test_repo_create(f, "wal", PASSPHRASE);
     *state = f;
     return 0;
 }
@@ -327,10 +319,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     Fixture *f = *state;
-    cs_repo_close(f->repo);
-    test_rm_rf(f->base);
-    free(f->location);
-    free(f->base);
+    test_repo_destroy(f);
     free(f);
     return 0;
 }

@@ -6,6 +6,7 @@
  * damaged snapshot objects.
  */
 #include "tests/unit/harness.h"
+#include "tests/unit/test-repo.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -86,12 +87,7 @@ static size_t count_files(const char *dir)
     return n;
 }
 
-typedef struct Fixture {
-    char *base;     /* temporary directory */
-    char *location; /* repository inside it */
-    CsKeySource key;
-    CsRepo *repo;
-} Fixture;
+typedef TestRepo Fixture;
 
 static void fixture_open(Fixture *f)
 {
@@ -103,13 +99,7 @@ static int setup(void **state)
 {
     Fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    f->base = strdup("/tmp/pitrfs-test-store-XXXXXX");
-    assert_non_null(mkdtemp(f->base));
-    f->location = path_join(f->base, "repo");
-    f->key = (CsKeySource){ .passphrase = PASSPHRASE, .passphrase_len = strlen(PASSPHRASE) };
-    CsInitParams params = { .scrypt_n = 1024 };
-    ASSERT_OK(cs_repo_init(f->location, &params, &f->key));
-    fixture_open(f);
+    test_repo_create(f, "store", PASSPHRASE);
     rng_seed();
     *state = f;
     return 0;
@@ -118,10 +108,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     Fixture *f = *state;
-    cs_repo_close(f->repo);
-    test_rm_rf(f->base);
-    free(f->location);
-    free(f->base);
+    test_repo_destroy(f);
     free(f);
     return 0;
 }

@@ -5,6 +5,7 @@
  * lookup and restore-target checks.
  */
 #include "tests/unit/harness.h"
+#include "tests/unit/test-repo.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -289,27 +290,18 @@ static void test_dir_decode_rejects(void **state)
 /* --- whole trees --- */
 
 typedef struct Fixture {
-    char *base;
-    char *location;
+    TestRepo t;
     char *src;
     char *dst;
-    CsKeySource key;
-    CsRepo *repo;
 } Fixture;
 
 static int setup(void **state)
 {
     Fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    f->base = strdup("/tmp/pitrfs-test-tree-XXXXXX");
-    assert_non_null(mkdtemp(f->base));
-    f->location = path_join(f->base, "repo");
-    f->src = path_join(f->base, "src");
-    f->dst = path_join(f->base, "dst");
-    f->key = (CsKeySource){ .passphrase = PASSPHRASE, .passphrase_len = strlen(PASSPHRASE) };
-    CsInitParams params = { .scrypt_n = 1024 };
-    ASSERT_OK(cs_repo_init(f->location, &params, &f->key));
-    ASSERT_OK(cs_repo_open(f->location, NULL, &f->key, &f->repo));
+    test_repo_create(&f->t, "tree", PASSPHRASE);
+    f->src = path_join(f->t.base, "src");
+    f->dst = path_join(f->t.base, "dst");
     *state = f;
     return 0;
 }
@@ -317,12 +309,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     Fixture *f = *state;
-    cs_repo_close(f->repo);
-    test_rm_rf(f->base);
-    free(f->location);
+    test_repo_destroy(&f->t);
     free(f->src);
     free(f->dst);
-    free(f->base);
     free(f);
     return 0;
 }
@@ -507,7 +496,7 @@ static void store_tree(Fixture *f, CsContentRef *root, CsTreeStats *st, int *cal
     CsWriterParams wp = { .threads = 2 };
     CsTreeParams tp = { .is_page_file = page_file_cb, .userdata = calls,
                         .is_excluded = exclude_cb };
-    ASSERT_OK(cs_writer_new(f->repo, &wp, &w));
+    ASSERT_OK(cs_writer_new(f->t.repo, &wp, &w));
     *st = (CsTreeStats){ 0 };
     ASSERT_OK(cs_tree_store(w, f->src, &tp, root, st));
     ASSERT_OK(cs_writer_flush(w));
@@ -534,7 +523,7 @@ static void test_tree_store_restore(void **state)
     assert_int_equal(st.bytes, 5 + big_size + 0 + 17 + 1 + 100000 + 5 + many_bytes);
 
     CsReader *rd = NULL;
-    ASSERT_OK(cs_reader_new(f->repo, &rd));
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
     CsTreeStats rst = { 0 };
     CsRestoreParams rp = { 0 };
     ASSERT_OK(cs_tree_restore(rd, &root, f->dst, &rp, &rst));
@@ -559,7 +548,7 @@ static void test_tree_store_restore(void **state)
     compare_trees(f->src, f->dst, "excluded");
 
     /* Restore into a new, nested directory that does not exist yet. */
-    _cleanup_free_ char *nested = path_join(f->base, "new/nested/dst");
+    _cleanup_free_ char *nested = path_join(f->t.base, "new/nested/dst");
     ASSERT_OK(cs_tree_restore(rd, &root, nested, NULL, NULL));
     compare_trees(f->src, nested, "excluded");
 
@@ -577,7 +566,7 @@ static void test_tree_store_restore(void **state)
     for (unsigned threads = 1; threads <= 9; threads += 8) {
         char rel[32];
         snprintf(rel, sizeof(rel), "dst-threads-%u", threads);
-        _cleanup_free_ char *dst = path_join(f->base, rel);
+        _cleanup_free_ char *dst = path_join(f->t.base, rel);
         CsRestoreParams tp = { .threads = threads, .root_attr = threads == 1 ? &ra : NULL };
         memset(&rst, 0, sizeof(rst));
         ASSERT_OK(cs_tree_restore(rd, &root, dst, &tp, &rst));
@@ -606,7 +595,7 @@ static void test_tree_lookup(void **state)
     int calls = 0;
     store_tree(f, &root, &st, &calls);
     CsReader *rd = NULL;
-    ASSERT_OK(cs_reader_new(f->repo, &rd));
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
     CsDirEntry e = { 0 };
     struct stat sst;
     _cleanup_free_ char *file_path = path_join(f->src, "a/b/file");
@@ -639,7 +628,7 @@ static void test_tree_lookup(void **state)
     CsContentRef flat;
     ASSERT_OK(cs_reader_flatten(rd, &e.content, &flat));
     for (uint32_t i = 0; i + 1 < flat.count; i++)
-        assert_int_equal(flat.entries[i].length, f->repo->config.page_size);
+        assert_int_equal(flat.entries[i].length, f->t.repo->config.page_size);
     cs_content_ref_free(&flat);
     entry_free(&e);
 
@@ -701,7 +690,7 @@ static void test_tree_restore_not_empty(void **state)
     int calls = 0;
     store_tree(f, &root, &st, &calls);
     CsReader *rd = NULL;
-    ASSERT_OK(cs_reader_new(f->repo, &rd));
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
 
     /* A target holding anything, even a hidden file or an empty directory, is refused. */
     assert_int_equal(mkdir(f->dst, 0755), 0);
@@ -724,8 +713,8 @@ static void test_tree_restore_not_empty(void **state)
     ASSERT_ERR(ENOTEMPTY, cs_tree_restore(rd, &root, f->dst, NULL, NULL));
 
     /* A target that is a file. */
-    _cleanup_free_ char *file_target = path_join(f->base, "a-file");
-    write_file(f->base, "a-file", "x", 1, 0644);
+    _cleanup_free_ char *file_target = path_join(f->t.base, "a-file");
+    write_file(f->t.base, "a-file", "x", 1, 0644);
     assert_true(cs_tree_restore(rd, &root, file_target, NULL, NULL) < 0);
 
     cs_reader_free(rd);
@@ -753,7 +742,7 @@ static void store_with_vanishing(Fixture *f, int *ret, CsContentRef *root)
 {
     CsWriter *w = NULL;
     CsTreeParams tp = { .is_excluded = vanish_cb, .userdata = f->src };
-    ASSERT_OK(cs_writer_new(f->repo, NULL, &w));
+    ASSERT_OK(cs_writer_new(f->t.repo, NULL, &w));
     *root = (CsContentRef){ 0 };
     *ret = cs_tree_store(w, f->src, &tp, root, NULL);
     if (*ret == 0)
@@ -792,7 +781,7 @@ static void test_tree_vanishing_entries(void **state)
             continue;
         }
         CsReader *rd = NULL;
-        ASSERT_OK(cs_reader_new(f->repo, &rd));
+        ASSERT_OK(cs_reader_new(f->t.repo, &rd));
         CsDirEntry *v = NULL;
         size_t n = 0;
         ASSERT_OK(cs_dir_load(rd, &root, &v, &n));
@@ -817,7 +806,7 @@ static void test_tree_empty(void **state)
     store_tree(f, &root, &st, &calls);
     assert_int_equal(st.files, 0);
     CsReader *rd = NULL;
-    ASSERT_OK(cs_reader_new(f->repo, &rd));
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
     CsDirEntry *v = NULL;
     size_t n = 99;
     ASSERT_OK(cs_dir_load(rd, &root, &v, &n));
@@ -832,8 +821,8 @@ static void test_tree_empty(void **state)
 
     /* A path that is not a directory cannot be stored as a tree. */
     CsWriter *w = NULL;
-    ASSERT_OK(cs_writer_new(f->repo, NULL, &w));
-    _cleanup_free_ char *missing = path_join(f->base, "missing");
+    ASSERT_OK(cs_writer_new(f->t.repo, NULL, &w));
+    _cleanup_free_ char *missing = path_join(f->t.base, "missing");
     assert_true(cs_tree_store(w, missing, NULL, &root, NULL) < 0);
     cs_writer_free(w);
 }
