@@ -61,21 +61,13 @@ static void usage(FILE *f)
             "5 repository busy, 64 usage error.\n");
 }
 
-DEFINE_CLEANUP_FUNC(CsRepo *, cs_repo_close)
 
 static int open_repo(bool read_only, CsRepo **ret)
 {
     if (!opt.repo)
         return log_error_errno(-EINVAL, "no repository given\nHINT: use --repo or PITR_REPO");
-    CsKeySource ks;
-    int r = cs_repo_probe(opt.repo);
-    if (r < 0)
-        return r;
-    if ((r = cs_key_source_resolve(opt.passphrase_file, opt.keyfile, false, &ks)) < 0)
-        return r;
-    r = cs_repo_open(opt.repo, &(CsOpenParams){ .read_only = read_only }, &ks, ret);
-    cs_key_source_clear(&ks);
-    return r;
+    return cs_repo_unlock(opt.repo, opt.passphrase_file, opt.keyfile,
+                          &(CsOpenParams){ .read_only = read_only }, ret);
 }
 
 static int cmd_archive_wal(int argc, char **argv)

@@ -25,8 +25,6 @@
 #define TEXT_FILE_MAX (16u << 20)
 #define OBJECT_NAME_MAX 256
 
-DEFINE_CLEANUP_FUNC(CsWriter *, cs_writer_free)
-DEFINE_CLEANUP_FUNC(CsReader *, cs_reader_free)
 DEFINE_CLEANUP_FUNC(EVP_MD_CTX *, EVP_MD_CTX_free)
 
 /* ---- helpers ---- */

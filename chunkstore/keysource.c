@@ -95,3 +95,15 @@ void cs_key_source_clear(CsKeySource *ks)
     *ks = (CsKeySource){ 0 };
 }
 
+
+int cs_repo_unlock(const char *location, const char *passphrase_file, const char *keyfile,
+                   const CsOpenParams *params, CsRepo **ret)
+{
+    CsKeySource ks;
+    int r = cs_repo_probe(location);
+    if (r < 0 || (r = cs_key_source_resolve(passphrase_file, keyfile, false, &ks)) < 0)
+        return r;
+    r = cs_repo_open(location, params, &ks, ret);
+    cs_key_source_clear(&ks);
+    return r;
+}

@@ -16,3 +16,8 @@ int cs_key_source_resolve(const char *passphrase_file, const char *keyfile, bool
                           CsKeySource *ret);
 /* Wipe and free the passphrase held by ks. */
 void cs_key_source_clear(CsKeySource *ks);
+
+/* Open the repository at `location` with the key from the sources above (never confirming a
+ * prompt). Says "not a repository" (-ENOMEDIUM) before asking for any passphrase. */
+int cs_repo_unlock(const char *location, const char *passphrase_file, const char *keyfile,
+                   const CsOpenParams *params, CsRepo **ret);

@@ -18,6 +18,7 @@ typedef struct CsReader CsReader;
 
 int cs_reader_new(CsRepo *repo, CsReader **ret);
 CsReader *cs_reader_free(CsReader *rd);
+DEFINE_CLEANUP_FUNC(CsReader *, cs_reader_free)
 CsRepo *cs_reader_repo(const CsReader *rd);
 
 /* The bytes of one chunk. *ret_p stays valid until the next call on this reader. */

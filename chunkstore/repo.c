@@ -327,7 +327,6 @@ CsRepo *cs_repo_close(CsRepo *repo)
     return NULL;
 }
 
-DEFINE_CLEANUP_FUNC(CsRepo *, cs_repo_close)
 
 int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySource *key,
                  CsRepo **ret)

@@ -21,6 +21,7 @@
 #include "chunkstore/backend.h"
 #include "chunkstore/chunker.h"
 #include "chunkstore/index.h"
+#include "common/macro.h"
 
 typedef struct CsRepoConfig {
     uint32_t format_version;
@@ -70,6 +71,7 @@ int cs_repo_init(const char *location, const CsInitParams *params, const CsKeySo
 int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySource *key,
                  CsRepo **ret);
 CsRepo *cs_repo_close(CsRepo *repo);
+DEFINE_CLEANUP_FUNC(CsRepo *, cs_repo_close)
 /* Check that `location` holds a repository, without keys (so a tool can say so before asking
  * for a passphrase). Returns 0 or -ENOMEDIUM, logged. */
 int cs_repo_probe(const char *location);

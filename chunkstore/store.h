@@ -81,3 +81,4 @@ void cs_writer_set_progress(CsWriter *w, void (*fn)(const CsWriterStats *s, void
                             void *userdata);
 /* Stops the threads; unflushed data is discarded (packs not yet published are removed). */
 CsWriter *cs_writer_free(CsWriter *w);
+DEFINE_CLEANUP_FUNC(CsWriter *, cs_writer_free)

@@ -326,21 +326,12 @@ static void options_free(MountOptions *o)
     free(o->fuse_opts);
 }
 
-DEFINE_CLEANUP_FUNC(CsRepo *, cs_repo_close)
 DEFINE_CLEANUP_FUNC(PfsFs *, pfs_fs_free)
 
 static int open_repo(const MountOptions *o, CsRepo **ret)
 {
-    int r = cs_repo_probe(o->repo);
-    if (r < 0)
-        return r;
-    CsKeySource ks;
-    if ((r = cs_key_source_resolve(o->passphrase_file, o->keyfile, false, &ks)) < 0)
-        return r;
-    r = cs_repo_open(o->repo, &(CsOpenParams){ .read_only = true, .index_dir = o->index_dir }, &ks,
-                     ret);
-    cs_key_source_clear(&ks);
-    return r;
+    return cs_repo_unlock(o->repo, o->passphrase_file, o->keyfile,
+                          &(CsOpenParams){ .read_only = true, .index_dir = o->index_dir }, ret);
 }
 
 static int check_mountpoint(const char *path)

@@ -87,20 +87,10 @@ static int open_repo(bool read_only, CsRepo **ret)
 {
     if (!opt.repo)
         return log_error_errno(-EINVAL, "no repository given\nHINT: use --repo or PITR_REPO");
-    CsKeySource ks;
-    int r = cs_repo_probe(opt.repo);
-    if (r < 0)
-        return r;
-    if ((r = cs_key_source_resolve(opt.key.passphrase_file, opt.key.keyfile, false, &ks)) < 0)
-        return r;
-    r = cs_repo_open(opt.repo, &(CsOpenParams){ .read_only = read_only }, &ks, ret);
-    cs_key_source_clear(&ks);
-    return r;
+    return cs_repo_unlock(opt.repo, opt.key.passphrase_file, opt.key.keyfile,
+                          &(CsOpenParams){ .read_only = read_only }, ret);
 }
 
-DEFINE_CLEANUP_FUNC(CsRepo *, cs_repo_close)
-DEFINE_CLEANUP_FUNC(CsWriter *, cs_writer_free)
-DEFINE_CLEANUP_FUNC(CsReader *, cs_reader_free)
 
 static int cmd_init(int argc, char **argv)
 {
