@@ -14,9 +14,9 @@
 #include "chunkstore/keysource.h"
 #include "common/exit-code.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "common/macro.h"
 
-#define AGENT_VERSION "0.1.0"
 
 typedef struct Options {
     const char *repo;
@@ -148,7 +148,7 @@ int main(int argc, char **argv)
         case 'q': log_set_level(LOG_LEVEL_ERROR); break;
         case 'v': log_set_level(LOG_LEVEL_DEBUG); break;
         case 'h': usage(stdout); return EXIT_OK;
-        case 'V': printf("pitr-agent %s\n", AGENT_VERSION); return EXIT_OK;
+        case 'V': printf("pitr-agent %s\n", PITR_VERSION); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
     }

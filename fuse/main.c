@@ -20,11 +20,11 @@
 #include "chunkstore/repo.h"
 #include "common/exit-code.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "common/macro.h"
 #include "fuse/daemon.h"
 #include "fuse/fs.h"
 
-#define PITR_VERSION "0.1.0"
 
 typedef struct MountOptions {
     const char *repo, *mountpoint;

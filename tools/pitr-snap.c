@@ -20,10 +20,10 @@
 #include "chunkstore/read.h"
 #include "chunkstore/tree.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "common/macro.h"
 #include "tools/common/cli.h"
 
-#define PITR_VERSION "0.1.0"
 
 typedef struct Options {
     const char *repo;
