@@ -136,14 +136,14 @@ static int compare_archived(const AgentWalObject *old, uint64_t size, const uint
                            short_hex(sha, b), node);
 }
 
-/* Store the bytes, then the object naming them. Called with the repository lock held. */
+/* Store the bytes, then the object naming them, both under the writer's repository lock. */
 static int store_file(CsRepo *repo, const char *objname, const Mapping *m, AgentWalObject *o,
                       AgentWalArchiveResult *ret)
 {
     _cleanup_(cs_writer_freep) CsWriter *w = NULL;
     int r = cs_writer_new(repo, &(CsWriterParams){ .threads = 1 }, &w);
     if (r < 0)
-        return log_error_errno(r, "could not start the store pipeline: %m");
+        return r == -EBUSY ? r : log_error_errno(r, "could not start the store pipeline: %m");
     static const uint8_t empty;
     /* (an empty file has no mapping; the pipeline wants a pointer even for 0 bytes) */
     if ((r = cs_writer_put_buf(w, m->p ? m->p : &empty, m->n, CS_CHUNKING_CDC, &o->content)) < 0 ||
@@ -235,16 +235,7 @@ int agent_wal_archive(CsRepo *repo, const char *node, const char *path, const ch
     if (r != -ENOENT)
         return log_object_error(r, objname);
 
-    CsLock *lock;
-    r = cs_backend_lock(repo->backend, "repository", CS_LOCK_SHARED, false, &lock);
-    if (r == -EWOULDBLOCK)
-        return log_error_errno(-EBUSY, "repository is locked exclusively by another process");
-    if (r < 0)
-        return log_error_errno(r, "could not lock repository \"%s\": %m",
-                               cs_backend_location(repo->backend));
-    (void)cs_backend_sweep(repo->backend);
     r = store_file(repo, objname, &m, &o, &res);
-    cs_lock_release(lock);
     if (r == -EEXIST) {
         /* Lost a race with another archiver of the same file: its bytes decide. */
         int q = object_load(repo, objname, &old);

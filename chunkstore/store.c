@@ -132,6 +132,7 @@ typedef struct PlainRecord {
 
 struct CsWriter {
     CsRepo *repo;
+    CsLock *repo_lock; /* shared: nothing may delete packs while data is written */
     unsigned n_threads;
     pthread_t *workers;
     pthread_t pack_thread;
@@ -467,10 +468,22 @@ int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret)
 {
     if (repo->read_only)
         return -EROFS;
+    CsLock *lock;
+    int r = cs_backend_lock(repo->backend, "repository", CS_LOCK_SHARED, false, &lock);
+    if (r == -EWOULDBLOCK)
+        return log_error_errno(-EBUSY, "repository is locked exclusively by another process");
+    if (r < 0)
+        return log_error_errno(r, "could not lock repository \"%s\": %m",
+                               cs_backend_location(repo->backend));
+    /* Spool files of writers that died are only garbage now that we hold the lock. */
+    cs_backend_sweep(repo->backend);
     CsWriter *w = calloc(1, sizeof(*w));
-    if (!w)
+    if (!w) {
+        cs_lock_release(lock);
         return -ENOMEM;
+    }
     w->repo = repo;
+    w->repo_lock = lock;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     w->n_threads = params && params->threads ? params->threads : (unsigned)MAX(cpus, 1);
     w->max_records = 2 * w->n_threads + 2;
@@ -564,6 +577,7 @@ CsWriter *cs_writer_free(CsWriter *w)
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->inflight_lock);
     pthread_mutex_destroy(&w->group_lock);
+    cs_lock_release(w->repo_lock);
     free(w);
     return NULL;
 }

@@ -57,6 +57,9 @@ typedef struct CsWriterStats {
     uint64_t packs;         /* packs published */
 } CsWriterStats;
 
+/* Takes the repository's shared lock for the writer's lifetime (so keep the writer until
+ * whatever refers to its data is written) and sweeps spool files of dead writers. -EBUSY when
+ * another process holds the lock exclusively. */
 int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret);
 /* Store everything readable from fd until end of file. */
 int cs_writer_put_fd(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret);
@@ -79,6 +82,7 @@ void cs_writer_stats(CsWriter *w, CsWriterStats *ret);
 /* Progress callback, called from the caller's thread at most a few times a second. */
 void cs_writer_set_progress(CsWriter *w, void (*fn)(const CsWriterStats *s, void *userdata),
                             void *userdata);
-/* Stops the threads; unflushed data is discarded (packs not yet published are removed). */
+/* Stops the threads and releases the lock; unflushed data is discarded (packs not yet
+ * published are removed). */
 CsWriter *cs_writer_free(CsWriter *w);
 DEFINE_CLEANUP_FUNC(CsWriter *, cs_writer_free)

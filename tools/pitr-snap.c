@@ -196,17 +196,9 @@ static int cmd_store(int argc, char **argv)
     int r = open_repo(false, &repo);
     if (r < 0)
         return r;
-    CsLock *lock;
-    if ((r = cs_backend_lock(repo->backend, "repository", CS_LOCK_SHARED, false, &lock)) < 0)
-        return log_error_errno(r == -EWOULDBLOCK ? -EBUSY : r,
-                               "repository is locked exclusively by another process");
-    cs_backend_sweep(repo->backend);
-
     _cleanup_(cs_writer_freep) CsWriter *w = NULL;
-    if ((r = cs_writer_new(repo, &(CsWriterParams){ .threads = opt.threads }, &w)) < 0) {
-        cs_lock_release(lock);
-        return log_error_errno(r, "could not start the pipeline: %m");
-    }
+    if ((r = cs_writer_new(repo, &(CsWriterParams){ .threads = opt.threads }, &w)) < 0)
+        return r == -EBUSY ? r : log_error_errno(r, "could not start the pipeline: %m");
     Progress progress;
     clock_gettime(CLOCK_MONOTONIC, &progress.start);
     progress.shown = false;
@@ -260,7 +252,6 @@ static int cmd_store(int argc, char **argv)
         else
             r = cs_catalog_add(repo, &snap);
     }
-    cs_lock_release(lock);
     if (r < 0) {
         cs_snapshot_clear(&snap);
         return r;

@@ -136,4 +136,32 @@ if ((rc >= 128)); then
 elif ((rc != 0)); then
     defer_fail "list on an index environment without tables exited $rc"
 fi
+note "an exclusive lock holder (a future prune or repair) makes writers exit 5, readers go on"
+LREPO="$T/locked"
+init_repo "$LREPO"
+echo before | "$SNAP" -q -r "$LREPO" store --stdin --name before >/dev/null || fail "store before the lock"
+"$SNAP" -q -r "$LREPO" key export "$T/locked.key"
+packs_before=$(find "$LREPO/packs" -type f | sort)
+# The lock must die with the process that is killed: take it on an fd of the process itself.
+(exec 9>>"$LREPO/locks/repository" && flock -x 9 && exec sleep 30) &
+holder=$!
+cleanup_hooks+=("kill $holder 2>/dev/null")
+for _ in $(seq 50); do flock -n -s "$LREPO/locks/repository" true 2>/dev/null || break; sleep 0.1; done
+echo blocked | expect_exit 5 "$SNAP" -r "$LREPO" store --stdin --name blocked
+grep -q "locked exclusively" "$T/stderr" || fail "no message naming the lock"
+seg="$T/000000010000000000000001"
+python3 - "$seg" <<'PY'
+import struct, sys
+seg = 16 << 20
+hdr = struct.pack("<HHIQIxxxxQII", 0xD110, 0x0002, 1, seg, 0, 7, seg, 8192)  # segment 1 starts at LSN seg
+open(sys.argv[1], "wb").write(hdr + bytes(seg - len(hdr)))
+PY
+expect_exit 5 "$PITR_BIN/pitr-agent" -r "$LREPO" --key-file "$T/locked.key" -n n1 \
+    archive-wal "$seg" 000000010000000000000001
+[[ $(find "$LREPO/packs" -type f | sort) == "$packs_before" ]] || fail "a blocked writer wrote a pack"
+"$SNAP" -r "$LREPO" list >/dev/null || fail "list was blocked by the exclusive lock"
+[[ $("$SNAP" -r "$LREPO" cat before) == before ]] || fail "cat was blocked by the exclusive lock"
+kill $holder; wait $holder 2>/dev/null || true
+echo after | "$SNAP" -q -r "$LREPO" store --stdin --name after >/dev/null || fail "store after the lock was released"
+
 echo "concurrent checks done"
