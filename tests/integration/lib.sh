@@ -96,3 +96,17 @@ repo_digest() {
 }
 # Random bytes, fast: random_file PATH MiB
 random_file() { head -c "$(($2 * 1024 * 1024))" /dev/urandom >"$1"; }
+
+# flip_byte FILE OFFSET [MASK]: XOR one byte of FILE in place (damage for corruption tests).
+flip_byte() {
+    python3 - "$1" "$2" "${3:-64}" <<'PY' || fail "could not flip byte $2 of $1"
+import sys
+path, off, mask = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path, "r+b") as f:
+    f.seek(off)
+    b = f.read(1)
+    f.seek(off)
+    f.write(bytes([b[0] ^ mask]))
+print(f"flipped byte {off} of {path}")
+PY
+}

@@ -49,17 +49,7 @@ grep -qFf "$T"/packs-A "$T"/packs-T && fail "sanity: a tree store wrote into A's
 
 note "flip one byte in the middle of A's pack"
 PACK_A=$(head -n 1 "$T"/packs-A)
-python3 - "$REPO/$PACK_A" <<'PY'
-import os, sys
-p = sys.argv[1]
-size = os.path.getsize(p)
-with open(p, "r+b") as f:
-    f.seek(size // 2)
-    b = f.read(1)
-    f.seek(size // 2)
-    f.write(bytes([b[0] ^ 0x40]))
-    print(f"flipped byte {size // 2} of {size} in {p}")
-PY
+flip_byte "$REPO/$PACK_A" $(($(stat -c %s "$REPO/$PACK_A") / 2)) 64
 pack_base=$(basename "$PACK_A" .pack)
 
 rc=0

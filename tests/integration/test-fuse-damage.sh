@@ -33,17 +33,7 @@ PACK=$(cat "$T"/packs-bad)
 pack_base=$(basename "$PACK" .pack)
 
 note "flip one byte a third into $PACK (victim's data; directory objects come last)"
-python3 - "$REPO/$PACK" <<'PY'
-import os, sys
-p = sys.argv[1]
-size = os.path.getsize(p)
-with open(p, "r+b") as f:
-    f.seek(size // 3)
-    b = f.read(1)
-    f.seek(size // 3)
-    f.write(bytes([b[0] ^ 0x10]))
-print(f"flipped byte {size // 3} of {size}")
-PY
+flip_byte "$REPO/$PACK" $(($(stat -c %s "$REPO/$PACK") / 3)) 16
 
 "$MOUNT" "$REPO" "$MNT" -o logfile="$LOG" || fail "mount.pitrfs in the background failed"
 mountpoint -q "$MNT" || fail "mount.pitrfs returned 0 but nothing is mounted"

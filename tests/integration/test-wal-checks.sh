@@ -175,12 +175,7 @@ init_repo "$R2"
 a2() { env -u PITR_PASSPHRASE "$AGENT" -r "$R2" --key-file "$T"/repo2.key --node t "$@"; }
 a2 archive-wal "$SEG1" 000000010000000000000001 || fail "archive into repo2 failed"
 pack=$(find "$R2"/packs -name '*.pack' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
-size=$(stat -c %s "$pack")
-python3 - "$pack" $((size / 2)) <<'EOF'
-import sys
-with open(sys.argv[1], "r+b") as f:
-    f.seek(int(sys.argv[2])); b = f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 0x40]))
-EOF
+flip_byte "$pack" $(($(stat -c %s "$pack") / 2)) 64
 mkdir "$T"/tgt
 expect_exit 4 a2 restore-wal 000000010000000000000001 "$T"/tgt/RECOVERYXLOG
 grep -q 'damaged' "$T"/stderr || fail "restore-wal does not say the data is damaged"
