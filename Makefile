@@ -13,9 +13,10 @@ PREFIX ?= /usr/local
 
 # Debian packages the build, the tests and the benchmarks need. `make deps` installs what is missing.
 DEB_BUILD := build-essential pkg-config libssl-dev libzstd-dev libxxhash-dev liblmdb-dev \
-             libjansson-dev libcmocka-dev libfuse3-dev libpq-dev libyaml-dev libevent-dev
+             libjansson-dev libcmocka-dev libfuse3-dev libpq-dev libyaml-dev libevent-dev \
+             libcurl4-openssl-dev
 DEB_TEST  := zstd xxhash fuse3 lmdb-utils python3 python3-cryptography-vectors postgresql-15 valgrind \
-             postgresql-client-15 e2fsprogs util-linux procps
+             postgresql-client-15 e2fsprogs util-linux procps openssl curl
 DEB_BENCH := borgbackup restic pgbackrest openssl
 PKGS := libcrypto libzstd libxxhash lmdb jansson
 
@@ -40,28 +41,39 @@ $(BUILD)/libcommon.a:     $(call objs,common)
 $(BUILD)/libchunkstore.a: $(call objs,chunkstore)
 LIBS := $(BUILD)/libchunkstore.a $(BUILD)/libcommon.a
 
-TOOLS := $(BUILD)/bin/pitr-snap $(if $(wildcard fuse/main.c),$(BUILD)/bin/mount.pitrfs) \
-         $(if $(wildcard agent/main.c),$(BUILD)/bin/pitr-agent)
-PQ_CFLAGS = $(shell pkg-config --cflags libpq 2>/dev/null)
-PQ_LIBS   = $(shell pkg-config --libs libpq 2>/dev/null)
+TOOLS := $(BUILD)/bin/pitr-snap $(BUILD)/bin/mount.pitrfs $(BUILD)/bin/pitr-agent
+# agent/ speaks libpq to PostgreSQL and serves mutual-TLS HTTP with libevent; orchestrator/
+# reads YAML and calls the agents with libcurl.
+PQ_CFLAGS   = $(shell pkg-config --cflags libpq 2>/dev/null)
+AGENT_LIBS  = $(shell pkg-config --libs libpq libevent_openssl libevent_pthreads libssl 2>/dev/null)
+ORCH_LIBS   = $(shell pkg-config --libs yaml-0.1 libcurl 2>/dev/null) $(AGENT_LIBS)
 $(BUILD)/libagent.a: $(call objs,agent)
 $(BUILD)/bin/pitr-agent: $(BUILD)/agent/main.o $(BUILD)/libagent.a $(LIBS)
-$(BUILD)/bin/pitr-agent: EXTRA_LIBS = $(PQ_LIBS)
-$(BUILD)/agent/%.o: PROJ_CFLAGS += $(PQ_CFLAGS)
+$(BUILD)/bin/pitr-agent: EXTRA_LIBS = $(AGENT_LIBS)
+$(BUILD)/agent/%.o $(BUILD)/orchestrator/%.o $(BUILD)/tools/%.o $(BUILD)/tests/%.o: PROJ_CFLAGS += $(PQ_CFLAGS)
+$(BUILD)/liborchestrator.a: $(call objs,orchestrator)
 $(BUILD)/libpitrfs.a: $(call objs,fuse)
 $(BUILD)/bin/mount.pitrfs: $(BUILD)/fuse/main.o $(BUILD)/libpitrfs.a $(LIBS)
 $(BUILD)/bin/mount.pitrfs: EXTRA_LIBS = $(FUSE_LIBS)
 $(BUILD)/fuse/%.o: PROJ_CFLAGS += $(FUSE_CFLAGS)
 $(BUILD)/libtools.a: $(call objs,tools/common)
-$(BUILD)/bin/pitr-snap: $(BUILD)/tools/pitr-snap.o $(BUILD)/libtools.a $(LIBS)
+$(BUILD)/bin/pitr-snap: $(BUILD)/tools/pitr-snap.o $(BUILD)/libtools.a $(BUILD)/liborchestrator.a \
+                        $(BUILD)/libagent.a $(LIBS)
+$(BUILD)/bin/pitr-snap: EXTRA_LIBS = $(ORCH_LIBS)
 
 UNIT_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/*/test-*.c))
 TEST_HELPERS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/helpers/*.c))
 $(UNIT_TESTS): $(BUILD)/%: $(BUILD)/%.o $(LIBS)
-$(TEST_HELPERS): $(BUILD)/%: $(BUILD)/%.o $(LIBS)
+$(TEST_HELPERS): $(BUILD)/%: $(BUILD)/%.o $(BUILD)/liborchestrator.a $(BUILD)/libagent.a $(LIBS)
 LINK = @mkdir -p $(@D) && $(CC) $(SAN_FLAGS) $(CFLAGS) $(LDFLAGS) -pthread -o $@ \
        $(filter %.o,$^) $(filter %.a,$^) $(PKG_LIBS) $(EXTRA_LIBS)
 $(UNIT_TESTS): EXTRA_LIBS = -lcmocka
+$(TEST_HELPERS): EXTRA_LIBS = $(ORCH_LIBS)
+# Unit tests of the upper layers link their layer's library (and what it stands on).
+$(filter $(BUILD)/tests/unit/agent/%,$(UNIT_TESTS)): $(BUILD)/libagent.a
+$(filter $(BUILD)/tests/unit/agent/%,$(UNIT_TESTS)): EXTRA_LIBS = -lcmocka $(AGENT_LIBS)
+$(filter $(BUILD)/tests/unit/orchestrator/%,$(UNIT_TESTS)): $(BUILD)/liborchestrator.a $(BUILD)/libagent.a
+$(filter $(BUILD)/tests/unit/orchestrator/%,$(UNIT_TESTS)): EXTRA_LIBS = -lcmocka $(ORCH_LIBS)
 
 all: $(TOOLS)
 build-tests: $(TOOLS) $(UNIT_TESTS) $(TEST_HELPERS)
@@ -117,18 +129,19 @@ check-headers:
 	  echo "#include \"$$h\"" | $(CC) $(PROJ_CFLAGS) -fsyntax-only -x c - || exit 1; done
 	@for h in $(wildcard fuse/*.h); do \
 	  echo "#include \"$$h\"" | $(CC) $(PROJ_CFLAGS) $(FUSE_CFLAGS) -fsyntax-only -x c - || exit 1; done
-	@for h in $(wildcard agent/*.h); do \
+	@for h in $(wildcard agent/*.h orchestrator/*.h); do \
 	  echo "#include \"$$h\"" | $(CC) $(PROJ_CFLAGS) $(PQ_CFLAGS) -fsyntax-only -x c - || exit 1; done
 check-layering:
 	@! grep -rnE '#include "(chunkstore|fuse|orchestrator|agent|tools)/' common
 	@! grep -rnE '#include "(fuse|orchestrator|agent|tools)/|libpq' chunkstore
 	@! grep -rnE '#include "(orchestrator|agent|tools)/' fuse
 	@! grep -rnE '#include "(orchestrator|fuse|tools)/' agent
+	@! grep -rnE '#include "(fuse|tools)/' orchestrator
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)/sbin
 	install -m 755 $(BUILD)/bin/pitr-snap $(DESTDIR)$(PREFIX)/bin/
-	-install -m 755 $(BUILD)/bin/pitr-agent $(DESTDIR)$(PREFIX)/bin/ 2>/dev/null
+	install -m 755 $(BUILD)/bin/pitr-agent $(DESTDIR)$(PREFIX)/bin/
 	install -m 755 $(BUILD)/bin/mount.pitrfs $(DESTDIR)/sbin/mount.pitrfs
 	install -m 644 docs/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	-install -m 644 docs/man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/ 2>/dev/null
