@@ -1,6 +1,6 @@
 /*
  * pitr-agent: the PostgreSQL side of pitrfs. Parses options, opens the repository and calls one
- * agent/ function per verb; the logic lives in the library (agent/wal.c).
+ * agent/ function per verb; the logic lives in the library (agent/).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -10,7 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
+#include "agent/basebackup.h"
+#include "agent/node-restore.h"
 #include "agent/wal.h"
+#include "chunkstore/catalog.h"
 #include "chunkstore/keysource.h"
 #include "common/exit-code.h"
 #include "common/log.h"
@@ -24,6 +29,18 @@ typedef struct Options {
     const char *passphrase_file;
     const char *keyfile;
     bool json;
+    /* backup */
+    const char *conninfo;
+    const char *pgdata;
+    const char *label;
+    unsigned threads;
+    /* restore */
+    const char *target_dir;
+    AgentRecoveryTarget target_kind;
+    const char *target_value;
+    bool delta;
+    AgentTablespaceMap *ts_map;
+    size_t n_ts_map;
 } Options;
 
 static Options opt;
@@ -32,12 +49,15 @@ static char hostname[256];
 static void usage(FILE *f)
 {
     fprintf(f,
-            "pitr-agent archives and restores the WAL of a PostgreSQL server in a pitrfs "
-            "repository.\n\n"
+            "pitr-agent backs up a PostgreSQL server into a pitrfs repository, archives and\n"
+            "restores its WAL, and restores it to a point in time.\n\n"
             "Usage:\n"
+            "  pitr-agent [OPTION]... backup [-d CONNINFO] [-D PGDATA] [--label L]\n"
+            "  pitr-agent [OPTION]... restore [BACKUP] --target-dir DIR [RECOVERY TARGET] [--delta]\n"
             "  pitr-agent [OPTION]... archive-wal PATH FILENAME\n"
             "  pitr-agent [OPTION]... restore-wal FILENAME PATH\n"
-            "  pitr-agent [OPTION]... wal-check\n\n"
+            "  pitr-agent [OPTION]... wal-check\n"
+            "  pitr-agent [OPTION]... serve [SERVE OPTION]...   (see pitr-agent serve --help)\n\n"
             "In postgresql.conf:\n"
             "  archive_command = 'pitr-agent --key-file=F archive-wal %%p %%f'\n"
             "  restore_command = 'pitr-agent --key-file=F restore-wal %%f %%p'\n\n"
@@ -45,22 +65,34 @@ static void usage(FILE *f)
             "  -r, --repo=LOCATION      repository directory (default: $PITR_REPO)\n"
             "      --key-file=F         unlock with a key file made by 'pitr-snap key export'\n"
             "                           (recommended: no scrypt on every WAL file)\n"
-            "      --passphrase-file=F  read the passphrase from F (else $PITR_PASSPHRASE)\n\n"
-            "WAL:\n"
-            "  -n, --node=NAME          node the WAL belongs to (default: $PITR_NODE, else the\n"
-            "                           host name)\n\n"
+            "      --passphrase-file=F  read the passphrase from F (else $PITR_PASSPHRASE)\n"
+            "  -n, --node=NAME          node the backups and WAL belong to (default: $PITR_NODE,\n"
+            "                           else the host name)\n\n"
+            "Backup:\n"
+            "  -d, --dbname=CONNINFO    libpq connection string (default: libpq's PG* variables)\n"
+            "  -D, --pgdata=DIR         data directory (default: the server's data_directory)\n"
+            "      --label=L            backup label\n"
+            "  -j, --threads=N          pipeline threads (default: one per CPU)\n\n"
+            "Restore (BACKUP: a base backup id, unique prefix, or latest; default latest):\n"
+            "      --target-dir=DIR     data directory to create (must be empty unless --delta)\n"
+            "      --target-name=NAME   recover to the restore point NAME\n"
+            "      --target-lsn=LSN     recover to the LSN\n"
+            "      --target-time=TIME   recover to the time (PostgreSQL timestamp syntax)\n"
+            "      --target-immediate   stop as soon as the backup is consistent\n"
+            "                           (default: replay all archived WAL)\n"
+            "      --delta              rewrite only what differs in an existing DIR\n"
+            "      --tablespace-map=OID=DIR  restore tablespace OID into DIR (repeatable)\n\n"
             "Output:\n"
-            "      --json               wal-check: machine-readable report\n"
+            "      --json               backup and wal-check: machine-readable report\n"
             "  -q, --quiet              errors only\n"
             "  -v, --verbose            debug messages\n"
             "  -h, --help               this help\n"
             "  -V, --version            version\n\n"
             "Exit status: 0 success, 1 failure (restore-wal: also \"not archived\", silently;\n"
             "wal-check: gaps found), 2 wrong passphrase or key, 3 not a repository or\n"
-            "unsupported format, 4 damaged data or a WAL header that does not match its name,\n"
-            "5 repository busy, 64 usage error.\n");
+            "unsupported format, 4 damaged data, a WAL header that does not match its name, or\n"
+            "pages that fail their checksum during a backup, 5 repository busy, 64 usage error.\n");
 }
-
 
 static int open_repo(bool read_only, CsRepo **ret)
 {
@@ -110,6 +142,143 @@ static int cmd_wal_check(int argc, char **argv)
     return agent_wal_report_status(report);
 }
 
+static void backup_progress(const AgentBackupProgress *p, void *userdata)
+{
+    (void)userdata;
+    double mb = (double)p->bytes_done / 1e6;
+    fprintf(stderr, "\r%8.0f / %.0f MB  %6.1f MB/s  %.0f MB new   ", mb,
+            (double)p->bytes_total / 1e6, p->seconds > 0 ? mb / p->seconds : 0.0,
+            (double)p->new_bytes / 1e6);
+}
+
+static int print_backup(const AgentBackupResult *res)
+{
+    if (!opt.json) {
+        printf("base backup %s of node %s: %" PRIu64 " files, %.1f MB read, %.1f MB new, "
+               "%.1f MB stored, %.1f s (%.0f MB/s)\n"
+               "  start %s (%s), stop %s, timeline %u, system identifier %" PRIu64 "\n",
+               res->snapshot_id, opt.node, res->tree.files, (double)res->tree.bytes / 1e6,
+               (double)res->writer.new_bytes / 1e6, (double)res->writer.stored_bytes / 1e6,
+               res->seconds, res->seconds > 0 ? (double)res->tree.bytes / 1e6 / res->seconds : 0,
+               res->start_lsn, res->start_wal, res->stop_lsn, res->timeline,
+               res->system_identifier);
+        if (res->data_checksums)
+            printf("  %" PRIu64 " pages verified, %" PRIu64 " checksum failures\n",
+                   res->pages_checked, res->n_checksum_failures);
+        return 0;
+    }
+    _cleanup_(json_decrefp) json_t *fails = json_array();
+    for (size_t i = 0; fails && i < res->n_checksum_failures_kept; i++)
+        json_array_append_new(fails, json_pack("{s:s,s:I}", "file", res->checksum_failures[i].file,
+                                               "block", (json_int_t)res->checksum_failures[i].block));
+    _cleanup_(json_decrefp) json_t *j = json_pack(
+        "{s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:b,s:I,s:I,s:O,s:I,s:I,s:I,s:I,s:f}", "id",
+        res->snapshot_id, "node", opt.node, "system_identifier",
+        (char[24]){ 0 }, "timeline", (int)res->timeline, "start_lsn", res->start_lsn,
+        "stop_lsn", res->stop_lsn, "start_wal", res->start_wal, "server_version",
+        res->server_version, "data_checksums", res->data_checksums, "pages_checked",
+        (json_int_t)res->pages_checked, "checksum_failures_total",
+        (json_int_t)res->n_checksum_failures, "checksum_failures", fails, "files",
+        (json_int_t)res->tree.files, "bytes", (json_int_t)res->tree.bytes, "new_bytes",
+        (json_int_t)res->writer.new_bytes, "stored_bytes", (json_int_t)res->writer.stored_bytes,
+        "seconds", res->seconds);
+    if (!j)
+        return -ENOMEM;
+    char sysid[24];
+    snprintf(sysid, sizeof(sysid), "%" PRIu64, res->system_identifier);
+    json_object_set_new(j, "system_identifier", json_string(sysid));
+    return json_dumpf(j, stdout, JSON_INDENT(2)) < 0 || puts("") < 0 ? -EIO : 0;
+}
+
+static int cmd_backup(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1)
+        return log_error_errno(-EINVAL, "usage: pitr-agent backup [-d CONNINFO] [-D PGDATA]");
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    AgentBackupResult res = { 0 };
+    int r = open_repo(false, &repo);
+    if (r < 0)
+        return r;
+    bool is_tty = isatty(STDERR_FILENO) && log_get_level() >= LOG_LEVEL_INFO;
+    r = agent_backup(repo,
+                     &(AgentBackupParams){ .node = opt.node,
+                                           .conninfo = opt.conninfo ? opt.conninfo : "",
+                                           .pgdata = opt.pgdata,
+                                           .label = opt.label,
+                                           .threads = opt.threads,
+                                           .progress = is_tty ? backup_progress : NULL },
+                     &res);
+    if (is_tty)
+        fputs("\r\033[K", stderr);
+    if (r == 0 || (r == -EIO && res.snapshot_id[0])) {
+        int q = print_backup(&res);
+        if (r == 0)
+            r = q;
+    }
+    agent_backup_result_clear(&res);
+    return r;
+}
+
+static int cmd_restore(int argc, char **argv)
+{
+    if (argc > 2)
+        return log_error_errno(-EINVAL, "usage: pitr-agent restore [BACKUP] --target-dir DIR");
+    if (!opt.target_dir)
+        return log_error_errno(-EINVAL, "restore needs --target-dir");
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    int r = open_repo(true, &repo);
+    if (r < 0)
+        return r;
+    AgentRestoreResult res = { 0 };
+    r = agent_node_restore(repo,
+                           &(AgentRestoreParams){ .node = opt.node,
+                                                  .backup = argc == 2 ? argv[1] : "latest",
+                                                  .target = opt.target_dir,
+                                                  .target_kind = opt.target_kind,
+                                                  .target_value = opt.target_value,
+                                                  .delta = opt.delta,
+                                                  .keyfile = opt.keyfile,
+                                                  .tablespace_map = opt.ts_map,
+                                                  .n_tablespace_map = opt.n_ts_map,
+                                                  .threads = opt.threads },
+                           &res);
+    if (r < 0)
+        return r;
+    printf("restored base backup %s of node %s into %s: %" PRIu64 " files, %.1f MB written",
+           res.snapshot_id, opt.node, opt.target_dir, res.tree.files,
+           (double)res.bytes_written / 1e6);
+    if (opt.delta)
+        printf(", %" PRIu64 " files unchanged, %" PRIu64 " removed", res.files_unchanged,
+               res.files_removed);
+    printf(", %.1f s\nstart PostgreSQL on it to recover%s%s\n", res.seconds,
+           opt.target_value ? " to " : "", opt.target_value ? opt.target_value : "");
+    return 0;
+}
+
+static int set_target(AgentRecoveryTarget kind, const char *value)
+{
+    if (opt.target_kind != AGENT_TARGET_LATEST)
+        return log_error_errno(-EINVAL, "give at most one recovery target");
+    opt.target_kind = kind;
+    opt.target_value = value;
+    return 0;
+}
+
+static int add_tablespace_map(const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || !eq[1])
+        return log_error_errno(-EINVAL, "--tablespace-map wants OID=DIR, not \"%s\"", arg);
+    AgentTablespaceMap *v = realloc(opt.ts_map, (opt.n_ts_map + 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    opt.ts_map = v;
+    v[opt.n_ts_map++] = (AgentTablespaceMap){ .oid = strndup(arg, (size_t)(eq - arg)),
+                                              .path = eq + 1 };
+    return v[opt.n_ts_map - 1].oid ? 0 : -ENOMEM;
+}
+
 static const struct {
     const char *name;
     int (*fn)(int argc, char **argv);
@@ -117,17 +286,31 @@ static const struct {
     { "archive-wal", cmd_archive_wal },
     { "restore-wal", cmd_restore_wal },
     { "wal-check", cmd_wal_check },
+    { "backup", cmd_backup },
+    { "restore", cmd_restore },
 };
 
 int main(int argc, char **argv)
 {
-    enum { O_PASSFILE = 256, O_KEYFILE, O_JSON };
+    enum { O_PASSFILE = 256, O_KEYFILE, O_JSON, O_LABEL, O_TARGET_DIR, O_TARGET_NAME,
+           O_TARGET_LSN, O_TARGET_TIME, O_TARGET_IMMEDIATE, O_DELTA, O_TS_MAP };
     static const struct option longopts[] = {
         { "repo", required_argument, NULL, 'r' },
         { "node", required_argument, NULL, 'n' },
         { "passphrase-file", required_argument, NULL, O_PASSFILE },
         { "key-file", required_argument, NULL, O_KEYFILE },
         { "json", no_argument, NULL, O_JSON },
+        { "dbname", required_argument, NULL, 'd' },
+        { "pgdata", required_argument, NULL, 'D' },
+        { "label", required_argument, NULL, O_LABEL },
+        { "threads", required_argument, NULL, 'j' },
+        { "target-dir", required_argument, NULL, O_TARGET_DIR },
+        { "target-name", required_argument, NULL, O_TARGET_NAME },
+        { "target-lsn", required_argument, NULL, O_TARGET_LSN },
+        { "target-time", required_argument, NULL, O_TARGET_TIME },
+        { "target-immediate", no_argument, NULL, O_TARGET_IMMEDIATE },
+        { "delta", no_argument, NULL, O_DELTA },
+        { "tablespace-map", required_argument, NULL, O_TS_MAP },
         { "quiet", no_argument, NULL, 'q' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -137,14 +320,34 @@ int main(int argc, char **argv)
     log_set_program("pitr-agent");
     opt.repo = getenv("PITR_REPO");
     opt.node = getenv("PITR_NODE");
-    int c;
-    while ((c = getopt_long(argc, argv, "r:n:qvhV", longopts, NULL)) != -1) {
+    int c, r = 0;
+    while (r == 0 && (c = getopt_long(argc, argv, "r:n:d:D:j:qvhV", longopts, NULL)) != -1) {
         switch (c) {
         case 'r': opt.repo = optarg; break;
         case 'n': opt.node = optarg; break;
         case O_PASSFILE: opt.passphrase_file = optarg; break;
         case O_KEYFILE: opt.keyfile = optarg; break;
         case O_JSON: opt.json = true; break;
+        case 'd': opt.conninfo = optarg; break;
+        case 'D': opt.pgdata = optarg; break;
+        case O_LABEL: opt.label = optarg; break;
+        case 'j': {
+            char *end;
+            unsigned long n = strtoul(optarg, &end, 10);
+            if (*end || n == 0 || n > 256) {
+                log_error("--threads wants a number from 1 to 256, not \"%s\"", optarg);
+                return EXIT_USAGE;
+            }
+            opt.threads = (unsigned)n;
+            break;
+        }
+        case O_TARGET_DIR: opt.target_dir = optarg; break;
+        case O_TARGET_NAME: r = set_target(AGENT_TARGET_NAME, optarg); break;
+        case O_TARGET_LSN: r = set_target(AGENT_TARGET_LSN, optarg); break;
+        case O_TARGET_TIME: r = set_target(AGENT_TARGET_TIME, optarg); break;
+        case O_TARGET_IMMEDIATE: r = set_target(AGENT_TARGET_IMMEDIATE, NULL); break;
+        case O_DELTA: opt.delta = true; break;
+        case O_TS_MAP: r = add_tablespace_map(optarg); break;
         case 'q': log_set_level(LOG_LEVEL_ERROR); break;
         case 'v': log_set_level(LOG_LEVEL_DEBUG); break;
         case 'h': usage(stdout); return EXIT_OK;
@@ -152,6 +355,8 @@ int main(int argc, char **argv)
         default: usage(stderr); return EXIT_USAGE;
         }
     }
+    if (r < 0)
+        return EXIT_USAGE;
     if (optind >= argc) {
         usage(stderr);
         return EXIT_USAGE;
