@@ -760,12 +760,21 @@ typedef struct Source {
     int fd;
     const uint8_t *p;
     size_t left;
+    const CsReadObserver *obs;
+    uint64_t offset; /* bytes read so far, for the observer */
 } Source;
 
 static int source_read(Source *s, void *out, size_t n, size_t *ret_n)
 {
-    if (s->fd >= 0)
-        return read_full(s->fd, out, n, ret_n);
+    if (s->fd >= 0) {
+        int r = read_full(s->fd, out, n, ret_n);
+        if (r < 0)
+            return r;
+        if (s->obs && *ret_n)
+            s->obs->fn(out, *ret_n, s->offset, s->obs->userdata);
+        s->offset += *ret_n;
+        return 0;
+    }
     size_t k = MIN(n, s->left);
     if (k)
         memcpy(out, s->p, k);
@@ -953,10 +962,16 @@ static int put_source(CsWriter *w, Source *src, CsChunking mode, bool is_meta, C
     return 0;
 }
 
+int cs_writer_put_fd_observed(CsWriter *w, int fd, CsChunking mode, const CsReadObserver *obs,
+                              CsContentRef *ret)
+{
+    Source s = { .fd = fd, .obs = obs };
+    return put_source(w, &s, mode, false, ret);
+}
+
 int cs_writer_put_fd_async(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)
 {
-    Source s = { .fd = fd };
-    return put_source(w, &s, mode, false, ret);
+    return cs_writer_put_fd_observed(w, fd, mode, NULL, ret);
 }
 
 int cs_writer_put_fd(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)

@@ -70,6 +70,17 @@ int cs_writer_put_buf(CsWriter *w, const void *p, size_t n, CsChunking mode, CsC
  * pipeline. `ret` must stay valid until then; fd may be closed as soon as this returns.
  */
 int cs_writer_put_fd_async(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret);
+
+/* Sees every byte of an input as it is read, in order, on the caller's thread, before the
+ * bytes are chunked: a place to verify content (page checksums) without reading it twice. */
+typedef struct CsReadObserver {
+    void (*fn)(const void *p, size_t n, uint64_t offset, void *userdata);
+    void *userdata;
+} CsReadObserver;
+
+/* cs_writer_put_fd_async() with an observer (NULL: none). */
+int cs_writer_put_fd_observed(CsWriter *w, int fd, CsChunking mode, const CsReadObserver *obs,
+                              CsContentRef *ret);
 /* Like cs_writer_put_buf with content-defined chunks, for directory objects and other metadata:
  * its new chunks are grouped into records apart from file data, so reading metadata never
  * decodes file data. */

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "chunkstore/crypto.h"
 #include "common/endian.h"
 #include "common/fs-util.h"
 #include "common/log.h"
@@ -171,6 +173,17 @@ static int entry_cmp(const void *a, const void *b)
 
 static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret);
 
+typedef struct PageObserver {
+    const CsTreeParams *params;
+    const char *relpath;
+} PageObserver;
+
+static void page_observe(const void *p, size_t n, uint64_t offset, void *userdata)
+{
+    PageObserver *po = userdata;
+    po->params->observe_page_file(po->relpath, p, n, offset, po->params->userdata);
+}
+
 /* Removed between readdir and reading it: normal in a live data directory, so a warning. */
 static int entry_vanished(StoreCtx *ctx, const char *name, bool *skip)
 {
@@ -220,8 +233,11 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *
         posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
         /* Asynchronous: the reference is filled in by the sync before the directory object is
          * written, so the pipeline stays full across the files of a directory. */
-        r = cs_writer_put_fd_async(ctx->w, fd, is_pages ? CS_CHUNKING_PAGES : CS_CHUNKING_CDC,
-                                   &e->content);
+        PageObserver po = { .params = ctx->params, .relpath = relpath };
+        CsReadObserver obs = { .fn = page_observe, .userdata = &po };
+        r = cs_writer_put_fd_observed(ctx->w, fd, is_pages ? CS_CHUNKING_PAGES : CS_CHUNKING_CDC,
+                                      is_pages && ctx->params->observe_page_file ? &obs : NULL,
+                                      &e->content);
         close(fd);
         if (r < 0)
             return log_error_errno(r, "could not store \"%s/%s\": %m", ctx->path, name);
@@ -271,7 +287,8 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *
     return 0;
 }
 
-static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret)
+/* Store everything below the directory and return its entries, sorted by name. */
+static int store_dir_entries(StoreCtx *ctx, int dir_fd, CsDirEntry **ret, size_t *ret_n)
 {
     int fd = dup(dir_fd);
     if (fd < 0)
@@ -320,18 +337,41 @@ static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret)
         free(pv[i]);
     }
     free(pv);
-    if (r == 0) {
-        for (size_t i = 0; i < n; i++)
-            if (v[i].type == CS_ENTRY_FILE) {
-                v[i].size = v[i].content.size; /* what was read, even if the file changed */
-                ctx->stats->bytes += v[i].size;
-            }
-        qsort(v, n, sizeof(*v), entry_cmp);
-        _cleanup_(buf_free) Buf obj = BUF_INIT;
-        if ((r = cs_dir_encode(v, n, &obj)) == 0)
-            r = cs_writer_put_metadata(ctx->w, obj.data, obj.size, ret);
+    if (r < 0) {
+        cs_dir_entries_free(v, v ? n : 0);
+        return r;
     }
-    cs_dir_entries_free(v, v ? n : 0);
+    for (size_t i = 0; i < n; i++)
+        if (v[i].type == CS_ENTRY_FILE) {
+            v[i].size = v[i].content.size; /* what was read, even if the file changed */
+            ctx->stats->bytes += v[i].size;
+        }
+    qsort(v, n, sizeof(*v), entry_cmp);
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
+int cs_dir_store(CsWriter *w, CsDirEntry *v, size_t n, CsContentRef *ret)
+{
+    qsort(v, n, sizeof(*v), entry_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(v[i - 1].name, v[i].name) == 0)
+            return -EEXIST;
+    _cleanup_(buf_free) Buf obj = BUF_INIT;
+    int r = cs_dir_encode(v, n, &obj);
+    return r < 0 ? r : cs_writer_put_metadata(w, obj.data, obj.size, ret);
+}
+
+static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret)
+{
+    CsDirEntry *v;
+    size_t n;
+    int r = store_dir_entries(ctx, dir_fd, &v, &n);
+    if (r < 0)
+        return r;
+    r = cs_dir_store(ctx->w, v, n, ret);
+    cs_dir_entries_free(v, n);
     return r;
 }
 
@@ -348,8 +388,8 @@ int cs_tree_root_attr(const char *path, CsTreeRootAttr *ret)
     return 0;
 }
 
-int cs_tree_store(CsWriter *w, const char *path, const CsTreeParams *params, CsContentRef *ret,
-                  CsTreeStats *stats)
+static int tree_store(CsWriter *w, const char *path, const CsTreeParams *params,
+                      CsTreeStats *stats, CsContentRef *ret, CsDirEntry **ret_v, size_t *ret_n)
 {
     CsTreeStats local = { 0 };
     StoreCtx ctx = { .w = w, .params = params, .stats = stats ? stats : &local };
@@ -359,11 +399,24 @@ int cs_tree_store(CsWriter *w, const char *path, const CsTreeParams *params, CsC
     ctx.root_len = strlen(ctx.path);
     int fd = open(ctx.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int r = fd < 0 ? log_error_errno(-errno, "could not open directory \"%s\": %m", path)
-                   : store_dir(&ctx, fd, ret);
+            : ret  ? store_dir(&ctx, fd, ret)
+                   : store_dir_entries(&ctx, fd, ret_v, ret_n);
     if (fd >= 0)
         close(fd);
     free(ctx.path);
     return r;
+}
+
+int cs_tree_store(CsWriter *w, const char *path, const CsTreeParams *params, CsContentRef *ret,
+                  CsTreeStats *stats)
+{
+    return tree_store(w, path, params, stats, ret, NULL, NULL);
+}
+
+int cs_tree_store_entries(CsWriter *w, const char *path, const CsTreeParams *params,
+                          CsDirEntry **ret, size_t *ret_n, CsTreeStats *stats)
+{
+    return tree_store(w, path, params, stats, NULL, ret, ret_n);
 }
 
 /* A regular file to write, handed to a restore worker. */
@@ -391,6 +444,8 @@ typedef struct FileJob {
     SplitFile *split; /* set for a range: chunks [first, end) written from `offset` on */
     size_t first, end;
     uint64_t offset;
+    uint64_t written;  /* result: bytes written */
+    bool is_changed;   /* result: content or size had to change */
     struct FileJob *next;
 } FileJob;
 
@@ -416,6 +471,7 @@ typedef struct RestoreCtx {
     bool is_closed;       /* protected by lock: no more jobs */
     int error;            /* protected by lock: first failure */
     uint64_t files, bytes; /* protected by lock */
+    uint64_t bytes_written, files_unchanged; /* protected by lock */
 
     DirMeta *dirs; /* walker only */
     size_t n_dirs, cap_dirs;
@@ -484,6 +540,14 @@ static int restore_range(CsReader *rd, FileJob *j)
     return r;
 }
 
+static uint64_t range_bytes(const FileJob *j)
+{
+    uint64_t n = 0;
+    for (size_t i = j->first; i < j->end; i++)
+        n += j->split->flat.entries[i].length;
+    return n;
+}
+
 /* One range of a split file is done (r: its result). The last one finishes the file: returns
  * 1 when it did so, 0 when other ranges remain, or a negative errno. */
 static int split_range_done(RestoreCtx *ctx, SplitFile *sf, int r)
@@ -525,6 +589,65 @@ static int restore_file(RestoreCtx *ctx, CsReader *rd, FileJob *j)
     return restore_meta(ctx, j->dir_fd, &j->e);
 }
 
+/* Bring an existing file up to date: read each stored chunk's range, keep it if its id
+ * matches, write the stored chunk otherwise. */
+static int restore_file_delta(RestoreCtx *ctx, CsReader *rd, FileJob *j)
+{
+    const int flags = O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW;
+    int fd = openat(j->dir_fd, j->e.name, flags | O_EXCL, 0600);
+    bool is_new = fd >= 0;
+    if (fd < 0 && errno == EEXIST)
+        fd = openat(j->dir_fd, j->e.name, flags, 0600);
+    if (fd < 0)
+        return log_error_errno(-errno, "could not open \"%s\": %m", j->path);
+    struct stat st;
+    CsContentRef flat = { 0 };
+    uint8_t *old = NULL;
+    int r = fstat(fd, &st) < 0 ? -errno : cs_reader_flatten(rd, &j->e.content, &flat);
+    size_t max = 0;
+    for (size_t i = 0; r == 0 && i < flat.count; i++)
+        max = MAX(max, (size_t)flat.entries[i].length);
+    if (r == 0 && !(old = malloc(max ? max : 1)))
+        r = -ENOMEM;
+    uint64_t off = 0, have = r == 0 ? (uint64_t)st.st_size : 0;
+    for (size_t i = 0; r == 0 && i < flat.count; i++) {
+        size_t n = flat.entries[i].length, got = 0;
+        if (off + n <= have && (r = pread_full(fd, old, n, off, &got)) == 0 && got == n) {
+            CsChunkId id;
+            if ((r = cs_hmac_sha256(cs_reader_repo(rd)->keys.id_key, 32, old, n, id.bytes)) < 0)
+                break;
+            if (memcmp(id.bytes, flat.entries[i].id.bytes, sizeof(id.bytes)) == 0) {
+                off += n;
+                continue;
+            }
+        }
+        if (r < 0)
+            break;
+        const uint8_t *p;
+        size_t pn;
+        if ((r = cs_reader_chunk(rd, &flat.entries[i].id, &p, &pn)) < 0)
+            break;
+        /* Past the old end, zeros stay a hole. */
+        if (!(off >= have && cs_chunk_is_zero(p, pn))) {
+            r = pwrite_all(fd, p, pn, off);
+            j->written += pn;
+        }
+        off += pn;
+    }
+    if (r == 0 && have != flat.size && ftruncate(fd, (off_t)flat.size) < 0)
+        r = -errno;
+    j->is_changed = is_new || j->written || have != flat.size;
+    if (r == 0 && j->written)
+        sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    free(old);
+    cs_content_ref_free(&flat);
+    if (r < 0)
+        return log_error_errno(r, "could not restore \"%s\": %m", j->path);
+    return restore_meta(ctx, j->dir_fd, &j->e);
+}
+
 static void *restore_worker(void *userdata)
 {
     RestoreCtx *ctx = userdata;
@@ -551,14 +674,22 @@ static void *restore_worker(void *userdata)
         if (j->split) {
             /* Every range reports, even after a failure, so the last one frees the file. */
             r = skip || !rd ? -ECANCELED : restore_range(rd, j);
+            if (r == 0)
+                j->written = range_bytes(j);
             r = split_range_done(ctx, j->split, r);
             is_file_done = r == 1;
             if (r == -ECANCELED)
                 r = 0;
         } else {
-            r = skip || !rd ? 0 : restore_file(ctx, rd, j);
+            r = skip || !rd               ? 0
+                : ctx->params->is_delta ? restore_file_delta(ctx, rd, j)
+                                        : restore_file(ctx, rd, j);
             is_file_done = r == 0 && !skip && rd;
+            if (!ctx->params->is_delta)
+                j->written = size;
         }
+        uint64_t written = j->written;
+        bool is_changed = j->is_changed || !ctx->params->is_delta;
         job_free(j);
         if (r < 0)
             restore_fail(ctx, r);
@@ -566,6 +697,8 @@ static void *restore_worker(void *userdata)
         if (is_file_done) {
             ctx->files++;
             ctx->bytes += size;
+            ctx->bytes_written += written;
+            ctx->files_unchanged += !is_changed;
         }
     }
     pthread_mutex_unlock(&ctx->lock);
@@ -653,7 +786,7 @@ static int queue_split_file(RestoreCtx *ctx, int dir_fd, const char *path, CsDir
 
 static int queue_file(RestoreCtx *ctx, int dir_fd, const char *path, CsDirEntry *e)
 {
-    if (e->content.size >= RESTORE_SPLIT_MIN)
+    if (e->content.size >= RESTORE_SPLIT_MIN && !ctx->params->is_delta)
         return queue_split_file(ctx, dir_fd, path, e);
     FileJob *j = calloc(1, sizeof(*j));
     if (!j)
@@ -683,6 +816,56 @@ static int remember_dir(RestoreCtx *ctx, int parent_fd, CsDirEntry *e)
     return 0;
 }
 
+/* Delta: remove what the stored directory v[0..n) (sorted by name) does not have. */
+static int delta_remove_extra(RestoreCtx *ctx, int dir_fd, const CsDirEntry *v, size_t n,
+                              const char *path)
+{
+    int fd = dup(dir_fd);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return log_error_errno(-errno, "could not read directory \"%s\": %m", path);
+    }
+    int r = 0;
+    struct dirent *de;
+    while (r == 0 && (de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        CsDirEntry key = { .name = de->d_name };
+        if (bsearch(&key, v, n, sizeof(*v), entry_cmp))
+            continue;
+        if ((r = rm_rf_at(dir_fd, de->d_name)) < 0)
+            log_error_errno(r, "could not remove \"%s/%s\": %m", path, de->d_name);
+        ctx->stats->entries_removed++;
+    }
+    closedir(d);
+    return r;
+}
+
+/* Delta: may the existing entry stay (a file or directory is updated in place, a symlink that
+ * already points the same way is kept)? Otherwise it is removed. */
+static int delta_prepare_entry(int dir_fd, const CsDirEntry *e, bool *keep)
+{
+    struct stat st;
+    *keep = false;
+    if (fstatat(dir_fd, e->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (e->type == CS_ENTRY_FILE && S_ISREG(st.st_mode))
+        return 0; /* updated in place by the worker */
+    if (e->type == CS_ENTRY_DIR && S_ISDIR(st.st_mode))
+        return 0;
+    if (e->type == CS_ENTRY_SYMLINK && S_ISLNK(st.st_mode)) {
+        char target[PATH_MAX + 1];
+        ssize_t k = readlinkat(dir_fd, e->name, target, PATH_MAX);
+        if (k >= 0 && (size_t)k == strlen(e->target) && memcmp(target, e->target, (size_t)k) == 0) {
+            *keep = true;
+            return 0;
+        }
+    }
+    return rm_rf_at(dir_fd, e->name);
+}
+
 static int restore_dir(RestoreCtx *ctx, int dir_fd, const CsContentRef *ref, const char *path)
 {
     CsDirEntry *v;
@@ -691,6 +874,8 @@ static int restore_dir(RestoreCtx *ctx, int dir_fd, const CsContentRef *ref, con
     if (r < 0)
         return log_error_errno(r, "could not read directory \"%s\" from the repository: %m",
                                path);
+    if (ctx->params->is_delta)
+        r = delta_remove_extra(ctx, dir_fd, v, n, path);
     for (size_t i = 0; r == 0 && i < n; i++) {
         CsDirEntry *e = &v[i];
         _cleanup_free_ char *child = NULL;
@@ -698,7 +883,18 @@ static int restore_dir(RestoreCtx *ctx, int dir_fd, const CsContentRef *ref, con
             r = -ENOMEM;
             break;
         }
-        if (ctx->params->is_overwrite_allowed && e->type != CS_ENTRY_DIR)
+        if (ctx->params->is_delta) {
+            bool keep;
+            if ((r = delta_prepare_entry(dir_fd, e, &keep)) < 0) {
+                log_error_errno(r, "could not replace \"%s\": %m", child);
+                break;
+            }
+            if (keep) {
+                ctx->stats->symlinks++;
+                r = restore_meta(ctx, dir_fd, e);
+                continue;
+            }
+        } else if (ctx->params->is_overwrite_allowed && e->type != CS_ENTRY_DIR)
             unlinkat(dir_fd, e->name, 0);
         switch (e->type) {
         case CS_ENTRY_FILE:
@@ -706,7 +902,8 @@ static int restore_dir(RestoreCtx *ctx, int dir_fd, const CsContentRef *ref, con
             continue; /* the worker sets the file's metadata */
         case CS_ENTRY_DIR: {
             if (mkdirat(dir_fd, e->name, 0700) < 0 &&
-                !(errno == EEXIST && ctx->params->is_overwrite_allowed)) {
+                !(errno == EEXIST &&
+                  (ctx->params->is_overwrite_allowed || ctx->params->is_delta))) {
                 r = log_error_errno(-errno, "could not create directory \"%s\": %m", child);
                 break;
             }
@@ -755,7 +952,7 @@ int cs_tree_restore(CsReader *rd, const CsContentRef *root, const char *target,
     _cleanup_close_ int fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return log_error_errno(-errno, "could not open \"%s\": %m", target);
-    if (!ctx.params->is_overwrite_allowed) {
+    if (!ctx.params->is_overwrite_allowed && !ctx.params->is_delta) {
         DIR *d = opendir(target);
         struct dirent *de;
         bool is_empty = true;
@@ -791,6 +988,8 @@ int cs_tree_restore(CsReader *rd, const CsContentRef *root, const char *target,
         r = ctx.error;
     ctx.stats->files += ctx.files;
     ctx.stats->bytes += ctx.bytes;
+    ctx.stats->bytes_written += ctx.bytes_written;
+    ctx.stats->files_unchanged += ctx.files_unchanged;
 
     /* Children were remembered before their parents: this order sets a directory's times only
      * after nothing more is created inside it. */

@@ -43,6 +43,10 @@ typedef struct CsTreeStats {
     uint64_t files, dirs, symlinks, specials;
     uint64_t bytes;      /* regular file bytes */
     uint64_t page_files; /* files cut in page blocks */
+    /* restore only */
+    uint64_t bytes_written;   /* file bytes written (less than `bytes` in a delta restore) */
+    uint64_t files_unchanged; /* delta: files whose content already matched */
+    uint64_t entries_removed; /* delta: entries in the target that the tree does not have */
 } CsTreeStats;
 
 typedef struct CsTreeParams {
@@ -51,11 +55,22 @@ typedef struct CsTreeParams {
     void *userdata;
     /* Skip an entry entirely (pg_basebackup-style exclusions); NULL: keep all. */
     bool (*is_excluded)(const char *relpath, const struct stat *st, void *userdata);
+    /* Watch the bytes of each page file as they are read, once, in order (see
+     * CsReadObserver); NULL: none. */
+    void (*observe_page_file)(const char *relpath, const void *p, size_t n, uint64_t offset,
+                              void *userdata);
 } CsTreeParams;
 
 /* Store the tree at `path` and return the reference of its root directory object. */
 int cs_tree_store(CsWriter *w, const char *path, const CsTreeParams *params, CsContentRef *ret,
                   CsTreeStats *stats);
+
+/* Like cs_tree_store(), but return the root's entries (sorted by name) instead of storing the
+ * root directory object, so the caller can add entries and store it with cs_dir_store(). */
+int cs_tree_store_entries(CsWriter *w, const char *path, const CsTreeParams *params,
+                          CsDirEntry **ret, size_t *ret_n, CsTreeStats *stats);
+/* Store a directory object made of the given entries (sorted here; names must be unique). */
+int cs_dir_store(CsWriter *w, CsDirEntry *v, size_t n, CsContentRef *ret);
 
 /* Mode, owner and times of the stored directory itself (it has no entry in any directory
  * object, so the caller keeps them with the snapshot). */
@@ -69,6 +84,10 @@ int cs_tree_root_attr(const char *path, CsTreeRootAttr *ret);
 
 typedef struct CsRestoreParams {
     bool is_overwrite_allowed; /* target may exist and be non-empty */
+    /* The target may hold an older copy of the tree: files are compared chunk by chunk with
+     * the stored chunk ids and only differing chunks are written; entries the tree does not
+     * have are removed. Implies is_overwrite_allowed. */
+    bool is_delta;
     bool skip_owner;           /* do not chown (default: chown when running as root) */
     unsigned threads;          /* files restored at once; 0: twice the CPUs (I/O overlaps) */
     const CsTreeRootAttr *root_attr; /* applied to the target directory last; NULL: leave it */

@@ -21,5 +21,8 @@ int write_file_atomic(const char *path, const void *p, size_t n, mode_t mode);
 int read_file(const char *path, size_t max, char **ret, size_t *ret_n);
 /* mkdir -p with the given mode; existing directories are fine. */
 int mkdir_p(const char *path, mode_t mode);
+/* Remove a file, symlink or whole directory tree below dir_fd, never following symlinks.
+ * An absent name is fine. */
+int rm_rf_at(int dir_fd, const char *name);
 /* Make a path with printf-style formatting; returns NULL on ENOMEM. */
 char *path_join(const char *a, const char *b);

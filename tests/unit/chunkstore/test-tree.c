@@ -827,7 +827,128 @@ static void test_tree_empty(void **state)
     cs_writer_free(w);
 }
 
+
+/* Delta restore over a copy that drifted: changed bytes inside a file, a truncated and an
+ * extended file, an extra file and an extra directory tree, a file replaced by a directory, a
+ * symlink pointing elsewhere, a removed file. Afterwards the copy equals the source, and
+ * only the chunks that differed were written. */
+static void test_tree_restore_delta(void **state)
+{
+    Fixture *f = *state;
+    make_tree(f->src);
+    CsContentRef root;
+    CsTreeStats st;
+    int calls = 0;
+    store_tree(f, &root, &st, &calls);
+    CsReader *rd = NULL;
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
+    CsRestoreParams rp = { .threads = 3 };
+    ASSERT_OK(cs_tree_restore(rd, &root, f->dst, &rp, NULL));
+
+    /* Unchanged copy: nothing is written. */
+    CsRestoreParams delta = { .is_delta = true, .threads = 3 };
+    CsTreeStats ds = { 0 };
+    ASSERT_OK(cs_tree_restore(rd, &root, f->dst, &delta, &ds));
+    assert_int_equal(ds.bytes_written, 0);
+    assert_int_equal(ds.files_unchanged, ds.files);
+    assert_int_equal(ds.entries_removed, 0);
+    compare_trees(f->src, f->dst, "excluded");
+
+    /* Drift. a/ and emptydir are read-only directories: open them up first. */
+    _cleanup_free_ char *a = path_join(f->dst, "a"), *ro = path_join(f->dst, "emptydir");
+    assert_int_equal(chmod(a, 0700), 0);
+    assert_int_equal(chmod(ro, 0700), 0);
+    _cleanup_free_ char *big = path_join(f->dst, "a/big");
+    int fd = open(big, O_WRONLY);
+    assert_true(fd >= 0);
+    ASSERT_OK(pwrite_all(fd, "XYZ", 3, 8192 * 5 + 100)); /* inside the sixth page */
+    close(fd);
+    _cleanup_free_ char *leaf = path_join(f->dst, "d1/d2/d3/leaf");
+    assert_int_equal(truncate(leaf, 2), 0);
+    _cleanup_free_ char *exec = path_join(f->dst, "exec");
+    assert_int_equal(truncate(exec, 4096), 0);
+    write_file(f->dst, "extra-file", "extra", 5, 0644);
+    make_dir(f->dst, "extra-dir", 0755);
+    make_dir(f->dst, "extra-dir/sub", 0755);
+    write_file(f->dst, "extra-dir/sub/x", "x", 1, 0644);
+    _cleanup_free_ char *many0 = path_join(f->dst, "many/f000");
+    assert_int_equal(unlink(many0), 0);
+    make_dir(f->dst, "many/f000", 0755); /* a directory where a file belongs */
+    _cleanup_free_ char *link = path_join(f->dst, "link");
+    assert_int_equal(unlink(link), 0);
+    make_symlink(f->dst, "link", "elsewhere");
+    _cleanup_free_ char *many1 = path_join(f->dst, "many/f001");
+    assert_int_equal(unlink(many1), 0);
+
+    ds = (CsTreeStats){ 0 };
+    ASSERT_OK(cs_tree_restore(rd, &root, f->dst, &delta, &ds));
+    compare_trees(f->src, f->dst, "excluded");
+    assert_int_equal(ds.entries_removed, 2); /* extra-file, extra-dir */
+    /* big: one 8 KiB page rewritten; leaf 5, f000 and f001 14 each; exec's 17 bytes still
+     * match (it only grew): it is truncated back, nothing written. */
+    assert_int_equal(ds.bytes_written, 8192 + 5 + 14 + 14);
+    assert_int_equal(ds.files_unchanged, ds.files - 5);
+
+    /* Delta into an empty or missing target is a plain restore. */
+    _cleanup_free_ char *fresh = path_join(f->t.base, "fresh");
+    ds = (CsTreeStats){ 0 };
+    ASSERT_OK(cs_tree_restore(rd, &root, fresh, &delta, &ds));
+    compare_trees(f->src, fresh, "excluded");
+    assert_int_equal(ds.files_unchanged, 0);
+    assert_int_equal(ds.bytes_written, st.bytes - 100000); /* the zeros stay a hole */
+    cs_reader_free(rd);
+    cs_content_ref_free(&root);
+}
+
+/* The page-file observer sees every byte of every page file once, in order. */
+typedef struct ObserveCount {
+    uint64_t bytes, next_offset;
+    int files_seen;
+    bool in_order;
+} ObserveCount;
+
+static void observe_cb(const char *relpath, const void *p, size_t n, uint64_t offset,
+                       void *userdata)
+{
+    (void)p;
+    ObserveCount *c = userdata;
+    assert_string_equal(relpath, "a/big");
+    if (offset == 0) {
+        c->files_seen++;
+        c->next_offset = 0;
+    }
+    c->in_order &= offset == c->next_offset;
+    c->next_offset = offset + n;
+    c->bytes += n;
+}
+
+static bool page_file_big(const char *relpath, const struct stat *st, void *userdata)
+{
+    (void)st;
+    (void)userdata;
+    return strcmp(relpath, "a/big") == 0;
+}
+
+static void test_tree_observer(void **state)
+{
+    Fixture *f = *state;
+    make_tree(f->src);
+    ObserveCount c = { .in_order = true };
+    CsTreeParams tp = { .is_page_file = page_file_big, .observe_page_file = observe_cb,
+                        .userdata = &c };
+    CsWriter *w = NULL;
+    ASSERT_OK(cs_writer_new(f->t.repo, &(CsWriterParams){ .threads = 2 }, &w));
+    CsContentRef root;
+    ASSERT_OK(cs_tree_store(w, f->src, &tp, &root, NULL));
+    cs_writer_free(w);
+    assert_int_equal(c.files_seen, 1);
+    assert_true(c.in_order);
+    assert_int_equal(c.bytes, big_size);
+    cs_content_ref_free(&root);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 RUN_TESTS(cmocka_unit_test(test_dir_roundtrip), cmocka_unit_test(test_dir_decode_rejects),
           T(test_tree_store_restore), T(test_tree_lookup), T(test_tree_restore_not_empty),
-          T(test_tree_empty), T(test_tree_vanishing_entries))
+          T(test_tree_empty), T(test_tree_vanishing_entries), T(test_tree_restore_delta),
+          T(test_tree_observer))
