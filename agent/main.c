@@ -14,6 +14,7 @@
 
 #include "agent/basebackup.h"
 #include "agent/node-restore.h"
+#include "agent/service.h"
 #include "agent/wal.h"
 #include "chunkstore/catalog.h"
 #include "chunkstore/keysource.h"
@@ -41,6 +42,11 @@ typedef struct Options {
     bool delta;
     AgentTablespaceMap *ts_map;
     size_t n_ts_map;
+    /* serve */
+    const char *listen;
+    const char *tls_cert, *tls_key, *tls_ca;
+    const char *state_file;
+    const char *pg_bin, *pg_log;
 } Options;
 
 static Options opt;
@@ -82,6 +88,16 @@ static void usage(FILE *f)
             "                           (default: replay all archived WAL)\n"
             "      --delta              rewrite only what differs in an existing DIR\n"
             "      --tablespace-map=OID=DIR  restore tablespace OID into DIR (repeatable)\n\n"
+            "Service (serve: HTTP over mutual TLS for the orchestrator; needs -D, -d, a key\n"
+            "that is not typed, and the three TLS files):\n"
+            "      --listen=ADDR:PORT   address to listen on (default: 0.0.0.0:18080)\n"
+            "      --tls-cert=F         the agent's certificate (PEM, with intermediates)\n"
+            "      --tls-key=F          its private key\n"
+            "      --tls-ca=F           CA certificates that client certificates must chain to\n"
+            "      --state-file=F       keep a JSON summary for monitoring in F\n"
+            "      --pg-bin=DIR         PostgreSQL programs (default: pg_config --bindir)\n"
+            "      --pg-log=F           server log for pg_ctl start (default:\n"
+            "                           <parent of PGDATA>/<node>-postgres.log)\n\n"
             "Output:\n"
             "      --json               backup and wal-check: machine-readable report\n"
             "  -q, --quiet              errors only\n"
@@ -215,6 +231,8 @@ static int cmd_backup(int argc, char **argv)
         int q = print_backup(&res);
         if (r == 0)
             r = q;
+        else
+            r = -EBADMSG; /* pages failed their checksum: exit 4, damaged data */
     }
     agent_backup_result_clear(&res);
     return r;
@@ -238,6 +256,7 @@ static int cmd_restore(int argc, char **argv)
                                                   .target_kind = opt.target_kind,
                                                   .target_value = opt.target_value,
                                                   .delta = opt.delta,
+                                                  .repo_location = opt.repo,
                                                   .keyfile = opt.keyfile,
                                                   .tablespace_map = opt.ts_map,
                                                   .n_tablespace_map = opt.n_ts_map,
@@ -254,6 +273,34 @@ static int cmd_restore(int argc, char **argv)
     printf(", %.1f s\nstart PostgreSQL on it to recover%s%s\n", res.seconds,
            opt.target_value ? " to " : "", opt.target_value ? opt.target_value : "");
     return 0;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1)
+        return log_error_errno(-EINVAL, "usage: pitr-agent serve --tls-cert F --tls-key F "
+                                        "--tls-ca F -D PGDATA [--listen ADDR:PORT]");
+    _cleanup_free_ char *address = NULL;
+    uint16_t port;
+    int r = agent_serve_parse_listen(opt.listen, &address, &port);
+    if (r < 0)
+        return r;
+    return agent_serve(&(AgentServeParams){ .listen_address = address,
+                                            .port = port,
+                                            .tls_cert = opt.tls_cert,
+                                            .tls_key = opt.tls_key,
+                                            .tls_ca = opt.tls_ca,
+                                            .state_file = opt.state_file,
+                                            .node = opt.node,
+                                            .pgdata = opt.pgdata,
+                                            .conninfo = opt.conninfo,
+                                            .repo = opt.repo,
+                                            .keyfile = opt.keyfile,
+                                            .passphrase_file = opt.passphrase_file,
+                                            .pg_bin = opt.pg_bin,
+                                            .pg_log = opt.pg_log,
+                                            .threads = opt.threads });
 }
 
 static int set_target(AgentRecoveryTarget kind, const char *value)
@@ -288,12 +335,14 @@ static const struct {
     { "wal-check", cmd_wal_check },
     { "backup", cmd_backup },
     { "restore", cmd_restore },
+    { "serve", cmd_serve },
 };
 
 int main(int argc, char **argv)
 {
     enum { O_PASSFILE = 256, O_KEYFILE, O_JSON, O_LABEL, O_TARGET_DIR, O_TARGET_NAME,
-           O_TARGET_LSN, O_TARGET_TIME, O_TARGET_IMMEDIATE, O_DELTA, O_TS_MAP };
+           O_TARGET_LSN, O_TARGET_TIME, O_TARGET_IMMEDIATE, O_DELTA, O_TS_MAP, O_LISTEN,
+           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_STATE_FILE, O_PG_BIN, O_PG_LOG };
     static const struct option longopts[] = {
         { "repo", required_argument, NULL, 'r' },
         { "node", required_argument, NULL, 'n' },
@@ -311,6 +360,13 @@ int main(int argc, char **argv)
         { "target-immediate", no_argument, NULL, O_TARGET_IMMEDIATE },
         { "delta", no_argument, NULL, O_DELTA },
         { "tablespace-map", required_argument, NULL, O_TS_MAP },
+        { "listen", required_argument, NULL, O_LISTEN },
+        { "tls-cert", required_argument, NULL, O_TLS_CERT },
+        { "tls-key", required_argument, NULL, O_TLS_KEY },
+        { "tls-ca", required_argument, NULL, O_TLS_CA },
+        { "state-file", required_argument, NULL, O_STATE_FILE },
+        { "pg-bin", required_argument, NULL, O_PG_BIN },
+        { "pg-log", required_argument, NULL, O_PG_LOG },
         { "quiet", no_argument, NULL, 'q' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -348,6 +404,13 @@ int main(int argc, char **argv)
         case O_TARGET_IMMEDIATE: r = set_target(AGENT_TARGET_IMMEDIATE, NULL); break;
         case O_DELTA: opt.delta = true; break;
         case O_TS_MAP: r = add_tablespace_map(optarg); break;
+        case O_LISTEN: opt.listen = optarg; break;
+        case O_TLS_CERT: opt.tls_cert = optarg; break;
+        case O_TLS_KEY: opt.tls_key = optarg; break;
+        case O_TLS_CA: opt.tls_ca = optarg; break;
+        case O_STATE_FILE: opt.state_file = optarg; break;
+        case O_PG_BIN: opt.pg_bin = optarg; break;
+        case O_PG_LOG: opt.pg_log = optarg; break;
         case 'q': log_set_level(LOG_LEVEL_ERROR); break;
         case 'v': log_set_level(LOG_LEVEL_DEBUG); break;
         case 'h': usage(stdout); return EXIT_OK;

@@ -1,12 +1,344 @@
-#include <errno.h>
-
 #include "agent/node-restore.h"
-#include "common/log.h"
 
-int agent_node_restore(CsRepo *repo, const AgentRestoreParams *params, AgentRestoreResult *ret)
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/basebackup.h"
+#include "chunkstore/catalog.h"
+#include "common/buf.h"
+#include "common/fs-util.h"
+#include "common/log.h"
+#include "common/macro.h"
+
+static double elapsed(const struct timespec *t0)
 {
-    (void)repo;
-    (void)params;
-    (void)ret;
-    return log_error_errno(-ENOSYS, "node restore is not built yet");
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* The base backup to restore: "latest" is the newest of the node; anything else must name a
+ * base backup of this node. */
+static int find_backup(CsRepo *repo, const AgentRestoreParams *p, CsSnapshot *ret)
+{
+    if (strcmp(p->backup, "latest") == 0) {
+        CsSnapshot *v;
+        size_t n;
+        int r = cs_catalog_list(repo, &v, &n);
+        if (r < 0)
+            return log_error_errno(r, "could not list snapshots: %m");
+        size_t found = SIZE_MAX;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(v[i].kind, AGENT_BASEBACKUP_KIND) == 0 && strcmp(v[i].name, p->node) == 0)
+                found = i;
+        if (found != SIZE_MAX) {
+            *ret = v[found];
+            v[found] = (CsSnapshot){ 0 };
+        }
+        cs_snapshots_free(v, n);
+        if (found == SIZE_MAX)
+            return log_error_errno(-ENOENT, "node %s has no base backup in the repository",
+                                   p->node);
+        return 0;
+    }
+    int r = cs_catalog_find(repo, p->backup, ret);
+    if (r == -ENOENT)
+        return log_error_errno(r, "no snapshot \"%s\"", p->backup);
+    if (r == -ENOTUNIQ)
+        return log_error_errno(-EINVAL, "\"%s\" matches several snapshots: give more digits",
+                               p->backup);
+    if (r < 0)
+        return log_error_errno(r, "could not read snapshot \"%s\": %m", p->backup);
+    if (strcmp(ret->kind, AGENT_BASEBACKUP_KIND) != 0 || strcmp(ret->name, p->node) != 0) {
+        log_error("snapshot %s is a %s of \"%s\", not a base backup of node %s", ret->id,
+                  ret->kind, ret->name, p->node);
+        cs_snapshot_clear(ret);
+        return -ENOENT;
+    }
+    return 0;
+}
+
+static bool dir_is_empty(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return errno == ENOENT;
+    struct dirent *de;
+    bool is_empty = true;
+    while (is_empty && (de = readdir(d)))
+        is_empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+    closedir(d);
+    return is_empty;
+}
+
+/* A server running on the target would see its files change under it. */
+static int check_not_running(const char *target)
+{
+    _cleanup_free_ char *pidfile = path_join(target, "postmaster.pid"), *text = NULL;
+    if (!pidfile)
+        return -ENOMEM;
+    if (read_file(pidfile, 4096, &text, NULL) < 0)
+        return 0;
+    long pid = strtol(text, NULL, 10);
+    if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+        return log_error_errno(-EBUSY,
+                               "PostgreSQL (pid %ld) is running in \"%s\": stop it first", pid,
+                               target);
+    return 0;
+}
+
+/* Single quotes for a shell word. */
+static int shell_quote(Buf *out, const char *s)
+{
+    int r = buf_append(out, "'", 1);
+    for (const char *p = s; r == 0 && *p; p++)
+        r = *p == '\'' ? buf_append(out, "'\\''", 4) : buf_append(out, p, 1);
+    return r < 0 ? r : buf_append(out, "'", 1);
+}
+
+static int default_restore_command(const AgentRestoreParams *p, char **ret)
+{
+    if (!p->repo_location || !p->keyfile)
+        return log_error_errno(-EINVAL,
+                               "the server's restore_command needs a key file: give --key-file "
+                               "(PostgreSQL cannot answer a passphrase prompt)");
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return -errno;
+    exe[n] = 0;
+    _cleanup_free_ char *repo = realpath(p->repo_location, NULL);
+    _cleanup_free_ char *key = realpath(p->keyfile, NULL);
+    if (!repo || !key)
+        return log_error_errno(-errno, "could not resolve the repository or key file path: %m");
+    _cleanup_(buf_free) Buf b = BUF_INIT;
+    const char *words[] = { exe, "-q", "-r", repo, "--key-file", key, "-n", p->node };
+    int r = 0;
+    for (size_t i = 0; r == 0 && i < ARRAY_SIZE(words); i++)
+        if ((r = shell_quote(&b, words[i])) == 0)
+            r = buf_append(&b, " ", 1);
+    if (r == 0)
+        r = buf_append(&b, "restore-wal %f %p", strlen("restore-wal %f %p") + 1);
+    if (r < 0)
+        return r;
+    *ret = (char *)TAKE_PTR(b.data);
+    return 0;
+}
+
+/* A postgresql.conf string literal: single quotes doubled. */
+static int conf_line(Buf *out, const char *key, const char *value)
+{
+    int r = buf_printf(out, "%s = '", key);
+    for (const char *p = value; r == 0 && *p; p++)
+        r = *p == '\'' ? buf_append(out, "''", 2) : buf_append(out, p, 1);
+    return r < 0 ? r : buf_append(out, "'\n", 2);
+}
+
+static int write_owned(const char *path, const void *p, size_t n, const CsDirEntry *owner)
+{
+    int r = write_file_atomic(path, p, n, 0600);
+    if (r == 0 && geteuid() == 0 && chown(path, owner->uid, owner->gid) < 0)
+        r = -errno;
+    return r;
+}
+
+static int write_recovery_settings(const AgentRestoreParams *p, const CsDirEntry *pgdata)
+{
+    _cleanup_free_ char *cmd = NULL;
+    int r = 0;
+    if (!p->restore_command && (r = default_restore_command(p, &cmd)) < 0)
+        return r;
+    _cleanup_free_ char *conf_path = path_join(p->target, "postgresql.auto.conf");
+    _cleanup_free_ char *signal_path = path_join(p->target, "recovery.signal");
+    _cleanup_free_ char *standby = path_join(p->target, "standby.signal");
+    if (!conf_path || !signal_path || !standby)
+        return -ENOMEM;
+    _cleanup_(buf_free) Buf conf = BUF_INIT;
+    char *old = NULL;
+    size_t old_n = 0;
+    if (read_file(conf_path, 64 << 20, &old, &old_n) == 0) {
+        r = buf_append(&conf, old, old_n);
+        free(old);
+        if (r == 0 && old_n && conf.data[conf.size - 1] != '\n')
+            r = buf_append(&conf, "\n", 1);
+    }
+    time_t now = time(NULL);
+    char when[32];
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime(&now));
+    if (r == 0)
+        r = buf_printf(&conf, "# recovery settings written by pitr-agent restore at %s\n", when);
+    if (r == 0)
+        r = conf_line(&conf, "restore_command", p->restore_command ? p->restore_command : cmd);
+    switch (p->target_kind) {
+    case AGENT_TARGET_NAME:
+        if (r == 0)
+            r = conf_line(&conf, "recovery_target_name", p->target_value);
+        break;
+    case AGENT_TARGET_LSN:
+        if (r == 0)
+            r = conf_line(&conf, "recovery_target_lsn", p->target_value);
+        break;
+    case AGENT_TARGET_TIME:
+        if (r == 0)
+            r = conf_line(&conf, "recovery_target_time", p->target_value);
+        break;
+    case AGENT_TARGET_IMMEDIATE:
+        if (r == 0)
+            r = conf_line(&conf, "recovery_target", "immediate");
+        break;
+    case AGENT_TARGET_LATEST:
+        break;
+    }
+    if (r == 0)
+        r = conf_line(&conf, "recovery_target_action", "promote");
+    if (r == 0)
+        r = write_owned(conf_path, conf.data, conf.size, pgdata);
+    if (r == 0)
+        r = write_owned(signal_path, "", 0, pgdata);
+    if (r == 0 && unlink(standby) < 0 && errno != ENOENT)
+        r = -errno;
+    if (r < 0)
+        return log_error_errno(r, "could not write the recovery settings in \"%s\": %m",
+                               p->target);
+    return 0;
+}
+
+typedef struct TablespaceTarget {
+    const char *oid;
+    const char *location; /* original */
+    const char *path;     /* where it is restored */
+} TablespaceTarget;
+
+/* PostgreSQL recreates pg_tblspc/ links from tablespace_map when it starts from a backup:
+ * point the mapped ones at their new place. */
+static int rewrite_tablespace_map(const AgentRestoreParams *p, const TablespaceTarget *v,
+                                  size_t n, const CsDirEntry *pgdata)
+{
+    _cleanup_free_ char *path = path_join(p->target, "tablespace_map");
+    _cleanup_(buf_free) Buf out = BUF_INIT;
+    int r = 0;
+    for (size_t i = 0; r == 0 && i < n; i++)
+        r = buf_printf(&out, "%s %s\n", v[i].oid, v[i].path);
+    if (r == 0 && n)
+        r = write_owned(path, out.data, out.size, pgdata);
+    return r;
+}
+
+static int restore_tree(CsReader *rd, const CsSnapshot *snap, const char *inner,
+                        const char *target, const AgentRestoreParams *p, CsTreeStats *stats,
+                        CsDirEntry *ret_entry)
+{
+    CsDirEntry e = { 0 };
+    int r = cs_tree_lookup(rd, &snap->root, inner, &e);
+    if (r < 0)
+        return log_error_errno(r, "base backup %s has no \"%s\": %m", snap->id, inner);
+    CsTreeRootAttr attr = { .mode = e.mode, .uid = e.uid, .gid = e.gid,
+                            .mtime_sec = e.mtime_sec, .mtime_nsec = e.mtime_nsec };
+    r = cs_tree_restore(rd, &e.content, target,
+                        &(CsRestoreParams){ .is_delta = p->delta,
+                                            .threads = p->threads,
+                                            .root_attr = &attr },
+                        stats);
+    if (r == 0 && ret_entry) {
+        *ret_entry = e;
+        e = (CsDirEntry){ 0 };
+    }
+    cs_dir_entry_clear(&e);
+    return r;
+}
+
+int agent_node_restore(CsRepo *repo, const AgentRestoreParams *p, AgentRestoreResult *ret)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    *ret = (AgentRestoreResult){ 0 };
+    if (p->target_kind != AGENT_TARGET_LATEST && p->target_kind != AGENT_TARGET_IMMEDIATE &&
+        (!p->target_value || !*p->target_value))
+        return log_error_errno(-EINVAL, "the recovery target needs a value");
+    CsSnapshot snap = { 0 };
+    int r = find_backup(repo, p, &snap);
+    if (r < 0)
+        return r;
+
+    /* Where every tablespace goes, checked before anything is written. */
+    json_t *ts_list = json_object_get(snap.meta, "tablespaces");
+    size_t n_ts = json_array_size(ts_list);
+    TablespaceTarget *ts = calloc(n_ts + 1, sizeof(*ts));
+    if (!ts)
+        r = -ENOMEM;
+    for (size_t i = 0; r == 0 && i < n_ts; i++) {
+        json_t *o = json_array_get(ts_list, i);
+        ts[i].oid = json_string_value(json_object_get(o, "oid"));
+        ts[i].location = json_string_value(json_object_get(o, "location"));
+        if (!ts[i].oid || !ts[i].location) {
+            r = log_error_errno(-EBADMSG, "base backup %s: damaged tablespace list", snap.id);
+            break;
+        }
+        ts[i].path = ts[i].location;
+        for (size_t k = 0; k < p->n_tablespace_map; k++)
+            if (strcmp(p->tablespace_map[k].oid, ts[i].oid) == 0 ||
+                strcmp(p->tablespace_map[k].oid, ts[i].location) == 0)
+                ts[i].path = p->tablespace_map[k].path;
+    }
+    for (size_t k = 0; r == 0 && k < p->n_tablespace_map; k++) {
+        bool is_used = false;
+        for (size_t i = 0; i < n_ts; i++)
+            is_used |= strcmp(p->tablespace_map[k].oid, ts[i].oid) == 0 ||
+                       strcmp(p->tablespace_map[k].oid, ts[i].location) == 0;
+        if (!is_used)
+            r = log_error_errno(-EINVAL, "base backup %s has no tablespace %s", snap.id,
+                                p->tablespace_map[k].oid);
+    }
+    if (r == 0 && (r = check_not_running(p->target)) == 0 && !p->delta) {
+        if (!dir_is_empty(p->target))
+            r = log_error_errno(-ENOTEMPTY,
+                                "target directory \"%s\" is not empty\nHINT: use --delta to "
+                                "bring an existing copy up to date",
+                                p->target);
+        for (size_t i = 0; r == 0 && i < n_ts; i++)
+            if (!dir_is_empty(ts[i].path))
+                r = log_error_errno(-ENOTEMPTY,
+                                    "tablespace %s: \"%s\" is not empty\nHINT: map it elsewhere "
+                                    "with --tablespace-map=%s=DIR",
+                                    ts[i].oid, ts[i].path, ts[i].oid);
+    }
+
+    CsReader *rd = NULL;
+    CsDirEntry pgdata = { 0 };
+    if (r == 0 && (r = cs_reader_new(repo, &rd)) < 0)
+        log_error_errno(r, "could not read the repository: %m");
+    if (r == 0)
+        r = restore_tree(rd, &snap, "pgdata", p->target, p, &ret->tree, &pgdata);
+    for (size_t i = 0; r == 0 && i < n_ts; i++) {
+        _cleanup_free_ char *inner = NULL;
+        if (asprintf(&inner, "tablespaces/%s", ts[i].oid) < 0) {
+            r = -ENOMEM;
+            break;
+        }
+        r = restore_tree(rd, &snap, inner, ts[i].path, p, &ret->tree, NULL);
+    }
+    if (r == 0 && n_ts)
+        r = rewrite_tablespace_map(p, ts, n_ts, &pgdata);
+    if (r == 0)
+        r = write_recovery_settings(p, &pgdata);
+    if (r == 0) {
+        memcpy(ret->snapshot_id, snap.id, sizeof(ret->snapshot_id));
+        ret->bytes_written = ret->tree.bytes_written;
+        ret->files_unchanged = ret->tree.files_unchanged;
+        ret->files_removed = ret->tree.entries_removed;
+        ret->seconds = elapsed(&t0);
+        log_info("node %s: restored base backup %s into \"%s\"", p->node, snap.id, p->target);
+    }
+    cs_reader_free(rd);
+    cs_dir_entry_clear(&pgdata);
+    free(ts);
+    cs_snapshot_clear(&snap);
+    return r;
 }

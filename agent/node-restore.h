@@ -49,7 +49,8 @@ typedef struct AgentRestoreParams {
     /* restore_command written into postgresql.auto.conf; NULL: this pitr-agent with the
      * repository location and the key file given below */
     const char *restore_command;
-    const char *keyfile;      /* key file for the default restore_command */
+    const char *repo_location; /* for the default restore_command */
+    const char *keyfile;       /* for the default restore_command */
     const AgentTablespaceMap *tablespace_map;
     size_t n_tablespace_map;
     unsigned threads;

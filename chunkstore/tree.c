@@ -28,6 +28,11 @@ static void entry_clear(CsDirEntry *e)
     *e = (CsDirEntry){ 0 };
 }
 
+void cs_dir_entry_clear(CsDirEntry *e)
+{
+    entry_clear(e);
+}
+
 void cs_dir_entries_free(CsDirEntry *v, size_t n)
 {
     for (size_t i = 0; v && i < n; i++)

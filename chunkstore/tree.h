@@ -102,5 +102,7 @@ int cs_dir_load(CsReader *rd, const CsContentRef *ref, CsDirEntry **ret, size_t 
 int cs_dir_decode(const void *p, size_t n, CsDirEntry **ret, size_t *ret_n);
 int cs_dir_encode(const CsDirEntry *v, size_t n, Buf *out);
 void cs_dir_entries_free(CsDirEntry *v, size_t n);
+/* Free what one entry owns (name, target, content) and zero it. */
+void cs_dir_entry_clear(CsDirEntry *e);
 /* Follow a path ("a/b/c", "" for the root) from a root reference. Returns a copy of the entry. */
 int cs_tree_lookup(CsReader *rd, const CsContentRef *root, const char *path, CsDirEntry *ret);

@@ -1,6 +1,8 @@
 #include "common/buf.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,6 +49,24 @@ int buf_append(Buf *b, const void *p, size_t n)
     if (!dst)
         return -ENOMEM;
     memcpy(dst, p, n);
+    return 0;
+}
+
+int buf_printf(Buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -EINVAL;
+    /* room for vsnprintf's NUL, which is not counted in size */
+    if (buf_reserve(b, (size_t)n + 1) < 0)
+        return -ENOMEM;
+    va_start(ap, fmt);
+    vsnprintf((char *)b->data + b->size, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->size += (size_t)n;
     return 0;
 }
 

@@ -19,6 +19,8 @@ void buf_free(Buf *b);
 /* Make room for at least `extra` more bytes; returns 0 or -ENOMEM. */
 int buf_reserve(Buf *b, size_t extra);
 int buf_append(Buf *b, const void *p, size_t n);
+/* Append formatted text (without a terminating NUL). */
+int buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Append n bytes of uninitialised space and return a pointer to it (NULL on -ENOMEM). */
 uint8_t *buf_extend(Buf *b, size_t n);
 int buf_append_le16(Buf *b, uint16_t v);

@@ -51,7 +51,7 @@ static void usage(FILE *f)
             "  pitr-snap [OPTION]... store --stdin --name NAME\n"
             "  pitr-snap [OPTION]... list | show ID | info\n"
             "  pitr-snap [OPTION]... restore ID TARGET\n"
-            "  pitr-snap [OPTION]... cat ID\n"
+            "  pitr-snap [OPTION]... cat ID [PATH]\n"
             "  pitr-snap [OPTION]... delete ID\n\n"
             "Repository and keys:\n"
             "  -r, --repo=LOCATION      repository directory (default: $PITR_REPO)\n"
@@ -454,20 +454,31 @@ static int cmd_restore(int argc, char **argv)
 
 static int cmd_cat(int argc, char **argv)
 {
-    if (argc != 2)
-        return log_error_errno(-EINVAL, "usage: pitr-snap cat ID");
+    if (argc != 2 && argc != 3)
+        return log_error_errno(-EINVAL, "usage: pitr-snap cat ID [PATH]");
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
     _cleanup_(cs_reader_freep) CsReader *rd = NULL;
     CsSnapshot s;
     int r = open_snapshot(argv[1], &repo, &s, &rd);
     if (r < 0)
         return r;
-    if (strcmp(s.kind, "stream") != 0)
-        r = log_error_errno(-EINVAL, "snapshot %s is a %s, not a stream\nHINT: use restore",
+    if (argc == 3) {
+        /* A file inside a stored tree. */
+        CsDirEntry e = { 0 };
+        if ((r = cs_tree_lookup(rd, &s.root, argv[2], &e)) < 0)
+            log_error_errno(r, "snapshot %s: \"%s\": %m", s.id, argv[2]);
+        else if (e.type != CS_ENTRY_FILE)
+            r = log_error_errno(-EISDIR, "snapshot %s: \"%s\" is not a regular file", s.id,
+                                argv[2]);
+        else if ((r = cs_reader_write_fd(rd, &e.content, STDOUT_FILENO, false)) < 0)
+            log_error_errno(r, "could not read \"%s\" of %s: %m", argv[2], s.id);
+        cs_dir_entry_clear(&e);
+    } else if (strcmp(s.kind, "stream") != 0) {
+        r = log_error_errno(-EINVAL,
+                            "snapshot %s is a %s, not a stream\nHINT: give a PATH inside it, or "
+                            "use restore",
                             s.id, s.kind);
-    else
-        r = cs_reader_write_fd(rd, &s.root, STDOUT_FILENO, false);
-    if (r < 0 && r != -EINVAL)
+    } else if ((r = cs_reader_write_fd(rd, &s.root, STDOUT_FILENO, false)) < 0)
         log_error_errno(r, "could not read stream %s: %m", s.id);
     cs_snapshot_clear(&s);
     return r;

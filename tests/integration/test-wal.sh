@@ -9,60 +9,21 @@
 #     whose first segment starts with pages of the parent timeline, and archives it;
 #  3. a WAL file that is not archived makes restore-wal exit 1 without a word.
 . "$(dirname "$0")/lib.sh"
-PGBIN=/usr/lib/postgresql/15/bin
-require runuser
-[[ -x $PGBIN/postgres ]] || fail "PostgreSQL 15 is not installed ($PGBIN)"
+. "$(dirname "$0")/lib-pg.sh"
 AGENT=$PITR_BIN/pitr-agent
 [[ -x $AGENT ]] || fail "$AGENT is missing: run 'make build-tests' first"
 
-# The servers and the archive commands run as postgres: it must reach everything and create
-# data directories in the scratch directory.
-chown postgres: "$T"
 REPO=$T/repo
 init_repo "$REPO"
 "$SNAP" -r "$REPO" key export "$T"/repo.key >/dev/null 2>&1 || fail "key export failed"
-mkdir "$T"/sock
-chown -R postgres: "$REPO" "$T"/repo.key "$T"/sock
-as_pg() { runuser -u postgres -- "$@"; }
+chown -R postgres: "$REPO" "$T"/repo.key
 # The agent as PostgreSQL runs it: as postgres, unlocked by the key file only.
 agent() { as_pg env -u PITR_PASSPHRASE "$AGENT" -r "$REPO" --key-file "$T"/repo.key "$@"; }
 AGENT_CMD="$AGENT -r $REPO --key-file $T/repo.key --node main"
 
-# A free loopback port from 55440 on.
-free_port() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-for port in range(int(sys.argv[1]), 56000):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(port)
-    break
-EOF
-}
 P1=$(free_port 55440)
 P2=$(free_port $((P1 + 1)))
 P3=$(free_port $((P2 + 1)))
-psql_at() { local port=$1; shift; as_pg "$PGBIN"/psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 "$@"; }
-pg_start() { # pg_start DATADIR LOG
-    as_pg "$PGBIN"/pg_ctl -D "$1" -l "$2" -w -t 90 start >/dev/null ||
-        { tail -30 "$2" >&2; fail "server in $1 did not start"; }
-    cleanup_hooks+=("as_pg '$PGBIN/pg_ctl' -D '$1' -m immediate stop >/dev/null 2>&1")
-}
-# pg_ctl -w returns once a hot standby accepts connections: wait for the end of recovery.
-wait_promoted() {
-    local i
-    for ((i = 0; i < 900; i++)); do
-        [[ $(psql_at "$1" -c "SELECT pg_is_in_recovery()") == f ]] && return 0
-        sleep 0.1
-    done
-    tail -30 "$2" >&2
-    fail "server on port $1 did not finish recovery within 90 s"
-}
 # Wait until the archive holds object $1 (a path below wal/main/), 60 s at most.
 wait_archived() {
     local i

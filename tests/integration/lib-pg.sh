@@ -1,0 +1,59 @@
+# PostgreSQL 15 servers for integration tests: started by the test itself as the postgres OS
+# user on loopback ports, data under the scratch directory $T. Source lib.sh first.
+PGBIN=/usr/lib/postgresql/15/bin
+require runuser
+[[ -x $PGBIN/postgres ]] || fail "PostgreSQL 15 is not installed ($PGBIN)"
+# The servers (and archive_command, which they run) are postgres: it must reach $T.
+chown postgres: "$T"
+mkdir -p "$T"/sock
+chown postgres: "$T"/sock
+as_pg() { runuser -u postgres -- "$@"; }
+
+# A free loopback port from $1 on.
+free_port() {
+    python3 - "$1" <<'PY'
+import socket, sys
+for port in range(int(sys.argv[1]), 60000):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+PY
+}
+psql_at() { local port=$1; shift; as_pg "$PGBIN"/psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 "$@"; }
+# pg_init DATADIR PORT [ARCHIVE_COMMAND]: a new cluster with data checksums, WAL archiving on.
+pg_init() {
+    as_pg "$PGBIN"/initdb -k -A trust -U postgres -D "$1" >/dev/null || fail "initdb of $1 failed"
+    cat >>"$1"/postgresql.conf <<CONF
+listen_addresses = '127.0.0.1'
+port = $2
+unix_socket_directories = '$T/sock'
+wal_level = replica
+archive_mode = on
+archive_command = '${3:-/bin/true}'
+max_wal_size = 128MB
+max_prepared_transactions = 50
+log_checkpoints = off
+CONF
+}
+pg_start() { # pg_start DATADIR LOG
+    as_pg "$PGBIN"/pg_ctl -D "$1" -l "$2" -w -t 90 start >/dev/null ||
+        { tail -30 "$2" >&2; fail "server in $1 did not start"; }
+    cleanup_hooks+=("as_pg '$PGBIN/pg_ctl' -D '$1' -m immediate stop >/dev/null 2>&1")
+}
+pg_stop() { as_pg "$PGBIN"/pg_ctl -D "$1" -m fast -w stop >/dev/null || fail "could not stop the server in $1"; }
+# pg_ctl -w returns once a hot standby accepts connections: wait for the end of recovery.
+wait_promoted() { # wait_promoted PORT LOG
+    local i
+    for ((i = 0; i < 900; i++)); do
+        [[ $(psql_at "$1" -c "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]] && return 0
+        sleep 0.1
+    done
+    tail -30 "$2" >&2
+    fail "server on port $1 did not finish recovery within 90 s"
+}
