@@ -256,9 +256,13 @@ static AgentPageVerdict recheck_page(const AgentPageBad *bad, void *userdata)
     _cleanup_close_ int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     uint8_t page[AGENT_PAGE_SIZE];
     size_t n;
-    if (fd >= 0 && pread_full(fd, page, sizeof(page), bad->file_offset, &n) == 0 &&
-        n == sizeof(page))
+    if (fd >= 0 && pread_full(fd, page, sizeof(page), bad->file_offset, &n) == 0) {
+        /* Gone or shorter now: the relation was truncated while we read it, which WAL replay
+         * repeats, as pg_basebackup concludes too. */
+        if (n < sizeof(page))
+            return AGENT_PAGE_SKIPPED_NEWER;
         v = agent_page_verify(page, bad->blkno, b->start_lsn, &sums);
+    }
     if (!agent_page_verdict_is_bad(v))
         return v;
     const char *where = b->filter->is_tablespace ? "tablespace " : "";
