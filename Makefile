@@ -57,7 +57,7 @@ $(BUILD)/bin/mount.pitrfs: $(BUILD)/fuse/main.o $(BUILD)/libpitrfs.a $(LIBS)
 $(BUILD)/bin/mount.pitrfs: EXTRA_LIBS = $(FUSE_LIBS)
 $(BUILD)/fuse/%.o: PROJ_CFLAGS += $(FUSE_CFLAGS)
 $(BUILD)/libtools.a: $(call objs,tools/common)
-$(BUILD)/bin/pitr-snap: $(BUILD)/tools/pitr-snap.o $(BUILD)/libtools.a $(BUILD)/liborchestrator.a \
+$(BUILD)/bin/pitr-snap: $(BUILD)/tools/pitr-snap.o $(BUILD)/tools/snap-cluster.o $(BUILD)/libtools.a $(BUILD)/liborchestrator.a \
                         $(BUILD)/libagent.a $(LIBS)
 $(BUILD)/bin/pitr-snap: EXTRA_LIBS = $(ORCH_LIBS)
 
@@ -65,8 +65,10 @@ UNIT_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/*/test-*.c))
 TEST_HELPERS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/helpers/*.c))
 $(UNIT_TESTS): $(BUILD)/%: $(BUILD)/%.o $(LIBS)
 $(TEST_HELPERS): $(BUILD)/%: $(BUILD)/%.o $(BUILD)/liborchestrator.a $(BUILD)/libagent.a $(LIBS)
+# Archives in layer order, upper layers first, whatever order the prerequisites came in.
+LAYER_ARCHIVES = $(foreach l,tools orchestrator agent pitrfs chunkstore common,$(filter %/lib$(l).a,$^))
 LINK = @mkdir -p $(@D) && $(CC) $(SAN_FLAGS) $(CFLAGS) $(LDFLAGS) -pthread -o $@ \
-       $(filter %.o,$^) $(filter %.a,$^) $(PKG_LIBS) $(EXTRA_LIBS)
+       $(filter %.o,$^) $(LAYER_ARCHIVES) $(PKG_LIBS) $(EXTRA_LIBS)
 $(UNIT_TESTS): EXTRA_LIBS = -lcmocka
 $(TEST_HELPERS): EXTRA_LIBS = $(ORCH_LIBS)
 # Unit tests of the upper layers link their layer's library (and what it stands on).

@@ -13,14 +13,12 @@
 #include <unistd.h>
 
 #include "agent/pagecheck.h"
+#include "agent/pq.h"
 #include "agent/pgdata.h"
 #include "chunkstore/catalog.h"
 #include "common/fs-util.h"
 #include "common/log.h"
 #include "common/macro.h"
-
-DEFINE_CLEANUP_FUNC(PGconn *, PQfinish)
-DEFINE_CLEANUP_FUNC(PGresult *, PQclear)
 
 typedef struct Tablespace {
     char *oid;
@@ -55,6 +53,13 @@ static double elapsed(const struct timespec *t0)
     return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/* Server notices ("all required WAL segments have been archived") are debug output. */
+static void log_notice(void *userdata, const char *msg)
+{
+    (void)userdata;
+    log_debug("%.*s", pq_message_len(msg), msg);
+}
+
 /* Tell apart what a user must fix: a server that is not there, or credentials it refuses. */
 static int connect_error(const AgentBackupParams *p, PGconn *conn)
 {
@@ -62,12 +67,9 @@ static int connect_error(const AgentBackupParams *p, PGconn *conn)
     bool is_auth = (conn && PQconnectionNeedsPassword(conn)) ||
                    strstr(msg, "authentication failed") || strstr(msg, "pg_hba.conf") ||
                    strstr(msg, "does not exist") || strstr(msg, "permission denied");
-    size_t len = strlen(msg);
-    while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
-        len--;
     return log_error_errno(is_auth ? -EACCES : -ECONNREFUSED,
-                           "node %s: could not connect to PostgreSQL: %.*s", p->node, (int)len,
-                           msg);
+                           "node %s: could not connect to PostgreSQL: %.*s", p->node,
+                           pq_message_len(msg), msg);
 }
 
 /* Run a query that must return one row; logs and returns -EIO on failure. */
@@ -545,7 +547,13 @@ int agent_backup(CsRepo *repo, const AgentBackupParams *params, AgentBackupResul
     *ret = (AgentBackupResult){ 0 };
     Backup b = { .params = params, .res = ret };
     clock_gettime(CLOCK_MONOTONIC, &b.t0);
-    b.conn = PQconnectdb(params->conninfo ? params->conninfo : "");
+    /* A server that accepts the connection and then hangs must not hang the backup: a
+     * connect_timeout in the caller's string still wins, since it comes later. */
+    const char *const keys[] = { "connect_timeout", "dbname", NULL };
+    const char *const values[] = { "30", params->conninfo ? params->conninfo : "", NULL };
+    b.conn = PQconnectdbParams(keys, values, 1);
+    if (b.conn)
+        PQsetNoticeProcessor(b.conn, log_notice, NULL);
     int r;
     if (!b.conn || PQstatus(b.conn) != CONNECTION_OK)
         r = connect_error(params, b.conn);

@@ -38,6 +38,7 @@ typedef struct Options {
     /* restore */
     const char *target_dir;
     AgentRecoveryTarget target_kind;
+    uint32_t target_timeline;
     const char *target_value;
     bool delta;
     AgentTablespaceMap *ts_map;
@@ -86,10 +87,11 @@ static void usage(FILE *f)
             "      --target-time=TIME   recover to the time (PostgreSQL timestamp syntax)\n"
             "      --target-immediate   stop as soon as the backup is consistent\n"
             "                           (default: replay all archived WAL)\n"
+            "      --target-timeline=N  the timeline the target lies on (default: the latest)\n"
             "      --delta              rewrite only what differs in an existing DIR\n"
             "      --tablespace-map=OID=DIR  restore tablespace OID into DIR (repeatable)\n\n"
-            "Service (serve: HTTP over mutual TLS for the orchestrator; needs -D, -d, a key\n"
-            "that is not typed, and the three TLS files):\n"
+            "Service (serve: HTTP over mutual TLS for the orchestrator; needs -D, -r, a key\n"
+            "that is not typed, and the three TLS files; -d as for backup):\n"
             "      --listen=ADDR:PORT   address to listen on (default: 0.0.0.0:18080)\n"
             "      --tls-cert=F         the agent's certificate (PEM, with intermediates)\n"
             "      --tls-key=F          its private key\n"
@@ -255,6 +257,7 @@ static int cmd_restore(int argc, char **argv)
                                                   .target = opt.target_dir,
                                                   .target_kind = opt.target_kind,
                                                   .target_value = opt.target_value,
+                                                  .target_timeline = opt.target_timeline,
                                                   .delta = opt.delta,
                                                   .repo_location = opt.repo,
                                                   .keyfile = opt.keyfile,
@@ -341,7 +344,7 @@ static const struct {
 int main(int argc, char **argv)
 {
     enum { O_PASSFILE = 256, O_KEYFILE, O_JSON, O_LABEL, O_TARGET_DIR, O_TARGET_NAME,
-           O_TARGET_LSN, O_TARGET_TIME, O_TARGET_IMMEDIATE, O_DELTA, O_TS_MAP, O_LISTEN,
+           O_TARGET_LSN, O_TARGET_TIME, O_TARGET_IMMEDIATE, O_TARGET_TLI, O_DELTA, O_TS_MAP, O_LISTEN,
            O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_STATE_FILE, O_PG_BIN, O_PG_LOG };
     static const struct option longopts[] = {
         { "repo", required_argument, NULL, 'r' },
@@ -358,6 +361,7 @@ int main(int argc, char **argv)
         { "target-lsn", required_argument, NULL, O_TARGET_LSN },
         { "target-time", required_argument, NULL, O_TARGET_TIME },
         { "target-immediate", no_argument, NULL, O_TARGET_IMMEDIATE },
+        { "target-timeline", required_argument, NULL, O_TARGET_TLI },
         { "delta", no_argument, NULL, O_DELTA },
         { "tablespace-map", required_argument, NULL, O_TS_MAP },
         { "listen", required_argument, NULL, O_LISTEN },
@@ -402,6 +406,16 @@ int main(int argc, char **argv)
         case O_TARGET_LSN: r = set_target(AGENT_TARGET_LSN, optarg); break;
         case O_TARGET_TIME: r = set_target(AGENT_TARGET_TIME, optarg); break;
         case O_TARGET_IMMEDIATE: r = set_target(AGENT_TARGET_IMMEDIATE, NULL); break;
+        case O_TARGET_TLI: {
+            char *end;
+            unsigned long t = strtoul(optarg, &end, 10);
+            if (*end || t == 0 || t > UINT32_MAX) {
+                log_error("--target-timeline wants a timeline number, not \"%s\"", optarg);
+                return EXIT_USAGE;
+            }
+            opt.target_timeline = (uint32_t)t;
+            break;
+        }
         case O_DELTA: opt.delta = true; break;
         case O_TS_MAP: r = add_tablespace_map(optarg); break;
         case O_LISTEN: opt.listen = optarg; break;

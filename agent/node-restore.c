@@ -196,6 +196,11 @@ static int write_recovery_settings(const AgentRestoreParams *p, const CsDirEntry
     case AGENT_TARGET_LATEST:
         break;
     }
+    if (r == 0 && p->target_timeline) {
+        char tli[16];
+        snprintf(tli, sizeof(tli), "%u", p->target_timeline);
+        r = conf_line(&conf, "recovery_target_timeline", tli);
+    }
     if (r == 0)
         r = conf_line(&conf, "recovery_target_action", "promote");
     if (r == 0)

@@ -45,6 +45,10 @@ typedef struct AgentRestoreParams {
     const char *target;   /* data directory to create or refresh */
     AgentRecoveryTarget target_kind;
     const char *target_value; /* name, LSN or time; NULL for LATEST and IMMEDIATE */
+    /* recovery_target_timeline: the timeline the target lies on; 0: PostgreSQL's default,
+     * "latest", which follows a later timeline that branched off before the target (after an
+     * earlier restore) and then never finds it */
+    uint32_t target_timeline;
     bool delta;
     /* restore_command written into postgresql.auto.conf; NULL: this pitr-agent with the
      * repository location and the key file given below */

@@ -959,6 +959,7 @@ static int put_source(CsWriter *w, Source *src, CsChunking mode, bool is_meta, C
         cs_writer_sync(w);
         return r;
     }
+    progress_maybe(w); /* trees of many small files report too */
     return 0;
 }
 
@@ -1030,6 +1031,17 @@ int cs_writer_flush(CsWriter *w)
     r = w->error;
     pthread_mutex_unlock(&w->lock);
     return r;
+}
+
+int cs_content_ref_copy(const CsContentRef *ref, CsContentRef *ret)
+{
+    *ret = *ref;
+    ret->entries = malloc(MAX(ref->count, 1u) * sizeof(*ref->entries));
+    if (!ret->entries)
+        return -ENOMEM;
+    if (ref->count)
+        memcpy(ret->entries, ref->entries, ref->count * sizeof(*ref->entries));
+    return 0;
 }
 
 void cs_content_ref_free(CsContentRef *ref)

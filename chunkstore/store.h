@@ -39,6 +39,7 @@ typedef struct CsContentRef {
 } CsContentRef;
 
 void cs_content_ref_free(CsContentRef *ref);
+int cs_content_ref_copy(const CsContentRef *ref, CsContentRef *ret);
 int cs_content_ref_encode(const CsContentRef *ref, Buf *out);
 int cs_content_ref_decode(Cursor *c, CsContentRef *ret);
 

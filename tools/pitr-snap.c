@@ -23,21 +23,10 @@
 #include "common/version.h"
 #include "common/macro.h"
 #include "tools/common/cli.h"
+#include "tools/pitr-snap.h"
 
 
-typedef struct Options {
-    const char *repo;
-    CliKeyOptions key;
-    const char *name;
-    unsigned threads;
-    bool json;
-    bool is_stdin;
-    bool force;
-    const char *page_files; /* "auto" or "none" */
-    CsInitParams init;
-} Options;
-
-static Options opt = { .page_files = "auto" };
+Options opt = { .page_files = "auto" };
 
 static void usage(FILE *f)
 {
@@ -46,14 +35,19 @@ static void usage(FILE *f)
             "repository.\n\n"
             "Usage:\n"
             "  pitr-snap [OPTION]... init\n"
+            "  pitr-snap -c CONFIG [OPTION]... create [--label L] [--restore-point-only]\n"
+            "  pitr-snap -c CONFIG [OPTION]... restore ID [--target-dir DIR] [--force]\n"
+            "  pitr-snap -c CONFIG [OPTION]... config check | config show | barrier-sql\n"
             "  pitr-snap [OPTION]... key export FILE\n"
             "  pitr-snap [OPTION]... store PATH [--name NAME]\n"
             "  pitr-snap [OPTION]... store --stdin --name NAME\n"
             "  pitr-snap [OPTION]... list | show ID | info\n"
-            "  pitr-snap [OPTION]... restore ID TARGET\n"
+            "  pitr-snap [OPTION]... restore ID TARGET       (tree and stream snapshots)\n"
             "  pitr-snap [OPTION]... cat ID [PATH]\n"
             "  pitr-snap [OPTION]... delete ID\n\n"
             "Repository and keys:\n"
+            "  -c, --config=FILE        cluster configuration (default: $PITR_CONFIG); gives\n"
+            "                           the repository and its key unless given below\n"
             "  -r, --repo=LOCATION      repository directory (default: $PITR_REPO)\n"
             "      --passphrase-file=F  read the passphrase from F (else $PITR_PASSPHRASE,\n"
             "                           else a prompt on the terminal)\n"
@@ -64,8 +58,16 @@ static void usage(FILE *f)
             "      --page-files=MODE    auto: cut PostgreSQL relation files in page blocks\n"
             "                           (default); none: chunk every file by content\n"
             "  -j, --threads=N          worker threads (default: one per CPU)\n\n"
+            "Cluster snapshots:\n"
+            "      --label=L            label of the new snapshot\n"
+            "      --restore-point-only a new CSN restore point against the latest base\n"
+            "                           backups: seconds, not minutes\n"
+            "      --parallel=N         agents working at once (default: all)\n"
+            "      --target-dir=DIR     restore each node into DIR/<node> on its host instead\n"
+            "                           of in place (nothing is stopped or started)\n\n"
             "Restoring:\n"
-            "      --force              restore into a non-empty directory\n\n"
+            "      --force              tree: restore into a non-empty directory; cluster:\n"
+            "                           restore although the nodes differ from the snapshot's\n\n"
             "Init:\n"
             "      --chunk-min=N --chunk-avg=N --chunk-max=N   content chunk sizes (bytes)\n"
             "      --page-size=N        page block size (default 8192)\n"
@@ -83,7 +85,7 @@ static void usage(FILE *f)
             "or unsupported format, 4 damaged data, 5 repository busy, 64 usage error.\n");
 }
 
-static int open_repo(bool read_only, CsRepo **ret)
+int open_repo(bool read_only, CsRepo **ret)
 {
     if (!opt.repo)
         return log_error_errno(-EINVAL, "no repository given\nHINT: use --repo or PITR_REPO");
@@ -287,7 +289,7 @@ static json_t *snapshot_json(const CsSnapshot *s)
                      (json_int_t)snapshot_size(s), "meta", s->meta);
 }
 
-static void format_time(int64_t t, char *buf, size_t n)
+void format_time(int64_t t, char *buf, size_t n)
 {
     time_t tt = (time_t)t;
     struct tm tm;
@@ -321,6 +323,8 @@ static int cmd_list(int argc, char **argv)
             format_time(v[i].time, t, sizeof(t));
             printf("%-16s  %-19s  %-6s  %10s  %s\n", v[i].id, t, v[i].kind,
                    cli_size(snapshot_size(&v[i]), sz, sizeof(sz)), v[i].name);
+            if (strcmp(v[i].kind, "cluster") == 0)
+                print_cluster_list_line(&v[i]);
         }
     }
     cs_snapshots_free(v, n);
@@ -404,14 +408,26 @@ static bool root_attr_from_json(json_t *o, CsTreeRootAttr *ret)
 
 static int cmd_restore(int argc, char **argv)
 {
+    if (argc == 2)
+        return cmd_cluster_restore(argv[1]);
     if (argc != 3)
-        return log_error_errno(-EINVAL, "usage: pitr-snap restore ID TARGET");
+        return log_error_errno(-EINVAL, "usage: pitr-snap restore ID TARGET, or for a cluster "
+                                        "snapshot: pitr-snap -c CONFIG restore ID");
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
     _cleanup_(cs_reader_freep) CsReader *rd = NULL;
     CsSnapshot s;
     int r = open_snapshot(argv[1], &repo, &s, &rd);
     if (r < 0)
         return r;
+    if (strcmp(s.kind, "tree") != 0 && strcmp(s.kind, "stream") != 0) {
+        r = log_error_errno(-EINVAL,
+                            "snapshot %s is a %s\nHINT: restore a cluster snapshot with "
+                            "pitr-snap -c CONFIG restore ID, a node's base backup with "
+                            "pitr-agent restore",
+                            s.id, s.kind);
+        cs_snapshot_clear(&s);
+        return r;
+    }
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     CsTreeStats ts = { 0 };
@@ -488,15 +504,7 @@ static int cmd_delete(int argc, char **argv)
 {
     if (argc != 2)
         return log_error_errno(-EINVAL, "usage: pitr-snap delete ID");
-    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
-    CsSnapshot s;
-    int r = open_snapshot(argv[1], &repo, &s, NULL);
-    if (r < 0)
-        return r;
-    if ((r = cs_catalog_delete(repo, s.id)) == 0)
-        log_info("deleted snapshot %s (\"%s\")", s.id, s.name);
-    cs_snapshot_clear(&s);
-    return r;
+    return cluster_delete(argv[1]);
 }
 
 static int cmd_info(int argc, char **argv)
@@ -535,6 +543,7 @@ static const struct {
     { "init", cmd_init },       { "key", cmd_key },   { "store", cmd_store },
     { "list", cmd_list },       { "show", cmd_show }, { "restore", cmd_restore },
     { "cat", cmd_cat },         { "delete", cmd_delete }, { "info", cmd_info },
+    { "create", cmd_create },   { "config", cmd_config }, { "barrier-sql", cmd_barrier_sql },
 };
 
 static int parse_u32(const char *s, uint32_t *ret)
@@ -551,9 +560,15 @@ static int parse_u32(const char *s, uint32_t *ret)
 int main(int argc, char **argv)
 {
     enum { O_PASSFILE = 256, O_KEYFILE, O_NAME, O_JSON, O_STDIN, O_FORCE, O_PAGEFILES,
-           O_CMIN, O_CAVG, O_CMAX, O_PAGESIZE, O_COMP, O_PACKSIZE, O_SCRYPTN };
+           O_CMIN, O_CAVG, O_CMAX, O_PAGESIZE, O_COMP, O_PACKSIZE, O_SCRYPTN, O_LABEL,
+           O_PARALLEL, O_RP_ONLY, O_TARGET_DIR };
     static const struct option longopts[] = {
         { "repo", required_argument, NULL, 'r' },
+        { "config", required_argument, NULL, 'c' },
+        { "label", required_argument, NULL, O_LABEL },
+        { "parallel", required_argument, NULL, O_PARALLEL },
+        { "restore-point-only", no_argument, NULL, O_RP_ONLY },
+        { "target-dir", required_argument, NULL, O_TARGET_DIR },
         { "passphrase-file", required_argument, NULL, O_PASSFILE },
         { "key-file", required_argument, NULL, O_KEYFILE },
         { "name", required_argument, NULL, O_NAME },
@@ -577,11 +592,17 @@ int main(int argc, char **argv)
     };
     log_set_program("pitr-snap");
     opt.repo = getenv("PITR_REPO");
+    opt.config_path = getenv("PITR_CONFIG");
     int c, r = 0;
     uint32_t u;
-    while ((c = getopt_long(argc, argv, "r:j:qvhV", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:r:j:qvhV", longopts, NULL)) != -1) {
         switch (c) {
         case 'r': opt.repo = optarg; break;
+        case 'c': opt.config_path = optarg; break;
+        case O_LABEL: opt.label = optarg; break;
+        case O_PARALLEL: r = parse_u32(optarg, &opt.parallel); break;
+        case O_RP_ONLY: opt.restore_point_only = true; break;
+        case O_TARGET_DIR: opt.target_dir = optarg; break;
         case O_PASSFILE: opt.key.passphrase_file = optarg; break;
         case O_KEYFILE: opt.key.keyfile = optarg; break;
         case O_NAME: opt.name = optarg; break;
@@ -616,11 +637,15 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    if ((r = load_config()) < 0)
+        return exit_code_from_errno(r);
     for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
         if (strcmp(argv[optind], verbs[i].name) == 0) {
             r = verbs[i].fn(argc - optind, argv + optind);
+            orch_config_free(opt.config);
             return exit_code_from_errno(r);
         }
+    orch_config_free(opt.config);
     log_error("unknown command \"%s\"\nHINT: see pitr-snap --help", argv[optind]);
     return EXIT_USAGE;
 }

@@ -1,0 +1,737 @@
+#include "orchestrator/cluster.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/basebackup.h"
+#include "agent/pq.h"
+#include "chunkstore/backend.h"
+#include "chunkstore/tree.h"
+#include "common/log.h"
+#include "common/macro.h"
+#include "orchestrator/agent-client.h"
+#include "orchestrator/barrier.h"
+
+#define HOLDER_OBJECT "locks/cluster.holder"
+#define POLL_MS       300
+
+/* ---- small helpers ---- */
+
+static double now_sec(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static const char *json_str(const json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
+
+static uint64_t json_u64(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_integer(v) ? (uint64_t)json_integer_value(v)
+         : json_is_real(v)    ? (uint64_t)json_real_value(v)
+                              : 0;
+}
+
+/* ---- the cluster lock ---- */
+
+typedef struct ClusterLock {
+    CsLock *lock;
+    CsRepo *repo;
+} ClusterLock;
+
+static int cluster_lock(CsRepo *repo, const char *what, ClusterLock *ret)
+{
+    CsLock *l = NULL;
+    int r = cs_backend_lock(repo->backend, "cluster", CS_LOCK_EXCLUSIVE, false, &l);
+    if (r == -EWOULDBLOCK || r == -EAGAIN) {
+        uint8_t *p = NULL;
+        size_t n = 0;
+        json_t *h = NULL;
+        if (cs_backend_get(repo->backend, HOLDER_OBJECT, 4096, &p, &n) == 0)
+            h = json_loadb((const char *)p, n, 0, NULL);
+        free(p);
+        if (h)
+            log_error("another cluster operation is running: %s (pid %" PRIu64 " on %s, "
+                      "since %s)",
+                      json_str(h, "operation"), json_u64(h, "pid"), json_str(h, "host"),
+                      json_str(h, "since"));
+        else
+            log_error("another cluster operation is running on this repository");
+        json_decref(h);
+        return -EBUSY;
+    }
+    if (r < 0)
+        return log_error_errno(r, "could not take the cluster lock: %m");
+    char host[256] = "?", since[32];
+    gethostname(host, sizeof(host) - 1);
+    time_t t = time(NULL);
+    strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+    json_t *h = json_pack("{s:s,s:I,s:s,s:s}", "operation", what, "pid", (json_int_t)getpid(),
+                          "host", host, "since", since);
+    char *text = h ? json_dumps(h, JSON_COMPACT) : NULL;
+    /* Only for the message above: a failure to write it does not stop the operation. */
+    if (text)
+        cs_backend_put(repo->backend, HOLDER_OBJECT, text, strlen(text), true);
+    free(text);
+    json_decref(h);
+    *ret = (ClusterLock){ .lock = l, .repo = repo };
+    return 0;
+}
+
+static void cluster_unlock(ClusterLock *l)
+{
+    if (!l->lock)
+        return;
+    cs_backend_delete(l->repo->backend, HOLDER_OBJECT);
+    cs_lock_release(l->lock);
+    l->lock = NULL;
+}
+
+/* ---- per-node state ---- */
+
+typedef struct NodeRun {
+    const OrchNode *node;
+    size_t index; /* in cfg->nodes */
+    OrchAgentClient *agent;
+    PGconn *conn;
+    char *job_id;
+    bool is_running, is_done;
+    int error;
+    char *message;
+    json_t *result; /* the finished job's result */
+    uint64_t bytes_done, bytes_total;
+    double seconds;
+    /* restore */
+    char *backup_id;
+    uint32_t timeline;
+    char lsn[24];
+} NodeRun;
+
+static void node_fail(NodeRun *n, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void node_fail(NodeRun *n, int r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    log_error("node %s: %s", n->node->name, msg ? msg : "failed");
+    if (!n->error) {
+        n->error = r < 0 ? r : -EIO;
+        free(n->message);
+        n->message = msg;
+    } else
+        free(msg);
+}
+
+static void nodes_free(NodeRun *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        orch_agent_client_free(v[i].agent);
+        if (v[i].conn)
+            PQfinish(v[i].conn);
+        free(v[i].job_id);
+        free(v[i].message);
+        free(v[i].backup_id);
+        json_decref(v[i].result);
+    }
+    free(v);
+}
+
+static int nodes_new(const OrchConfig *cfg, bool with_sql, NodeRun **ret)
+{
+    NodeRun *v = calloc(cfg->n_nodes, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    OrchTlsFiles tls = { .ca = cfg->tls_ca, .cert = cfg->tls_cert, .key = cfg->tls_key };
+    int r = 0;
+    for (size_t i = 0; i < cfg->n_nodes; i++) {
+        NodeRun *n = &v[i];
+        n->node = &cfg->nodes[i];
+        n->index = i;
+        int q = orch_agent_client_new(n->node->agent, &tls, &n->agent);
+        if (q < 0) {
+            node_fail(n, q, "bad agent address \"%s\"", n->node->agent);
+            r = q;
+            continue;
+        }
+        if (!with_sql)
+            continue;
+        n->conn = PQconnectdb(n->node->conninfo);
+        if (!n->conn || PQstatus(n->conn) != CONNECTION_OK) {
+            const char *e = n->conn ? PQerrorMessage(n->conn) : "out of memory";
+            node_fail(n, -ECONNREFUSED, "could not connect to PostgreSQL: %.*s",
+                      pq_message_len(e), e);
+            r = -ECONNREFUSED;
+        }
+    }
+    *ret = v;
+    return r;
+}
+
+/* ---- progress ---- */
+
+static void draw_progress(const NodeRun *v, size_t n, bool redraw, const char *what)
+{
+    if (redraw)
+        fprintf(stderr, "\033[%zuA", n);
+    for (size_t i = 0; i < n; i++) {
+        const NodeRun *x = &v[i];
+        const char *state = x->error ? "failed" : x->is_done ? "done" : x->is_running ? what : "waiting";
+        double mb = (double)x->bytes_done / 1e6;
+        fprintf(stderr, "\r\033[K  %-16s %9.1f / %-9.1f MB %8.1f MB/s  %s\n", x->node->name, mb,
+                (double)x->bytes_total / 1e6, x->seconds > 0 ? mb / x->seconds : 0.0, state);
+    }
+}
+
+/* ---- jobs on every agent ---- */
+
+typedef json_t *(*JobBodyFn)(NodeRun *n, void *userdata);
+
+/* Run one job kind on the selected nodes, at most `parallel` at once, until all have finished.
+ * Returns 0 if all succeeded, else the first failure (every failure is logged by node). */
+static int run_jobs(NodeRun *v, size_t n, const char *kind, JobBodyFn body, void *userdata,
+                    unsigned parallel, bool progress)
+{
+    size_t next = 0, running = 0, finished = 0;
+    bool drawn = false;
+    if (parallel == 0)
+        parallel = (unsigned)n;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].error) /* failed before the job */
+            finished++;
+    while (finished < n) {
+        while (running < parallel && next < n) {
+            NodeRun *x = &v[next++];
+            if (x->error)
+                continue;
+            json_t *b = body(x, userdata);
+            int r = b ? orch_agent_start_job(x->agent, kind, b, &x->job_id) : -ENOMEM;
+            json_decref(b);
+            if (r < 0) {
+                node_fail(x, r, "could not start the %s: %s", kind,
+                          orch_agent_client_error(x->agent));
+                finished++;
+                continue;
+            }
+            x->is_running = true;
+            running++;
+        }
+        sleep_ms(POLL_MS);
+        for (size_t i = 0; i < n; i++) {
+            NodeRun *x = &v[i];
+            if (!x->is_running)
+                continue;
+            json_t *j = NULL;
+            int r = orch_agent_job(x->agent, x->job_id, &j);
+            if (r < 0) {
+                node_fail(x, r, "lost track of the %s job: %s", kind,
+                          orch_agent_client_error(x->agent));
+            } else {
+                json_t *pr = json_object_get(j, "progress");
+                x->bytes_done = json_u64(pr, "bytes_done");
+                x->bytes_total = json_u64(pr, "bytes_total");
+                x->seconds = json_number_value(json_object_get(pr, "seconds"));
+                const char *state = json_str(j, "state");
+                if (strcmp(state, "succeeded") == 0) {
+                    x->is_done = true;
+                    x->result = json_incref(json_object_get(j, "result"));
+                } else if (strcmp(state, "running") != 0) {
+                    node_fail(x, -EIO, "%s failed: %s", kind, json_str(j, "error"));
+                }
+            }
+            json_decref(j);
+            if (x->is_done || x->error) {
+                x->is_running = false;
+                running--;
+                finished++;
+            }
+        }
+        if (progress) {
+            draw_progress(v, n, drawn, kind);
+            drawn = true;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (v[i].error)
+            return v[i].error;
+    return 0;
+}
+
+/* ---- create ---- */
+
+static json_t *backup_body(NodeRun *n, void *userdata)
+{
+    (void)n;
+    const char *label = userdata;
+    return label ? json_pack("{s:s}", "label", label) : json_object();
+}
+
+/* The node's newest base backup, for --restore-point-only. */
+static int latest_backup(CsRepo *repo, NodeRun *n)
+{
+    CsSnapshot *v;
+    size_t count;
+    int r = cs_catalog_list(repo, &v, &count);
+    if (r < 0)
+        return log_error_errno(r, "could not list snapshots: %m");
+    for (size_t i = count; i-- > 0;)
+        if (strcmp(v[i].kind, AGENT_BASEBACKUP_KIND) == 0 &&
+            strcmp(v[i].name, n->node->name) == 0) {
+            n->backup_id = strdup(v[i].id);
+            break;
+        }
+    cs_snapshots_free(v, count);
+    if (!n->backup_id) {
+        node_fail(n, -ENOENT, "has no base backup: run a full create first");
+        return -ENOENT;
+    }
+    return 0;
+}
+
+static int wal_object_name(const char *node, uint32_t tli, const char *walfile, char **ret)
+{
+    return asprintf(ret, "wal/%s/%08X/%s", node, tli, walfile) < 0 ? -ENOMEM : 0;
+}
+
+/* After pg_switch_wal(), the segment holding each restore point must reach the archive. */
+static int wait_archived(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t n,
+                         const OrchBarrierResult *br)
+{
+    int r = 0;
+    for (size_t i = 0; i < n; i++) {
+        _cleanup_(PQclearp) PGresult *q = PQexec(v[i].conn, "SELECT pg_switch_wal()");
+        if (PQresultStatus(q) != PGRES_TUPLES_OK) {
+            node_fail(&v[i], -EIO, "pg_switch_wal() failed: %s", PQresultErrorMessage(q));
+            r = -EIO;
+        }
+    }
+    if (r < 0)
+        return r;
+    double deadline = now_sec() + (double)cfg->wal_timeout_ms / 1000.0;
+    for (size_t i = 0; i < n; i++) {
+        const OrchRestorePoint *pt = &br->points[v[i].index];
+        if (!pt->walfile[0])
+            continue; /* citus workers: their restore point's place is not known */
+        _cleanup_free_ char *name = NULL;
+        if ((r = wal_object_name(v[i].node->name, pt->timeline, pt->walfile, &name)) < 0)
+            return r;
+        uint64_t size;
+        while (cs_backend_stat(repo->backend, name, &size) < 0) {
+            if (now_sec() > deadline) {
+                _cleanup_(PQclearp) PGresult *q = PQexec(
+                    v[i].conn, "SELECT coalesce(last_archived_wal, '-'), "
+                               "coalesce(last_failed_wal, '-') FROM pg_stat_archiver");
+                node_fail(&v[i], -ETIMEDOUT,
+                          "WAL file %s with restore point %s was not archived within %.0f s "
+                          "(pg_stat_archiver: last archived %s, last failed %s); check "
+                          "archive_command and that its --node is \"%s\"",
+                          pt->walfile, br->name, (double)cfg->wal_timeout_ms / 1000.0,
+                          PQresultStatus(q) == PGRES_TUPLES_OK ? PQgetvalue(q, 0, 0) : "?",
+                          PQresultStatus(q) == PGRES_TUPLES_OK ? PQgetvalue(q, 0, 1) : "?",
+                          v[i].node->name);
+                return -ETIMEDOUT;
+            }
+            sleep_ms(100);
+        }
+    }
+    return 0;
+}
+
+/* The snapshot's tree: one directory per node holding its base backup's tree. */
+static int publish(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t n,
+                   const OrchBarrierResult *br, const OrchCreateParams *p, OrchCreateResult *ret)
+{
+    CsDirEntry *entries = calloc(n, sizeof(*entries));
+    json_t *nodes = json_array();
+    int r = entries && nodes ? 0 : -ENOMEM;
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        CsSnapshot base = { 0 };
+        if ((r = cs_catalog_find(repo, v[i].backup_id, &base)) < 0) {
+            node_fail(&v[i], r, "base backup %s cannot be read", v[i].backup_id);
+            break;
+        }
+        const OrchRestorePoint *pt = &br->points[v[i].index];
+        entries[i] = (CsDirEntry){ .type = CS_ENTRY_DIR,
+                                   .mode = S_IFDIR | 0700,
+                                   .mtime_sec = base.time,
+                                   .mtime_nsec = base.time_nsec,
+                                   .name = strdup(v[i].node->name) };
+        if (!entries[i].name || cs_content_ref_copy(&base.root, &entries[i].content) < 0)
+            r = -ENOMEM;
+        json_t *m = base.meta;
+        json_array_append_new(
+            nodes, json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:O*}", "name",
+                             v[i].node->name, "role", orch_node_role_to_string(v[i].node->role),
+                             "base_backup", base.id, "restore_point_lsn", pt->lsn, "walfile",
+                             pt->walfile, "timeline", (int)pt->timeline, "system_identifier",
+                             json_str(m, "system_identifier"), "backup_start_lsn",
+                             json_str(m, "start_lsn"), "backup_stats",
+                             json_object_get(m, "stats")));
+        cs_snapshot_clear(&base);
+    }
+    CsSnapshot snap = { 0 };
+    if (r == 0) {
+        _cleanup_(cs_writer_freep) CsWriter *w = NULL;
+        if ((r = cs_writer_new(repo, NULL, &w)) == 0 &&
+            (r = cs_dir_store(w, entries, n, &snap.root)) == 0)
+            r = cs_writer_flush(w);
+        if (r < 0)
+            log_error_errno(r, "could not write the snapshot's tree: %m");
+    }
+    cs_dir_entries_free(entries, entries ? n : 0);
+    if (r == 0) {
+        snap.name = strdup(p->label ? p->label : cfg->cluster);
+        snap.kind = strdup(ORCH_SNAPSHOT_KIND);
+        snap.meta = json_pack("{s:s,s:I,s:s,s:s*,s:{s:s,s:f},s:b,s:o}", "cluster", cfg->cluster,
+                              "csn", (json_int_t)br->csn, "restore_point", br->name, "label",
+                              p->label, "barrier", "adapter",
+                              orch_barrier_adapter_to_string(cfg->barrier_adapter), "held_ms",
+                              br->held_ms, "restore_point_only", p->restore_point_only, "nodes",
+                              nodes);
+        nodes = NULL;
+        r = !snap.name || !snap.kind || !snap.meta ? -ENOMEM : cs_catalog_add(repo, &snap);
+        if (r == 0)
+            memcpy(ret->snapshot_id, snap.id, sizeof(ret->snapshot_id));
+        else
+            log_error_errno(r, "could not record the snapshot: %m");
+    }
+    json_decref(nodes);
+    cs_snapshot_clear(&snap);
+    return r;
+}
+
+int orch_snapshot_create(const OrchConfig *cfg, CsRepo *repo, const OrchCreateParams *p,
+                         OrchCreateResult *ret)
+{
+    double t0 = now_sec();
+    *ret = (OrchCreateResult){ 0 };
+    ClusterLock lock = { 0 };
+    int r = cluster_lock(repo, p->restore_point_only ? "create --restore-point-only" : "create",
+                         &lock);
+    if (r < 0)
+        return r;
+    NodeRun *v = NULL;
+    size_t n = cfg->n_nodes;
+    OrchBarrierResult br = { 0 };
+    bool has_barrier = false;
+    if ((r = nodes_new(cfg, true, &v)) < 0)
+        goto out;
+
+    if (p->restore_point_only) {
+        for (size_t i = 0; i < n && r == 0; i++)
+            r = latest_backup(repo, &v[i]);
+    } else {
+        log_info("backing up %zu nodes", n);
+        r = run_jobs(v, n, "backup", backup_body, (void *)(uintptr_t)p->label, p->parallel,
+                     p->progress);
+        for (size_t i = 0; r == 0 && i < n; i++) {
+            const char *id = json_str(v[i].result, "snapshot_id");
+            if (!*id) {
+                node_fail(&v[i], -EPROTO, "the agent's backup result names no snapshot");
+                r = -EPROTO;
+            } else if (!(v[i].backup_id = strdup(id)))
+                r = -ENOMEM;
+        }
+    }
+    if (r < 0)
+        goto out;
+
+    PGconn **conns = calloc(n, sizeof(*conns));
+    if (!conns) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        conns[i] = v[i].conn;
+    r = orch_barrier_run(cfg, conns, &br);
+    free(conns);
+    if (r < 0) {
+        log_error_errno(r, "the commit barrier failed: %m");
+        /* Connections left mid-transaction are closed, as barrier.h asks. */
+        for (size_t i = 0; i < n; i++)
+            if (v[i].conn && PQtransactionStatus(v[i].conn) != PQTRANS_IDLE) {
+                PQfinish(v[i].conn);
+                v[i].conn = NULL;
+            }
+        goto out;
+    }
+    has_barrier = true;
+    ret->csn = br.csn;
+    ret->barrier_held_ms = br.held_ms;
+    log_info("restore point %s on %zu nodes; distributed commits blocked for %.1f ms", br.name,
+             n, br.held_ms);
+    if ((r = wait_archived(cfg, repo, v, n, &br)) < 0)
+        goto out;
+    r = publish(cfg, repo, v, n, &br, p, ret);
+out:
+    if (has_barrier)
+        orch_barrier_result_done(&br);
+    nodes_free(v, n);
+    cluster_unlock(&lock);
+    ret->seconds = now_sec() - t0;
+    return r;
+}
+
+/* ---- restore ---- */
+
+typedef struct RestoreCtx {
+    const OrchRestoreParams *p;
+    const char *restore_point;
+} RestoreCtx;
+
+static json_t *restore_body(NodeRun *n, void *userdata)
+{
+    RestoreCtx *ctx = userdata;
+    json_t *b = json_pack("{s:s,s:s,s:s,s:i,s:b}", "backup", n->backup_id, "target_kind", "name",
+                          "target_value", ctx->restore_point, "target_timeline",
+                          (int)n->timeline, "delta", ctx->p->target_dir == NULL);
+    if (b && ctx->p->target_dir) {
+        char *dir = NULL;
+        if (asprintf(&dir, "%s/%s", ctx->p->target_dir, n->node->name) < 0) {
+            json_decref(b);
+            return NULL;
+        }
+        json_object_set_new(b, "target_dir", json_string(dir));
+        free(dir);
+    }
+    return b;
+}
+
+/* Match the snapshot's nodes with the configuration's. */
+static int match_nodes(const OrchConfig *cfg, const CsSnapshot *s, bool force, NodeRun *v,
+                       bool *selected)
+{
+    json_t *nodes = json_object_get(s->meta, "nodes");
+    size_t n_snap = json_array_size(nodes);
+    int problems = 0;
+    for (size_t i = 0; i < cfg->n_nodes; i++) {
+        selected[i] = false;
+        for (size_t k = 0; k < n_snap; k++) {
+            json_t *o = json_array_get(nodes, k);
+            if (strcmp(json_str(o, "name"), cfg->nodes[i].name) != 0)
+                continue;
+            selected[i] = true;
+            v[i].backup_id = strdup(json_str(o, "base_backup"));
+            v[i].timeline = (uint32_t)json_u64(o, "timeline");
+            if (!v[i].backup_id)
+                return -ENOMEM;
+        }
+        if (!selected[i]) {
+            log_warning("node %s is not in snapshot %s", cfg->nodes[i].name, s->id);
+            problems++;
+        }
+    }
+    for (size_t k = 0; k < n_snap; k++) {
+        const char *name = json_str(json_array_get(nodes, k), "name");
+        if (!orch_config_find_node(cfg, name)) {
+            log_warning("snapshot %s has node %s, which the configuration does not", s->id,
+                        name);
+            problems++;
+        }
+    }
+    if (problems && !force)
+        return log_error_errno(-EINVAL,
+                               "the cluster does not match snapshot %s\nHINT: --force restores "
+                               "the nodes both have and leaves the others alone",
+                               s->id);
+    return 0;
+}
+
+/* Wait until the node has finished recovery and promoted; note where it stopped. */
+static void wait_promoted(const OrchConfig *cfg, NodeRun *x)
+{
+    double deadline = now_sec() + 10.0 * (double)cfg->wal_timeout_ms / 1000.0;
+    while (now_sec() < deadline) {
+        if (x->conn)
+            PQfinish(x->conn);
+        x->conn = PQconnectdb(x->node->conninfo);
+        if (PQstatus(x->conn) == CONNECTION_OK) {
+            _cleanup_(PQclearp) PGresult *q = PQexec(
+                x->conn, "SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn()::text, '')");
+            if (PQresultStatus(q) == PGRES_TUPLES_OK && strcmp(PQgetvalue(q, 0, 0), "f") == 0) {
+                snprintf(x->lsn, sizeof(x->lsn), "%s", PQgetvalue(q, 0, 1));
+                return;
+            }
+        }
+        sleep_ms(200);
+    }
+    node_fail(x, -ETIMEDOUT, "did not finish recovery in time; see its server log");
+}
+
+int orch_snapshot_restore(const OrchConfig *cfg, CsRepo *repo, const char *spec,
+                          const OrchRestoreParams *p, OrchRestoreResult *ret)
+{
+    double t0 = now_sec();
+    *ret = (OrchRestoreResult){ 0 };
+    ClusterLock lock = { 0 };
+    int r = cluster_lock(repo, "restore", &lock);
+    if (r < 0)
+        return r;
+    CsSnapshot s = { 0 };
+    NodeRun *all = NULL, *v = NULL;
+    bool *selected = calloc(cfg->n_nodes, sizeof(*selected));
+    size_t n = 0;
+    if (!selected) {
+        r = -ENOMEM;
+        goto out;
+    }
+    if ((r = cs_catalog_find(repo, spec, &s)) < 0) {
+        log_error_errno(r, "no cluster snapshot \"%s\": %m", spec);
+        goto out;
+    }
+    if (strcmp(s.kind, ORCH_SNAPSHOT_KIND) != 0) {
+        r = log_error_errno(-EINVAL, "snapshot %s is a %s, not a cluster snapshot", s.id, s.kind);
+        goto out;
+    }
+    const char *rp = json_str(s.meta, "restore_point");
+    memcpy(ret->snapshot_id, s.id, sizeof(ret->snapshot_id));
+    ret->csn = json_u64(s.meta, "csn");
+    if ((r = nodes_new(cfg, false, &all)) < 0 || (r = match_nodes(cfg, &s, p->force, all, selected)) < 0)
+        goto out;
+    /* Work on the selected nodes only, in configuration order. */
+    v = calloc(cfg->n_nodes, sizeof(*v));
+    if (!v) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < cfg->n_nodes; i++)
+        if (selected[i]) {
+            v[n++] = all[i];
+            all[i] = (NodeRun){ 0 };
+        }
+
+    bool in_place = p->target_dir == NULL;
+    if (in_place) {
+        log_info("stopping %zu nodes", n);
+        for (size_t i = 0; i < n; i++)
+            if ((r = orch_agent_postgres(v[i].agent, "stop", NULL)) < 0)
+                node_fail(&v[i], r, "could not stop PostgreSQL: %s",
+                          orch_agent_client_error(v[i].agent));
+    }
+    RestoreCtx ctx = { .p = p, .restore_point = rp };
+    log_info("restoring %zu nodes to %s", n, rp);
+    r = run_jobs(v, n, "restore", restore_body, &ctx, p->parallel, p->progress);
+    if (in_place) {
+        for (size_t i = 0; i < n; i++) {
+            if (v[i].error)
+                continue;
+            int q = orch_agent_postgres(v[i].agent, "start", NULL);
+            if (q < 0)
+                node_fail(&v[i], q, "could not start PostgreSQL: %s",
+                          orch_agent_client_error(v[i].agent));
+        }
+        for (size_t i = 0; i < n; i++)
+            if (!v[i].error)
+                wait_promoted(cfg, &v[i]);
+    }
+    ret->nodes = calloc(n ? n : 1, sizeof(*ret->nodes));
+    if (!ret->nodes) {
+        r = -ENOMEM;
+        goto out;
+    }
+    r = 0;
+    for (size_t i = 0; i < n; i++) {
+        OrchNodeOutcome *o = &ret->nodes[ret->n_nodes++];
+        o->node = strdup(v[i].node->name);
+        o->error = v[i].error;
+        o->message = v[i].message ? strdup(v[i].message) : NULL;
+        memcpy(o->lsn, v[i].lsn, sizeof(o->lsn));
+        if (v[i].error && r == 0)
+            r = v[i].error;
+    }
+out:
+    nodes_free(v, n);
+    nodes_free(all, cfg->n_nodes);
+    free(selected);
+    cs_snapshot_clear(&s);
+    cluster_unlock(&lock);
+    ret->seconds = now_sec() - t0;
+    return r;
+}
+
+void orch_restore_result_done(OrchRestoreResult *r)
+{
+    for (size_t i = 0; i < r->n_nodes; i++) {
+        free(r->nodes[i].node);
+        free(r->nodes[i].message);
+    }
+    free(r->nodes);
+    *r = (OrchRestoreResult){ 0 };
+}
+
+int orch_snapshot_delete(CsRepo *repo, const char *spec, char ret_id[2 * CS_SNAP_ID_SIZE + 1])
+{
+    ClusterLock lock = { 0 };
+    int r = cluster_lock(repo, "delete", &lock);
+    if (r < 0)
+        return r;
+    CsSnapshot s = { 0 };
+    if ((r = cs_catalog_find(repo, spec, &s)) < 0)
+        log_error_errno(r, "no snapshot \"%s\": %m", spec);
+    else if ((r = cs_catalog_delete(repo, s.id)) < 0)
+        log_error_errno(r, "could not delete snapshot %s: %m", s.id);
+    else
+        memcpy(ret_id, s.id, 2 * CS_SNAP_ID_SIZE + 1);
+    cs_snapshot_clear(&s);
+    cluster_unlock(&lock);
+    return r;
+}
+
+/* ---- config check ---- */
+
+int orch_cluster_check(const OrchConfig *cfg, bool json, json_t **ret_report)
+{
+    (void)json;
+    NodeRun *v = NULL;
+    int r = nodes_new(cfg, true, &v);
+    json_t *report = json_array();
+    for (size_t i = 0; i < cfg->n_nodes; i++) {
+        NodeRun *x = &v[i];
+        json_t *st = NULL;
+        if (x->agent && orch_agent_status(x->agent, &st) < 0)
+            node_fail(x, -ECONNREFUSED, "agent %s: %s", x->node->agent,
+                      orch_agent_client_error(x->agent));
+        json_t *pg = json_object_get(st, "postgres"), *arch = json_object_get(st, "archiving");
+        if (st && !json_is_true(json_object_get(arch, "healthy")))
+            node_fail(x, -EIO, "WAL archiving is not healthy (last failed: %s)",
+                      json_str(arch, "last_failed_wal"));
+        if (x->conn && strcmp(json_str(st, "node"), x->node->name) != 0 && st)
+            node_fail(x, -EINVAL, "the agent at %s serves node \"%s\", not \"%s\"",
+                      x->node->agent, json_str(st, "node"), x->node->name);
+        json_array_append_new(report,
+                              json_pack("{s:s,s:b,s:b,s:O*,s:s*}", "node", x->node->name,
+                                        "postgres_reachable", x->conn && PQstatus(x->conn) == CONNECTION_OK,
+                                        "agent_reachable", st != NULL, "postgres", pg, "error",
+                                        x->message));
+        json_decref(st);
+        if (x->error && r == 0)
+            r = x->error;
+    }
+    nodes_free(v, cfg->n_nodes);
+    if (ret_report)
+        *ret_report = report;
+    else
+        json_decref(report);
+    return r < 0 ? -EIO : 0;
+}

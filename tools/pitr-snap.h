@@ -1,0 +1,47 @@
+/*
+ * pitr-snap's parts: the repository verbs (pitr-snap.c) and the cluster verbs that work from
+ * a configuration file (snap-cluster.c) share the options and the repository opening.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chunkstore/catalog.h"
+#include "chunkstore/repo.h"
+#include "orchestrator/config.h"
+#include "tools/common/cli.h"
+
+typedef struct Options {
+    const char *repo;
+    CliKeyOptions key;
+    const char *name;
+    unsigned threads;
+    bool json;
+    bool is_stdin;
+    bool force;
+    const char *page_files; /* "auto" or "none" */
+    CsInitParams init;
+    /* cluster */
+    const char *config_path;
+    OrchConfig *config; /* loaded when config_path is set */
+    const char *label;
+    unsigned parallel;
+    bool restore_point_only;
+    const char *target_dir;
+} Options;
+
+extern Options opt;
+
+int open_repo(bool read_only, CsRepo **ret);
+void format_time(int64_t t, char *buf, size_t n);
+
+/* snap-cluster.c */
+int load_config(void);
+int cmd_create(int argc, char **argv);
+int cmd_cluster_restore(const char *spec);
+int cmd_config(int argc, char **argv);
+int cmd_barrier_sql(int argc, char **argv);
+int cluster_delete(const char *spec);
+/* One line of the cluster columns for `list`: CSN and per-node LSN@timeline. */
+void print_cluster_list_line(const CsSnapshot *s);
