@@ -102,6 +102,14 @@ static int cands_finish(PfsView *v, Cand *c, size_t n, PfsViewEntry **ret, size_
     return 0;
 }
 
+/* Kinds whose root is a directory: stored trees, a node's base backup ("pgbase": pgdata/ and
+ * tablespaces/), and cluster snapshots (one directory per node). */
+static bool has_tree_root(const char *kind)
+{
+    return strcmp(kind, "tree") == 0 || strcmp(kind, "pgbase") == 0 ||
+           strcmp(kind, "cluster") == 0;
+}
+
 static int build_dir(PfsView *v, const char *kind, bool is_tree, PfsViewEntry **ret, size_t *ret_n)
 {
     Cand *c = NULL;
@@ -110,7 +118,7 @@ static int build_dir(PfsView *v, const char *kind, bool is_tree, PfsViewEntry **
     int r = 0;
     for (size_t i = 0; r == 0 && i < v->n_snaps; i++) {
         const CsSnapshot *s = &v->snaps[i];
-        if (!s->kind || strcmp(s->kind, kind) != 0)
+        if (!s->kind || !(strcmp(s->kind, kind) == 0 || (is_tree && has_tree_root(s->kind))))
             continue;
         newest = s;
         r = cand_add(&c, &n, &cap, strdup(s->id), is_tree ? PFS_VIEW_TREE : PFS_VIEW_STREAM, s, i,

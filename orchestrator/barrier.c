@@ -269,9 +269,8 @@ static int run_on(Barrier *b, const size_t *nodes, size_t n, const char *sql, co
     int w = calls_wait(b, calls, n, b->deadline_us + GRACE_US);
     bool fired = atomic_load(&b->wd->fired);
     if ((w == -ETIMEDOUT || fired) && !b->timeout_logged) {
-        log_error("commit barrier: timeout of %" PRIu64 " ms passed: cancelled and gave up "
-                  "(distributed commits are no longer blocked by this run)",
-                  cfg->barrier_timeout_ms);
+        log_error("commit barrier: not done within the timeout (%" PRIu64 " ms): cancelled "
+                  "and gave up", cfg->barrier_timeout_ms);
         b->timeout_logged = true;
     }
     for (size_t i = 0; i < n; i++) {
@@ -293,14 +292,22 @@ static int run_on(Barrier *b, const size_t *nodes, size_t n, const char *sql, co
                 log_error("node %s: %s: cancelled by the barrier watchdog", name, what);
                 e = -ETIMEDOUT;
             } else {
-                log_error("node %s: %s: %s", name, what, pq_message(conn, c->res, msg, sizeof(msg)));
+                const char *hint = strcmp(state, "42P01") == 0
+                                           ? "\nHINT: create the CSN sequence with the setup SQL "
+                                             "of `pitr-snap barrier-sql`"
+                                   : strcmp(state, "42883") == 0
+                                           ? "\nHINT: is the function there (the citus adapter "
+                                             "needs the Citus extension on the coordinator)?"
+                                   : strcmp(state, "42501") == 0
+                                           ? "\nHINT: the role in the conninfo needs the "
+                                             "privileges `pitr-snap barrier-sql` lists"
+                                           : "";
+                log_error("node %s: %s: %s%s", name, what, pq_message(conn, c->res, msg, sizeof(msg)),
+                          hint);
                 /* 55P03: lock_timeout; 57014 without the watchdog: statement_timeout. */
                 e = strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0 ? -ETIMEDOUT
                     : PQstatus(conn) == CONNECTION_BAD                          ? -ECONNRESET
                                                                                 : -EIO;
-                if (strcmp(state, "42P01") == 0 || strcmp(state, "42883") == 0)
-                    log_error("HINT: run the setup SQL of `pitr-snap barrier-sql` on the "
-                              "coordinator, and for the citus adapter install Citus");
             }
         }
         if (e < 0 && r == 0)
@@ -416,12 +423,15 @@ static int barrier_plain(Barrier *b, OrchBarrierResult *res)
 
     /* The server's timeouts are the first line: lock_timeout bounds the wait for the lock,
      * statement_timeout each statement, and idle_in_transaction_session_timeout ends the
-     * session (and with it the lock) if this process stalls or dies between statements. */
+     * session (and with it the lock) if this process stalls or dies between statements.
+     * statement_timeout is a little longer than lock_timeout, so that a lock not granted in
+     * time says so (55P03) instead of a bare "statement timeout"; while the lock is held the
+     * watchdog enforces the timeout itself. */
     snprintf(sql, sizeof(sql),
              "BEGIN; SET LOCAL lock_timeout = '%" PRIu64 "ms'; "
              "SET LOCAL statement_timeout = '%" PRIu64 "ms'; "
              "SET LOCAL idle_in_transaction_session_timeout = '%" PRIu64 "ms'",
-             t, t, t);
+             t, t + (uint64_t)(GRACE_US / 1000), t);
     snprintf(key, sizeof(key), "%" PRId64, cfg->barrier_lock_key);
 
     int r = run_one(b, coord, sql, NULL, "could not begin the barrier transaction", NULL);
@@ -429,10 +439,10 @@ static int barrier_plain(Barrier *b, OrchBarrierResult *res)
         r = run_one(b, coord, "SELECT pg_advisory_xact_lock($1::bigint)", key,
                     "could not take the commit barrier", NULL);
         if (r == -ETIMEDOUT && !atomic_load(&b->wd->fired))
-            log_error("HINT: application transactions held pg_advisory_xact_lock_shared(%s) "
-                      "for the whole barrier timeout (%" PRIu64 " ms): look for a distributed "
-                      "commit that hangs, or raise barrier.timeout",
-                      key, t);
+            log_error("commit barrier not granted within %" PRIu64 " ms\nHINT: application "
+                      "transactions held pg_advisory_xact_lock_shared(%s) all that time: look "
+                      "for a distributed commit that hangs, or raise barrier.timeout",
+                      t, key);
     }
     if (r < 0) {
         rollback_quietly(b);

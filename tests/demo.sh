@@ -1,70 +1,157 @@
 #!/usr/bin/env bash
-# make demo: what pitrfs does today, end to end, on real data. Everything lives under ./demo/;
-# the PostgreSQL server it starts is stopped before the script ends.
+# make demo: a 3-node PostgreSQL 15 cluster (coordinator coord, workers w1 and w2) under ./demo/,
+# each node with its pitr-agent over mutual TLS and WAL archived into one encrypted repository;
+# two cluster-wide snapshots with changes between them, the repository mounted and browsed, the
+# storage report, and the commands to restore and to clean up. Everything it starts is stopped
+# at the end; demo/start.sh and demo/stop.sh bring the cluster back and take it down.
 set -euo pipefail
 BUILD=${BUILD:-build}
-SNAP="$PWD/$BUILD/bin/pitr-snap"
+BIN="$PWD/$BUILD/bin"
 PGBIN=/usr/lib/postgresql/15/bin
 D="$PWD/demo"
-PORT=${DEMO_PORT:-54329}
 export PITR_PASSPHRASE=${PITR_PASSPHRASE:-demo-passphrase}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-pg() { su postgres -c "$*"; }
+fail() { echo "demo: $*" >&2; exit 1; }
+as_pg() { runuser -u postgres -- "$@"; }
 
-rm -rf "$D"; mkdir -p "$D"; chown postgres "$D"
-trap 'pg "$PGBIN/pg_ctl -D $D/pgdata -m fast stop" >/dev/null 2>&1 || true' EXIT
+if [[ -d $D && -x $D/stop.sh ]]; then "$D"/stop.sh >/dev/null 2>&1 || true; fi
+fusermount3 -u "$D/mnt" 2>/dev/null || true
+rm -rf "$D"; mkdir -p "$D"
+NODES=(coord w1 w2)
+declare -A PORT=([coord]=54331 [w1]=54332 [w2]=54333) APORT=([coord]=18081 [w1]=18082 [w2]=18083)
 
-say "a PostgreSQL 15 cluster with pgbench data (scale 10) in $D/pgdata"
-pg "$PGBIN/initdb -D $D/pgdata -k -A trust >/dev/null"
-pg "$PGBIN/pg_ctl -D $D/pgdata -o '-p $PORT -k /tmp -c listen_addresses=127.0.0.1' -l $D/pg.log -w start >/dev/null"
-pg "$PGBIN/pgbench -h 127.0.0.1 -p $PORT -i -s 10 -q postgres" 2>&1 | tail -1
-pg "$PGBIN/pg_ctl -D $D/pgdata -m fast stop >/dev/null"
-du -sh "$D/pgdata"
+say "TLS: a cluster CA, a certificate for the agents and one for the orchestrator"
+. "$PWD/tests/integration/lib-tls.sh"
+make_pki "$D/pki" >/dev/null
+ls "$D/pki" | grep -E '^(ca|server|client)\.(crt|key)$' | tr '\n' ' '; echo
 
-say "pitr-snap init: an encrypted repository in $D/repo"
-"$SNAP" -r "$D/repo" init
+say "pitr-snap init: an encrypted repository in $D/repo, and a key file for the agents"
+"$BIN/pitr-snap" -r "$D/repo" init
+"$BIN/pitr-snap" -r "$D/repo" key export "$D/repo.key"
+chown -R postgres: "$D"
 
-say "store the data directory (relation files are cut in 8 KiB pages)"
-"$SNAP" -r "$D/repo" store "$D/pgdata" --name day1
+# start.sh / stop.sh: what the demo runs, kept for the user.
+{
+    echo '#!/usr/bin/env bash'
+    echo "# Start the demo cluster: PostgreSQL and pitr-agent for each node (as postgres)."
+    echo 'set -e'
+    for n in "${NODES[@]}"; do
+        echo "runuser -u postgres -- $PGBIN/pg_ctl -D $D/$n -l $D/$n.log -w start >/dev/null"
+        echo "setpriv --reuid=postgres --regid=postgres --init-groups env -u PITR_PASSPHRASE $BIN/pitr-agent -r $D/repo --key-file $D/repo.key -n $n" \
+             "-d 'host=127.0.0.1 port=${PORT[$n]} user=postgres dbname=postgres' -D $D/$n serve" \
+             "--listen 127.0.0.1:${APORT[$n]} --tls-cert $D/pki/server.crt --tls-key $D/pki/server.key" \
+             "--tls-ca $D/pki/ca.crt --pg-log $D/$n.log --state-file $D/agent-$n.json >>$D/agent-$n.log 2>&1 &"
+    done
+    echo "for i in \$(seq 100); do [ \$(grep -l 'serving on' $D/agent-*.log 2>/dev/null | wc -l) -eq ${#NODES[@]} ] && exit 0; sleep 0.1; done"
+    echo 'echo "agents did not start: see the agent logs" >&2; exit 1'
+} >"$D/start.sh"
+{
+    echo '#!/usr/bin/env bash'
+    echo "# Stop the demo cluster's agents and servers."
+    for n in "${NODES[@]}"; do
+        echo "pkill -TERM -f 'pitr-agent .*--listen 127.0.0.1:${APORT[$n]} ' || true"
+        echo "runuser -u postgres -- $PGBIN/pg_ctl -D $D/$n -m fast -w stop >/dev/null 2>&1 || true"
+    done
+} >"$D/stop.sh"
+chmod +x "$D/start.sh" "$D/stop.sh"
+trap '"$D"/stop.sh; fusermount3 -u "$D/mnt" 2>/dev/null || true' EXIT
 
-say "a day of work: 5000 pgbench transactions, then store again"
-pg "$PGBIN/pg_ctl -D $D/pgdata -o '-p $PORT -k /tmp -c listen_addresses=127.0.0.1' -l $D/pg.log -w start >/dev/null"
-pg "$PGBIN/pgbench -h 127.0.0.1 -p $PORT -n -t 5000 postgres" 2>&1 | grep -E '^tps' | head -1
-pg "$PGBIN/pg_ctl -D $D/pgdata -m fast stop >/dev/null"
-"$SNAP" -r "$D/repo" store "$D/pgdata" --name day2
+say "three PostgreSQL 15 nodes with data checksums, WAL archived by pitr-agent"
+for n in "${NODES[@]}"; do
+    as_pg "$PGBIN"/initdb -k -A trust -U postgres -D "$D/$n" >/dev/null
+    cat >>"$D/$n/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = ${PORT[$n]}
+unix_socket_directories = '$D'
+wal_level = replica
+archive_mode = on
+archive_command = '$BIN/pitr-agent -q -r $D/repo --key-file $D/repo.key -n $n archive-wal %p %f'
+max_prepared_transactions = 20
+EOF
+done
+"$D"/start.sh
+for n in "${NODES[@]}"; do echo "  $n: PostgreSQL on port ${PORT[$n]}, agent on https://127.0.0.1:${APORT[$n]}"; done
 
-say "what is stored"
-"$SNAP" -r "$D/repo" list
-"$SNAP" -r "$D/repo" info
-python3 - "$D/repo" "$SNAP" <<'PY'
-import json, subprocess, sys
-repo, snap = sys.argv[1], sys.argv[2]
-snaps = json.loads(subprocess.check_output([snap, "-r", repo, "list", "--json"]))
-read = sum(s["meta"]["stats"]["bytes_in"] for s in snaps)
-written = sum(s["meta"]["stats"]["stored_bytes"] for s in snaps)
-print(f"\n{read/2**20:.1f} MiB stored in {len(snaps)} snapshots took {written/2**20:.1f} MiB "
-      f"in the repository: dedup and compression saved {100*(1-written/read):.1f}%")
-PY
+cat >"$D/pitr.yaml" <<EOF
+cluster: demo
+repository:
+  location: $D/repo
+  key_file: $D/repo.key
+barrier:
+  adapter: plain
+tls:
+  ca: pki/ca.crt
+  cert: pki/client.crt
+  key: pki/client.key
+nodes:
+EOF
+for n in "${NODES[@]}"; do
+    role=worker; [[ $n == coord ]] && role=coordinator
+    cat >>"$D/pitr.yaml" <<EOF
+  - name: $n
+    role: $role
+    conninfo: "host=127.0.0.1 port=${PORT[$n]} user=postgres dbname=postgres"
+    agent: "127.0.0.1:${APORT[$n]}"
+    pgdata: $D/$n
+EOF
+done
+snap() { "$BIN/pitr-snap" -c "$D/pitr.yaml" "$@"; }
+say "pitr-snap config check"
+snap config check
 
-say "restore day2 (the current state) and compare it with the data directory"
-"$SNAP" -r "$D/repo" restore day2 "$D/restored"
-diff -r "$D/pgdata" "$D/restored" && echo "restored tree is identical to the data directory"
+say "sample data: pgbench tables on every node; the CSN sequence on the coordinator"
+for n in "${NODES[@]}"; do
+    as_pg "$PGBIN"/pgbench -h 127.0.0.1 -p "${PORT[$n]}" -U postgres -i -s 5 -q postgres 2>&1 | tail -1
+done
+snap barrier-sql | sed -n '1,/^$/p' | as_pg "$PGBIN"/psql -h 127.0.0.1 -p "${PORT[coord]}" -U postgres -d postgres -Xq
 
-say "mount the repository read-only and look inside day1"
+say "snapshot 1: base backups of all nodes, then one CSN restore point everywhere"
+snap create --label first
+
+say "changes: 2000 pgbench transactions on every node"
+for n in "${NODES[@]}"; do
+    as_pg "$PGBIN"/pgbench -h 127.0.0.1 -p "${PORT[$n]}" -U postgres -n -t 2000 postgres 2>&1 | grep -E '^tps' | sed "s/^/  $n: /"
+done
+
+say "snapshot 2: a new restore point only (seconds, no new base backups)"
+snap create --label second --restore-point-only
+
+say "pitr-snap list"
+snap list
+
+say "mount the repository read-only and look inside the first snapshot"
 mkdir -p "$D/mnt"
-"$PWD/$BUILD/bin/mount.pitrfs" "$D/repo" "$D/mnt"
-trap 'fusermount3 -u "$D/mnt" 2>/dev/null || true; pg "$PGBIN/pg_ctl -D $D/pgdata -m fast stop" >/dev/null 2>&1 || true' EXIT
-ls -l "$D/mnt/snapshots/"
-ls -l "$D/mnt/snapshots/day1/" | head -12
-du -sh --apparent-size "$D/mnt/snapshots/day1/base"
+"$BIN/mount.pitrfs" "$D/repo" "$D/mnt" -o "keyfile=$D/repo.key"
+ls -l "$D/mnt/snapshots/" | head -12
+ls "$D/mnt/snapshots/first/coord/pgdata" | head -30 | tr '\n' ' '; echo
+du -sh --apparent-size "$D/mnt/snapshots/first/w1/pgdata"
 fusermount3 -u "$D/mnt"
+
+say "report: what the repository holds"
+snap info
+python3 - "$D/pitr.yaml" "$BIN/pitr-snap" <<'PY'
+import json, subprocess, sys
+cfg, snap = sys.argv[1], sys.argv[2]
+snaps = json.loads(subprocess.check_output([snap, "-c", cfg, "list", "--json"]))
+bases = [s for s in snaps if s["kind"] == "pgbase"]
+read = sum(s["meta"]["stats"]["bytes"] for s in bases)
+stored = sum(s["meta"]["stats"]["stored_bytes"] for s in bases)
+for s in snaps:
+    if s["kind"] == "cluster":
+        m = s["meta"]
+        print(f"  {s['id']}  {s['name']:<8} CSN {m['csn']:<5} commits blocked {m['barrier']['held_ms']:.1f} ms  "
+              + "  ".join(f"{n['name']}@{n['restore_point_lsn']}" for n in m["nodes"]))
+print(f"\n{len(bases)} base backups: {read/2**20:.1f} MiB read, {stored/2**20:.1f} MiB written "
+      f"to the repository ({100*(1-stored/read):.1f}% saved by dedup and compression)")
+PY
 
 say "done"
 cat <<EOT
-Everything is under $D (no server left running).
-  list snapshots:   PITR_PASSPHRASE=$PITR_PASSPHRASE $SNAP -r $D/repo list
-  restore one:      PITR_PASSPHRASE=$PITR_PASSPHRASE $SNAP -r $D/repo restore day1 /some/empty/dir
-  mount it:         PITR_PASSPHRASE=$PITR_PASSPHRASE $PWD/$BUILD/bin/mount.pitrfs $D/repo $D/mnt
-  unmount:          fusermount3 -u $D/mnt
-  clean up:         rm -rf $D
+Everything is under $D. The demo stopped the cluster it started; nothing is left running.
+  start the cluster:   $D/start.sh
+  list snapshots:      $BIN/pitr-snap -c $D/pitr.yaml list
+  restore snapshot 1:  $D/start.sh && $BIN/pitr-snap -c $D/pitr.yaml restore first
+  mount:               $BIN/mount.pitrfs $D/repo $D/mnt -o keyfile=$D/repo.key
+  stop the cluster:    $D/stop.sh
+  clean up:            $D/stop.sh; fusermount3 -u $D/mnt; rm -rf $D
 EOT

@@ -1,12 +1,13 @@
 /*
- * barrier-probe -c CONFIG [--adapter A] [--timeout D] [--count N] [--sql setup|app]
+ * barrier-probe -c CONFIG [--adapter A] [--timeout D] [--count N] [--wait-ms W] [--sql setup|app]
  *
  * Drives orchestrator/barrier against the nodes of a pitr.yaml, for integration tests: connects
  * to every node's conninfo, runs orch_barrier_run() N times (default 1), and prints one JSON
  * object per run on its own line:
  *   {"adapter": "plain", "csn": 42, "name": "pitr_csn_42", "held_ms": 1.7,
  *    "nodes": [{"name": "coord", "lsn": "0/3000060", "walfile": "0000000100...03", "timeline": 1}, ...]}
- * --adapter and --timeout override the file's barrier settings. --sql prints the setup SQL or
+ * --adapter and --timeout override the file's barrier settings; --wait-ms pauses between
+ * connecting and the first barrier (a test can stop a backend meanwhile). --sql prints the setup SQL or
  * the application's example instead, and connects nowhere.
  *
  * Exit: 0 success; 1 the barrier failed (logged on stderr, and {"error": "EIO"} or the like on
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -46,10 +48,11 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         { "config", required_argument, NULL, 'c' }, { "adapter", required_argument, NULL, 'a' },
         { "timeout", required_argument, NULL, 't' }, { "count", required_argument, NULL, 'n' },
-        { "sql", required_argument, NULL, 's' },    { NULL, 0, NULL, 0 },
+        { "sql", required_argument, NULL, 's' },    { "wait-ms", required_argument, NULL, 'w' },
+        { NULL, 0, NULL, 0 },
     };
     const char *config = NULL, *adapter = NULL, *timeout = NULL, *sql = NULL;
-    long count = 1;
+    long count = 1, wait_ms = 0;
     int c;
     log_set_program("barrier-probe");
     while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
@@ -69,13 +72,16 @@ int main(int argc, char **argv)
         case 's':
             sql = optarg;
             break;
+        case 'w':
+            wait_ms = strtol(optarg, NULL, 10);
+            break;
         default:
             return 2;
         }
     }
     if (!config || optind != argc || count < 1) {
         log_error("usage: barrier-probe -c CONFIG [--adapter A] [--timeout D] [--count N] "
-                  "[--sql setup|app]");
+                  "[--wait-ms W] [--sql setup|app]");
         return 2;
     }
     _cleanup_(orch_config_freep) OrchConfig *cfg = NULL;
@@ -110,6 +116,9 @@ int main(int argc, char **argv)
             ret = 2;
         }
     }
+    /* Time for a test to tamper with the sessions (find and stop a backend, say). */
+    if (ret == 0 && wait_ms > 0)
+        usleep((useconds_t)wait_ms * 1000);
     for (long k = 0; k < count && ret == 0; k++) {
         OrchBarrierResult res = { 0 };
         int r = orch_barrier_run(cfg, conns, &res);
@@ -120,7 +129,7 @@ int main(int argc, char **argv)
         }
         json_t *j = result_json(cfg, &res);
         if (j) {
-            json_dumpf(j, stdout, JSON_COMPACT);
+            json_dumpf(j, stdout, JSON_COMPACT | JSON_REAL_PRECISION(6));
             putchar('\n');
             fflush(stdout);
             json_decref(j);
