@@ -3,12 +3,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <pthread.h>
 
 #include "common/log.h"
 #include "common/macro.h"
@@ -35,12 +36,12 @@ static int64_t now_us(void)
 
 typedef struct Watchdog {
     pthread_mutex_t lock;
-    pthread_cond_t cond;  /* signalled on re-arm and on stop; waits on CLOCK_MONOTONIC */
-    int64_t deadline_us;  /* protected by lock */
-    bool done;            /* protected by lock: the barrier is over, the thread exits */
-    unsigned refs;        /* protected by lock: the caller and the thread; last one frees */
-    atomic_bool fired;    /* set by the thread before it cancels anything */
-    PGcancel **cancels;   /* one per node; used by the thread only once it fires */
+    pthread_cond_t cond; /* signalled on re-arm and on stop; waits on CLOCK_MONOTONIC */
+    int64_t deadline_us; /* protected by lock */
+    bool done;           /* protected by lock: the barrier is over, the thread exits */
+    unsigned refs;       /* protected by lock: the caller and the thread; last one frees */
+    atomic_bool fired;   /* set by the thread before it cancels anything */
+    PGcancel **cancels;  /* one per node; used by the thread only once it fires */
     size_t n_cancels;
 } Watchdog;
 
@@ -270,7 +271,8 @@ static int run_on(Barrier *b, const size_t *nodes, size_t n, const char *sql, co
     bool fired = atomic_load(&b->wd->fired);
     if ((w == -ETIMEDOUT || fired) && !b->timeout_logged) {
         log_error("commit barrier: not done within the timeout (%" PRIu64 " ms): cancelled "
-                  "and gave up", cfg->barrier_timeout_ms);
+                  "and gave up",
+                  cfg->barrier_timeout_ms);
         b->timeout_logged = true;
     }
     for (size_t i = 0; i < n; i++) {
@@ -280,7 +282,8 @@ static int run_on(Barrier *b, const size_t *nodes, size_t n, const char *sql, co
         int e = 0;
         if (c->busy) {
             log_error("node %s: %s: no answer, not even to the cancel request (is the server "
-                      "hung?)", name, what);
+                      "hung?)",
+                      name, what);
             e = -ETIMEDOUT;
         } else if (c->lost) {
             log_error("node %s: %s: connection lost: %s", name, what,
@@ -302,12 +305,12 @@ static int run_on(Barrier *b, const size_t *nodes, size_t n, const char *sql, co
                                            ? "\nHINT: the role in the conninfo needs the "
                                              "privileges `pitr-snap barrier-sql` lists"
                                            : "";
-                log_error("node %s: %s: %s%s", name, what, pq_message(conn, c->res, msg, sizeof(msg)),
-                          hint);
+                log_error("node %s: %s: %s%s", name, what,
+                          pq_message(conn, c->res, msg, sizeof(msg)), hint);
                 /* 55P03: lock_timeout; 57014 without the watchdog: statement_timeout. */
                 e = strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0 ? -ETIMEDOUT
-                    : PQstatus(conn) == CONNECTION_BAD                          ? -ECONNRESET
-                                                                                : -EIO;
+                    : PQstatus(conn) == CONNECTION_BAD                         ? -ECONNRESET
+                                                                               : -EIO;
             }
         }
         if (e < 0 && r == 0)
@@ -350,8 +353,9 @@ static int draw_csn(Barrier *b, uint64_t *ret)
     unsigned long long csn = strtoull(v, &end, 10);
     /* A sequence may be made to count down or from negative numbers; CSNs are positive. */
     if (!*v || *v == '-' || *end || errno != 0 || csn == 0)
-        return log_error_errno(-EPROTO, "node %s: the CSN sequence %s returned \"%s\" (expected "
-                                        "a positive number)",
+        return log_error_errno(-EPROTO,
+                               "node %s: the CSN sequence %s returned \"%s\" (expected "
+                               "a positive number)",
                                b->cfg->nodes[coord].name, b->cfg->csn_sequence, v);
     *ret = csn;
     return 0;
@@ -375,8 +379,7 @@ static int restore_point_fill(const OrchConfig *cfg, size_t node, const PGresult
     return 0;
 }
 
-#define RESTORE_POINT_SQL(fn) \
-    "SELECT lsn::text, pg_walfile_name(lsn) FROM " fn "($1) AS lsn"
+#define RESTORE_POINT_SQL(fn) "SELECT lsn::text, pg_walfile_name(lsn) FROM " fn "($1) AS lsn"
 
 static int restore_points_all(Barrier *b, const char *name, OrchRestorePoint *points)
 {
@@ -504,8 +507,8 @@ int orch_barrier_run(const OrchConfig *cfg, PGconn *const *conns, OrchBarrierRes
                           : PQstatus(conns[i]) != CONNECTION_OK           ? "connection is broken"
                           : PQtransactionStatus(conns[i]) != PQTRANS_IDLE ? "connection is not idle"
                           : PQisnonblocking(conns[i])                     ? "connection is in "
-                                                                                "non-blocking mode"
-                                                                              : NULL;
+                                                                            "non-blocking mode"
+                                                                          : NULL;
         if (why)
             return log_error_errno(-EINVAL, "node %s: %s", cfg->nodes[i].name, why);
     }
@@ -520,22 +523,17 @@ int orch_barrier_run(const OrchConfig *cfg, PGconn *const *conns, OrchBarrierRes
      * backstop; the adapters without a lock are bounded by the timeout as a whole. */
     Barrier b = { .cfg = cfg,
                   .conns = conns,
-                  .deadline_us = t0 + t + (cfg->barrier_adapter == ORCH_BARRIER_PLAIN ? GRACE_US : 0) };
+                  .deadline_us =
+                          t0 + t + (cfg->barrier_adapter == ORCH_BARRIER_PLAIN ? GRACE_US : 0) };
     int r = watchdog_start(conns, cfg->n_nodes, b.deadline_us, &b.wd);
     if (r < 0) {
         free(res.points);
         return log_error_errno(r, "could not start the barrier watchdog: %m");
     }
     switch (cfg->barrier_adapter) {
-    case ORCH_BARRIER_PLAIN:
-        r = barrier_plain(&b, &res);
-        break;
-    case ORCH_BARRIER_CITUS:
-        r = barrier_citus(&b, &res);
-        break;
-    default:
-        r = barrier_none(&b, &res);
-        break;
+    case ORCH_BARRIER_PLAIN: r = barrier_plain(&b, &res); break;
+    case ORCH_BARRIER_CITUS: r = barrier_citus(&b, &res); break;
+    default: r = barrier_none(&b, &res); break;
     }
     watchdog_stop(b.wd);
     if (r < 0) {

@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <yaml.h>
 
 #include <libpq-fe.h>
-#include <yaml.h>
 
 #include "common/log.h"
 #include "common/macro.h"
@@ -26,8 +26,8 @@
  * a file in one round instead of one error per run.
  */
 
-#define NAME_MAX_LEN  63  /* cluster and node names become directory names and labels */
-#define IDENT_MAX_LEN 63  /* NAMEDATALEN - 1 */
+#define NAME_MAX_LEN    63 /* cluster and node names become directory names and labels */
+#define IDENT_MAX_LEN   63 /* NAMEDATALEN - 1 */
 #define DURATION_MAX_MS (UINT64_C(24) * 3600 * 1000)
 
 typedef struct Ctx {
@@ -74,14 +74,10 @@ static const char *node_kind(const yaml_node_t *n)
     if (node_is_null(n))
         return "nothing";
     switch (n->type) {
-    case YAML_MAPPING_NODE:
-        return "a mapping";
-    case YAML_SEQUENCE_NODE:
-        return "a sequence";
-    case YAML_SCALAR_NODE:
-        return "a scalar";
-    default:
-        return "an empty node";
+    case YAML_MAPPING_NODE: return "a mapping";
+    case YAML_SEQUENCE_NODE: return "a sequence";
+    case YAML_SCALAR_NODE: return "a scalar";
+    default: return "an empty node";
     }
 }
 
@@ -95,7 +91,8 @@ static yaml_node_t *mapping_get(Ctx *c, const yaml_node_t *map, const char *key)
 {
     if (map->type != YAML_MAPPING_NODE)
         return NULL;
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
         yaml_node_t *k = node_get(c, p->key);
         if (k && k->type == YAML_SCALAR_NODE && strcmp(scalar(k), key) == 0)
             return node_get(c, p->value);
@@ -200,8 +197,10 @@ static int parse_abs_path(Ctx *c, const char *what, yaml_node_t *v, void *dest)
     if (want_scalar(c, what, v) < 0)
         return -EINVAL;
     if (scalar(v)[0] != '/') {
-        conf_error(c, v, "%s: \"%s\" is not an absolute path (expected the data directory's "
-                         "path on the node's host)", what, scalar(v));
+        conf_error(c, v,
+                   "%s: \"%s\" is not an absolute path (expected the data directory's "
+                   "path on the node's host)",
+                   what, scalar(v));
         return -EINVAL;
     }
     return parse_string(c, what, v, dest);
@@ -230,8 +229,10 @@ static int parse_int64(Ctx *c, const char *what, yaml_node_t *v, void *dest)
     errno = 0;
     long long x = strtoll(s, &end, 10);
     if (!*s || isspace((unsigned char)*s) || *end || errno != 0) {
-        conf_error(c, v, "%s: bad integer \"%s\" (expected a whole number from %" PRId64
-                         " to %" PRId64 ")", what, s, INT64_MIN, INT64_MAX);
+        conf_error(c, v,
+                   "%s: bad integer \"%s\" (expected a whole number from %" PRId64 " to %" PRId64
+                   ")",
+                   what, s, INT64_MIN, INT64_MAX);
         return -EINVAL;
     }
     *(int64_t *)dest = (int64_t)x;
@@ -283,8 +284,10 @@ static int parse_sequence(Ctx *c, const char *what, yaml_node_t *v, void *dest)
     bool ok = dot ? is_ident(s, (size_t)(dot - s)) && is_ident(dot + 1, strlen(dot + 1))
                   : is_ident(s, strlen(s));
     if (!ok) {
-        conf_error(c, v, "%s: bad sequence name \"%s\" (expected [schema.]name, each an unquoted "
-                         "SQL identifier of at most %d characters)", what, s, IDENT_MAX_LEN);
+        conf_error(c, v,
+                   "%s: bad sequence name \"%s\" (expected [schema.]name, each an unquoted "
+                   "SQL identifier of at most %d characters)",
+                   what, s, IDENT_MAX_LEN);
         return -EINVAL;
     }
     return parse_string(c, what, v, dest);
@@ -352,8 +355,9 @@ static int parse_agent(Ctx *c, const char *what, yaml_node_t *v, void *dest)
     uint16_t p = ORCH_AGENT_DEFAULT_PORT;
     bool ok = host && *host && !strpbrk(host, " \t/[]") && (!port || parse_port(port, &p) == 0);
     if (!ok) {
-        conf_error(c, v, "%s: bad agent address \"%s\" (expected host[:port] or "
-                         "[ipv6-address][:port], port 1 to 65535, default %d)",
+        conf_error(c, v,
+                   "%s: bad agent address \"%s\" (expected host[:port] or "
+                   "[ipv6-address][:port], port 1 to 65535, default %d)",
                    what, s, ORCH_AGENT_DEFAULT_PORT);
         return -EINVAL;
     }
@@ -379,7 +383,8 @@ static int parse_mapping(Ctx *c, yaml_node_t *map, const char *path, const KeySp
     }
     const yaml_node_t *seen[16] = { 0 };
     assert(n_specs <= ARRAY_SIZE(seen));
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
         yaml_node_t *k = node_get(c, p->key), *v = node_get(c, p->value);
         if (!k || !v)
             continue;
@@ -421,7 +426,10 @@ static int parse_mapping(Ctx *c, yaml_node_t *map, const char *path, const KeySp
     return 0;
 }
 
-#define SPEC(k, fn, type, field, req) { k, fn, offsetof(type, field), req }
+#define SPEC(k, fn, type, field, req)     \
+    {                                     \
+        k, fn, offsetof(type, field), req \
+    }
 
 static int parse_repository(Ctx *c, const char *what, yaml_node_t *v, void *dest)
 {
@@ -433,8 +441,9 @@ static int parse_repository(Ctx *c, const char *what, yaml_node_t *v, void *dest
     OrchConfig *cfg = dest;
     int r = parse_mapping(c, v, what, specs, ARRAY_SIZE(specs), cfg);
     if (r == 0 && cfg->repo_key_file && cfg->repo_passphrase_file)
-        conf_error(c, v, "repository: key_file and passphrase_file exclude each other (give one, "
-                         "or neither to use PITR_PASSPHRASE or a prompt)");
+        conf_error(c, v,
+                   "repository: key_file and passphrase_file exclude each other (give one, "
+                   "or neither to use PITR_PASSPHRASE or a prompt)");
     return r;
 }
 
@@ -510,22 +519,24 @@ static int parse_nodes(Ctx *c, const char *what, yaml_node_t *v, void *dest)
         if (node->name)
             for (size_t j = 0; j < i; j++)
                 if (cfg->nodes[j].name && strcmp(cfg->nodes[j].name, node->name) == 0) {
-                    yaml_node_t *first = mapping_get(c, node_get(c, v->data.sequence.items.start[j]),
-                                                     "name");
+                    yaml_node_t *first =
+                            mapping_get(c, node_get(c, v->data.sequence.items.start[j]), "name");
                     conf_error(c, mapping_get(c, item, "name"),
                                "duplicate node name \"%s\" (first at line %zu; names must be "
-                               "unique)", node->name, first ? first->start_mark.line + 1 : 0);
+                               "unique)",
+                               node->name, first ? first->start_mark.line + 1 : 0);
                     break;
                 }
         if (node->role == ORCH_ROLE_COORDINATOR) {
             if (first_coord == SIZE_MAX)
                 first_coord = i;
             else {
-                yaml_node_t *first = mapping_get(c, node_get(c, v->data.sequence.items.start[first_coord]),
-                                                 "role");
+                yaml_node_t *first = mapping_get(
+                        c, node_get(c, v->data.sequence.items.start[first_coord]), "role");
                 conf_error(c, mapping_get(c, item, "role"),
                            "a second coordinator (the first is at line %zu; exactly one node has "
-                           "role: coordinator)", first ? first->start_mark.line + 1 : 0);
+                           "role: coordinator)",
+                           first ? first->start_mark.line + 1 : 0);
             }
         }
     }
@@ -536,8 +547,9 @@ static int parse_nodes(Ctx *c, const char *what, yaml_node_t *v, void *dest)
         for (size_t i = 0; i < n; i++)
             all_roles = all_roles && cfg->nodes[i].role != _ORCH_ROLE_MAX;
         if (all_roles)
-            conf_error(c, v, "no coordinator among the nodes (exactly one node needs role: "
-                             "coordinator)");
+            conf_error(c, v,
+                       "no coordinator among the nodes (exactly one node needs role: "
+                       "coordinator)");
     } else
         cfg->coordinator = first_coord;
     return 0;
@@ -640,7 +652,8 @@ int orch_config_load(const char *path, OrchConfig **ret)
     yaml_node_t *root = yaml_document_get_root_node(&c.doc);
     if (!root) {
         log_error("%s:1:1: empty configuration (expected a mapping with cluster, repository and "
-                  "nodes)", path);
+                  "nodes)",
+                  path);
         r = -EINVAL;
     } else
         r = parse_top(&c, root, cfg);
@@ -653,8 +666,8 @@ int orch_config_load(const char *path, OrchConfig **ret)
         else {
             yaml_node_t *n = yaml_document_get_root_node(&extra);
             if (n) {
-                log_error("%s:%zu:%zu: a second YAML document (expected one document only)",
-                          path, extra.start_mark.line + 1, extra.start_mark.column + 1);
+                log_error("%s:%zu:%zu: a second YAML document (expected one document only)", path,
+                          extra.start_mark.line + 1, extra.start_mark.column + 1);
                 c.n_errors++;
             }
             yaml_document_delete(&extra);
@@ -741,12 +754,9 @@ int orch_barrier_adapter_from_string(const char *s, OrchBarrierAdapter *ret)
 const char *orch_node_role_to_string(OrchNodeRole r)
 {
     switch (r) {
-    case ORCH_ROLE_COORDINATOR:
-        return "coordinator";
-    case ORCH_ROLE_WORKER:
-        return "worker";
-    default:
-        return "unknown";
+    case ORCH_ROLE_COORDINATOR: return "coordinator";
+    case ORCH_ROLE_WORKER: return "worker";
+    default: return "unknown";
     }
 }
 
@@ -843,9 +853,9 @@ json_t *orch_config_to_json(const OrchConfig *cfg)
         const OrchNode *n = &cfg->nodes[i];
         _cleanup_free_ char *ci = conninfo_masked(n->conninfo);
         json_t *o = json_pack("{s:s, s:s, s:s?, s:s, s:s, s:i, s:o}", "name", n->name, "role",
-                              orch_node_role_to_string(n->role), "conninfo", ci, "agent",
-                              n->agent, "agent_host", n->agent_host, "agent_port",
-                              (json_int_t)n->agent_port, "pgdata", json_str_or_null(n->pgdata));
+                              orch_node_role_to_string(n->role), "conninfo", ci, "agent", n->agent,
+                              "agent_host", n->agent_host, "agent_port", (json_int_t)n->agent_port,
+                              "pgdata", json_str_or_null(n->pgdata));
         if (!o || json_array_append_new(nodes, o) < 0) {
             json_decref(nodes);
             return NULL;

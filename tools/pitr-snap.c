@@ -377,6 +377,8 @@ static int cmd_show(int argc, char **argv)
         printf("id:       %s\nname:     %s\nkind:     %s\ntime:     %s\nhost:     %s\n"
                "size:     %s\n",
                s.id, s.name, s.kind, t, s.hostname, cli_size(snapshot_size(&s), sz, sizeof(sz)));
+        if (strcmp(s.kind, "cluster") == 0)
+            print_cluster_show(&s);
         json_t *stats = json_object_get(s.meta, "stats");
         const char *k;
         json_t *val;

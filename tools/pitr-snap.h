@@ -45,3 +45,5 @@ int cmd_barrier_sql(int argc, char **argv);
 int cluster_delete(const char *spec);
 /* One line of the cluster columns for `list`: CSN and per-node LSN@timeline. */
 void print_cluster_list_line(const CsSnapshot *s);
+/* The cluster part of `show`: CSN, restore point, barrier, and a line per node. */
+void print_cluster_show(const CsSnapshot *s);

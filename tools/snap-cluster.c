@@ -211,3 +211,25 @@ void print_cluster_list_line(const CsSnapshot *s)
                (int)json_integer_value(json_object_get(o, "timeline")));
     printf("\n");
 }
+
+void print_cluster_show(const CsSnapshot *s)
+{
+    json_t *m = s->meta, *b = json_object_get(m, "barrier");
+    printf("csn:      %" JSON_INTEGER_FORMAT "\nrestore:  %s\nbarrier:  %s, commits "
+           "blocked %.1f ms\n",
+           json_integer_value(json_object_get(m, "csn")),
+           json_string_value(json_object_get(m, "restore_point")),
+           json_string_value(json_object_get(b, "adapter")),
+           json_number_value(json_object_get(b, "held_ms")));
+    printf("%-16s %-11s %-16s %-18s %-8s %s\n", "NODE", "ROLE", "BASE BACKUP", "RESTORE POINT LSN",
+           "TIMELINE", "SYSTEM IDENTIFIER");
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(m, "nodes"), i, o)
+        printf("%-16s %-11s %-16s %-18s %-8d %s\n", json_string_value(json_object_get(o, "name")),
+               json_string_value(json_object_get(o, "role")),
+               json_string_value(json_object_get(o, "base_backup")),
+               json_string_value(json_object_get(o, "restore_point_lsn")),
+               (int)json_integer_value(json_object_get(o, "timeline")),
+               json_string_value(json_object_get(o, "system_identifier")));
+}

@@ -5,10 +5,11 @@
  * to every node's conninfo, runs orch_barrier_run() N times (default 1), and prints one JSON
  * object per run on its own line:
  *   {"adapter": "plain", "csn": 42, "name": "pitr_csn_42", "held_ms": 1.7,
- *    "nodes": [{"name": "coord", "lsn": "0/3000060", "walfile": "0000000100...03", "timeline": 1}, ...]}
+ *    "nodes": [{"name": "coord", "lsn": "0/3000060", "walfile": "0000000100...03", "timeline": 1},
+ * ...]}
  * --adapter and --timeout override the file's barrier settings; --wait-ms pauses between
- * connecting and the first barrier (a test can stop a backend meanwhile). --sql prints the setup SQL or
- * the application's example instead, and connects nowhere.
+ * connecting and the first barrier (a test can stop a backend meanwhile). --sql prints the setup
+ * SQL or the application's example instead, and connects nowhere.
  *
  * Exit: 0 success; 1 the barrier failed (logged on stderr, and {"error": "EIO"} or the like on
  * stdout); 3 it failed with ETIMEDOUT (lock not granted in time, or watchdog); 2 usage,
@@ -16,12 +17,12 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "common/log.h"
@@ -33,10 +34,10 @@ static json_t *result_json(const OrchConfig *cfg, const OrchBarrierResult *res)
 {
     json_t *nodes = json_array();
     for (size_t i = 0; i < res->n_points; i++)
-        json_array_append_new(nodes, json_pack("{s:s, s:s, s:s, s:I}", "name", cfg->nodes[i].name,
-                                               "lsn", res->points[i].lsn, "walfile",
-                                               res->points[i].walfile, "timeline",
-                                               (json_int_t)res->points[i].timeline));
+        json_array_append_new(nodes,
+                              json_pack("{s:s, s:s, s:s, s:I}", "name", cfg->nodes[i].name, "lsn",
+                                        res->points[i].lsn, "walfile", res->points[i].walfile,
+                                        "timeline", (json_int_t)res->points[i].timeline));
     return json_pack("{s:s, s:I, s:s, s:f, s:o}", "adapter",
                      orch_barrier_adapter_to_string(cfg->barrier_adapter), "csn",
                      (json_int_t)res->csn, "name", res->name, "held_ms", res->held_ms, "nodes",
@@ -46,9 +47,12 @@ static json_t *result_json(const OrchConfig *cfg, const OrchBarrierResult *res)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "config", required_argument, NULL, 'c' }, { "adapter", required_argument, NULL, 'a' },
-        { "timeout", required_argument, NULL, 't' }, { "count", required_argument, NULL, 'n' },
-        { "sql", required_argument, NULL, 's' },    { "wait-ms", required_argument, NULL, 'w' },
+        { "config", required_argument, NULL, 'c' },
+        { "adapter", required_argument, NULL, 'a' },
+        { "timeout", required_argument, NULL, 't' },
+        { "count", required_argument, NULL, 'n' },
+        { "sql", required_argument, NULL, 's' },
+        { "wait-ms", required_argument, NULL, 'w' },
         { NULL, 0, NULL, 0 },
     };
     const char *config = NULL, *adapter = NULL, *timeout = NULL, *sql = NULL;
@@ -57,26 +61,13 @@ int main(int argc, char **argv)
     log_set_program("barrier-probe");
     while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
         switch (c) {
-        case 'c':
-            config = optarg;
-            break;
-        case 'a':
-            adapter = optarg;
-            break;
-        case 't':
-            timeout = optarg;
-            break;
-        case 'n':
-            count = strtol(optarg, NULL, 10);
-            break;
-        case 's':
-            sql = optarg;
-            break;
-        case 'w':
-            wait_ms = strtol(optarg, NULL, 10);
-            break;
-        default:
-            return 2;
+        case 'c': config = optarg; break;
+        case 'a': adapter = optarg; break;
+        case 't': timeout = optarg; break;
+        case 'n': count = strtol(optarg, NULL, 10); break;
+        case 's': sql = optarg; break;
+        case 'w': wait_ms = strtol(optarg, NULL, 10); break;
+        default: return 2;
         }
     }
     if (!config || optind != argc || count < 1) {

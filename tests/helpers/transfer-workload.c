@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -44,7 +45,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <libpq-fe.h>
 
 #define ACCOUNTS_PER_NODE 100
@@ -67,8 +67,8 @@ static void die(int code, const char *fmt, ...)
 static const char *pq_msg(PGconn *conn, PGresult *res)
 {
     static char buf[1024];
-    const char *m = res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res)
-                                                      : PQerrorMessage(conn);
+    const char *m =
+            res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(conn);
     snprintf(buf, sizeof(buf), "%s", m);
     size_t n = strlen(buf);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
@@ -139,11 +139,12 @@ static int cmd_setup(int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         char node[32], sql[512];
         snprintf(node, sizeof(node), "node %zu", i);
-        PGresult *res = exec_or_die(conns[i], node, "SHOW max_prepared_transactions",
-                                    EXIT_TROUBLE);
+        PGresult *res = exec_or_die(conns[i], node, "SHOW max_prepared_transactions", EXIT_TROUBLE);
         if (atoi(PQgetvalue(res, 0, 0)) <= 0)
-            die(EXIT_TROUBLE, "%s: max_prepared_transactions is 0: two-phase commit is off "
-                              "(set it in postgresql.conf and restart)", node);
+            die(EXIT_TROUBLE,
+                "%s: max_prepared_transactions is 0: two-phase commit is off "
+                "(set it in postgresql.conf and restart)",
+                node);
         PQclear(res);
         if (i == 0) {
             exec_cmd(conns[i], node, "CREATE SCHEMA IF NOT EXISTS pitr", EXIT_TROUBLE);
@@ -199,8 +200,8 @@ static void leg_prepare(PGconn *conn, size_t node_i, int account, int64_t delta,
     char node[32], sql[256];
     snprintf(node, sizeof(node), "node %zu", node_i);
     exec_cmd(conn, node, "BEGIN", EXIT_INCONSISTENT);
-    snprintf(sql, sizeof(sql), "UPDATE accounts SET balance = balance + (%" PRId64 ") WHERE id = %d",
-             delta, account);
+    snprintf(sql, sizeof(sql),
+             "UPDATE accounts SET balance = balance + (%" PRId64 ") WHERE id = %d", delta, account);
     PGresult *res = exec_or_die(conn, node, sql, EXIT_INCONSISTENT);
     if (strcmp(PQcmdTuples(res), "1") != 0)
         die(EXIT_INCONSISTENT, "%s: account %d not found (was setup run?)", node, account);
@@ -240,18 +241,10 @@ static int cmd_run(int argc, char **argv)
             key = parse_int("--key", optarg, INT64_MIN);
             have_key = true;
             break;
-        case 'l':
-            logpath = optarg;
-            break;
-        case 's':
-            seconds = parse_int("--seconds", optarg, 0);
-            break;
-        case 'g':
-            gap_ms = parse_int("--gap-ms", optarg, 0);
-            break;
-        case 'r':
-            seed = (uint64_t)parse_int("--seed", optarg, 0);
-            break;
+        case 'l': logpath = optarg; break;
+        case 's': seconds = parse_int("--seconds", optarg, 0); break;
+        case 'g': gap_ms = parse_int("--gap-ms", optarg, 0); break;
+        case 'r': seed = (uint64_t)parse_int("--seed", optarg, 0); break;
         default:
             die(EXIT_TROUBLE, "usage: transfer-workload run --key K --log FILE [--seconds S] "
                               "[--gap-ms G] [--seed N] CONNINFO...");
@@ -310,7 +303,8 @@ static int cmd_run(int argc, char **argv)
     finish_all(conns, n);
     fclose(log);
     printf("%" PRIu64 " transfers in %.1f s (%.1f per second)%s\n", transfers, elapsed,
-           elapsed > 0 ? (double)transfers / elapsed : 0.0, stop_requested ? ", stopped by signal" : "");
+           elapsed > 0 ? (double)transfers / elapsed : 0.0,
+           stop_requested ? ", stopped by signal" : "");
     return 0;
 }
 
@@ -328,7 +322,7 @@ typedef struct Findings {
 } Findings;
 
 static void finding(Findings *f, bool problem, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 static void finding(Findings *f, bool problem, const char *fmt, ...)
 {
     char buf[512];
@@ -390,18 +384,10 @@ static int cmd_check(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case 'c':
-            cut = parse_int("--csn", optarg, 0);
-            break;
-        case 'l':
-            logpath = optarg;
-            break;
-        case 't':
-            expect_total = parse_int("--expect-total", optarg, INT64_MIN);
-            break;
-        case 'j':
-            f.json = true;
-            break;
+        case 'c': cut = parse_int("--csn", optarg, 0); break;
+        case 'l': logpath = optarg; break;
+        case 't': expect_total = parse_int("--expect-total", optarg, INT64_MIN); break;
+        case 'j': f.json = true; break;
         default:
             die(EXIT_TROUBLE, "usage: transfer-workload check [--csn N] [--log FILE] "
                               "[--expect-total T] [--json] CONNINFO...");
@@ -421,8 +407,8 @@ static int cmd_check(int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         char node[32];
         snprintf(node, sizeof(node), "node %zu", i);
-        PGresult *res = exec_or_die(conns[i], node, "SELECT coalesce(sum(balance), 0) FROM accounts",
-                                    EXIT_TROUBLE);
+        PGresult *res = exec_or_die(conns[i], node,
+                                    "SELECT coalesce(sum(balance), 0) FROM accounts", EXIT_TROUBLE);
         total += strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         PQclear(res);
         res = exec_or_die(conns[i], node, "SELECT csn, xfer, account, delta FROM ledger",
@@ -448,8 +434,9 @@ static int cmd_check(int argc, char **argv)
 
     /* (1) money is neither made nor lost. */
     if (total != expect_total)
-        finding(&f, true, "sum of balances is %" PRId64 ", expected %" PRId64 " (off by %" PRId64 ")",
-                total, expect_total, total - expect_total);
+        finding(&f, true,
+                "sum of balances is %" PRId64 ", expected %" PRId64 " (off by %" PRId64 ")", total,
+                expect_total, total - expect_total);
 
     /* (2) and (3): each transfer, whole or not at all, and none after the cut. */
     size_t n_xfers = 0;
@@ -461,24 +448,29 @@ static int cmd_check(int argc, char **argv)
         for (size_t j = 0; j < k; j++) {
             sum += legs[j].delta;
             if (cut >= 0 && legs[j].csn > cut)
-                finding(&f, true, "transfer %" PRId64 ": row with csn %" PRId64 " on node %zu is "
-                                  "after the cut at csn %" PRId64, xfer, legs[j].csn, legs[j].node,
-                        cut);
+                finding(&f, true,
+                        "transfer %" PRId64 ": row with csn %" PRId64 " on node %zu is "
+                        "after the cut at csn %" PRId64,
+                        xfer, legs[j].csn, legs[j].node, cut);
             if ((size_t)(legs[j].account / 1000) != legs[j].node)
-                finding(&f, true, "transfer %" PRId64 ": node %zu has a row for account %d, which "
-                                  "lives on node %d", xfer, legs[j].node, legs[j].account,
-                        legs[j].account / 1000);
+                finding(&f, true,
+                        "transfer %" PRId64 ": node %zu has a row for account %d, which "
+                        "lives on node %d",
+                        xfer, legs[j].node, legs[j].account, legs[j].account / 1000);
         }
         if (k == 1)
-            finding(&f, true, "transfer %" PRId64 " (csn %" PRId64 "): only one leg visible, on node "
-                              "%zu (delta %" PRId64 "): the cut splits a commit",
+            finding(&f, true,
+                    "transfer %" PRId64 " (csn %" PRId64 "): only one leg visible, on node "
+                    "%zu (delta %" PRId64 "): the cut splits a commit",
                     xfer, legs[0].csn, legs[0].node, legs[0].delta);
         else if (k != 2 || legs[0].node == legs[1].node)
             finding(&f, true, "transfer %" PRId64 ": %zu rows (expected one on each of two nodes)",
                     xfer, k);
         else if (sum != 0)
-            finding(&f, true, "transfer %" PRId64 ": legs on nodes %zu and %zu do not cancel out "
-                              "(sum %" PRId64 ")", xfer, legs[0].node, legs[1].node, sum);
+            finding(&f, true,
+                    "transfer %" PRId64 ": legs on nodes %zu and %zu do not cancel out "
+                    "(sum %" PRId64 ")",
+                    xfer, legs[0].node, legs[1].node, sum);
         i += k;
     }
 
@@ -512,11 +504,15 @@ static int cmd_check(int argc, char **argv)
             size_t k;
             const Row *legs = rows_of(rows, n_rows, csn, &k);
             if (!has_leg_on(legs, k, a))
-                finding(&f, true, "transfer %" PRId64 " (node %zu -> node %zu) committed before the "
-                                  "cut but missing on node %zu", csn, a, b, a);
+                finding(&f, true,
+                        "transfer %" PRId64 " (node %zu -> node %zu) committed before the "
+                        "cut but missing on node %zu",
+                        csn, a, b, a);
             if (!has_leg_on(legs, k, b))
-                finding(&f, true, "transfer %" PRId64 " (node %zu -> node %zu) committed before the "
-                                  "cut but missing on node %zu", csn, a, b, b);
+                finding(&f, true,
+                        "transfer %" PRId64 " (node %zu -> node %zu) committed before the "
+                        "cut but missing on node %zu",
+                        csn, a, b, b);
         }
         fclose(lf);
     }
@@ -537,8 +533,10 @@ static int cmd_check(int argc, char **argv)
             bool elsewhere = false;
             for (size_t m = 0; m < k; m++)
                 if (legs[m].node != i) {
-                    finding(&f, true, "node %zu: %s is still prepared but its other leg is committed "
-                                      "on node %zu (half-committed)", i, gid, legs[m].node);
+                    finding(&f, true,
+                            "node %zu: %s is still prepared but its other leg is committed "
+                            "on node %zu (half-committed)",
+                            i, gid, legs[m].node);
                     elsewhere = true;
                 }
             if (!elsewhere)
@@ -552,11 +550,11 @@ static int cmd_check(int argc, char **argv)
 
     size_t n_problems = json_array_size(f.problems);
     if (f.json) {
-        json_t *j = json_pack("{s:b, s:O, s:O, s:I, s:I, s:I, s:I, s:I}", "consistent",
-                              n_problems == 0, "problems", f.problems, "notes", f.notes, "total",
-                              (json_int_t)total, "transfers", (json_int_t)n_xfers, "logged_checked",
-                              (json_int_t)n_logged, "max_csn", (json_int_t)max_csn, "nodes",
-                              (json_int_t)n);
+        json_t *j =
+                json_pack("{s:b, s:O, s:O, s:I, s:I, s:I, s:I, s:I}", "consistent", n_problems == 0,
+                          "problems", f.problems, "notes", f.notes, "total", (json_int_t)total,
+                          "transfers", (json_int_t)n_xfers, "logged_checked", (json_int_t)n_logged,
+                          "max_csn", (json_int_t)max_csn, "nodes", (json_int_t)n);
         if (!j)
             die(EXIT_TROUBLE, "out of memory");
         json_dumpf(j, stdout, JSON_INDENT(2));

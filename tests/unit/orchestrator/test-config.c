@@ -4,8 +4,6 @@
  * of problem: each must be reported with its file:line:column, and all problems of a file in
  * one run.
  */
-#include "tests/unit/harness.h"
-
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -14,6 +12,7 @@
 #include "common/fs-util.h"
 #include "common/macro.h"
 #include "orchestrator/config.h"
+#include "tests/unit/harness.h"
 
 /* --- helpers --- */
 
@@ -102,15 +101,15 @@ static unsigned count_lines(const char *log, const char *what)
     return n;
 }
 
-#define NODES_OK                                                                                   \
-    "nodes:\n"                                                                                     \
-    "  - name: coord\n"                                                                            \
-    "    role: coordinator\n"                                                                      \
-    "    conninfo: \"host=127.0.0.1 port=5432 dbname=postgres\"\n"                                 \
-    "    agent: \"127.0.0.1:18080\"\n"                                                             \
-    "  - name: w1\n"                                                                               \
-    "    role: worker\n"                                                                           \
-    "    conninfo: \"host=127.0.0.1 port=5433 dbname=postgres\"\n"                                 \
+#define NODES_OK                                                   \
+    "nodes:\n"                                                     \
+    "  - name: coord\n"                                            \
+    "    role: coordinator\n"                                      \
+    "    conninfo: \"host=127.0.0.1 port=5432 dbname=postgres\"\n" \
+    "    agent: \"127.0.0.1:18080\"\n"                             \
+    "  - name: w1\n"                                               \
+    "    role: worker\n"                                           \
+    "    conninfo: \"host=127.0.0.1 port=5433 dbname=postgres\"\n" \
     "    agent: w1.example\n"
 
 /* --- valid files --- */
@@ -262,15 +261,14 @@ static void test_relative_paths(void **state)
     _cleanup_free_ char *sub = NULL;
     assert_true(asprintf(&sub, "%s/etc", tmpdir) > 0);
     ASSERT_OK(mkdir_p(sub, 0755));
-    _cleanup_free_ char *path = write_yaml("etc/pitr.yaml",
-                                           "cluster: c\n"
-                                           "repository:\n"
-                                           "  location: ../repo\n"
-                                           "  passphrase_file: keys/pass\n"
-                                           "tls:\n"
-                                           "  ca: ca.crt\n"
-                                           "  cert: /abs/orch.crt\n"
-                                           "  key: ./orch.key\n" NODES_OK);
+    _cleanup_free_ char *path = write_yaml("etc/pitr.yaml", "cluster: c\n"
+                                                            "repository:\n"
+                                                            "  location: ../repo\n"
+                                                            "  passphrase_file: keys/pass\n"
+                                                            "tls:\n"
+                                                            "  ca: ca.crt\n"
+                                                            "  cert: /abs/orch.crt\n"
+                                                            "  key: ./orch.key\n" NODES_OK);
     char real[PATH_MAX];
     assert_non_null(realpath(tmpdir, real));
     _cleanup_free_ char *d = NULL, *p1 = NULL, *p2 = NULL, *p3 = NULL, *p4 = NULL, *pf = NULL;
@@ -306,9 +304,10 @@ static void test_relative_paths(void **state)
     assert_string_equal(cfg2->tls_ca, p3);
 
     /* A URL is not a path. */
-    _cleanup_free_ char *path3 = write_yaml("url.yaml", "cluster: c\n"
-                                                        "repository:\n"
-                                                        "  location: s3://bucket/prefix\n" NODES_OK);
+    _cleanup_free_ char *path3 =
+            write_yaml("url.yaml", "cluster: c\n"
+                                   "repository:\n"
+                                   "  location: s3://bucket/prefix\n" NODES_OK);
     _cleanup_(orch_config_freep) OrchConfig *cfg3 = NULL;
     _cleanup_free_ char *log3 = NULL;
     ASSERT_OK(load_capture(path3, &cfg3, &log3));
@@ -322,9 +321,9 @@ static void test_durations(void **state)
         const char *s;
         uint64_t ms;
     } good[] = {
-        { "5s", 5000 }, { "500ms", 500 }, { "2m", 120000 }, { "1h", 3600000 }, { "7", 7000 },
-        { "2.5", 2500 }, { "0.25s", 250 }, { "1ms", 1 }, { "1.5m", 90000 }, { "3min", 180000 },
-        { "24h", 86400000 }, { "0.001", 1 },
+        { "5s", 5000 },    { "500ms", 500 },   { "2m", 120000 },    { "1h", 3600000 },
+        { "7", 7000 },     { "2.5", 2500 },    { "0.25s", 250 },    { "1ms", 1 },
+        { "1.5m", 90000 }, { "3min", 180000 }, { "24h", 86400000 }, { "0.001", 1 },
     };
     for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
         uint64_t ms = 0;
@@ -335,8 +334,26 @@ static void test_durations(void **state)
                      (unsigned long long)good[i].ms);
     }
     static const char *const bad[] = {
-        "", "s", "5 s", " 5s", "5sec", "-1s", "+5", "1e3", "inf", "nan", "0x10", "5s ", "0",
-        "0ms", "0.0001s", "1.2.3", ".", "25h", "99999999999999999999h", "5S",
+        "",
+        "s",
+        "5 s",
+        " 5s",
+        "5sec",
+        "-1s",
+        "+5",
+        "1e3",
+        "inf",
+        "nan",
+        "0x10",
+        "5s ",
+        "0",
+        "0ms",
+        "0.0001s",
+        "1.2.3",
+        ".",
+        "25h",
+        "99999999999999999999h",
+        "5S",
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         uint64_t ms = 42;
@@ -399,8 +416,8 @@ static void test_agent_addresses(void **state)
     free(log);
     log = NULL;
 
-    static const char *const bad[] = { "h:0", "h:65536", "h:", ":80", "::1", "[::1", "[]:80",
-                                       "[::1]80", "h:8x", "h:-1", "a b:80", "h:+80" };
+    static const char *const bad[] = { "h:0",   "h:65536", "h:",   ":80",  "::1",    "[::1",
+                                       "[]:80", "[::1]80", "h:8x", "h:-1", "a b:80", "h:+80" };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         char text[512];
         snprintf(text, sizeof(text),
@@ -426,16 +443,16 @@ static void test_agent_addresses(void **state)
 static void test_unknown_key(void **state)
 {
     (void)state;
-    _cleanup_free_ char *log = load_bad("cluster: c\n"                 /* 1 */
-                                        "repository:\n"                /* 2 */
-                                        "  location: /r\n"             /* 3 */
-                                        "  keyfile: /k\n"              /* 4 */
-                                        "barrier:\n"                   /* 5 */
-                                        "  adapter: plain\n"           /* 6 */
-                                        "  lock-key: 1\n"              /* 7 */
-                                        NODES_OK                       /* 8-16 */
-                                        "    pg_data: /x\n"            /* 17 */
-                                        "nodse: []\n");                /* 18 */
+    _cleanup_free_ char *log = load_bad("cluster: c\n"       /* 1 */
+                                        "repository:\n"      /* 2 */
+                                        "  location: /r\n"   /* 3 */
+                                        "  keyfile: /k\n"    /* 4 */
+                                        "barrier:\n"         /* 5 */
+                                        "  adapter: plain\n" /* 6 */
+                                        "  lock-key: 1\n"    /* 7 */
+                                        NODES_OK             /* 8-16 */
+                                        "    pg_data: /x\n"  /* 17 */
+                                        "nodse: []\n");      /* 18 */
     assert_logged(log, "pitr.yaml:4:3: unknown key \"keyfile\" in repository (expected location, "
                        "key_file, passphrase_file)");
     assert_logged(log, "pitr.yaml:7:3: unknown key \"lock-key\" in barrier (expected adapter, "
@@ -453,7 +470,8 @@ static void test_duplicate_key(void **state)
     _cleanup_free_ char *log = load_bad("cluster: c\n"
                                         "repository: {location: /r}\n"
                                         "cluster: d\n" NODES_OK);
-    assert_logged(log, "pitr.yaml:3:1: duplicate key \"cluster\" in the top level (first at line 1)");
+    assert_logged(log,
+                  "pitr.yaml:3:1: duplicate key \"cluster\" in the top level (first at line 1)");
     assert_logged(log, "1 problem found");
 }
 
@@ -463,16 +481,16 @@ static void test_duplicate_node(void **state)
     _cleanup_free_ char *log = load_bad("cluster: c\n"
                                         "repository: {location: /r}\n"
                                         "nodes:\n"
-                                        "  - name: coord\n"           /* 4 */
+                                        "  - name: coord\n" /* 4 */
                                         "    role: coordinator\n"
                                         "    conninfo: dbname=x\n"
                                         "    agent: a\n"
-                                        "  - name: w\n"               /* 8 */
+                                        "  - name: w\n" /* 8 */
                                         "    role: worker\n"
                                         "    conninfo: dbname=x\n"
                                         "    agent: b\n"
-                                        "  - role: worker\n"          /* 12 */
-                                        "    name: w\n"               /* 13 */
+                                        "  - role: worker\n" /* 12 */
+                                        "    name: w\n"      /* 13 */
                                         "    conninfo: dbname=x\n"
                                         "    agent: c\n");
     assert_logged(log, "pitr.yaml:13:11: duplicate node name \"w\" (first at line 8; names must be "
@@ -487,15 +505,15 @@ static void test_two_coordinators(void **state)
                                         "repository: {location: /r}\n"
                                         "nodes:\n"
                                         "  - name: a\n"
-                                        "    role: coordinator\n"     /* 5 */
+                                        "    role: coordinator\n" /* 5 */
                                         "    conninfo: dbname=x\n"
                                         "    agent: a\n"
                                         "  - name: b\n"
-                                        "    role: coordinator\n"     /* 9 */
+                                        "    role: coordinator\n" /* 9 */
                                         "    conninfo: dbname=x\n"
                                         "    agent: b\n"
                                         "  - name: c\n"
-                                        "    role: coordinator\n"     /* 13 */
+                                        "    role: coordinator\n" /* 13 */
                                         "    conninfo: dbname=x\n"
                                         "    agent: c\n");
     assert_logged(log, "pitr.yaml:9:11: a second coordinator (the first is at line 5; exactly one "
@@ -510,12 +528,13 @@ static void test_no_coordinator(void **state)
     _cleanup_free_ char *log = load_bad("cluster: c\n"
                                         "repository: {location: /r}\n"
                                         "nodes:\n"
-                                        "  - name: a\n"               /* 4, the list at column 3 */
+                                        "  - name: a\n" /* 4, the list at column 3 */
                                         "    role: worker\n"
                                         "    conninfo: dbname=x\n"
                                         "    agent: a\n");
-    assert_logged(log, "pitr.yaml:4:3: no coordinator among the nodes (exactly one node needs role: "
-                       "coordinator)");
+    assert_logged(log,
+                  "pitr.yaml:4:3: no coordinator among the nodes (exactly one node needs role: "
+                  "coordinator)");
     assert_logged(log, "1 problem found");
 
     /* A node whose role is wrong might have been meant as the coordinator: only its own
@@ -540,8 +559,9 @@ static void test_bad_adapter(void **state)
                                         "repository: {location: /r}\n"
                                         "barrier:\n"
                                         "  adapter: PLAIN\n" NODES_OK);
-    assert_logged(log, "pitr.yaml:4:12: barrier.adapter: unknown adapter \"PLAIN\" (expected plain, "
-                       "citus or none)");
+    assert_logged(log,
+                  "pitr.yaml:4:12: barrier.adapter: unknown adapter \"PLAIN\" (expected plain, "
+                  "citus or none)");
     OrchBarrierAdapter a = _ORCH_BARRIER_MAX;
     ASSERT_OK(orch_barrier_adapter_from_string("none", &a));
     assert_int_equal(a, ORCH_BARRIER_NONE);
@@ -601,14 +621,14 @@ static void test_missing(void **state)
 static void test_wrong_types(void **state)
 {
     (void)state;
-    _cleanup_free_ char *log = load_bad("cluster: [a, b]\n"          /* 1 */
-                                        "repository:\n"              /* 2 */
-                                        "  - location: /r\n"         /* 3 */
-                                        "barrier: plain\n"           /* 4 */
-                                        "csn:\n"                     /* 5 */
-                                        "  sequence: {a: b}\n"       /* 6 */
-                                        "nodes:\n"                   /* 7 */
-                                        "  name: a\n");              /* 8 */
+    _cleanup_free_ char *log = load_bad("cluster: [a, b]\n"    /* 1 */
+                                        "repository:\n"        /* 2 */
+                                        "  - location: /r\n"   /* 3 */
+                                        "barrier: plain\n"     /* 4 */
+                                        "csn:\n"               /* 5 */
+                                        "  sequence: {a: b}\n" /* 6 */
+                                        "nodes:\n"             /* 7 */
+                                        "  name: a\n");        /* 8 */
     assert_logged(log, "pitr.yaml:1:10: cluster must be a scalar, found a sequence");
     assert_logged(log, "pitr.yaml:3:3: repository must be a mapping, found a sequence");
     assert_logged(log, "pitr.yaml:4:10: barrier must be a mapping, found a scalar");
@@ -637,25 +657,26 @@ static void test_wrong_types(void **state)
 static void test_bad_values(void **state)
 {
     (void)state;
-    _cleanup_free_ char *log = load_bad("cluster: 'my cluster'\n"                        /* 1 */
-                                        "repository:\n"                                  /* 2 */
-                                        "  location: /r\n"                               /* 3 */
-                                        "  key_file: /k\n"                               /* 4 */
-                                        "  passphrase_file: /p\n"                        /* 5 */
-                                        "barrier:\n"                                     /* 6 */
-                                        "  lock_key: 12x\n"                              /* 7 */
-                                        "csn:\n"                                         /* 8 */
-                                        "  sequence: \"x'); DROP TABLE t; --\"\n"        /* 9 */
-                                        "tls:\n"                                         /* 10 */
-                                        "  cert: c.crt\n"                                /* 11 */
-                                        "nodes:\n"                                       /* 12 */
-                                        "  - name: ..\n"                                 /* 13 */
-                                        "    role: coordinator\n"                        /* 14 */
-                                        "    conninfo: \"host=x port\"\n"                /* 15 */
-                                        "    agent: a\n"                                 /* 16 */
-                                        "    pgdata: srv/pg\n");                         /* 17 */
+    _cleanup_free_ char *log = load_bad("cluster: 'my cluster'\n"                 /* 1 */
+                                        "repository:\n"                           /* 2 */
+                                        "  location: /r\n"                        /* 3 */
+                                        "  key_file: /k\n"                        /* 4 */
+                                        "  passphrase_file: /p\n"                 /* 5 */
+                                        "barrier:\n"                              /* 6 */
+                                        "  lock_key: 12x\n"                       /* 7 */
+                                        "csn:\n"                                  /* 8 */
+                                        "  sequence: \"x'); DROP TABLE t; --\"\n" /* 9 */
+                                        "tls:\n"                                  /* 10 */
+                                        "  cert: c.crt\n"                         /* 11 */
+                                        "nodes:\n"                                /* 12 */
+                                        "  - name: ..\n"                          /* 13 */
+                                        "    role: coordinator\n"                 /* 14 */
+                                        "    conninfo: \"host=x port\"\n"         /* 15 */
+                                        "    agent: a\n"                          /* 16 */
+                                        "    pgdata: srv/pg\n");                  /* 17 */
     assert_logged(log, "pitr.yaml:1:10: cluster: bad name \"my cluster\"");
-    assert_logged(log, "pitr.yaml:3:3: repository: key_file and passphrase_file exclude each other");
+    assert_logged(log,
+                  "pitr.yaml:3:3: repository: key_file and passphrase_file exclude each other");
     assert_logged(log, "pitr.yaml:7:13: barrier.lock_key: bad integer \"12x\"");
     assert_logged(log, "pitr.yaml:9:13: csn.sequence: bad sequence name");
     assert_logged(log, "pitr.yaml:11:3: tls: cert and key go together");
@@ -731,20 +752,20 @@ static void test_no_file(void **state)
 static void test_json(void **state)
 {
     (void)state;
-    _cleanup_free_ char *path = write_yaml(
-            "j.yaml", "cluster: c\n"
-                      "repository: {location: /r, key_file: /k}\n"
-                      "barrier: {adapter: none, lock_key: 42, timeout: 1.5}\n"
-                      "nodes:\n"
-                      "  - name: coord\n"
-                      "    role: coordinator\n"
-                      "    conninfo: \"host=h user=u password='s3 cr\\\\et' dbname=d\"\n"
-                      "    agent: h\n"
-                      "    pgdata: /pg\n"
-                      "  - name: w\n"
-                      "    role: worker\n"
-                      "    conninfo: postgresql://u:hunter2@h2:5433/d\n"
-                      "    agent: h2:1\n");
+    _cleanup_free_ char *path =
+            write_yaml("j.yaml", "cluster: c\n"
+                                 "repository: {location: /r, key_file: /k}\n"
+                                 "barrier: {adapter: none, lock_key: 42, timeout: 1.5}\n"
+                                 "nodes:\n"
+                                 "  - name: coord\n"
+                                 "    role: coordinator\n"
+                                 "    conninfo: \"host=h user=u password='s3 cr\\\\et' dbname=d\"\n"
+                                 "    agent: h\n"
+                                 "    pgdata: /pg\n"
+                                 "  - name: w\n"
+                                 "    role: worker\n"
+                                 "    conninfo: postgresql://u:hunter2@h2:5433/d\n"
+                                 "    agent: h2:1\n");
     _cleanup_(orch_config_freep) OrchConfig *cfg = NULL;
     _cleanup_free_ char *log = NULL;
     ASSERT_OK(load_capture(path, &cfg, &log));
