@@ -5,8 +5,9 @@
  * orch_barrier_run() draws the CSN from the coordinator's sequence and creates the restore
  * point "pitr_csn_<CSN>" on the nodes, as the configured adapter says:
  *
- *   plain  On the coordinator session: BEGIN; SET LOCAL lock_timeout, statement_timeout and
- *          idle_in_transaction_session_timeout to the barrier timeout; take
+ *   plain  On the coordinator session: BEGIN; SET LOCAL lock_timeout and
+ *          idle_in_transaction_session_timeout to the barrier timeout (statement_timeout to
+ *          one second more, so that a lock not granted in time reads as such); take
  *          pg_advisory_xact_lock(lock_key) (exclusive: the application's commit path holds the
  *          same key shared from drawing its CSN until its last COMMIT PREPARED); nextval();
  *          pg_create_restore_point() sent to every node at once and collected (one round
@@ -26,12 +27,16 @@
  * cancel request either (PQcancel itself may block on a hung host: that happens on the
  * watchdog thread, never on the caller's).
  *
- * Connections: conns[i] is an open connection to cfg->nodes[i], idle (no transaction, no query
- * in flight), in blocking mode. Node errors are logged once, naming the node ("node w1: could
- * not create restore point: ..."). After an error, a connection may be left in a transaction
- * or with a query in flight (a node that did not answer): close every connection whose
- * PQtransactionStatus() is not PQTRANS_IDLE. Restore points created before a failure stay in
- * the WAL, harmless: their CSN is never published, and the next run draws a new one.
+ * Connections: conns[i] is an open connection to cfg->nodes[i], its own (not shared with
+ * another node's entry), idle (no transaction, no query in flight), in blocking mode. The
+ * coordinator's must be to the database the application's commit path uses: advisory locks
+ * and the sequence live in one database.
+ *
+ * Node errors are logged once, naming the node ("node w1: could not create restore point:
+ * ..."). After an error, a connection may be left in a transaction or with a query in flight
+ * (a node that did not answer): close every connection whose PQtransactionStatus() is not
+ * PQTRANS_IDLE. Restore points created before a failure stay in the WAL, harmless: their CSN
+ * is never published, and the next run draws a new one.
  *
  * Errors: -EINVAL bad arguments or connection not idle; -ETIMEDOUT the lock could not be taken
  * in time, or the barrier was held past the timeout (watchdog); -ECONNRESET a connection was

@@ -316,9 +316,12 @@ typedef struct Row {
     size_t node;
 } Row;
 
+#define MAX_PRINTED 100 /* findings printed in text mode; the count covers them all */
+
 typedef struct Findings {
     json_t *problems, *notes; /* arrays of strings */
     bool json;
+    size_t printed;
 } Findings;
 
 static void finding(Findings *f, bool problem, const char *fmt, ...)
@@ -331,7 +334,7 @@ static void finding(Findings *f, bool problem, const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     json_array_append_new(problem ? f->problems : f->notes, json_string(buf));
-    if (!f->json)
+    if (!f->json && f->printed++ < MAX_PRINTED)
         printf("%s%s\n", problem ? "" : "note: ", buf);
 }
 
@@ -369,6 +372,51 @@ static bool has_leg_on(const Row *legs, size_t k, size_t node)
     return false;
 }
 
+typedef struct Logged {
+    int64_t csn;
+    size_t a, b;
+} Logged;
+
+/* Reads the run's log ("csn A B" lines), checked against the n nodes given, before anything
+ * else: a usage error must not come after a page of findings. */
+static Logged *log_read(const char *path, size_t n, Findings *f, size_t *ret_n)
+{
+    FILE *lf = fopen(path, "re");
+    if (!lf)
+        die(EXIT_TROUBLE, "could not open log \"%s\": %s", path, strerror(errno));
+    Logged *v = NULL;
+    size_t count = 0, cap = 0;
+    char line[256];
+    unsigned lineno = 0;
+    while (fgets(line, sizeof(line), lf)) {
+        lineno++;
+        Logged l;
+        char nl;
+        if (sscanf(line, "%" SCNd64 " %zu %zu%c", &l.csn, &l.a, &l.b, &nl) != 4 || nl != '\n') {
+            /* A last line cut short by a kill is no news; anything else is. */
+            if (!strchr(line, '\n') && feof(lf)) {
+                finding(f, false, "log line %u is incomplete, ignored", lineno);
+                break;
+            }
+            die(EXIT_TROUBLE, "log \"%s\" line %u: expected \"csn A B\"", path, lineno);
+        }
+        if (l.a >= n || l.b >= n)
+            die(EXIT_TROUBLE, "log \"%s\" line %u: node index beyond the %zu nodes given", path,
+                lineno, n);
+        if (count == cap) {
+            cap = cap ? 2 * cap : 1024;
+            Logged *p = realloc(v, cap * sizeof(*v));
+            if (!p)
+                die(EXIT_TROUBLE, "out of memory");
+            v = p;
+        }
+        v[count++] = l;
+    }
+    fclose(lf);
+    *ret_n = count;
+    return v;
+}
+
 static int cmd_check(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -398,6 +446,8 @@ static int cmd_check(int argc, char **argv)
         die(EXIT_TROUBLE, "check needs at least one CONNINFO");
     if (expect_total < 0)
         expect_total = (int64_t)(ACCOUNTS_PER_NODE * INITIAL_BALANCE * n);
+    size_t n_log = 0;
+    Logged *log = logpath ? log_read(logpath, n, &f, &n_log) : NULL;
     PGconn **conns = connect_all(argv + optind, n);
 
     /* Everything is read first, then judged: the checks below are pure. */
@@ -476,46 +526,22 @@ static int cmd_check(int argc, char **argv)
 
     /* (2) with the log: what the workload saw committed is there. */
     size_t n_logged = 0;
-    if (logpath) {
-        FILE *lf = fopen(logpath, "re");
-        if (!lf)
-            die(EXIT_TROUBLE, "could not open log \"%s\": %s", logpath, strerror(errno));
-        char line[256];
-        unsigned lineno = 0;
-        while (fgets(line, sizeof(line), lf)) {
-            lineno++;
-            int64_t csn;
-            size_t a, b;
-            char nl;
-            if (sscanf(line, "%" SCNd64 " %zu %zu%c", &csn, &a, &b, &nl) != 4 || nl != '\n') {
-                /* A last line cut short by a kill is no news; anything else is. */
-                if (!strchr(line, '\n') && feof(lf)) {
-                    finding(&f, false, "log line %u is incomplete, ignored", lineno);
-                    break;
-                }
-                die(EXIT_TROUBLE, "log \"%s\" line %u: expected \"csn A B\"", logpath, lineno);
-            }
-            if (a >= n || b >= n)
-                die(EXIT_TROUBLE, "log \"%s\" line %u: node index beyond the %zu nodes given",
-                    logpath, lineno, n);
-            if (cut >= 0 && csn > cut)
-                continue;
-            n_logged++;
-            size_t k;
-            const Row *legs = rows_of(rows, n_rows, csn, &k);
-            if (!has_leg_on(legs, k, a))
+    for (size_t i = 0; i < n_log; i++) {
+        const Logged *l = &log[i];
+        if (cut >= 0 && l->csn > cut)
+            continue;
+        n_logged++;
+        size_t k;
+        const Row *legs = rows_of(rows, n_rows, l->csn, &k);
+        size_t ends[2] = { l->a, l->b };
+        for (size_t e = 0; e < 2; e++)
+            if (!has_leg_on(legs, k, ends[e]))
                 finding(&f, true,
                         "transfer %" PRId64 " (node %zu -> node %zu) committed before the "
                         "cut but missing on node %zu",
-                        csn, a, b, a);
-            if (!has_leg_on(legs, k, b))
-                finding(&f, true,
-                        "transfer %" PRId64 " (node %zu -> node %zu) committed before the "
-                        "cut but missing on node %zu",
-                        csn, a, b, b);
-        }
-        fclose(lf);
+                        l->csn, l->a, l->b, ends[e]);
     }
+    free(log);
 
     /* (4) prepared transactions left behind: half-committed if the other leg committed. */
     for (size_t i = 0; i < n; i++) {
@@ -561,6 +587,8 @@ static int cmd_check(int argc, char **argv)
         putchar('\n');
         json_decref(j);
     } else {
+        if (f.printed > MAX_PRINTED)
+            printf("(%zu more findings not shown)\n", f.printed - MAX_PRINTED);
         printf("checked %zu nodes: %zu transfers (max csn %" PRId64 "), %zu logged transfers, "
                "total balance %" PRId64 "\n",
                n, n_xfers, max_csn, n_logged, total);

@@ -10,7 +10,8 @@
 # is unchanged, every node holds exactly the transfers with CSN <= the snapshot's, and no
 # prepared transaction is half-committed. Then the same check fails when the nodes are restored
 # to one wall-clock time instead (the reason for the barrier). Last, a restore with one agent
-# down names that node and a rerun finishes the job.
+# down names that node and a rerun finishes the job; a side copy with --target-dir leaves the
+# running nodes alone; a configuration with other nodes is refused; delete removes a snapshot.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-pg.sh"
 . "$(dirname "$0")/lib-tls.sh"
@@ -172,4 +173,25 @@ grep -q "w2" "$T"/partial.out || fail "the failed node is not named"
 agent_start w2
 snap restore "$id" >"$T"/rerun.out 2>&1 || { cat "$T"/rerun.out; fail "the rerun did not finish the restore"; }
 "$WORKLOAD" check --csn "$csn" --log "$T"/xfers.log "${CONNS[@]}" || fail "not consistent after the rerun"
+note "a side copy with --target-dir, a configuration that does not match, delete"
+read -r id csn <<<"${SNAPS[1]}"
+snap restore "$id" --target-dir "$T"/side || fail "restore --target-dir failed"
+for n in "${NODES[@]}"; do
+    [[ -f $T/side/$n/recovery.signal && -f $T/side/$n/PG_VERSION ]] || fail "side copy of $n incomplete"
+    grep -q "recovery_target_name = 'pitr_csn_$csn'" "$T/side/$n/postgresql.auto.conf" ||
+        fail "side copy of $n does not recover to pitr_csn_$csn"
+done
+# The running cluster was not touched: the workload's check still holds for the last restore.
+read -r last_id last_csn <<<"${SNAPS[2]}"
+"$WORKLOAD" check --csn "$last_csn" --log "$T"/xfers.log "${CONNS[@]}" >/dev/null ||
+    fail "restore --target-dir changed the running cluster"
+sed 's/^  - { name: w2.*$/&\n  - { name: w3, role: worker, conninfo: "host=127.0.0.1 port=1", agent: "127.0.0.1:1" }/' \
+    "$T"/pitr.yaml >"$T"/four.yaml
+expect_exit 64 "$SNAP" -c "$T"/four.yaml restore "$id"
+grep -q "does not match snapshot" "$T"/stderr || fail "a cluster that does not match was not refused"
+before=$(snap list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+snap delete "$id" || fail "delete failed"
+after=$(snap list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+[[ $after -eq $((before - 1)) ]] || fail "delete did not remove the snapshot"
+expect_exit 1 snap restore "$id"
 echo "cluster snapshot checks passed"

@@ -69,18 +69,19 @@ static CsSnapshot snap(const char *id, const char *name, const char *kind, int64
 static void test_view_build(void **state)
 {
     (void)state;
-    CsSnapshot *v = calloc(7, sizeof(*v));
+    CsSnapshot *v = calloc(8, sizeof(*v));
     v[0] = snap("000000000000000a", "x", "tree", 1);
     v[1] = snap("000000000000000b", "/data/x", "tree", 2);
     v[2] = snap("000000000000000c", "x", "tree", 3); /* newest "x" wins */
     v[3] = snap("000000000000000d", "000000000000000a", "tree", 4); /* an id: not shown */
     v[4] = snap("000000000000000e", "dump", "stream", 5);
     v[5] = snap("000000000000000f", "dump", "stream", 6);
-    v[6] = snap("0000000000000010", "c1", "cluster", 7); /* other kinds: not shown */
+    v[6] = snap("0000000000000010", "c1", "cluster", 7); /* a directory root: shown */
+    v[7] = snap("0000000000000011", "o1", "other", 8);   /* unknown kinds: not shown */
     PfsView *view;
-    ASSERT_OK(pfs_view_build(v, 7, &view));
-    /* ids a-d, "x", "data_x", "latest" */
-    assert_int_equal(view->n_trees, 7);
+    ASSERT_OK(pfs_view_build(v, 8, &view));
+    /* ids a-d and 10, "x", "data_x", "c1", "latest" */
+    assert_int_equal(view->n_trees, 9);
     const PfsViewEntry *e = pfs_view_find(view->trees, view->n_trees, "x");
     assert_non_null(e);
     assert_int_equal(e->kind, PFS_VIEW_LINK);
@@ -90,11 +91,15 @@ static void test_view_build(void **state)
     assert_string_equal(e->snap->id, "000000000000000b");
     e = pfs_view_find(view->trees, view->n_trees, "latest");
     assert_non_null(e);
-    assert_string_equal(e->snap->id, "000000000000000d");
+    assert_string_equal(e->snap->id, "0000000000000010");
     e = pfs_view_find(view->trees, view->n_trees, "000000000000000a");
     assert_non_null(e);
     assert_int_equal(e->kind, PFS_VIEW_TREE);
-    assert_null(pfs_view_find(view->trees, view->n_trees, "c1"));
+    e = pfs_view_find(view->trees, view->n_trees, "c1");
+    assert_non_null(e);
+    assert_string_equal(e->snap->id, "0000000000000010");
+    assert_null(pfs_view_find(view->trees, view->n_trees, "o1"));
+    assert_null(pfs_view_find(view->trees, view->n_trees, "0000000000000011"));
     for (size_t i = 1; i < view->n_trees; i++)
         assert_true(strcmp(view->trees[i - 1].name, view->trees[i].name) < 0);
     /* ids e, f and "dump" (the newer) */
@@ -103,7 +108,7 @@ static void test_view_build(void **state)
     assert_non_null(e);
     assert_string_equal(e->snap->id, "000000000000000f");
     assert_string_equal(view->newest_stream->id, "000000000000000f");
-    assert_string_equal(view->newest_tree->id, "000000000000000d");
+    assert_string_equal(view->newest_tree->id, "0000000000000010");
     pfs_view_unref(view);
 }
 
