@@ -95,7 +95,9 @@ for n in "${NODES[@]}"; do
     pgdata: $D/$n
 EOF
 done
-snap() { "$BIN/pitr-snap" -c "$D/pitr.yaml" "$@"; }
+# As the agents' user: the repository is one directory that they, the archivers and the
+# orchestrator all write.
+snap() { as_pg "$BIN/pitr-snap" -c "$D/pitr.yaml" "$@"; }
 say "pitr-snap config check"
 snap config check
 
@@ -148,9 +150,10 @@ PY
 say "done"
 cat <<EOT
 Everything is under $D. The demo stopped the cluster it started; nothing is left running.
+Run pitr-snap as postgres, like the agents: they all write the one repository directory.
   start the cluster:   $D/start.sh
-  list snapshots:      $BIN/pitr-snap -c $D/pitr.yaml list
-  restore snapshot 1:  $D/start.sh && $BIN/pitr-snap -c $D/pitr.yaml restore first
+  list snapshots:      runuser -u postgres -- $BIN/pitr-snap -c $D/pitr.yaml list
+  restore snapshot 1:  $D/start.sh && runuser -u postgres -- $BIN/pitr-snap -c $D/pitr.yaml restore first
   mount:               $BIN/mount.pitrfs $D/repo $D/mnt -o keyfile=$D/repo.key
   stop the cluster:    $D/stop.sh
   clean up:            $D/stop.sh; fusermount3 -u $D/mnt; rm -rf $D

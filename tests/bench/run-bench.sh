@@ -9,6 +9,8 @@
 #   BENCH_MAIN  set to 0 to skip the references, backup/restore and memory sections
 #   BENCH_MOUNT set to 0 to skip reading a snapshot through FUSE (mount.pitrfs, borg mount,
 #               restic mount)
+#   BENCH_AGENT set to 0 to skip the base backup of a running node (pitr-agent, pg_basebackup,
+#               pgbackrest; pgbench -s 100)
 set -euo pipefail
 BUILD=${BUILD:-build}
 SNAP="$PWD/$BUILD/bin/pitr-snap"
@@ -18,6 +20,8 @@ SCALE=${BENCH_SCALE:-60}
 DAYS=${BENCH_DAYS:-1}
 MAIN=${BENCH_MAIN:-1}
 MOUNT=${BENCH_MOUNT:-1}
+AGENT_BENCH=${BENCH_AGENT:-1}
+AGENT="$PWD/$BUILD/bin/pitr-agent"
 export PITR_PASSPHRASE=bench-passphrase BORG_PASSPHRASE=bench-passphrase RESTIC_PASSWORD=bench-passphrase
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 mkdir -p "$DIR"; chown postgres "$DIR"
@@ -239,6 +243,57 @@ for tool in pitrfs borg restic original; do
     [[ $tool == pitrfs ]] && note+=", $(ratio "${t_tar[borg]}" "${t_tar[pitrfs]}") borg, $(ratio "${t_tar[restic]}" "${t_tar[pitrfs]}") restic"
     row "tar cf - . | wc -c, $tool$([[ $tool == original ]] || echo ' mount'), cold" "$(mbps "${b_tar[$tool]}" "${t_tar[$tool]}")" "$note"
 done
+fi
+
+if [[ $AGENT_BENCH != 0 ]]; then
+echo "== base backup of a running node, pgbench -s 100, data checksums on: pitr-agent backup beside"
+echo "   pg_basebackup -Ft to /dev/null and pgbackrest backup (compress-type=zst), then again after"
+echo "   60 s of pgbench (pgbackrest: an incremental backup)"
+A="$DIR/agent"; APGD="$DIR/pgdata-s100-node" APORT=55435
+make_pgdata "$APGD" 100 $APORT
+rm -rf "$A"; mkdir -p "$A"; chown postgres "$A"
+"$SNAP" -q -r "$A/repo" init --scrypt-n 1024
+"$SNAP" -q -r "$A/repo" key export "$A/repo.key"
+chown -R postgres "$A"
+grep -q "include_if_exists 'pitr-bench.conf'" "$APGD/postgresql.conf" ||
+    echo "include_if_exists 'pitr-bench.conf'" >>"$APGD/postgresql.conf"
+printf "archive_mode = on\narchive_command = '%s -q -r %s --key-file %s -n bench archive-wal %%p %%f'\n" \
+    "$AGENT" "$A/repo" "$A/repo.key" >"$APGD/pitr-bench.conf"
+chown postgres "$APGD/pitr-bench.conf"
+printf '%s\n' "[global]" "repo1-path=$A/pgbackrest" "compress-type=zst" "start-fast=y" \
+    "archive-check=n" "log-level-console=warn" "log-path=$A/log" "lock-path=$A/lock" \
+    "[bench]" "pg1-path=$APGD" "pg1-port=$APORT" "pg1-socket-path=/tmp" >"$A/pgbackrest.conf"
+chown postgres "$A/pgbackrest.conf"
+su postgres -c "$PGBIN/pg_ctl -D $APGD -o '-p $APORT -k /tmp -c listen_addresses=127.0.0.1' -l $APGD.log -w start >/dev/null"
+trap 'su postgres -c "$PGBIN/pg_ctl -D $APGD -m fast stop" >/dev/null 2>&1 || true' EXIT
+NB=$(du -sb --exclude=pg_wal "$APGD" | cut -f1)
+pgbr() { su postgres -c "pgbackrest --config=$A/pgbackrest.conf --stanza=bench $*"; }
+pitr_backup() { # the JSON result on stdout
+    su postgres -c "env -u PITR_PASSPHRASE $AGENT -q -r $A/repo --key-file $A/repo.key -n bench -d 'host=127.0.0.1 port=$APORT user=postgres dbname=postgres' backup --json"
+}
+jget() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+since() { python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$1" "$(now)"; }
+pgbr stanza-create >/dev/null
+echo "  data directory without pg_wal: $NB bytes"
+t_bb=$(timed su postgres -c "$PGBIN/pg_basebackup -h 127.0.0.1 -p $APORT -D - -Ft -X none -c fast >/dev/null")
+t0=$(now); pitr_backup >"$A/b1.json"; t_p1=$(since "$t0")
+t_r1=$(timed pgbr backup --type=full)
+s_r1=$(dirsize "$A/pgbackrest/backup")
+s_p1=$(jget "$A/b1.json" stored_bytes)
+row "pg_basebackup -Ft -X none > /dev/null" "$(mbps "$NB" "$t_bb")"
+row "pgbackrest backup --type=full (zst)" "$(mbps "$NB" "$t_r1")" "repository +$s_r1 bytes"
+row "pitr-agent backup" "$(mbps "$NB" "$t_p1")" "repository +$s_p1 bytes, $(jget "$A/b1.json" pages_checked) pages verified"
+echo "  pitr-agent/pgbackrest: speed $(ratio "$t_r1" "$t_p1") (target >= 2x), space $(ratio "$s_p1" "$s_r1") (target < 1)"
+su postgres -c "$PGBIN/pgbench -h 127.0.0.1 -p $APORT -n -c 2 -j 2 -T 60 postgres" 2>/dev/null | grep -E '^tps' | sed 's/^/  60 s of pgbench: /'
+t_r2=$(timed pgbr backup --type=incr)
+s_r2=$(( $(dirsize "$A/pgbackrest/backup") - s_r1 ))
+t0=$(now); pitr_backup >"$A/b2.json"; t_p2=$(since "$t0")
+s_p2=$(jget "$A/b2.json" stored_bytes)
+row "pgbackrest backup --type=incr" "$(mbps "$NB" "$t_r2")" "repository +$s_r2 bytes"
+row "pitr-agent backup, second" "$(mbps "$NB" "$t_p2")" "repository +$s_p2 bytes"
+echo "  second backup adds: pitr-agent/pgbackrest incremental $(ratio "$s_p2" "$s_r2") (target <= 0.40x)"
+su postgres -c "$PGBIN/pg_ctl -D $APGD -m fast stop >/dev/null"
+trap - EXIT
 fi
 
 [[ $DAYS == 0 ]] && exit 0

@@ -92,7 +92,9 @@ nodes:
   - { name: w1, role: worker, conninfo: "$(conninfo w1)", agent: "127.0.0.1:${APORT[w1]}", pgdata: $T/w1 }
   - { name: w2, role: worker, conninfo: "$(conninfo w2)", agent: "127.0.0.1:${APORT[w2]}", pgdata: $T/w2 }
 EOF
-snap() { "$SNAP" -c "$T"/pitr.yaml "$@"; }
+# The orchestrator runs as the same user as the agents and the archivers: the repository is one
+# directory they all write (its lock files and index are created by whoever comes first).
+snap() { as_pg "$SNAP" -c "$T"/pitr.yaml "$@"; }
 
 note "config check reaches every node and agent"
 snap config check || fail "config check failed"
@@ -187,7 +189,7 @@ read -r last_id last_csn <<<"${SNAPS[2]}"
     fail "restore --target-dir changed the running cluster"
 sed 's/^  - { name: w2.*$/&\n  - { name: w3, role: worker, conninfo: "host=127.0.0.1 port=1", agent: "127.0.0.1:1" }/' \
     "$T"/pitr.yaml >"$T"/four.yaml
-expect_exit 64 "$SNAP" -c "$T"/four.yaml restore "$id"
+expect_exit 64 as_pg "$SNAP" -c "$T"/four.yaml restore "$id"
 grep -q "does not match snapshot" "$T"/stderr || fail "a cluster that does not match was not refused"
 before=$(snap list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 snap delete "$id" || fail "delete failed"
