@@ -5,7 +5,9 @@
 # between accounts on different nodes with two-phase commit under the plain barrier protocol,
 # writing the CSN of each transfer into a ledger on both nodes. While it runs:
 #   - one full snapshot and four restore-point-only snapshots, a few seconds apart;
-#   - a second concurrent create fails at once naming the holder (exit 5).
+#   - a second concurrent create fails at once naming the holder (exit 5);
+#   - a create whose barrier cannot be taken (an application holds the commit lock) fails
+#     within the barrier timeout and lists nothing.
 # Then, for every snapshot in turn: restore the whole cluster in place and check that the total
 # is unchanged, every node holds exactly the transfers with CSN <= the snapshot's, and no
 # prepared transaction is half-committed. Then the same check fails when the nodes are restored
@@ -128,6 +130,21 @@ done
 sleep 1
 kill -TERM $WL; wait $WL || fail "the workload failed: $(tail -5 "$T"/workload.out)"
 cat "$T"/workload.out
+note "the barrier gives up, and nothing is listed, when an application holds the commit lock"
+as_pg "$PGBIN"/psql -h 127.0.0.1 -p "${PORT[coord]}" -U postgres -d postgres -Xq \
+    -c "SELECT pg_advisory_lock_shared(7419)" -c "SELECT pg_sleep(120)" >/dev/null 2>&1 &
+HOLDER=$!
+for ((i = 0; i < 100; i++)); do
+    [[ $(psql_at "${PORT[coord]}" -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7419 AND granted") == 1 ]] && break
+    sleep 0.1
+done
+n_before=$(snap list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+expect_exit 1 snap create --restore-point-only --label blocked
+grep -q "the commit barrier failed" "$T"/stderr || fail "no clear message when the barrier cannot be taken"
+psql_at "${PORT[coord]}" -c "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'" >/dev/null
+wait $HOLDER 2>/dev/null || true
+[[ $(snap list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))') -eq $n_before ]] ||
+    fail "a snapshot whose barrier failed is listed"
 snap list
 snap list --json >"$T"/list.json
 mapfile -t SNAPS < <(python3 -c '
