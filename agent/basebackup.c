@@ -19,6 +19,7 @@
 #include "common/fs-util.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/time-util.h"
 
 typedef struct Tablespace {
     char *oid;
@@ -36,7 +37,7 @@ typedef struct Backup {
     size_t n_ts;
     uint64_t start_lsn; /* pages at or after it are left to WAL replay */
     uint64_t bytes_total;
-    struct timespec t0;
+    double t0; /* mono_now() at the start */
 
     /* page verification, on the reading thread */
     const AgentPgdataFilter *filter; /* of the tree being stored */
@@ -45,13 +46,6 @@ typedef struct Backup {
     AgentRelFile cur_rel;
     AgentPageCheckStats pages;
 } Backup;
-
-static double elapsed(const struct timespec *t0)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
-}
 
 /* Server notices ("all required WAL segments have been archived") are debug output. */
 static void log_notice(void *userdata, const char *msg)
@@ -302,7 +296,7 @@ static void writer_progress(const CsWriterStats *s, void *userdata)
     b->params->progress(&(AgentBackupProgress){ .bytes_done = s->bytes_in,
                                                 .bytes_total = b->bytes_total,
                                                 .new_bytes = s->new_bytes,
-                                                .seconds = elapsed(&b->t0) },
+                                                .seconds = mono_now() - b->t0 },
                         b->params->userdata);
 }
 
@@ -529,7 +523,7 @@ static int run_backup(Backup *b, CsRepo *repo)
     cs_writer_stats(w, &res->writer);
     res->pages_checked = b->pages.verified;
     res->n_tablespaces = (unsigned)b->n_ts;
-    res->seconds = elapsed(&b->t0);
+    res->seconds = mono_now() - b->t0;
     snap.name = strdup(p->node);
     snap.kind = strdup(AGENT_BASEBACKUP_KIND);
     snap.meta = result_meta(b, label);
@@ -546,7 +540,7 @@ int agent_backup(CsRepo *repo, const AgentBackupParams *params, AgentBackupResul
 {
     *ret = (AgentBackupResult){ 0 };
     Backup b = { .params = params, .res = ret };
-    clock_gettime(CLOCK_MONOTONIC, &b.t0);
+    b.t0 = mono_now();
     /* A server that accepts the connection and then hangs must not hang the backup: a
      * connect_timeout in the caller's string still wins, since it comes later. */
     const char *const keys[] = { "connect_timeout", "dbname", NULL };

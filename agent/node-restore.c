@@ -16,13 +16,7 @@
 #include "common/fs-util.h"
 #include "common/log.h"
 #include "common/macro.h"
-
-static double elapsed(const struct timespec *t0)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
-}
+#include "common/time-util.h"
 
 /* The base backup to restore: "latest" is the newest of the node; anything else must name a
  * base backup of this node. */
@@ -261,8 +255,7 @@ static int restore_tree(CsReader *rd, const CsSnapshot *snap, const char *inner,
 
 int agent_node_restore(CsRepo *repo, const AgentRestoreParams *p, AgentRestoreResult *ret)
 {
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = mono_now();
     *ret = (AgentRestoreResult){ 0 };
     if (p->target_kind != AGENT_TARGET_LATEST && p->target_kind != AGENT_TARGET_IMMEDIATE &&
         (!p->target_value || !*p->target_value))
@@ -338,7 +331,7 @@ int agent_node_restore(CsRepo *repo, const AgentRestoreParams *p, AgentRestoreRe
         ret->bytes_written = ret->tree.bytes_written;
         ret->files_unchanged = ret->tree.files_unchanged;
         ret->files_removed = ret->tree.entries_removed;
-        ret->seconds = elapsed(&t0);
+        ret->seconds = mono_now() - t0;
         log_info("node %s: restored base backup %s into \"%s\"", p->node, snap.id, p->target);
     }
     cs_reader_free(rd);

@@ -19,6 +19,7 @@
 
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/time-util.h"
 
 extern char **environ;
 
@@ -185,13 +186,6 @@ void agent_pg_owner_clear(AgentPgOwner *o)
 
 /* ---- running programs ---- */
 
-static double now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Keep the last AGENT_PG_CTL_OUTPUT_MAX bytes: the end of pg_ctl's output says what failed. */
 static int output_append(char **buf, size_t *len, const char *p, size_t n)
 {
@@ -276,13 +270,13 @@ static int run_command(char *const argv[], const AgentPgOwner *as, const char *c
     _cleanup_close_ int rfd = pfd[0];
 
     size_t len = 0;
-    double deadline = now_mono() + timeout_s;
+    double deadline = mono_now() + timeout_s;
     int status = 0, r = 0;
     bool exited = false, eof = false;
     /* Read until EOF and exit; a grandchild that keeps the pipe open (a daemon that did not
      * redirect its output) must not make us wait for the timeout, so the exit ends it too. */
     while (!exited || !eof) {
-        double left = deadline - now_mono();
+        double left = deadline - mono_now();
         if (left <= 0) {
             kill(-pid, SIGKILL);
             kill(pid, SIGKILL);

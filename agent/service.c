@@ -35,6 +35,7 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/time-util.h"
 #include "common/version.h"
 
 /* Requests that wait for PostgreSQL (probe, pg_ctl) run on their own thread; more than this
@@ -103,13 +104,6 @@ static double now_real(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -203,7 +197,7 @@ static void _printf_(3, 4) reply_error(struct evhttp_request *req, int code, con
 /* Caller holds srv->lock. */
 static json_t *job_json(const Job *job)
 {
-    double end = job->state == JOB_RUNNING ? now_mono() : job->t1;
+    double end = job->state == JOB_RUNNING ? mono_now() : job->t1;
     json_t *j = json_pack("{s:s,s:s,s:s,s:o,s:o,s:{s:I,s:I,s:I,s:f},s:o,s:o,s:o}", "id",
                           job->id, "kind", job_kind_name[job->kind], "state",
                           job_state_name[job->state], "started", json_time(job->started),
@@ -504,7 +498,7 @@ static void *job_thread(void *arg)
     pthread_mutex_lock(&srv->lock);
     job->state = r < 0 ? JOB_FAILED : JOB_SUCCEEDED;
     job->finished = now_real();
-    job->t1 = now_mono();
+    job->t1 = mono_now();
     job->result = result;
     job->error = error;
     srv->jobs_total[job->kind][job->state]++;
@@ -1007,7 +1001,7 @@ static void start_job(Server *srv, struct evhttp_request *req, JobKind kind, jso
     srv->jobs[srv->n_jobs++] = job;
     srv->running = job;
     job->started = now_real();
-    job->t0 = now_mono();
+    job->t0 = mono_now();
     pthread_mutex_unlock(&srv->lock);
     job_free(evicted);
     write_state(srv);
@@ -1017,7 +1011,7 @@ static void start_job(Server *srv, struct evhttp_request *req, JobKind kind, jso
         pthread_mutex_lock(&srv->lock);
         job->state = JOB_FAILED;
         job->finished = now_real();
-        job->t1 = now_mono();
+        job->t1 = mono_now();
         job->error = strdup("could not start a thread");
         srv->jobs_total[kind][JOB_FAILED]++;
         srv->running = NULL;

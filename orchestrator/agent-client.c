@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 
 #include "common/log.h"
+#include "common/time-util.h"
 
 /* Replies are small JSON documents; anything this large is not the agent talking. */
 #define MAX_REPLY (8 * 1024 * 1024)
@@ -464,13 +465,6 @@ int orch_agent_job(OrchAgentClient *c, const char *id, json_t **ret)
     }
     *ret = j;
     return 0;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
 }
 
 int orch_agent_wait_job(OrchAgentClient *c, const char *id, unsigned poll_ms,

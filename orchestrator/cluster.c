@@ -16,6 +16,7 @@
 #include "chunkstore/tree.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/time-util.h"
 #include "orchestrator/agent-client.h"
 #include "orchestrator/barrier.h"
 
@@ -23,19 +24,6 @@
 #define POLL_MS       300
 
 /* ---- small helpers ---- */
-
-static double now_sec(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
 
 static const char *json_str(const json_t *o, const char *key)
 {
@@ -328,7 +316,7 @@ static int wait_archived(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t
     }
     if (r < 0)
         return r;
-    double deadline = now_sec() + (double)cfg->wal_timeout_ms / 1000.0;
+    double deadline = mono_now() + (double)cfg->wal_timeout_ms / 1000.0;
     for (size_t i = 0; i < n; i++) {
         const OrchRestorePoint *pt = &br->points[v[i].index];
         if (!pt->walfile[0])
@@ -338,7 +326,7 @@ static int wait_archived(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t
             return r;
         uint64_t size;
         while (cs_backend_stat(repo->backend, name, &size) < 0) {
-            if (now_sec() > deadline) {
+            if (mono_now() > deadline) {
                 _cleanup_(PQclearp) PGresult *q = PQexec(
                     v[i].conn, "SELECT coalesce(last_archived_wal, '-'), "
                                "coalesce(last_failed_wal, '-') FROM pg_stat_archiver");
@@ -424,7 +412,7 @@ static int publish(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t n,
 int orch_snapshot_create(const OrchConfig *cfg, CsRepo *repo, const OrchCreateParams *p,
                          OrchCreateResult *ret)
 {
-    double t0 = now_sec();
+    double t0 = mono_now();
     *ret = (OrchCreateResult){ 0 };
     ClusterLock lock = { 0 };
     int r = cluster_lock(repo, p->restore_point_only ? "create --restore-point-only" : "create",
@@ -489,7 +477,7 @@ out:
         orch_barrier_result_done(&br);
     nodes_free(v, n);
     cluster_unlock(&lock);
-    ret->seconds = now_sec() - t0;
+    ret->seconds = mono_now() - t0;
     return r;
 }
 
@@ -561,8 +549,8 @@ static int match_nodes(const OrchConfig *cfg, const CsSnapshot *s, bool force, N
 /* Wait until the node has finished recovery and promoted; note where it stopped. */
 static void wait_promoted(const OrchConfig *cfg, NodeRun *x)
 {
-    double deadline = now_sec() + 10.0 * (double)cfg->wal_timeout_ms / 1000.0;
-    while (now_sec() < deadline) {
+    double deadline = mono_now() + 10.0 * (double)cfg->wal_timeout_ms / 1000.0;
+    while (mono_now() < deadline) {
         if (x->conn)
             PQfinish(x->conn);
         x->conn = PQconnectdb(x->node->conninfo);
@@ -582,7 +570,7 @@ static void wait_promoted(const OrchConfig *cfg, NodeRun *x)
 int orch_snapshot_restore(const OrchConfig *cfg, CsRepo *repo, const char *spec,
                           const OrchRestoreParams *p, OrchRestoreResult *ret)
 {
-    double t0 = now_sec();
+    double t0 = mono_now();
     *ret = (OrchRestoreResult){ 0 };
     ClusterLock lock = { 0 };
     int r = cluster_lock(repo, "restore", &lock);
@@ -666,7 +654,7 @@ out:
     free(selected);
     cs_snapshot_clear(&s);
     cluster_unlock(&lock);
-    ret->seconds = now_sec() - t0;
+    ret->seconds = mono_now() - t0;
     return r;
 }
 

@@ -20,8 +20,9 @@
 #include "chunkstore/read.h"
 #include "chunkstore/tree.h"
 #include "common/log.h"
-#include "common/version.h"
 #include "common/macro.h"
+#include "common/time-util.h"
+#include "common/version.h"
 #include "tools/common/cli.h"
 #include "tools/pitr-snap.h"
 
@@ -166,22 +167,15 @@ static bool is_relation_file(const char *relpath, const struct stat *st, void *u
 }
 
 typedef struct Progress {
-    struct timespec start;
+    double start; /* mono_now() */
     bool shown;
 } Progress;
-
-static double seconds_since(const struct timespec *t0)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
-}
 
 static void show_progress(const CsWriterStats *s, void *userdata)
 {
     Progress *p = userdata;
     char a[32], b[32];
-    double secs = seconds_since(&p->start);
+    double secs = mono_now() - p->start;
     fprintf(stderr, "\r%s read, %s new, %.0f MB/s   ", cli_size(s->bytes_in, a, sizeof(a)),
             cli_size(s->new_bytes, b, sizeof(b)), secs > 0 ? (double)s->bytes_in / secs / 1e6 : 0);
     p->shown = true;
@@ -202,7 +196,7 @@ static int cmd_store(int argc, char **argv)
     if ((r = cs_writer_new(repo, &(CsWriterParams){ .threads = opt.threads }, &w)) < 0)
         return r == -EBUSY ? r : log_error_errno(r, "could not start the pipeline: %m");
     Progress progress;
-    clock_gettime(CLOCK_MONOTONIC, &progress.start);
+    progress.start = mono_now();
     progress.shown = false;
     if (cli_is_tty() && log_get_level() >= LOG_LEVEL_INFO)
         cs_writer_set_progress(w, show_progress, &progress);
@@ -231,7 +225,7 @@ static int cmd_store(int argc, char **argv)
         fputc('\n', stderr);
     CsWriterStats ws;
     cs_writer_stats(w, &ws);
-    double secs = seconds_since(&progress.start);
+    double secs = mono_now() - progress.start;
     if (r == 0) {
         snap.name = strdup(opt.name ? opt.name : argv[1]);
         snap.meta = json_pack("{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}}", "stats",
@@ -430,8 +424,7 @@ static int cmd_restore(int argc, char **argv)
         cs_snapshot_clear(&s);
         return r;
     }
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = mono_now();
     CsTreeStats ts = { 0 };
     if (strcmp(s.kind, "tree") == 0) {
         CsTreeRootAttr ra;
@@ -453,7 +446,7 @@ static int cmd_restore(int argc, char **argv)
             ts.bytes = s.root.size;
         }
     }
-    double secs = seconds_since(&t0);
+    double secs = mono_now() - t0;
     if (r == 0) {
         char a[32];
         if (opt.json)
