@@ -570,6 +570,24 @@ int agent_backup(CsRepo *repo, const AgentBackupParams *params, AgentBackupResul
     return r;
 }
 
+int agent_backup_find_latest(CsRepo *repo, const char *node, CsSnapshot *ret)
+{
+    CsSnapshot *v;
+    size_t n;
+    int r = cs_catalog_list(repo, &v, &n);
+    if (r < 0)
+        return log_error_errno(r, "could not list snapshots: %m");
+    r = -ENOENT;
+    for (size_t i = n; r == -ENOENT && i-- > 0;) /* oldest first: search from the end */
+        if (strcmp(v[i].kind, AGENT_BASEBACKUP_KIND) == 0 && strcmp(v[i].name, node) == 0) {
+            *ret = v[i];
+            v[i] = (CsSnapshot){ 0 };
+            r = 0;
+        }
+    cs_snapshots_free(v, n);
+    return r;
+}
+
 void agent_backup_result_clear(AgentBackupResult *r)
 {
     for (size_t i = 0; i < r->n_checksum_failures_kept; i++)

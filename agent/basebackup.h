@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "chunkstore/catalog.h"
 #include "chunkstore/repo.h"
 #include "chunkstore/store.h"
 #include "chunkstore/tree.h"
@@ -80,3 +81,7 @@ typedef struct AgentBackupResult {
  * caller decides; the CLI exits 4). */
 int agent_backup(CsRepo *repo, const AgentBackupParams *params, AgentBackupResult *ret);
 void agent_backup_result_clear(AgentBackupResult *r);
+
+/* The newest base backup of `node` into *ret. -ENOENT, not logged, when the node has none;
+ * a failure to list the catalog is logged. */
+int agent_backup_find_latest(CsRepo *repo, const char *node, CsSnapshot *ret);

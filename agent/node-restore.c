@@ -23,24 +23,10 @@
 static int find_backup(CsRepo *repo, const AgentRestoreParams *p, CsSnapshot *ret)
 {
     if (strcmp(p->backup, "latest") == 0) {
-        CsSnapshot *v;
-        size_t n;
-        int r = cs_catalog_list(repo, &v, &n);
-        if (r < 0)
-            return log_error_errno(r, "could not list snapshots: %m");
-        size_t found = SIZE_MAX;
-        for (size_t i = 0; i < n; i++)
-            if (strcmp(v[i].kind, AGENT_BASEBACKUP_KIND) == 0 && strcmp(v[i].name, p->node) == 0)
-                found = i;
-        if (found != SIZE_MAX) {
-            *ret = v[found];
-            v[found] = (CsSnapshot){ 0 };
-        }
-        cs_snapshots_free(v, n);
-        if (found == SIZE_MAX)
-            return log_error_errno(-ENOENT, "node %s has no base backup in the repository",
-                                   p->node);
-        return 0;
+        int r = agent_backup_find_latest(repo, p->node, ret);
+        if (r == -ENOENT)
+            log_error("node %s has no base backup in the repository", p->node);
+        return r;
     }
     int r = cs_catalog_find(repo, p->backup, ret);
     if (r == -ENOENT)

@@ -126,6 +126,8 @@ int agent_wal_object_decode(const void *p, size_t n, AgentWalObject *ret);
 
 /* 1..64 characters of [A-Za-z0-9._-], not starting with '.' or '-', without "..". */
 bool agent_wal_node_is_valid(const char *node);
+/* Room for any object name of a valid node and file name. */
+#define AGENT_WAL_OBJECT_NAME_MAX 256
 /* "wal/<node>/<TTTTTTTT>/<file>" or "wal/<node>/history/<file>"; out holds `n` bytes.
  * -ENAMETOOLONG when it does not fit. */
 int agent_wal_object_name(const char *node, const AgentWalName *name, char *out, size_t n);

@@ -23,7 +23,6 @@
 
 /* History and backup history files are a few lines of text; anything this big is not one. */
 #define TEXT_FILE_MAX (16u << 20)
-#define OBJECT_NAME_MAX 256
 
 DEFINE_CLEANUP_FUNC(EVP_MD_CTX *, EVP_MD_CTX_free)
 
@@ -58,7 +57,7 @@ static const char *short_hex(const uint8_t sha[32], char out[17])
 }
 
 static int check_names(const char *node, const char *filename, AgentWalName *ret_name,
-                       char objname[OBJECT_NAME_MAX])
+                       char objname[AGENT_WAL_OBJECT_NAME_MAX])
 {
     if (!agent_wal_node_is_valid(node))
         return log_error_errno(-EINVAL,
@@ -70,7 +69,7 @@ static int check_names(const char *node, const char *filename, AgentWalName *ret
                                "\"%s\" is not the name of a WAL segment, partial segment, "
                                "timeline history file or backup history file",
                                filename);
-    int r = agent_wal_object_name(node, ret_name, objname, OBJECT_NAME_MAX);
+    int r = agent_wal_object_name(node, ret_name, objname, AGENT_WAL_OBJECT_NAME_MAX);
     if (r < 0)
         return log_error_errno(r, "object name for \"%s\" of node \"%s\" is too long", filename,
                                node);
@@ -172,7 +171,7 @@ int agent_wal_archive(CsRepo *repo, const char *node, const char *path, const ch
                       AgentWalArchiveResult *ret)
 {
     AgentWalName name;
-    char objname[OBJECT_NAME_MAX];
+    char objname[AGENT_WAL_OBJECT_NAME_MAX];
     int r = check_names(node, filename, &name, objname);
     if (r < 0)
         return r;
@@ -334,7 +333,7 @@ static int restore_into(CsRepo *repo, int fd, const AgentWalName *name, const Ag
 int agent_wal_restore(CsRepo *repo, const char *node, const char *filename, const char *target)
 {
     AgentWalName name;
-    char objname[OBJECT_NAME_MAX];
+    char objname[AGENT_WAL_OBJECT_NAME_MAX];
     int r = check_names(node, filename, &name, objname);
     if (r < 0)
         return r;
@@ -520,7 +519,7 @@ int agent_wal_check(CsRepo *repo, const char *node, AgentWalReport **ret)
 {
     if (!agent_wal_node_is_valid(node))
         return log_error_errno(-EINVAL, "invalid node name \"%s\"", node);
-    char prefix[OBJECT_NAME_MAX];
+    char prefix[AGENT_WAL_OBJECT_NAME_MAX];
     snprintf(prefix, sizeof(prefix), "wal/%s/", node);
     ListCtx c = { .prefix = prefix };
     int r = cs_backend_list(repo->backend, prefix, list_visit, &c);

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 
+#include "agent/pq.h"
 #include "common/log.h"
 #include "common/macro.h"
 
@@ -334,8 +335,6 @@ static int run_one(Barrier *b, size_t node, const char *sql, const char *param, 
 {
     return run_on(b, &node, 1, sql, param, what, ret_res);
 }
-
-DEFINE_CLEANUP_FUNC(PGresult *, PQclear)
 
 /* --- the steps --- */
 

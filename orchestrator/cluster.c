@@ -12,6 +12,7 @@
 
 #include "agent/basebackup.h"
 #include "agent/pq.h"
+#include "agent/wal-format.h"
 #include "chunkstore/backend.h"
 #include "chunkstore/tree.h"
 #include "common/log.h"
@@ -278,28 +279,15 @@ static json_t *backup_body(NodeRun *n, void *userdata)
 /* The node's newest base backup, for --restore-point-only. */
 static int latest_backup(CsRepo *repo, NodeRun *n)
 {
-    CsSnapshot *v;
-    size_t count;
-    int r = cs_catalog_list(repo, &v, &count);
+    CsSnapshot s;
+    int r = agent_backup_find_latest(repo, n->node->name, &s);
+    if (r == -ENOENT)
+        node_fail(n, r, "has no base backup: run a full create first");
     if (r < 0)
-        return log_error_errno(r, "could not list snapshots: %m");
-    for (size_t i = count; i-- > 0;)
-        if (strcmp(v[i].kind, AGENT_BASEBACKUP_KIND) == 0 &&
-            strcmp(v[i].name, n->node->name) == 0) {
-            n->backup_id = strdup(v[i].id);
-            break;
-        }
-    cs_snapshots_free(v, count);
-    if (!n->backup_id) {
-        node_fail(n, -ENOENT, "has no base backup: run a full create first");
-        return -ENOENT;
-    }
-    return 0;
-}
-
-static int wal_object_name(const char *node, uint32_t tli, const char *walfile, char **ret)
-{
-    return asprintf(ret, "wal/%s/%08X/%s", node, tli, walfile) < 0 ? -ENOMEM : 0;
+        return r;
+    n->backup_id = strdup(s.id);
+    cs_snapshot_clear(&s);
+    return n->backup_id ? 0 : -ENOMEM;
 }
 
 /* After pg_switch_wal(), the segment holding each restore point must reach the archive. */
@@ -321,9 +309,14 @@ static int wait_archived(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t
         const OrchRestorePoint *pt = &br->points[v[i].index];
         if (!pt->walfile[0])
             continue; /* citus workers: their restore point's place is not known */
-        _cleanup_free_ char *name = NULL;
-        if ((r = wal_object_name(v[i].node->name, pt->timeline, pt->walfile, &name)) < 0)
-            return r;
+        AgentWalName wal;
+        char name[AGENT_WAL_OBJECT_NAME_MAX];
+        if (agent_wal_name_parse(pt->walfile, &wal) < 0 ||
+            agent_wal_object_name(v[i].node->name, &wal, name, sizeof(name)) < 0) {
+            node_fail(&v[i], -EPROTO, "restore point in an unexpected WAL file \"%s\"",
+                      pt->walfile);
+            return -EPROTO;
+        }
         uint64_t size;
         while (cs_backend_stat(repo->backend, name, &size) < 0) {
             if (mono_now() > deadline) {

@@ -293,7 +293,7 @@ static void test_node_and_object_names(void **state)
         if (agent_wal_node_is_valid(nodes[i].node) != nodes[i].ok)
             fail_msg("node \"%s\"", nodes[i].node);
     AgentWalName n;
-    char out[OBJECT_NAME_MAX];
+    char out[AGENT_WAL_OBJECT_NAME_MAX];
     ASSERT_OK(agent_wal_name_parse("0000000200000000000000A1.partial", &n));
     ASSERT_OK(agent_wal_object_name("db1", &n, out, sizeof(out)));
     assert_string_equal(out, "wal/db1/00000002/0000000200000000000000A1.partial");
@@ -439,7 +439,7 @@ static void forge(Fixture *f, const char *node, const char *filename, const Agen
                   uint64_t sysid, uint8_t sha_xor)
 {
     AgentWalName n;
-    char objname[OBJECT_NAME_MAX];
+    char objname[AGENT_WAL_OBJECT_NAME_MAX];
     ASSERT_OK(agent_wal_name_parse(filename, &n));
     ASSERT_OK(agent_wal_object_name(node, &n, objname, sizeof(objname)));
     AgentWalObject o = *like;
