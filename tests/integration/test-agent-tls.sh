@@ -14,60 +14,31 @@
 #  6. SIGTERM during a job: the agent lets it finish, exits 0, and the state file says so.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-tls.sh"
-PGBIN=/usr/lib/postgresql/15/bin
-require runuser curl openssl
-[[ -x $PGBIN/postgres ]] || fail "PostgreSQL 15 is not installed ($PGBIN)"
+. "$(dirname "$0")/lib-pg.sh"
+require curl openssl
 AGENT=$PITR_BIN/pitr-agent
 [[ -x $AGENT ]] || fail "$AGENT is missing: run 'make build-tests' first"
 CALL=$(helper agent-call)
 
-chown postgres: "$T"
 P=$T/pki
 make_pki "$P"
 REPO=$T/repo
 init_repo "$REPO"
 "$SNAP" -r "$REPO" key export "$T"/repo.key >/dev/null 2>&1 || fail "key export failed"
-mkdir "$T"/sock "$T"/state
-chown -R postgres: "$REPO" "$T"/repo.key "$T"/sock
-as_pg() { runuser -u postgres -- "$@"; }
+mkdir "$T"/state
+chown -R postgres: "$REPO" "$T"/repo.key
 
-free_port() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-for port in range(int(sys.argv[1]), 60000):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(port)
-    break
-EOF
-}
 PGPORT=$(free_port 55470)
 AP=$(free_port 55620)
 URL=https://127.0.0.1:$AP
-psql_at() { as_pg "$PGBIN"/psql -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 "$@"; }
+psql1() { psql_at "$PGPORT" "$@"; }
 
 PGDATA=$T/pg1
-as_pg "$PGBIN"/initdb -k -A trust -U postgres -D "$PGDATA" >/dev/null || fail "initdb failed"
-cat >>"$PGDATA"/postgresql.conf <<EOF
-listen_addresses = '127.0.0.1'
-port = $PGPORT
-unix_socket_directories = '$T/sock'
-wal_level = replica
-archive_mode = on
-archive_command = '$AGENT -r $REPO --key-file $T/repo.key --node main archive-wal %p %f'
-log_checkpoints = off
-EOF
-as_pg "$PGBIN"/pg_ctl -D "$PGDATA" -l "$T"/pg1.log -w -t 60 start >/dev/null ||
-    { tail -30 "$T"/pg1.log >&2; fail "PostgreSQL did not start"; }
-cleanup_hooks+=("as_pg '$PGBIN/pg_ctl' -D '$PGDATA' -m immediate stop >/dev/null 2>&1")
-[[ $(psql_at -c "SHOW data_checksums") == on ]] || fail "data checksums are off"
+pg_init "$PGDATA" "$PGPORT" "$AGENT -r $REPO --key-file $T/repo.key --node main archive-wal %p %f"
+pg_start "$PGDATA" "$T"/pg1.log
+[[ $(psql1 -c "SHOW data_checksums") == on ]] || fail "data checksums are off"
 # Something archived, so that the archiving fields have values.
-LAST=$(psql_at -c "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g" \
+LAST=$(psql1 -c "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g" \
     -c "SELECT pg_walfile_name(pg_switch_wal())")
 for ((i = 0; i < 300; i++)); do
     [[ -f $REPO/wal/main/00000001/$LAST ]] && break

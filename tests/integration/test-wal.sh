@@ -35,17 +35,7 @@ wait_archived() {
 }
 
 PGDATA=$T/pg1
-as_pg "$PGBIN"/initdb -k -A trust -U postgres -D "$PGDATA" >/dev/null || fail "initdb failed"
-cat >>"$PGDATA"/postgresql.conf <<EOF
-listen_addresses = '127.0.0.1'
-port = $P1
-unix_socket_directories = '$T/sock'
-wal_level = replica
-archive_mode = on
-archive_command = '$AGENT_CMD archive-wal %p %f'
-max_wal_size = 128MB
-log_checkpoints = off
-EOF
+pg_init "$PGDATA" "$P1" "$AGENT_CMD archive-wal %p %f"
 pg_start "$PGDATA" "$T"/pg1.log
 [[ $(psql_at "$P1" -c "SHOW data_checksums") == on ]] || fail "data checksums are off"
 
