@@ -156,26 +156,17 @@ static int write_recovery_settings(const AgentRestoreParams *p, const CsDirEntry
         r = buf_printf(&conf, "# recovery settings written by pitr-agent restore at %s\n", when);
     if (r == 0)
         r = conf_line(&conf, "restore_command", p->restore_command ? p->restore_command : cmd);
-    switch (p->target_kind) {
-    case AGENT_TARGET_NAME:
-        if (r == 0)
-            r = conf_line(&conf, "recovery_target_name", p->target_value);
-        break;
-    case AGENT_TARGET_LSN:
-        if (r == 0)
-            r = conf_line(&conf, "recovery_target_lsn", p->target_value);
-        break;
-    case AGENT_TARGET_TIME:
-        if (r == 0)
-            r = conf_line(&conf, "recovery_target_time", p->target_value);
-        break;
-    case AGENT_TARGET_IMMEDIATE:
-        if (r == 0)
-            r = conf_line(&conf, "recovery_target", "immediate");
-        break;
-    case AGENT_TARGET_LATEST:
-        break;
-    }
+    /* PostgreSQL's setting for each target kind; "latest" sets none. */
+    static const char *const target_keys[] = {
+        [AGENT_TARGET_NAME] = "recovery_target_name",
+        [AGENT_TARGET_LSN] = "recovery_target_lsn",
+        [AGENT_TARGET_TIME] = "recovery_target_time",
+        [AGENT_TARGET_IMMEDIATE] = "recovery_target",
+    };
+    const char *key = target_keys[p->target_kind];
+    if (r == 0 && key)
+        r = conf_line(&conf, key,
+                      p->target_kind == AGENT_TARGET_IMMEDIATE ? "immediate" : p->target_value);
     if (r == 0 && p->target_timeline) {
         char tli[16];
         snprintf(tli, sizeof(tli), "%u", p->target_timeline);
