@@ -513,3 +513,8 @@ int cs_repo_index_sync(CsRepo *repo, bool full, uint64_t *ret_packs)
         *ret_packs = ctx.indexed;
     return 0;
 }
+
+int cs_chunk_id(const CsRepo *repo, const void *p, size_t n, CsChunkId *ret)
+{
+    return cs_hmac_sha256(repo->keys.id_key, sizeof(repo->keys.id_key), p, n, ret->bytes);
+}

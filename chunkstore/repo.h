@@ -66,6 +66,9 @@ typedef struct CsRepo {
     bool read_only;
 } CsRepo;
 
+/* A chunk's id: HMAC-SHA-256 of its bytes under the repository's id key. */
+int cs_chunk_id(const CsRepo *repo, const void *p, size_t n, CsChunkId *ret);
+
 /* Create a repository at `location` (absent or empty directory). */
 int cs_repo_init(const char *location, const CsInitParams *params, const CsKeySource *key);
 int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySource *key,

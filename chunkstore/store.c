@@ -10,7 +10,6 @@
 
 #include <zstd.h>
 
-#include "chunkstore/crypto.h"
 #include "common/endian.h"
 #include "common/fs-util.h"
 #include "common/log.h"
@@ -331,7 +330,7 @@ static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, ZSTD_CCtx *cc
     for (size_t i = 0; i < b->n_cuts; i++) {
         const uint8_t *p = b->data + b->cuts[i].off;
         uint32_t n = b->cuts[i].len;
-        if ((r = cs_hmac_sha256(repo->keys.id_key, 32, p, n, b->ids[i].bytes)) < 0)
+        if ((r = cs_chunk_id(repo, p, n, &b->ids[i])) < 0)
             return r;
         r = cs_index_reader_lookup(rd, &b->ids[i], NULL);
         if (r == 0)

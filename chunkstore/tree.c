@@ -12,7 +12,6 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "chunkstore/crypto.h"
 #include "common/endian.h"
 #include "common/fs-util.h"
 #include "common/log.h"
@@ -619,7 +618,7 @@ static int restore_file_delta(RestoreCtx *ctx, CsReader *rd, FileJob *j)
         size_t n = flat.entries[i].length, got = 0;
         if (off + n <= have && (r = pread_full(fd, old, n, off, &got)) == 0 && got == n) {
             CsChunkId id;
-            if ((r = cs_hmac_sha256(cs_reader_repo(rd)->keys.id_key, 32, old, n, id.bytes)) < 0)
+            if ((r = cs_chunk_id(cs_reader_repo(rd), old, n, &id)) < 0)
                 break;
             if (memcmp(id.bytes, flat.entries[i].id.bytes, sizeof(id.bytes)) == 0) {
                 off += n;
