@@ -570,6 +570,29 @@ int agent_backup(CsRepo *repo, const AgentBackupParams *params, AgentBackupResul
     return r;
 }
 
+json_t *agent_backup_result_json(const AgentBackupResult *res, const char *node,
+                                 size_t max_failures)
+{
+    char sysid[24];
+    snprintf(sysid, sizeof(sysid), "%" PRIu64, res->system_identifier);
+    json_t *fails = json_array();
+    for (size_t i = 0; fails && i < res->n_checksum_failures_kept && i < max_failures; i++)
+        json_array_append_new(fails, json_pack("{s:s,s:I}", "file",
+                                               res->checksum_failures[i].file, "block",
+                                               (json_int_t)res->checksum_failures[i].block));
+    return json_pack(
+        "{s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:b,s:I,s:I,s:o*,s:I,s:I,s:I,s:I,s:i,s:f}",
+        "snapshot_id", res->snapshot_id, "node", node, "system_identifier", sysid, "timeline",
+        (int)res->timeline, "start_lsn", res->start_lsn, "stop_lsn", res->stop_lsn, "start_wal",
+        res->start_wal, "server_version", res->server_version, "data_checksums",
+        res->data_checksums, "pages_checked", (json_int_t)res->pages_checked,
+        "checksum_failures_total", (json_int_t)res->n_checksum_failures, "checksum_failures",
+        fails, "files", (json_int_t)res->tree.files, "bytes", (json_int_t)res->tree.bytes,
+        "new_bytes", (json_int_t)res->writer.new_bytes, "stored_bytes",
+        (json_int_t)res->writer.stored_bytes, "tablespaces", (int)res->n_tablespaces, "seconds",
+        res->seconds);
+}
+
 int agent_backup_find_latest(CsRepo *repo, const char *node, CsSnapshot *ret)
 {
     CsSnapshot *v;

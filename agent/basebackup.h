@@ -81,6 +81,11 @@ typedef struct AgentBackupResult {
  * caller decides; the CLI exits 4). */
 int agent_backup(CsRepo *repo, const AgentBackupParams *params, AgentBackupResult *ret);
 void agent_backup_result_clear(AgentBackupResult *r);
+/* The result as JSON (pitr-agent backup --json, the service's job result): snapshot_id, node,
+ * system identifier (a string), timeline, LSNs, version, page and tree counts, and the first
+ * `max_failures` checksum failures. NULL when out of memory. */
+json_t *agent_backup_result_json(const AgentBackupResult *r, const char *node,
+                                 size_t max_failures);
 
 /* The newest base backup of `node` into *ret. -ENOENT, not logged, when the node has none;
  * a failure to list the catalog is logged. */

@@ -185,26 +185,10 @@ static int print_backup(const AgentBackupResult *res)
                    res->pages_checked, res->n_checksum_failures);
         return 0;
     }
-    _cleanup_(json_decrefp) json_t *fails = json_array();
-    for (size_t i = 0; fails && i < res->n_checksum_failures_kept; i++)
-        json_array_append_new(fails, json_pack("{s:s,s:I}", "file", res->checksum_failures[i].file,
-                                               "block", (json_int_t)res->checksum_failures[i].block));
-    _cleanup_(json_decrefp) json_t *j = json_pack(
-        "{s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:b,s:I,s:I,s:O,s:I,s:I,s:I,s:I,s:f}", "id",
-        res->snapshot_id, "node", opt.node, "system_identifier",
-        (char[24]){ 0 }, "timeline", (int)res->timeline, "start_lsn", res->start_lsn,
-        "stop_lsn", res->stop_lsn, "start_wal", res->start_wal, "server_version",
-        res->server_version, "data_checksums", res->data_checksums, "pages_checked",
-        (json_int_t)res->pages_checked, "checksum_failures_total",
-        (json_int_t)res->n_checksum_failures, "checksum_failures", fails, "files",
-        (json_int_t)res->tree.files, "bytes", (json_int_t)res->tree.bytes, "new_bytes",
-        (json_int_t)res->writer.new_bytes, "stored_bytes", (json_int_t)res->writer.stored_bytes,
-        "seconds", res->seconds);
-    if (!j)
+    _cleanup_(json_decrefp) json_t *j = agent_backup_result_json(res, opt.node, SIZE_MAX);
+    /* "id", as pitr-snap calls a snapshot's id */
+    if (!j || json_object_set_new(j, "id", json_string(res->snapshot_id)) < 0)
         return -ENOMEM;
-    char sysid[24];
-    snprintf(sysid, sizeof(sysid), "%" PRIu64, res->system_identifier);
-    json_object_set_new(j, "system_identifier", json_string(sysid));
     return json_dumpf(j, stdout, JSON_INDENT(2)) < 0 || puts("") < 0 ? -EIO : 0;
 }
 

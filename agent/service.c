@@ -220,28 +220,6 @@ static const Job *newest_job(const Server *srv, JobKind kind)
     return NULL;
 }
 
-static json_t *backup_result_json(const AgentBackupResult *res, const char *node)
-{
-    char sysid[24];
-    snprintf(sysid, sizeof(sysid), "%" PRIu64, res->system_identifier);
-    json_t *fails = json_array();
-    for (size_t i = 0; fails && i < res->n_checksum_failures_kept && i < 100; i++)
-        json_array_append_new(fails, json_pack("{s:s,s:I}", "file",
-                                               res->checksum_failures[i].file, "block",
-                                               (json_int_t)res->checksum_failures[i].block));
-    return json_pack(
-        "{s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:b,s:I,s:I,s:o,s:I,s:I,s:I,s:I,s:i,s:f}",
-        "snapshot_id", res->snapshot_id, "node", node, "system_identifier", sysid, "timeline",
-        (int)res->timeline, "start_lsn", res->start_lsn, "stop_lsn", res->stop_lsn, "start_wal",
-        res->start_wal, "server_version", res->server_version, "data_checksums",
-        res->data_checksums, "pages_checked", (json_int_t)res->pages_checked,
-        "checksum_failures_total", (json_int_t)res->n_checksum_failures, "checksum_failures",
-        fails ? fails : json_array(), "files", (json_int_t)res->tree.files, "bytes",
-        (json_int_t)res->tree.bytes, "new_bytes", (json_int_t)res->writer.new_bytes,
-        "stored_bytes", (json_int_t)res->writer.stored_bytes, "tablespaces",
-        (int)res->n_tablespaces, "seconds", res->seconds);
-}
-
 static json_t *restore_result_json(const AgentRestoreResult *res, const char *target)
 {
     return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f}", "snapshot_id", res->snapshot_id,
@@ -402,7 +380,7 @@ static int run_backup(Job *job, json_t **ret_result, char **ret_error)
                      &res);
     /* A backup with checksum failures is published and reported, and still fails. */
     if (r == 0 || res.snapshot_id[0]) {
-        *ret_result = backup_result_json(&res, srv->p->node);
+        *ret_result = agent_backup_result_json(&res, srv->p->node, 100);
         /* The writer reports progress only now and then: end with the true totals. */
         pthread_mutex_lock(&job->srv->lock);
         job->progress = (AgentBackupProgress){ .bytes_done = res.tree.bytes,
