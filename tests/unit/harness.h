@@ -54,6 +54,26 @@ static inline void *test_xmalloc(size_t n)
     return p;
 }
 
+/* The whole file `name` from the test data directory (malloc'd, never empty); fails the test
+ * when it cannot be read. */
+static inline uint8_t *test_read_data_file(const char *name, size_t *ret_len)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", test_data_dir(), name);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("could not open \"%s\": %s", path, strerror(errno));
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long len = ftell(f);
+    assert_true(len > 0);
+    assert_int_equal(fseek(f, 0, SEEK_SET), 0);
+    uint8_t *b = test_xmalloc((size_t)len);
+    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *ret_len = (size_t)len;
+    return b;
+}
+
 /* A new empty directory /tmp/pitrfs-test-<what>-XXXXXX; the caller frees the string. */
 static inline char *test_mkdtemp(const char *what)
 {

@@ -34,28 +34,6 @@ static const RealPage real_pages[] = {
     { "pg15-pages/rel-16389-blk1.page", 1, 0xd890, UINT64_C(0x177C108) },  /* btree leaf */
 };
 
-static uint8_t *read_test_file(const char *name, size_t *ret_len)
-{
-    char path[4096];
-    FILE *f;
-    uint8_t *b;
-    long len;
-
-    snprintf(path, sizeof(path), "%s/%s", test_data_dir(), name);
-    f = fopen(path, "rb");
-    if (!f)
-        fail_msg("could not open \"%s\": %s", path, strerror(errno));
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    len = ftell(f);
-    assert_true(len > 0);
-    assert_int_equal(fseek(f, 0, SEEK_SET), 0);
-    b = test_xmalloc((size_t)len);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *ret_len = (size_t)len;
-    return b;
-}
-
 /* A copy of real page i (malloc'd, so valgrind sees any read past its end). */
 static uint8_t *load_real_page(size_t i)
 {
@@ -64,7 +42,7 @@ static uint8_t *load_real_page(size_t i)
     uint8_t *page = test_xmalloc(PAGE);
     size_t len, at = 0;
 
-    file = read_test_file(r->file, &len);
+    file = test_read_data_file(r->file, &len);
     assert_int_equal(len % PAGE, 0);
     if (strcmp(r->file, HEAP_FILE) == 0)
         at = (size_t)r->blkno * PAGE;
@@ -398,7 +376,7 @@ static void test_pages_verify_damaged(void **state)
     BadLog log = { .answer = _AGENT_PAGE_VERDICT_MAX };
     size_t len;
 
-    file = read_test_file(HEAP_FILE, &len);
+    file = test_read_data_file(HEAP_FILE, &len);
     assert_int_equal(len, 4 * PAGE);
     assert_int_equal(agent_pages_verify(file, len, 0, 0, 0, &stats, log_bad, &log), 0);
     assert_stats(&stats, 4, 0, 0, 0, 0, 0);
@@ -453,7 +431,7 @@ static void test_pages_verify_mixed(void **state)
 
     /* Block 0 fine, block 1 never written, block 2 damaged, block 3 changed since the start
      * (0/1784BE8 is block 3's LSN; block 2's is 0/1784300, before it). */
-    file = read_test_file(HEAP_FILE, &len);
+    file = test_read_data_file(HEAP_FILE, &len);
     memset(file + PAGE, 0, PAGE);
     file[2 * PAGE + 8191] ^= 0x80;
     file[3 * PAGE + 6000] ^= 0x80;
@@ -477,7 +455,7 @@ static void test_pages_verify_segment(void **state)
     /* The same pages as the first four of segment 3: blocks 393216 .. 393219. */
     assert_true(agent_relfile_parse("16384.3", &rf));
     assert_int_equal(agent_relfile_first_block(&rf), 393216);
-    file = read_test_file(HEAP_FILE, &len);
+    file = test_read_data_file(HEAP_FILE, &len);
     assert_int_equal(agent_pages_verify(file, len, 0, agent_relfile_first_block(&rf), 0, &stats,
                                         log_bad, &log),
                      4);
@@ -505,7 +483,7 @@ static void test_pages_verify_partial(void **state)
     AgentPageCheckStats stats = { 0 };
     size_t len;
 
-    file = read_test_file(HEAP_FILE, &len);
+    file = test_read_data_file(HEAP_FILE, &len);
 
     /* A trailing piece: the file grew by half a page while it was read. */
     longer = test_xmalloc(len + 100);

@@ -56,29 +56,6 @@ static uint8_t *random_buffer(size_t n, uint64_t seed)
     return b;
 }
 
-static uint8_t *read_test_file(const char *name, size_t *ret_len)
-{
-    char path[4096];
-    FILE *f;
-    uint8_t *b;
-    long len;
-
-    snprintf(path, sizeof(path), "%s/%s", test_data_dir(), name);
-    f = fopen(path, "rb");
-    if (!f)
-        fail_msg("could not open \"%s\": %s", path, strerror(errno));
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    len = ftell(f);
-    assert_true(len > 0);
-    assert_int_equal(fseek(f, 0, SEEK_SET), 0);
-    b = malloc((size_t)len);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *ret_len = (size_t)len;
-    return b;
-}
-
 /*
  * Feed buf[0..len-1] in pieces and collect the chunk lengths (the pending tail is the last
  * chunk). piece == 0 draws piece sizes from `seed`; piece >= len feeds the whole buffer at once.
@@ -155,7 +132,7 @@ static void test_known_answer_sekien(void **state)
     size_t len, total = 0;
 
     (void)state;
-    buf = read_test_file("SekienAkashita.jpg", &len);
+    buf = test_read_data_file("SekienAkashita.jpg", &len);
     assert_int_equal(len, 109466);
     chunker_setup(&c, cs_gear_table_reference(), 4096, 16384, 65535, 1);
     chunk_stream(&c, buf, len, len, 0, &got);
@@ -183,7 +160,7 @@ static void test_known_answer_sekien_more(void **state)
     size_t len;
 
     (void)state;
-    buf = read_test_file("SekienAkashita.jpg", &len);
+    buf = test_read_data_file("SekienAkashita.jpg", &len);
     for (size_t v = 0; v < ARRAY_SIZE(vectors); v++) {
         SizeVec got = { 0 };
         CsChunker c;
@@ -247,7 +224,7 @@ static void test_streaming_pieces(void **state)
     size_t len;
 
     (void)state;
-    jpg = read_test_file("SekienAkashita.jpg", &len);
+    jpg = test_read_data_file("SekienAkashita.jpg", &len);
     chunker_setup(&c, cs_gear_table_reference(), 4096, 16384, 65535, 1);
     assert_same_in_pieces(&c, jpg, len);
     chunker_setup(&c, cs_gear_table_reference(), 64, 256, 1024, 2);
