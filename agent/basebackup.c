@@ -384,6 +384,31 @@ static int store_layout(Backup *b, CsWriter *w, CsDirEntry *pg_v, size_t pg_n,
     return r;
 }
 
+/* The node's previous base backup: a page that changed since is stored as a delta of its
+ * version there. Returns the directory at `path` of it ("pgdata", "tablespaces/<oid>"), or
+ * NULL when there is none (a first backup, a new tablespace). */
+typedef struct Previous {
+    CsSnapshot snap; /* kind NULL: none */
+    CsReader *rd;
+    CsDirEntry dir;
+} Previous;
+
+static const CsContentRef *previous_dir(Previous *prev, const char *path)
+{
+    cs_dir_entry_clear(&prev->dir);
+    if (!prev->snap.kind || cs_tree_lookup(prev->rd, &prev->snap.root, path, &prev->dir) < 0 ||
+        prev->dir.type != CS_ENTRY_DIR)
+        return NULL;
+    return &prev->dir.content;
+}
+
+static void previous_clear(Previous *prev)
+{
+    cs_dir_entry_clear(&prev->dir);
+    cs_reader_free(prev->rd);
+    cs_snapshot_clear(&prev->snap);
+}
+
 static int copy_files(Backup *b, CsWriter *w, CsContentRef *ret, const char *label_sql,
                       char **ret_label, char **ret_spcmap)
 {
@@ -398,8 +423,18 @@ static int copy_files(Backup *b, CsWriter *w, CsContentRef *ret, const char *lab
                         .observe_page_file = observe_pages,
                         .userdata = b };
     b->filter = &filter;
+    _cleanup_(previous_clear) Previous prev = { 0 };
+    if (agent_backup_find_latest(cs_writer_repo(w), p->node, &prev.snap) == 0 &&
+        cs_reader_new(cs_writer_repo(w), &prev.rd) < 0)
+        cs_snapshot_clear(&prev.snap);
+    if (prev.snap.kind) {
+        snprintf(b->res->parent_id, sizeof(b->res->parent_id), "%s", prev.snap.id);
+        log_info("node %s: changed pages are stored as deltas of backup %s", p->node,
+                 prev.snap.id);
+    }
     CsDirEntry *pg_v = NULL;
     size_t pg_n = 0;
+    tp.previous = previous_dir(&prev, "pgdata");
     r = cs_tree_store_entries(w, b->pgdata, &tp, &pg_v, &pg_n, &b->res->tree);
     if (r < 0)
         return log_error_errno(r == -EACCES ? -EACCES : r,
@@ -408,6 +443,10 @@ static int copy_files(Backup *b, CsWriter *w, CsContentRef *ret, const char *lab
         AgentPgdataFilter tf = { .root = b->ts[i].location, .is_tablespace = true };
         b->filter = &tf;
         b->cur_relpath = NULL;
+        _cleanup_free_ char *ts_path = NULL;
+        if (asprintf(&ts_path, "tablespaces/%s", b->ts[i].oid) < 0)
+            return -ENOMEM;
+        tp.previous = previous_dir(&prev, ts_path);
         r = cs_tree_store(w, b->ts[i].location, &tp, &b->ts[i].root, &b->res->tree);
         if (r < 0)
             log_error_errno(r, "node %s: could not back up tablespace %s at \"%s\": %m",
@@ -581,16 +620,17 @@ json_t *agent_backup_result_json(const AgentBackupResult *res, const char *node,
                                                res->checksum_failures[i].file, "block",
                                                (json_int_t)res->checksum_failures[i].block));
     return json_pack(
-        "{s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:b,s:I,s:I,s:o*,s:I,s:I,s:I,s:I,s:i,s:f}",
+        "{s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:b,s:I,s:I,s:o*,s:I,s:I,s:I,s:I,s:s*,s:I,s:i,s:f}",
         "snapshot_id", res->snapshot_id, "node", node, "system_identifier", sysid, "timeline",
         (int)res->timeline, "start_lsn", res->start_lsn, "stop_lsn", res->stop_lsn, "start_wal",
         res->start_wal, "server_version", res->server_version, "data_checksums",
         res->data_checksums, "pages_checked", (json_int_t)res->pages_checked,
         "checksum_failures_total", (json_int_t)res->n_checksum_failures, "checksum_failures",
         fails, "files", (json_int_t)res->tree.files, "bytes", (json_int_t)res->tree.bytes,
-        "new_bytes", (json_int_t)res->writer.new_bytes, "stored_bytes",
-        (json_int_t)res->writer.stored_bytes, "tablespaces", (int)res->n_tablespaces, "seconds",
-        res->seconds);
+        "new_bytes", (json_int_t)res->writer.new_bytes, "delta_pages",
+        (json_int_t)res->writer.delta_chunks, "parent", res->parent_id[0] ? res->parent_id : NULL,
+        "stored_bytes", (json_int_t)res->writer.stored_bytes, "tablespaces",
+        (int)res->n_tablespaces, "seconds", res->seconds);
 }
 
 int agent_backup_find_latest(CsRepo *repo, const char *node, CsSnapshot *ret)

@@ -58,6 +58,7 @@ typedef struct AgentChecksumFailure {
 
 typedef struct AgentBackupResult {
     char snapshot_id[2 * CS_SNAP_ID_SIZE + 1];
+    char parent_id[2 * CS_SNAP_ID_SIZE + 1]; /* the backup whose pages the deltas refer to; "" none */
     uint64_t system_identifier;
     uint32_t timeline;
     int server_version; /* e.g. 150008 */

@@ -1,5 +1,5 @@
 /*
- * On-disk format of a pitrfs repository, version 1. docs/FORMAT.md describes every byte; this
+ * On-disk format of a pitrfs repository, version 2. docs/FORMAT.md describes every byte; this
  * header holds the constants both the code and that document refer to. All integers are
  * little-endian. A reader refuses a repository whose format_version is newer than
  * CS_FORMAT_VERSION.
@@ -8,7 +8,10 @@
 
 #include <stdint.h>
 
-#define CS_FORMAT_VERSION 1
+#define CS_FORMAT_VERSION 2
+/* Version 2 added delta records (CS_RECORD_FLAG_DELTA); a version 1 repository is read as it is
+ * and gets no delta records, so that older builds can still read it. */
+#define CS_FORMAT_VERSION_DELTA 2
 
 /* Sizes of ids and keys. */
 #define CS_CHUNK_ID_SIZE 32 /* HMAC-SHA-256 of the plaintext under the id key */
@@ -33,7 +36,15 @@
 #define CS_RECORD_MEMBER_SIZE 36 /* id[32] length u32 */
 #define CS_RECORD_TRAILER_SIZE 24 /* tag[16] xxh3 u64 */
 #define CS_RECORD_FLAG_ZSTD   0x01
+/* The zstd frame was compressed with the record's base chunks as a reference prefix: pages that
+ * changed since the previous backup cost the size of their change. Always with FLAG_ZSTD. */
+#define CS_RECORD_FLAG_DELTA  0x02
 #define CS_RECORD_MAX_MEMBERS 4096
+#define CS_RECORD_MAX_BASES   4096
+#define CS_RECORD_BASE_COUNT_SIZE 4 /* u32 after the member list of a delta record */
+/* Writers keep delta chains short (depth = 1 + the deepest base's depth), so reading a chunk
+ * never decodes more than this many records below it. Readers accept up to 255. */
+#define CS_DELTA_MAX_DEPTH 4
 
 /* Index value: where a chunk lives. */
 #define CS_LOC_SIZE 36 /* pack_id[16] record_off u64 record_len u32 member_off u32 len u32 */

@@ -62,6 +62,21 @@ int cs_pack_key(const uint8_t enc_key[32], const CsPackId *id, uint8_t ret[32])
                           strlen(CS_INFO_PACK_KEY), ret, 32);
 }
 
+static int compress_result(size_t z, const void *raw, size_t n, uint8_t flags, Buf *out)
+{
+    if (ZSTD_isError(z)) {
+        log_debug("zstd: %s", ZSTD_getErrorName(z));
+        return -EIO;
+    }
+    if (z < n) {
+        out->size = z;
+        return flags;
+    }
+    memcpy(out->data, raw, n);
+    out->size = n;
+    return 0;
+}
+
 int cs_record_compress(void *zstd_cctx, int level, const void *raw, size_t n, Buf *out)
 {
     size_t bound = ZSTD_compressBound(n);
@@ -69,32 +84,62 @@ int cs_record_compress(void *zstd_cctx, int level, const void *raw, size_t n, Bu
     if (buf_reserve(out, MAX(bound, n)) < 0)
         return -ENOMEM;
     size_t z = ZSTD_compressCCtx(zstd_cctx, out->data, bound, raw, n, level);
-    if (ZSTD_isError(z)) {
-        log_debug("zstd: %s", ZSTD_getErrorName(z));
-        return -EIO;
-    }
-    if (z < n) {
-        out->size = z;
-        return CS_RECORD_FLAG_ZSTD;
-    }
-    memcpy(out->data, raw, n);
-    out->size = n;
-    return 0;
+    return compress_result(z, raw, n, CS_RECORD_FLAG_ZSTD, out);
 }
 
-int cs_record_encode(const uint8_t pack_key[32], const CsRecordMember *members, size_t n_members,
-                     uint8_t flags, uint32_t raw_len, const void *payload, size_t payload_len,
-                     Buf *out)
+int cs_record_compress_prefixed(void *zstd_cctx, int level, const void *prefix, size_t prefix_len,
+                                const void *raw, size_t n, Buf *out)
 {
-    if (n_members == 0 || n_members > CS_RECORD_MAX_MEMBERS || payload_len > UINT32_MAX)
+    ZSTD_CCtx *cctx = zstd_cctx;
+    size_t bound = ZSTD_compressBound(n);
+    buf_clear(out);
+    if (buf_reserve(out, MAX(bound, n)) < 0)
+        return -ENOMEM;
+    /* The prefix is referenced for this one frame only; the window must reach back over all of
+     * it, or matches against early bases would be lost. */
+    unsigned wlog = 10;
+    while (wlog < 27 && (1ull << wlog) < (unsigned long long)prefix_len + n)
+        wlog++;
+    size_t z = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(z))
+        z = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+    if (!ZSTD_isError(z))
+        z = ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, (int)wlog);
+    if (!ZSTD_isError(z))
+        z = ZSTD_CCtx_refPrefix(cctx, prefix, prefix_len);
+    if (!ZSTD_isError(z))
+        z = ZSTD_compress2(cctx, out->data, bound, raw, n);
+    ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    return compress_result(z, raw, n, CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA, out);
+}
+
+static void put_members(uint8_t *m, const CsRecordMember *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++, m += CS_RECORD_MEMBER_SIZE) {
+        memcpy(m, v[i].id.bytes, CS_CHUNK_ID_SIZE);
+        put_le32(m + CS_CHUNK_ID_SIZE, v[i].length);
+    }
+}
+
+int cs_record_encode_delta(const uint8_t pack_key[32], const CsRecordMember *members,
+                           size_t n_members, const CsRecordBases *bases, uint8_t flags,
+                           uint32_t raw_len, const void *payload, size_t payload_len, Buf *out)
+{
+    bool is_delta = flags & CS_RECORD_FLAG_DELTA;
+    if (n_members == 0 || n_members > CS_RECORD_MAX_MEMBERS || payload_len > UINT32_MAX ||
+        is_delta != (bases != NULL) ||
+        (is_delta && (!(flags & CS_RECORD_FLAG_ZSTD) || bases->n == 0 ||
+                      bases->n > CS_RECORD_MAX_BASES || bases->depth == 0)))
         return -EINVAL;
     size_t header_len = CS_RECORD_HEADER_SIZE + n_members * CS_RECORD_MEMBER_SIZE;
+    if (is_delta)
+        header_len += CS_RECORD_BASE_COUNT_SIZE + bases->n * CS_RECORD_MEMBER_SIZE;
     uint8_t *p = buf_extend(out, header_len + payload_len + CS_RECORD_TRAILER_SIZE);
     if (!p)
         return -ENOMEM;
     put_le32(p, CS_RECORD_MAGIC);
     p[4] = flags;
-    p[5] = 0;
+    p[5] = is_delta ? bases->depth : 0;
     put_le16(p + 6, (uint16_t)n_members);
     put_le32(p + 8, raw_len);
     put_le32(p + 12, (uint32_t)payload_len);
@@ -102,9 +147,11 @@ int cs_record_encode(const uint8_t pack_key[32], const CsRecordMember *members, 
     if (r < 0)
         return r;
     uint8_t *m = p + CS_RECORD_HEADER_SIZE;
-    for (size_t i = 0; i < n_members; i++, m += CS_RECORD_MEMBER_SIZE) {
-        memcpy(m, members[i].id.bytes, CS_CHUNK_ID_SIZE);
-        put_le32(m + CS_CHUNK_ID_SIZE, members[i].length);
+    put_members(m, members, n_members);
+    if (is_delta) {
+        m += n_members * CS_RECORD_MEMBER_SIZE;
+        put_le32(m, (uint32_t)bases->n);
+        put_members(m + CS_RECORD_BASE_COUNT_SIZE, bases->v, bases->n);
     }
     uint8_t *ct = p + header_len;
     r = cs_aead_seal(pack_key, p + 16, p, header_len, payload, payload_len, ct,
@@ -116,29 +163,82 @@ int cs_record_encode(const uint8_t pack_key[32], const CsRecordMember *members, 
     return 0;
 }
 
+int cs_record_encode(const uint8_t pack_key[32], const CsRecordMember *members, size_t n_members,
+                     uint8_t flags, uint32_t raw_len, const void *payload, size_t payload_len,
+                     Buf *out)
+{
+    return cs_record_encode_delta(pack_key, members, n_members, NULL, flags, raw_len, payload,
+                                  payload_len, out);
+}
+
 typedef struct RecordHeader {
-    uint8_t flags;
-    uint16_t n_members;
-    uint32_t raw_len;
+    CsRecordInfo info;
     uint32_t payload_len;
-    size_t header_len;
+    size_t header_len; /* the AAD: fixed header, members and, in a delta record, the bases */
 } RecordHeader;
+
+/* The lengths of the fixed header say how long the variable part is; a delta record's base count
+ * follows its members. Both the full parse and the index rebuild (which reads only the header
+ * and lists) use this. */
+static int header_len_of(const uint8_t *h, const uint8_t *base_count, size_t *ret)
+{
+    size_t n = get_le16(h + 6);
+    size_t len = CS_RECORD_HEADER_SIZE + n * CS_RECORD_MEMBER_SIZE;
+    if (h[4] & CS_RECORD_FLAG_DELTA) {
+        uint32_t m = get_le32(base_count);
+        if (m == 0 || m > CS_RECORD_MAX_BASES)
+            return -EBADMSG;
+        len += CS_RECORD_BASE_COUNT_SIZE + (size_t)m * CS_RECORD_MEMBER_SIZE;
+    }
+    *ret = len;
+    return 0;
+}
+
+static bool flags_valid(uint8_t flags, uint8_t depth)
+{
+    if (flags & ~(CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA))
+        return false;
+    if (flags & CS_RECORD_FLAG_DELTA)
+        return (flags & CS_RECORD_FLAG_ZSTD) && depth > 0;
+    return depth == 0;
+}
 
 static int record_parse(const uint8_t *p, size_t len, RecordHeader *h)
 {
     if (len < CS_RECORD_HEADER_SIZE + CS_RECORD_TRAILER_SIZE || get_le32(p) != CS_RECORD_MAGIC)
         return -EBADMSG;
-    h->flags = p[4];
-    h->n_members = get_le16(p + 6);
-    h->raw_len = get_le32(p + 8);
+    CsRecordInfo *in = &h->info;
+    *in = (CsRecordInfo){ .flags = p[4], .depth = p[5], .n_members = get_le16(p + 6),
+                          .raw_len = get_le32(p + 8) };
     h->payload_len = get_le32(p + 12);
-    h->header_len = CS_RECORD_HEADER_SIZE + (size_t)h->n_members * CS_RECORD_MEMBER_SIZE;
-    if (h->n_members == 0 || (h->flags & ~CS_RECORD_FLAG_ZSTD) ||
+    size_t members_end = CS_RECORD_HEADER_SIZE + in->n_members * CS_RECORD_MEMBER_SIZE;
+    if (in->n_members == 0 || !flags_valid(in->flags, in->depth))
+        return -EBADMSG;
+    bool is_delta = in->flags & CS_RECORD_FLAG_DELTA;
+    if (is_delta && members_end + CS_RECORD_BASE_COUNT_SIZE > len)
+        return -EBADMSG;
+    if (header_len_of(p, p + members_end, &h->header_len) < 0 ||
         h->header_len + h->payload_len + CS_RECORD_TRAILER_SIZE != len)
         return -EBADMSG;
     if (XXH3_64bits(p, len - 8) != get_le64(p + len - 8))
         return -EBADMSG;
+    in->members = p + CS_RECORD_HEADER_SIZE;
+    if (is_delta) {
+        in->n_bases = get_le32(p + members_end);
+        in->bases = p + members_end + CS_RECORD_BASE_COUNT_SIZE;
+        for (size_t i = 0; i < in->n_bases; i++)
+            in->prefix_len += get_le32(in->bases + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
+    }
     return 0;
+}
+
+int cs_record_info(const void *rec, size_t len, CsRecordInfo *ret)
+{
+    RecordHeader h;
+    int r = record_parse(rec, len, &h);
+    if (r == 0)
+        *ret = h.info;
+    return r;
 }
 
 int cs_record_verify(const void *rec, size_t len)
@@ -147,16 +247,38 @@ int cs_record_verify(const void *rec, size_t len)
     return record_parse(rec, len, &h);
 }
 
-int cs_record_decode(const uint8_t pack_key[32], const void *rec, size_t len, Buf *plain,
-                     const uint8_t **ret_members, size_t *ret_n_members)
+static int decompress_prefixed(const void *prefix, size_t prefix_len, const Buf *payload,
+                               Buf *plain)
+{
+    ZSTD_DCtx *dctx = ZSTD_createDCtx();
+    if (!dctx)
+        return -ENOMEM;
+    size_t z = ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 27);
+    if (!ZSTD_isError(z))
+        z = ZSTD_DCtx_refPrefix(dctx, prefix, prefix_len);
+    if (!ZSTD_isError(z))
+        z = ZSTD_decompressDCtx(dctx, plain->data, plain->size, payload->data, payload->size);
+    ZSTD_freeDCtx(dctx);
+    return ZSTD_isError(z) || z != plain->size ? -EBADMSG : 0;
+}
+
+int cs_record_decode_prefixed(const uint8_t pack_key[32], const void *rec, size_t len,
+                              const void *prefix, size_t prefix_len, Buf *plain,
+                              const uint8_t **ret_members, size_t *ret_n_members)
 {
     const uint8_t *p = rec;
     RecordHeader h;
     int r = record_parse(p, len, &h);
     if (r < 0)
         return r;
+    const CsRecordInfo *in = &h.info;
+    bool is_delta = in->flags & CS_RECORD_FLAG_DELTA;
+    /* A wrong prefix would decode to wrong bytes without an error: its length is the one check
+     * zstd cannot make, the chunk ids of the result (checked by the caller) are the other. */
+    if (is_delta ? (!prefix || prefix_len != in->prefix_len) : prefix_len != 0)
+        return -EBADMSG;
     _cleanup_(buf_free) Buf payload = BUF_INIT;
-    bool is_zstd = h.flags & CS_RECORD_FLAG_ZSTD;
+    bool is_zstd = in->flags & CS_RECORD_FLAG_ZSTD;
     Buf *dst = is_zstd ? &payload : plain;
     buf_clear(dst);
     if (!buf_extend(dst, h.payload_len ? h.payload_len : 0) && h.payload_len)
@@ -168,22 +290,34 @@ int cs_record_decode(const uint8_t pack_key[32], const void *rec, size_t len, Bu
         return r;
     if (is_zstd) {
         buf_clear(plain);
-        if (!buf_extend(plain, h.raw_len) && h.raw_len)
+        if (!buf_extend(plain, in->raw_len) && in->raw_len)
             return -ENOMEM;
-        size_t z = ZSTD_decompress(plain->data, h.raw_len, payload.data, payload.size);
-        if (ZSTD_isError(z) || z != h.raw_len)
-            return -EBADMSG;
-    } else if (h.payload_len != h.raw_len)
+        if (is_delta) {
+            if ((r = decompress_prefixed(prefix, prefix_len, &payload, plain)) < 0)
+                return r;
+        } else {
+            size_t z = ZSTD_decompress(plain->data, in->raw_len, payload.data, payload.size);
+            if (ZSTD_isError(z) || z != in->raw_len)
+                return -EBADMSG;
+        }
+    } else if (h.payload_len != in->raw_len)
         return -EBADMSG;
     /* The lengths are authenticated; they must tile the plaintext exactly. */
     uint64_t sum = 0;
-    for (size_t i = 0; i < h.n_members; i++)
-        sum += get_le32(p + CS_RECORD_HEADER_SIZE + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
-    if (sum != h.raw_len)
+    for (size_t i = 0; i < in->n_members; i++)
+        sum += get_le32(in->members + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
+    if (sum != in->raw_len)
         return -EBADMSG;
-    *ret_members = p + CS_RECORD_HEADER_SIZE;
-    *ret_n_members = h.n_members;
+    *ret_members = in->members;
+    *ret_n_members = in->n_members;
     return 0;
+}
+
+int cs_record_decode(const uint8_t pack_key[32], const void *rec, size_t len, Buf *plain,
+                     const uint8_t **ret_members, size_t *ret_n_members)
+{
+    return cs_record_decode_prefixed(pack_key, rec, len, NULL, 0, plain, ret_members,
+                                     ret_n_members);
 }
 
 struct CsPackWriter {
@@ -222,9 +356,17 @@ int cs_pack_writer_new(CsBackend *b, const uint8_t enc_key[32], CsPackWriter **r
 int cs_pack_writer_add(CsPackWriter *w, const CsRecordMember *members, size_t n_members,
                        uint8_t flags, uint32_t raw_len, const void *payload, size_t payload_len)
 {
+    return cs_pack_writer_add_delta(w, members, n_members, NULL, flags, raw_len, payload,
+                                    payload_len);
+}
+
+int cs_pack_writer_add_delta(CsPackWriter *w, const CsRecordMember *members, size_t n_members,
+                             const CsRecordBases *bases, uint8_t flags, uint32_t raw_len,
+                             const void *payload, size_t payload_len)
+{
     buf_clear(&w->record);
-    int r = cs_record_encode(w->key, members, n_members, flags, raw_len, payload, payload_len,
-                             &w->record);
+    int r = cs_record_encode_delta(w->key, members, n_members, bases, flags, raw_len, payload,
+                                   payload_len, &w->record);
     if (r < 0)
         return r;
     uint64_t off = cs_spool_size(w->spool);
@@ -321,20 +463,22 @@ static int trailer_record(CsBackend *b, const char *name, const CsPackId *id, ui
     int r = cs_backend_get_range(b, name, off, h, sizeof(h), &got);
     if (r < 0)
         return r;
-    if (got != sizeof(h) || get_le32(h) != CS_RECORD_MAGIC)
+    if (got != sizeof(h) || get_le32(h) != CS_RECORD_MAGIC || !flags_valid(h[4], h[5]))
         return -EBADMSG;
     size_t n = get_le16(h + 6);
-    uint64_t header_len = CS_RECORD_HEADER_SIZE + (uint64_t)n * CS_RECORD_MEMBER_SIZE;
-    if (n == 0 || header_len + get_le32(h + 12) + CS_RECORD_TRAILER_SIZE != len)
+    /* The members, and a delta record's base count right after them. */
+    size_t m_len = n * CS_RECORD_MEMBER_SIZE + CS_RECORD_BASE_COUNT_SIZE;
+    if (n == 0 || CS_RECORD_HEADER_SIZE + m_len > len)
         return -EBADMSG;
-    _cleanup_free_ uint8_t *m = malloc(n * CS_RECORD_MEMBER_SIZE);
+    _cleanup_free_ uint8_t *m = malloc(m_len);
     if (!m)
         return -ENOMEM;
-    r = cs_backend_get_range(b, name, off + CS_RECORD_HEADER_SIZE, m, n * CS_RECORD_MEMBER_SIZE,
-                             &got);
+    r = cs_backend_get_range(b, name, off + CS_RECORD_HEADER_SIZE, m, m_len, &got);
     if (r < 0)
         return r;
-    if (got != n * CS_RECORD_MEMBER_SIZE)
+    size_t header_len;
+    if (got != m_len || header_len_of(h, m + n * CS_RECORD_MEMBER_SIZE, &header_len) < 0 ||
+        header_len + get_le32(h + 12) + CS_RECORD_TRAILER_SIZE != len)
         return -EBADMSG;
     CsPackEntry *e = (CsPackEntry *)(void *)buf_extend(entries, n * sizeof(*e));
     if (!e)

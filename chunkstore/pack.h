@@ -59,6 +59,28 @@ int cs_loc_decode(const void *p, size_t n, CsChunkLoc *ret);
 /* Per-pack AEAD key = HKDF(enc_key, salt = pack id, info = CS_INFO_PACK_KEY). */
 int cs_pack_key(const uint8_t enc_key[32], const CsPackId *id, uint8_t ret[32]);
 
+/* The base chunks of a delta record: their plaintexts, concatenated in this order, are the
+ * reference prefix its zstd frame was compressed with. `depth` is 1 + the deepest base's. */
+typedef struct CsRecordBases {
+    const CsRecordMember *v;
+    size_t n;
+    uint8_t depth;
+} CsRecordBases;
+
+/* What a record's authenticated header says, after its framing and xxh3 were checked. */
+typedef struct CsRecordInfo {
+    uint8_t flags;
+    uint8_t depth;            /* 0 unless CS_RECORD_FLAG_DELTA */
+    uint32_t raw_len;
+    size_t n_members;
+    const uint8_t *members;   /* CS_RECORD_MEMBER_SIZE bytes each, pointing into the record */
+    size_t n_bases;
+    const uint8_t *bases;     /* same layout; NULL unless CS_RECORD_FLAG_DELTA */
+    uint64_t prefix_len;      /* sum of the base lengths */
+} CsRecordInfo;
+
+int cs_record_info(const void *rec, size_t len, CsRecordInfo *ret);
+
 /*
  * Build a record into `out` (appended). `payload` is the zstd frame (flags has
  * CS_RECORD_FLAG_ZSTD) or the raw concatenated chunks; raw_len is the plaintext length.
@@ -66,6 +88,12 @@ int cs_pack_key(const uint8_t enc_key[32], const CsPackId *id, uint8_t ret[32]);
 int cs_record_encode(const uint8_t pack_key[32], const CsRecordMember *members, size_t n_members,
                      uint8_t flags, uint32_t raw_len, const void *payload, size_t payload_len,
                      Buf *out);
+
+/* cs_record_encode() of a delta record: flags must hold CS_RECORD_FLAG_ZSTD and
+ * CS_RECORD_FLAG_DELTA, and the payload must have been made by cs_record_compress_prefixed(). */
+int cs_record_encode_delta(const uint8_t pack_key[32], const CsRecordMember *members,
+                           size_t n_members, const CsRecordBases *bases, uint8_t flags,
+                           uint32_t raw_len, const void *payload, size_t payload_len, Buf *out);
 
 /* Check the record's xxh3 and framing without a key. Returns 0, or -EBADMSG on damage. */
 int cs_record_verify(const void *rec, size_t len);
@@ -77,6 +105,17 @@ int cs_record_verify(const void *rec, size_t len);
  */
 int cs_record_decode(const uint8_t pack_key[32], const void *rec, size_t len, Buf *plain,
                      const uint8_t **ret_members, size_t *ret_n_members);
+
+/* cs_record_decode() of any record: `prefix` must be the concatenated plaintexts of the bases
+ * cs_record_info() lists (NULL and 0 for a record without bases). */
+int cs_record_decode_prefixed(const uint8_t pack_key[32], const void *rec, size_t len,
+                              const void *prefix, size_t prefix_len, Buf *plain,
+                              const uint8_t **ret_members, size_t *ret_n_members);
+
+/* Like cs_record_compress() with `prefix` as zstd's reference prefix: returns
+ * CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA, or 0 with raw copied when that does not shrink. */
+int cs_record_compress_prefixed(void *zstd_cctx, int level, const void *prefix, size_t prefix_len,
+                                const void *raw, size_t n, Buf *out);
 
 /* Compress `raw` at `level`; stores the zstd frame in out and returns CS_RECORD_FLAG_ZSTD, or
  * copies raw and returns 0 when compression does not shrink it. Negative errno on failure. */
@@ -90,6 +129,10 @@ int cs_pack_writer_new(CsBackend *b, const uint8_t enc_key[32], CsPackWriter **r
  * and returned by finish). */
 int cs_pack_writer_add(CsPackWriter *w, const CsRecordMember *members, size_t n_members,
                        uint8_t flags, uint32_t raw_len, const void *payload, size_t payload_len);
+/* The same for a delta record (bases non-NULL) or any record (bases NULL). */
+int cs_pack_writer_add_delta(CsPackWriter *w, const CsRecordMember *members, size_t n_members,
+                             const CsRecordBases *bases, uint8_t flags, uint32_t raw_len,
+                             const void *payload, size_t payload_len);
 uint64_t cs_pack_writer_size(const CsPackWriter *w);
 size_t cs_pack_writer_entries(const CsPackWriter *w);
 /* Write the trailer and durably publish the pack. *ret_entries (malloc'd, caller frees) lists

@@ -11,10 +11,14 @@
 #include "common/log.h"
 #include "common/macro.h"
 
-#define RECORD_CACHE_SLOTS 4
+/* Reading a file that was backed up several times decodes, around each position, the first
+ * backup's record and the delta records of later ones, whose bases are near by: enough slots
+ * keep each record decoded once. Buffers are allocated as slots are first used. */
+#define RECORD_CACHE_SLOTS 32
 
 typedef struct CachedRecord {
     bool is_valid;
+    uint8_t depth; /* delta depth: a base must come from a shallower record */
     CsPackId pack;
     uint64_t record_off;
     Buf plain;
@@ -25,7 +29,6 @@ typedef struct CachedRecord {
 struct CsReader {
     CsRepo *repo;
     CsIndexReader *index;
-    Buf raw; /* the encrypted record as read */
     CachedRecord cache[RECORD_CACHE_SLOTS];
     uint64_t clock;
     bool has_synced; /* the index was brought up to date with the packs once for a miss */
@@ -55,7 +58,6 @@ CsReader *cs_reader_free(CsReader *rd)
     if (!rd)
         return NULL;
     cs_index_reader_end(rd->index);
-    buf_free(&rd->raw);
     for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++) {
         buf_free(&rd->cache[i].plain);
         buf_free(&rd->cache[i].members);
@@ -90,46 +92,109 @@ static int lookup(CsReader *rd, const CsChunkId *id, CsChunkLoc *loc)
     return r;
 }
 
-static int record_load(CsReader *rd, const CsChunkLoc *loc, CachedRecord **ret)
+static CachedRecord *cache_find(CsReader *rd, const CsChunkLoc *loc)
 {
-    CachedRecord *victim = &rd->cache[0];
-    rd->clock++;
     for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++) {
         CachedRecord *c = &rd->cache[i];
         if (c->is_valid && c->record_off == loc->record_off &&
-            memcmp(c->pack.bytes, loc->pack.bytes, CS_PACK_ID_SIZE) == 0) {
-            c->last_use = rd->clock;
-            *ret = c;
-            return 0;
-        }
-        if (!c->is_valid || c->last_use < victim->last_use)
+            memcmp(c->pack.bytes, loc->pack.bytes, CS_PACK_ID_SIZE) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+static CachedRecord *cache_victim(CsReader *rd)
+{
+    CachedRecord *victim = &rd->cache[0];
+    for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++) {
+        CachedRecord *c = &rd->cache[i];
+        if (!c->is_valid)
+            return c;
+        if (c->last_use < victim->last_use)
             victim = c;
+    }
+    return victim;
+}
+
+static int chunk_get(CsReader *rd, const CsChunkId *id, uint8_t max_depth, const uint8_t **ret_p,
+                     size_t *ret_n, uint8_t *ret_depth);
+
+/* A delta record's reference prefix: its bases' plaintexts in order. Each base must live in a
+ * shallower record, so a damaged or hostile depth cannot make this recurse without end. */
+static int load_prefix(CsReader *rd, const CsRecordInfo *in, Buf *prefix)
+{
+    if (!buf_extend(prefix, in->prefix_len) && in->prefix_len)
+        return -ENOMEM;
+    prefix->size = 0;
+    for (size_t i = 0; i < in->n_bases; i++) {
+        const uint8_t *e = in->bases + i * CS_RECORD_MEMBER_SIZE;
+        CsChunkId id;
+        memcpy(id.bytes, e, CS_CHUNK_ID_SIZE);
+        const uint8_t *p;
+        size_t n;
+        int r = chunk_get(rd, &id, (uint8_t)(in->depth - 1), &p, &n, NULL);
+        if (r < 0)
+            return r;
+        if (n != get_le32(e + CS_CHUNK_ID_SIZE))
+            return -EBADMSG;
+        memcpy(prefix->data + prefix->size, p, n);
+        prefix->size += n;
+    }
+    return 0;
+}
+
+static int record_load(CsReader *rd, const CsChunkLoc *loc, CachedRecord **ret)
+{
+    rd->clock++;
+    CachedRecord *hit = cache_find(rd, loc);
+    if (hit) {
+        hit->last_use = rd->clock;
+        *ret = hit;
+        return 0;
     }
     char name[CS_PACK_NAME_MAX];
     cs_pack_name(&loc->pack, name);
-    buf_clear(&rd->raw);
-    if (!buf_extend(&rd->raw, loc->record_len))
+    /* Bases are loaded (recursively) before this record is decoded and given a cache slot. */
+    _cleanup_(buf_free) Buf raw = BUF_INIT;
+    _cleanup_(buf_free) Buf prefix = BUF_INIT;
+    if (!buf_extend(&raw, loc->record_len))
         return -ENOMEM;
     size_t got;
-    int r = cs_backend_get_range(rd->repo->backend, name, loc->record_off, rd->raw.data,
+    int r = cs_backend_get_range(rd->repo->backend, name, loc->record_off, raw.data,
                                  loc->record_len, &got);
     if (r == 0 && got != loc->record_len)
         r = -EBADMSG;
     if (r < 0)
         return r;
+    CsRecordInfo info;
+    if ((r = cs_record_info(raw.data, raw.size, &info)) < 0)
+        return r;
+    if (info.flags & CS_RECORD_FLAG_DELTA) {
+        if ((r = load_prefix(rd, &info, &prefix)) < 0) {
+            char hex[2 * CS_CHUNK_ID_SIZE + 1];
+            hex_encode(info.members, CS_CHUNK_ID_SIZE, hex);
+            log_error("a base of the delta record at offset %llu of pack \"%s\" (first chunk %s) "
+                      "cannot be read",
+                      (unsigned long long)loc->record_off, name, hex);
+            return r == -ENOENT ? -EBADMSG : r;
+        }
+    }
     uint8_t key[32];
     if ((r = cs_pack_key(rd->repo->keys.enc_key, &loc->pack, key)) < 0)
         return r;
+    CachedRecord *victim = cache_victim(rd);
     const uint8_t *members;
     size_t n;
     victim->is_valid = false;
-    r = cs_record_decode(key, rd->raw.data, rd->raw.size, &victim->plain, &members, &n);
+    r = cs_record_decode_prefixed(key, raw.data, raw.size, prefix.data, prefix.size,
+                                  &victim->plain, &members, &n);
     if (r < 0)
         return r;
     buf_clear(&victim->members);
     if ((r = buf_append(&victim->members, members, n * CS_RECORD_MEMBER_SIZE)) < 0)
         return r;
     victim->is_valid = true;
+    victim->depth = info.depth;
     victim->pack = loc->pack;
     victim->record_off = loc->record_off;
     victim->last_use = rd->clock;
@@ -153,7 +218,8 @@ static bool record_has_member(const CachedRecord *rec, const CsChunkId *id, cons
     return false;
 }
 
-int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n)
+static int chunk_get(CsReader *rd, const CsChunkId *id, uint8_t max_depth, const uint8_t **ret_p,
+                     size_t *ret_n, uint8_t *ret_depth)
 {
     CsChunkLoc loc;
     CachedRecord *rec;
@@ -164,11 +230,13 @@ int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, si
         return log_error_errno(r, "chunk %s is missing from the index: %m", idhex);
     }
     r = record_load(rd, &loc, &rec);
-    if (r == 0 && !record_has_member(rec, id, &loc))
+    if (r == 0 && (!record_has_member(rec, id, &loc) || rec->depth > max_depth))
         r = -EBADMSG;
     if (r == 0) {
         *ret_p = rec->plain.data + loc.member_off;
         *ret_n = loc.length;
+        if (ret_depth)
+            *ret_depth = rec->depth;
         return 0;
     }
     hex_encode(id->bytes, CS_CHUNK_ID_SIZE, idhex);
@@ -177,6 +245,22 @@ int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, si
         return log_error_errno(r, "chunk %s in pack \"%s\" (record at offset %llu) is damaged",
                                idhex, name, (unsigned long long)loc.record_off);
     return log_error_errno(r, "could not read chunk %s from pack \"%s\": %m", idhex, name);
+}
+
+int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n)
+{
+    return chunk_get(rd, id, UINT8_MAX, ret_p, ret_n, NULL);
+}
+
+int cs_reader_chunk_depth(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,
+                          uint8_t *ret_depth)
+{
+    return chunk_get(rd, id, UINT8_MAX, ret_p, ret_n, ret_depth);
+}
+
+int cs_reader_refresh(CsReader *rd)
+{
+    return cs_index_reader_refresh(rd->index);
 }
 
 static int list_append_from(const uint8_t *p, size_t n, CsRecordMember **v, size_t *count,

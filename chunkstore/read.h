@@ -1,6 +1,8 @@
 /*
  * Reading data back. A CsReader belongs to one thread at a time; it keeps the most recently
  * decoded records so that reading the chunks of a group one after another decodes it once.
+ * A chunk in a delta record is read through its record's bases, which the reader loads first
+ * (each from a shallower record, so the recursion is bounded by the depth byte).
  *
  * Damage is never returned as data: a chunk whose record fails its checksum, its authentication
  * or its decompression gives -EBADMSG, and the reader logs the chunk id and pack name once.
@@ -23,6 +25,15 @@ CsRepo *cs_reader_repo(const CsReader *rd);
 
 /* The bytes of one chunk. *ret_p stays valid until the next call on this reader. */
 int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n);
+
+/* cs_reader_chunk(), also giving the delta depth of the record holding the chunk (0: not a
+ * delta record). Writers use it to keep delta chains short. */
+int cs_reader_chunk_depth(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,
+                          uint8_t *ret_depth);
+
+/* Let go of the index snapshot the reader holds (a long-lived reader keeps the index from
+ * reusing space); the next lookup starts a fresh one. */
+int cs_reader_refresh(CsReader *rd);
 
 /* True when all n bytes are zero (such chunks are restored as holes). */
 bool cs_chunk_is_zero(const void *p, size_t n);

@@ -10,6 +10,7 @@
 
 #include <zstd.h>
 
+#include "chunkstore/read.h"
 #include "common/endian.h"
 #include "common/fs-util.h"
 #include "common/log.h"
@@ -34,6 +35,7 @@ typedef struct Batch {
     struct Batch *work_next; /* protected by CsWriter.lock: the workers' queue */
     size_t scan_pos;         /* CDC: bytes already scanned by the chunker */
     struct Put *owner;       /* the put whose content this is */
+    uint64_t first_index;    /* index of the batch's first chunk in its put */
 } Batch;
 
 /* The content list being built for one put: level-0 entries in input order. */
@@ -56,6 +58,8 @@ typedef struct Put {
     EntryList l;
     CsContentRef *ret;
     bool is_meta; /* directory objects and chunk lists: grouped apart from file data */
+    CsContentRef previous; /* level 0: the content's previous version, the bases of its deltas */
+    uint64_t chunks_cut;   /* chunks handed to batches so far */
     struct Put *next;
 } Put;
 
@@ -70,7 +74,17 @@ typedef struct Group {
     Buf data;
     Buf members; /* CsRecordMember array */
     size_t n_members;
+    /* delta group only: */
+    Buf bases;   /* CsRecordMember array: distinct base chunks, in prefix order */
+    size_t n_bases;
+    Buf prefix;  /* their plaintexts, concatenated */
+    uint8_t depth;
 } Group;
+
+/* File data, metadata (directory objects, chunk lists) so that reading a directory does not
+ * decode half a megabyte of file data, and changed pages compressed against their previous
+ * version. */
+enum { GROUP_DATA, GROUP_META, GROUP_DELTA, GROUP_KINDS };
 
 /* Recycled buffers: group data, record payloads and member arrays are large and allocated
  * once per record; reusing them keeps the allocator from fragmenting over a long backup. */
@@ -122,6 +136,9 @@ static void pool_done(BufPool *p)
 typedef struct PlainRecord {
     Buf members; /* CsRecordMember array */
     size_t n_members;
+    Buf bases;   /* CsRecordMember array, for a delta record */
+    size_t n_bases;
+    uint8_t depth;
     uint8_t flags;
     uint32_t raw_len;
     Buf payload;
@@ -153,9 +170,8 @@ struct CsWriter {
     InflightNode **inflight; /* protected by inflight_lock */
 
     pthread_mutex_t group_lock;
-    /* New chunks are gathered in two groups: file data, and metadata (directory objects, chunk
-     * lists), so that reading a directory does not decode half a megabyte of file data. */
-    Group groups[2]; /* protected by group_lock; index: is_meta */
+    Group groups[GROUP_KINDS]; /* protected by group_lock */
+    bool can_delta;            /* the repository's format has delta records */
     BufPool pool;
 
     struct Put *puts, *puts_tail; /* caller only: puts not resolved yet, in order */
@@ -240,6 +256,7 @@ static void record_free(CsWriter *w, PlainRecord *rec)
         return;
     pool_put(&w->pool, &rec->members);
     pool_put(&w->pool, &rec->payload);
+    pool_put(&w->pool, &rec->bases);
     free(rec);
 }
 
@@ -277,10 +294,21 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
     rec->n_members = g->n_members;
     rec->raw_len = (uint32_t)g->data.size;
     rec->payload = pool_get(&w->pool);
-    int r = cs_record_compress(cctx, w->repo->config.zstd_level, g->data.data, g->data.size,
-                               &rec->payload);
+    int level = w->repo->config.zstd_level;
+    int r = g->n_bases ? cs_record_compress_prefixed(cctx, level, g->prefix.data, g->prefix.size,
+                                                     g->data.data, g->data.size, &rec->payload)
+                       : cs_record_compress(cctx, level, g->data.data, g->data.size,
+                                            &rec->payload);
+    if (r > 0 && (r & CS_RECORD_FLAG_DELTA)) {
+        rec->bases = g->bases;
+        g->bases = (Buf)BUF_INIT;
+        rec->n_bases = g->n_bases;
+        rec->depth = g->depth;
+    }
     pool_put(&w->pool, &g->data);
-    g->n_members = 0;
+    pool_put(&w->pool, &g->prefix);
+    pool_put(&w->pool, &g->bases);
+    *g = (Group){ 0 };
     if (r < 0) {
         record_free(w, rec);
         return r;
@@ -289,19 +317,51 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
     return record_push(w, rec);
 }
 
-/* Add a new chunk to its shared group; seal the group when it is full. */
-static int group_add(CsWriter *w, ZSTD_CCtx *cctx, bool is_meta, const CsChunkId *id,
-                     const uint8_t *p, uint32_t n)
+/* The base of a chunk in a delta group: its bytes join the prefix once per group. */
+typedef struct Base {
+    const CsChunkId *id;
+    const uint8_t *p;
+    uint32_t n;
+    uint8_t depth;
+} Base;
+
+static int group_add_base(Group *g, const Base *base)
+{
+    const CsRecordMember *b = (const CsRecordMember *)(void *)g->bases.data;
+    /* Repeated bases (an all-zero page, say) are usually adjacent: a short look back finds them. */
+    for (size_t i = g->n_bases; i > 0 && i + 16 > g->n_bases; i--)
+        if (memcmp(b[i - 1].id.bytes, base->id->bytes, CS_CHUNK_ID_SIZE) == 0)
+            return 0;
+    int r = buf_append(&g->prefix, base->p, base->n);
+    if (r < 0)
+        return r;
+    CsRecordMember *m = (CsRecordMember *)(void *)g->bases.data;
+    m[g->n_bases++] = (CsRecordMember){ .id = *base->id, .length = base->n };
+    g->depth = (uint8_t)MAX(g->depth, base->depth + 1);
+    return 0;
+}
+
+/* Add a new chunk to its shared group (with its base when it is a delta); seal the group when
+ * it is full. */
+static int group_add(CsWriter *w, ZSTD_CCtx *cctx, int kind, const CsChunkId *id,
+                     const uint8_t *p, uint32_t n, const Base *base)
 {
     Group full = { 0 };
     int r = 0;
     pthread_mutex_lock(&w->group_lock);
-    Group *g = &w->groups[is_meta];
+    Group *g = &w->groups[kind];
     if (!g->members.data) {
         g->members = pool_get(&w->pool);
         g->data = pool_get(&w->pool);
         r = buf_reserve(&g->members, CS_RECORD_MAX_MEMBERS * sizeof(CsRecordMember));
+        if (r == 0 && base) {
+            g->bases = pool_get(&w->pool);
+            g->prefix = pool_get(&w->pool);
+            r = buf_reserve(&g->bases, CS_RECORD_MAX_BASES * sizeof(CsRecordMember));
+        }
     }
+    if (r == 0 && base)
+        r = group_add_base(g, base);
     if (r == 0)
         r = buf_append(&g->data, p, n);
     if (r == 0) {
@@ -309,7 +369,8 @@ static int group_add(CsWriter *w, ZSTD_CCtx *cctx, bool is_meta, const CsChunkId
         m[g->n_members].id = *id;
         m[g->n_members].length = n;
         g->n_members++;
-        if (g->data.size >= w->repo->config.group_size || g->n_members == CS_RECORD_MAX_MEMBERS) {
+        if (g->data.size >= w->repo->config.group_size || g->n_members == CS_RECORD_MAX_MEMBERS ||
+            g->n_bases == CS_RECORD_MAX_BASES) {
             full = *g;
             *g = (Group){ 0 };
         }
@@ -320,13 +381,42 @@ static int group_add(CsWriter *w, ZSTD_CCtx *cctx, bool is_meta, const CsChunkId
     return r;
 }
 
-static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, ZSTD_CCtx *cctx)
+/* The previous version of chunk i of a page file, when it can serve as a delta base: indexed,
+ * readable, the same length, and not at the end of a long chain. */
+static bool base_for(CsWriter *w, const Batch *b, size_t i, const CsChunkId *id, uint32_t n,
+                     CsIndexReader *ird, CsReader **reader, Base *ret)
+{
+    const CsContentRef *prev = &b->owner->previous;
+    uint64_t k = b->first_index + i;
+    if (!w->can_delta || k >= prev->count || prev->entries[k].length != n ||
+        memcmp(prev->entries[k].id.bytes, id->bytes, CS_CHUNK_ID_SIZE) == 0)
+        return false;
+    const CsChunkId *bid = &prev->entries[k].id;
+    if (cs_index_reader_lookup(ird, bid, NULL) < 0)
+        return false;
+    if (!*reader && cs_reader_new(w->repo, reader) < 0)
+        return false;
+    const uint8_t *p;
+    size_t len;
+    uint8_t depth;
+    /* A base that cannot be read (damaged: the reader says so) only costs the delta. */
+    if (cs_reader_chunk_depth(*reader, bid, &p, &len, &depth) < 0 || len != n ||
+        depth >= CS_DELTA_MAX_DEPTH)
+        return false;
+    *ret = (Base){ .id = bid, .p = p, .n = n, .depth = depth };
+    return true;
+}
+
+static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, CsReader **reader,
+                         ZSTD_CCtx *cctx)
 {
     const CsRepo *repo = w->repo;
     int r = cs_index_reader_refresh(rd);
+    if (r == 0 && *reader)
+        r = cs_reader_refresh(*reader);
     if (r < 0)
         return r;
-    uint64_t new_chunks = 0, new_bytes = 0;
+    uint64_t new_chunks = 0, new_bytes = 0, delta_chunks = 0;
     for (size_t i = 0; i < b->n_cuts; i++) {
         const uint8_t *p = b->data + b->cuts[i].off;
         uint32_t n = b->cuts[i].len;
@@ -341,11 +431,17 @@ static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, ZSTD_CCtx *cc
             return r;
         if (r == 1)
             continue;
-        if ((r = group_add(w, cctx, b->owner->is_meta, &b->ids[i], p, n)) < 0)
+        Base base;
+        bool is_delta = b->owner->previous.count && base_for(w, b, i, &b->ids[i], n, rd, reader,
+                                                             &base);
+        int kind = is_delta ? GROUP_DELTA : b->owner->is_meta ? GROUP_META : GROUP_DATA;
+        if ((r = group_add(w, cctx, kind, &b->ids[i], p, n, is_delta ? &base : NULL)) < 0)
             return r;
         new_chunks++;
         new_bytes += n;
+        delta_chunks += is_delta;
     }
+    __atomic_add_fetch(&w->stats.delta_chunks, delta_chunks, __ATOMIC_RELAXED);
     __atomic_add_fetch(&w->stats.new_chunks, new_chunks, __ATOMIC_RELAXED);
     __atomic_add_fetch(&w->stats.new_bytes, new_bytes, __ATOMIC_RELAXED);
     cs_index_release_memory(w->repo->index);
@@ -356,6 +452,7 @@ static void *worker_main(void *userdata)
 {
     CsWriter *w = userdata;
     CsIndexReader *rd = NULL;
+    CsReader *reader = NULL; /* for delta bases; opened when the first one is needed */
     ZSTD_CCtx *cctx = ZSTD_createCCtx();
     int r = cctx ? cs_index_reader_begin(w->repo->index, &rd) : -ENOMEM;
     if (r < 0)
@@ -373,13 +470,14 @@ static void *worker_main(void *userdata)
             w->work_tail = NULL;
         bool failed = w->error != 0;
         pthread_mutex_unlock(&w->lock);
-        if (!failed && (r = batch_process(w, b, rd, cctx)) < 0)
+        if (!failed && (r = batch_process(w, b, rd, &reader, cctx)) < 0)
             set_error(w, r);
         pthread_mutex_lock(&w->lock);
         b->is_done = true;
         pthread_cond_broadcast(&w->cond);
     }
     pthread_mutex_unlock(&w->lock);
+    cs_reader_free(reader);
     cs_index_reader_end(rd);
     ZSTD_freeCCtx(cctx);
     return NULL;
@@ -434,13 +532,22 @@ static void *pack_main(void *userdata)
             if (!pw)
                 r = cs_pack_writer_new(w->repo->backend, w->repo->keys.enc_key, &pw);
             if (r == 0)
-                r = cs_pack_writer_add(pw, (const CsRecordMember *)(void *)rec->members.data,
-                                       rec->n_members, rec->flags,
-                                       rec->raw_len, rec->payload.data, rec->payload.size);
             if (r == 0) {
+                CsRecordBases bases = { .v = (const CsRecordMember *)(void *)rec->bases.data,
+                                        .n = rec->n_bases,
+                                        .depth = rec->depth };
+                r = cs_pack_writer_add_delta(pw,
+                                             (const CsRecordMember *)(void *)rec->members.data,
+                                             rec->n_members, rec->n_bases ? &bases : NULL,
+                                             rec->flags, rec->raw_len, rec->payload.data,
+                                             rec->payload.size);
+            }
+            if (r == 0) {
+                size_t lists = (rec->n_members + rec->n_bases) * CS_RECORD_MEMBER_SIZE +
+                               (rec->n_bases ? CS_RECORD_BASE_COUNT_SIZE : 0);
                 __atomic_add_fetch(&w->stats.stored_bytes,
-                                   CS_RECORD_HEADER_SIZE + rec->n_members * CS_RECORD_MEMBER_SIZE +
-                                           rec->payload.size + CS_RECORD_TRAILER_SIZE,
+                                   CS_RECORD_HEADER_SIZE + lists + rec->payload.size +
+                                           CS_RECORD_TRAILER_SIZE,
                                    __ATOMIC_RELAXED);
                 if (cs_pack_writer_size(pw) >= w->repo->config.pack_size ||
                     cs_pack_writer_entries(pw) > 500000)
@@ -483,6 +590,7 @@ int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret)
     }
     w->repo = repo;
     w->repo_lock = lock;
+    w->can_delta = repo->config.format_version >= CS_FORMAT_VERSION_DELTA;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     w->n_threads = params && params->threads ? params->threads : (unsigned)MAX(cpus, 1);
     w->max_records = 2 * w->n_threads + 2;
@@ -554,6 +662,7 @@ CsWriter *cs_writer_free(CsWriter *w)
     for (struct Put *p = w->puts, *next; p; p = next) {
         next = p->next;
         entry_list_free(&p->l);
+        cs_content_ref_free(&p->previous);
         free(p);
     }
     for (PlainRecord *r = w->rec_head, *next; r; r = next) {
@@ -569,6 +678,8 @@ CsWriter *cs_writer_free(CsWriter *w)
     for (size_t i = 0; i < ARRAY_SIZE(w->groups); i++) {
         buf_free(&w->groups[i].members);
         buf_free(&w->groups[i].data);
+        buf_free(&w->groups[i].bases);
+        buf_free(&w->groups[i].prefix);
     }
     pool_done(&w->pool);
     free(w->workers);
@@ -587,8 +698,14 @@ void cs_writer_stats(CsWriter *w, CsWriterStats *ret)
     ret->chunks = __atomic_load_n(&w->stats.chunks, __ATOMIC_RELAXED);
     ret->new_chunks = __atomic_load_n(&w->stats.new_chunks, __ATOMIC_RELAXED);
     ret->new_bytes = __atomic_load_n(&w->stats.new_bytes, __ATOMIC_RELAXED);
+    ret->delta_chunks = __atomic_load_n(&w->stats.delta_chunks, __ATOMIC_RELAXED);
     ret->stored_bytes = __atomic_load_n(&w->stats.stored_bytes, __ATOMIC_RELAXED);
     ret->packs = __atomic_load_n(&w->stats.packs, __ATOMIC_RELAXED);
+}
+
+CsRepo *cs_writer_repo(const CsWriter *w)
+{
+    return w->repo;
 }
 
 void cs_writer_set_progress(CsWriter *w, void (*fn)(const CsWriterStats *s, void *userdata),
@@ -734,6 +851,8 @@ static int batch_add_cut(Batch *b, size_t off, size_t len)
 
 static void batch_submit(CsWriter *w, Batch *b)
 {
+    b->first_index = b->owner->chunks_cut;
+    b->owner->chunks_cut += b->n_cuts;
     if (w->order_tail)
         w->order_tail->next = b;
     else
@@ -934,21 +1053,33 @@ int cs_writer_sync(CsWriter *w)
         if (r == 0)
             r = put_resolve(w, put);
         entry_list_free(&put->l);
+        cs_content_ref_free(&put->previous);
         free(put);
     }
     return r;
 }
 
-static int put_source(CsWriter *w, Source *src, CsChunking mode, bool is_meta, CsContentRef *ret)
+static int put_source(CsWriter *w, Source *src, CsChunking mode, bool is_meta,
+                      CsContentRef *previous, CsContentRef *ret)
 {
     int r = get_error(w);
-    if (r < 0)
+    if (r < 0) {
+        if (previous)
+            cs_content_ref_free(previous);
         return r;
+    }
     Put *put = calloc(1, sizeof(*put));
-    if (!put)
+    if (!put) {
+        if (previous)
+            cs_content_ref_free(previous);
         return -ENOMEM;
+    }
     put->ret = ret;
     put->is_meta = is_meta;
+    if (previous) {
+        put->previous = *previous;
+        *previous = (CsContentRef){ 0 };
+    }
     if (w->puts_tail)
         w->puts_tail->next = put;
     else
@@ -962,16 +1093,20 @@ static int put_source(CsWriter *w, Source *src, CsChunking mode, bool is_meta, C
     return 0;
 }
 
-int cs_writer_put_fd_observed(CsWriter *w, int fd, CsChunking mode, const CsReadObserver *obs,
-                              CsContentRef *ret)
+int cs_writer_put_file(CsWriter *w, int fd, CsChunking mode, const CsPutOptions *opt,
+                       CsContentRef *ret)
 {
-    Source s = { .fd = fd, .obs = obs };
-    return put_source(w, &s, mode, false, ret);
+    Source s = { .fd = fd, .obs = opt ? opt->observer : NULL };
+    CsContentRef *previous = opt && opt->previous && mode == CS_CHUNKING_PAGES ? opt->previous
+                                                                                : NULL;
+    if (opt && opt->previous && !previous)
+        cs_content_ref_free(opt->previous);
+    return put_source(w, &s, mode, false, previous, ret);
 }
 
 int cs_writer_put_fd_async(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)
 {
-    return cs_writer_put_fd_observed(w, fd, mode, NULL, ret);
+    return cs_writer_put_file(w, fd, mode, NULL, ret);
 }
 
 int cs_writer_put_fd(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)
@@ -983,14 +1118,14 @@ int cs_writer_put_fd(CsWriter *w, int fd, CsChunking mode, CsContentRef *ret)
 int cs_writer_put_buf(CsWriter *w, const void *p, size_t n, CsChunking mode, CsContentRef *ret)
 {
     Source s = { .fd = -1, .p = p, .left = n };
-    int r = put_source(w, &s, mode, false, ret);
+    int r = put_source(w, &s, mode, false, NULL, ret);
     return r < 0 ? r : cs_writer_sync(w);
 }
 
 int cs_writer_put_metadata(CsWriter *w, const void *p, size_t n, CsContentRef *ret)
 {
     Source s = { .fd = -1, .p = p, .left = n };
-    int r = put_source(w, &s, CS_CHUNKING_CDC, true, ret);
+    int r = put_source(w, &s, CS_CHUNKING_CDC, true, NULL, ret);
     return r < 0 ? r : cs_writer_sync(w);
 }
 
@@ -1013,6 +1148,8 @@ int cs_writer_flush(CsWriter *w)
         } else {
             pool_put(&w->pool, &g.members);
             pool_put(&w->pool, &g.data);
+            pool_put(&w->pool, &g.bases);
+            pool_put(&w->pool, &g.prefix);
         }
     }
     PlainRecord *flush = calloc(1, sizeof(*flush));

@@ -54,6 +54,7 @@ typedef struct CsWriterStats {
     uint64_t chunks;        /* chunks cut */
     uint64_t new_chunks;    /* chunks not in the repository before */
     uint64_t new_bytes;     /* their plaintext bytes */
+    uint64_t delta_chunks;  /* new chunks compressed against their previous version */
     uint64_t stored_bytes;  /* bytes written to packs (compressed, encrypted, framed) */
     uint64_t packs;         /* packs published */
 } CsWriterStats;
@@ -79,9 +80,18 @@ typedef struct CsReadObserver {
     void *userdata;
 } CsReadObserver;
 
-/* cs_writer_put_fd_async() with an observer (NULL: none). */
-int cs_writer_put_fd_observed(CsWriter *w, int fd, CsChunking mode, const CsReadObserver *obs,
-                              CsContentRef *ret);
+typedef struct CsPutOptions {
+    const CsReadObserver *observer; /* NULL: none */
+    /* Page files: the level-0 chunk list of the file's previous version (cs_reader_flatten).
+     * A page that changed is compressed against the page at the same position there, so it
+     * costs about the size of the change (a delta record, docs/FORMAT.md). The writer takes
+     * ownership of the list, and frees it, whatever the result. NULL: none. */
+    CsContentRef *previous;
+} CsPutOptions;
+
+/* cs_writer_put_fd_async() with options (NULL: none). */
+int cs_writer_put_file(CsWriter *w, int fd, CsChunking mode, const CsPutOptions *opt,
+                       CsContentRef *ret);
 /* Like cs_writer_put_buf with content-defined chunks, for directory objects and other metadata:
  * its new chunks are grouped into records apart from file data, so reading metadata never
  * decodes file data. */
@@ -91,6 +101,7 @@ int cs_writer_sync(CsWriter *w);
 /* Make everything put so far durable and indexed. */
 int cs_writer_flush(CsWriter *w);
 void cs_writer_stats(CsWriter *w, CsWriterStats *ret);
+CsRepo *cs_writer_repo(const CsWriter *w);
 /* Progress callback, called from the caller's thread at most a few times a second. */
 void cs_writer_set_progress(CsWriter *w, void (*fn)(const CsWriterStats *s, void *userdata),
                             void *userdata);

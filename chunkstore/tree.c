@@ -162,9 +162,16 @@ int cs_dir_load(CsReader *rd, const CsContentRef *ref, CsDirEntry **ret, size_t 
     return r;
 }
 
+/* The entries of a directory's previous version (sorted by name; none when it had none). */
+typedef struct PrevDir {
+    CsDirEntry *v;
+    size_t n;
+} PrevDir;
+
 typedef struct StoreCtx {
     CsWriter *w;
     const CsTreeParams *params;
+    CsReader *prev_reader; /* reads the previous version; NULL: there is none */
     CsTreeStats *stats;
     char *path; /* absolute path buffer, grown as needed */
     size_t root_len;
@@ -175,7 +182,35 @@ static int entry_cmp(const void *a, const void *b)
     return strcmp(((const CsDirEntry *)a)->name, ((const CsDirEntry *)b)->name);
 }
 
-static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret);
+static int store_dir(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsContentRef *ret);
+
+static const CsDirEntry *prev_find(const PrevDir *prev, const char *name, uint8_t type)
+{
+    CsDirEntry key = { .name = (char *)(uintptr_t)name };
+    const CsDirEntry *e = prev->n ? bsearch(&key, prev->v, prev->n, sizeof(*prev->v), entry_cmp)
+                                  : NULL;
+    return e && e->type == type ? e : NULL;
+}
+
+/* The previous version of a directory. Losing it (damaged) only loses the deltas below it. */
+static void prev_load(StoreCtx *ctx, const CsDirEntry *e, PrevDir *ret)
+{
+    *ret = (PrevDir){ 0 };
+    if (e && cs_dir_load(ctx->prev_reader, &e->content, &ret->v, &ret->n) < 0) {
+        log_warning("the previous version of \"%s\" cannot be read: its files are stored whole",
+                    ctx->path);
+        *ret = (PrevDir){ 0 };
+    }
+}
+
+/* The chunk list of a page file's previous version, for the writer's deltas. */
+static CsContentRef *prev_pages(StoreCtx *ctx, const CsDirEntry *e, CsContentRef *flat)
+{
+    if (!e || !(e->flags & CS_ENTRY_FLAG_PAGES) ||
+        cs_reader_flatten(ctx->prev_reader, &e->content, flat) < 0)
+        return NULL;
+    return flat;
+}
 
 typedef struct PageObserver {
     const CsTreeParams *params;
@@ -196,7 +231,8 @@ static int entry_vanished(StoreCtx *ctx, const char *name, bool *skip)
     return 0;
 }
 
-static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *e, bool *skip)
+static int store_entry(StoreCtx *ctx, int dir_fd, const PrevDir *prev, const char *name,
+                       CsDirEntry *e, bool *skip)
 {
     struct stat st;
     int r;
@@ -239,9 +275,14 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *
          * written, so the pipeline stays full across the files of a directory. */
         PageObserver po = { .params = ctx->params, .relpath = relpath };
         CsReadObserver obs = { .fn = page_observe, .userdata = &po };
-        r = cs_writer_put_fd_observed(ctx->w, fd, is_pages ? CS_CHUNKING_PAGES : CS_CHUNKING_CDC,
-                                      is_pages && ctx->params->observe_page_file ? &obs : NULL,
-                                      &e->content);
+        CsContentRef flat;
+        CsPutOptions opt = {
+            .observer = is_pages && ctx->params->observe_page_file ? &obs : NULL,
+            .previous = is_pages ? prev_pages(ctx, prev_find(prev, name, CS_ENTRY_FILE), &flat)
+                                 : NULL,
+        };
+        r = cs_writer_put_file(ctx->w, fd, is_pages ? CS_CHUNKING_PAGES : CS_CHUNKING_CDC, &opt,
+                               &e->content);
         close(fd);
         if (r < 0)
             return log_error_errno(r, "could not store \"%s/%s\": %m", ctx->path, name);
@@ -264,7 +305,10 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *
         }
         ctx->path = np;
         sprintf(ctx->path + old_len, "/%s", name);
-        r = store_dir(ctx, fd, &e->content);
+        PrevDir child;
+        prev_load(ctx, prev_find(prev, name, CS_ENTRY_DIR), &child);
+        r = store_dir(ctx, fd, &child, &e->content);
+        cs_dir_entries_free(child.v, child.n);
         ctx->path[old_len] = 0;
         close(fd);
         if (r < 0)
@@ -292,7 +336,8 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const char *name, CsDirEntry *
 }
 
 /* Store everything below the directory and return its entries, sorted by name. */
-static int store_dir_entries(StoreCtx *ctx, int dir_fd, CsDirEntry **ret, size_t *ret_n)
+static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsDirEntry **ret,
+                             size_t *ret_n)
 {
     int fd = dup(dir_fd);
     if (fd < 0)
@@ -318,7 +363,7 @@ static int store_dir_entries(StoreCtx *ctx, int dir_fd, CsDirEntry **ret, size_t
             break;
         }
         bool skip = false;
-        r = store_entry(ctx, dir_fd, de->d_name, e, &skip);
+        r = store_entry(ctx, dir_fd, prev, de->d_name, e, &skip);
         if (r == 0 && !skip)
             pv[n++] = e;
         else {
@@ -367,11 +412,11 @@ int cs_dir_store(CsWriter *w, CsDirEntry *v, size_t n, CsContentRef *ret)
     return r < 0 ? r : cs_writer_put_metadata(w, obj.data, obj.size, ret);
 }
 
-static int store_dir(StoreCtx *ctx, int dir_fd, CsContentRef *ret)
+static int store_dir(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsContentRef *ret)
 {
     CsDirEntry *v;
     size_t n;
-    int r = store_dir_entries(ctx, dir_fd, &v, &n);
+    int r = store_dir_entries(ctx, dir_fd, prev, &v, &n);
     if (r < 0)
         return r;
     r = cs_dir_store(ctx->w, v, n, ret);
@@ -401,12 +446,21 @@ static int tree_store(CsWriter *w, const char *path, const CsTreeParams *params,
     if (!ctx.path)
         return log_error_errno(-errno, "could not open \"%s\": %m", path);
     ctx.root_len = strlen(ctx.path);
+    PrevDir prev = { 0 };
+    if (params && params->previous) {
+        if (cs_reader_new(cs_writer_repo(w), &ctx.prev_reader) == 0) {
+            CsDirEntry root = { .type = CS_ENTRY_DIR, .content = *params->previous };
+            prev_load(&ctx, &root, &prev);
+        }
+    }
     int fd = open(ctx.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int r = fd < 0 ? log_error_errno(-errno, "could not open directory \"%s\": %m", path)
-            : ret  ? store_dir(&ctx, fd, ret)
-                   : store_dir_entries(&ctx, fd, ret_v, ret_n);
+            : ret  ? store_dir(&ctx, fd, &prev, ret)
+                   : store_dir_entries(&ctx, fd, &prev, ret_v, ret_n);
     if (fd >= 0)
         close(fd);
+    cs_dir_entries_free(prev.v, prev.n);
+    cs_reader_free(ctx.prev_reader);
     free(ctx.path);
     return r;
 }

@@ -59,6 +59,10 @@ typedef struct CsTreeParams {
      * CsReadObserver); NULL: none. */
     void (*observe_page_file)(const char *relpath, const void *p, size_t n, uint64_t offset,
                               void *userdata);
+    /* The root directory of the tree's previous version in this repository (the last backup of
+     * the same thing); NULL: none. Page files found at the same path there are stored as deltas
+     * of their previous pages (CsPutOptions.previous). */
+    const CsContentRef *previous;
 } CsTreeParams;
 
 /* Store the tree at `path` and return the reference of its root directory object. */

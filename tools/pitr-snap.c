@@ -58,6 +58,9 @@ static void usage(FILE *f)
             "      --stdin              store standard input as a stream\n"
             "      --page-files=MODE    auto: cut PostgreSQL relation files in page blocks\n"
             "                           (default); none: chunk every file by content\n"
+            "      --parent=ID          earlier snapshot whose pages changed pages are stored\n"
+            "                           as deltas of (default: the newest of the same name, else\n"
+            "                           of the same path; none: no deltas)\n"
             "  -j, --threads=N          worker threads (default: one per CPU)\n\n"
             "Cluster snapshots:\n"
             "      --label=L            label of the new snapshot\n"
@@ -181,6 +184,48 @@ static void show_progress(const CsWriterStats *s, void *userdata)
     p->shown = true;
 }
 
+/* The snapshot a new tree snapshot of `source` builds its deltas on: --parent, else the newest
+ * tree of the same name, else the newest tree stored from the same path. */
+static int find_parent(CsRepo *repo, const char *name, const char *source, CsSnapshot *ret)
+{
+    if (opt.parent && strcmp(opt.parent, "none") == 0)
+        return -ENOENT;
+    if (opt.parent) {
+        int r = cs_catalog_find(repo, opt.parent, ret);
+        if (r < 0)
+            return log_error_errno(r == -ENOENT ? -EINVAL : r, "--parent \"%s\": %s", opt.parent,
+                                   r == -ENOENT ? "no such snapshot" : strerror(-r));
+        if (strcmp(ret->kind, "tree") != 0) {
+            cs_snapshot_clear(ret);
+            return log_error_errno(-EINVAL, "--parent \"%s\" is a %s snapshot, not a tree",
+                                   opt.parent, ret->kind);
+        }
+        return 0;
+    }
+    CsSnapshot *v;
+    size_t n;
+    int r = cs_catalog_list(repo, &v, &n);
+    if (r < 0)
+        return r;
+    ssize_t by_name = -1, by_source = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].kind, "tree") != 0)
+            continue;
+        json_t *src = json_object_get(v[i].meta, "source");
+        if (strcmp(v[i].name, name) == 0)
+            by_name = (ssize_t)i;
+        if (json_is_string(src) && strcmp(json_string_value(src), source) == 0)
+            by_source = (ssize_t)i;
+    }
+    ssize_t pick = by_name >= 0 ? by_name : by_source;
+    if (pick >= 0) {
+        *ret = v[pick];
+        v[pick] = (CsSnapshot){ 0 };
+    }
+    cs_snapshots_free(v, n);
+    return pick >= 0 ? 0 : -ENOENT;
+}
+
 static int cmd_store(int argc, char **argv)
 {
     if ((opt.is_stdin && (argc != 1 || !opt.name)) || (!opt.is_stdin && argc != 2))
@@ -201,9 +246,10 @@ static int cmd_store(int argc, char **argv)
     if (cli_is_tty() && log_get_level() >= LOG_LEVEL_INFO)
         cs_writer_set_progress(w, show_progress, &progress);
 
-    CsSnapshot snap = { 0 };
+    CsSnapshot snap = { 0 }, parent = { 0 };
     CsTreeStats ts = { 0 };
     CsTreeRootAttr root_attr = { 0 };
+    _cleanup_free_ char *source = opt.is_stdin ? NULL : realpath(argv[1], NULL);
     if (opt.is_stdin) {
         snap.kind = strdup("stream");
         r = cs_writer_put_fd(w, STDIN_FILENO, CS_CHUNKING_CDC, &snap.root);
@@ -214,10 +260,19 @@ static int cmd_store(int argc, char **argv)
         CsTreeParams tp = { .is_page_file = strcmp(opt.page_files, "auto") == 0 ? is_relation_file
                                                                                 : NULL,
                             .userdata = repo };
-        if ((r = cs_tree_root_attr(argv[1], &root_attr)) < 0)
-            log_error_errno(r, "could not stat \"%s\": %m", argv[1]);
-        else
-            r = cs_tree_store(w, argv[1], &tp, &snap.root, &ts);
+        if ((r = cs_tree_root_attr(argv[1], &root_attr)) < 0 || !source)
+            log_error_errno(r < 0 ? r : -errno, "could not stat \"%s\": %m", argv[1]);
+        else {
+            int q = find_parent(repo, opt.name ? opt.name : argv[1], source, &parent);
+            if (q < 0 && q != -ENOENT)
+                r = q;
+            else {
+                tp.previous = q == 0 ? &parent.root : NULL;
+                if (q == 0)
+                    log_info("changed pages are stored as deltas of snapshot %s", parent.id);
+                r = cs_tree_store(w, argv[1], &tp, &snap.root, &ts);
+            }
+        }
     }
     if (r == 0 && (r = cs_writer_flush(w)) < 0)
         log_error_errno(r, "could not write to the repository: %m");
@@ -228,13 +283,18 @@ static int cmd_store(int argc, char **argv)
     double secs = mono_now() - progress.start;
     if (r == 0) {
         snap.name = strdup(opt.name ? opt.name : argv[1]);
-        snap.meta = json_pack("{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}}", "stats",
+        snap.meta = json_pack("{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}}", "stats",
                               "files", (json_int_t)ts.files, "dirs", (json_int_t)ts.dirs,
                               "bytes_in", (json_int_t)ws.bytes_in, "chunks",
                               (json_int_t)ws.chunks, "new_chunks", (json_int_t)ws.new_chunks,
-                              "new_bytes", (json_int_t)ws.new_bytes, "stored_bytes",
+                              "new_bytes", (json_int_t)ws.new_bytes, "delta_chunks",
+                              (json_int_t)ws.delta_chunks, "stored_bytes",
                               (json_int_t)ws.stored_bytes, "page_files",
                               (json_int_t)ts.page_files, "seconds", secs);
+        if (snap.meta && source)
+            json_object_set_new(snap.meta, "source", json_string(source));
+        if (snap.meta && parent.kind)
+            json_object_set_new(snap.meta, "parent", json_string(parent.id));
         if (snap.meta && strcmp(snap.kind, "tree") == 0)
             json_object_set_new(snap.meta, "root_attr",
                                 json_pack("{s:I, s:I, s:I, s:I, s:I}", "mode",
@@ -248,6 +308,7 @@ static int cmd_store(int argc, char **argv)
         else
             r = cs_catalog_add(repo, &snap);
     }
+    cs_snapshot_clear(&parent);
     if (r < 0) {
         cs_snapshot_clear(&snap);
         return r;
@@ -556,7 +617,7 @@ int main(int argc, char **argv)
 {
     enum { O_PASSFILE = 256, O_KEYFILE, O_NAME, O_JSON, O_STDIN, O_FORCE, O_PAGEFILES,
            O_CMIN, O_CAVG, O_CMAX, O_PAGESIZE, O_COMP, O_PACKSIZE, O_SCRYPTN, O_LABEL,
-           O_PARALLEL, O_RP_ONLY, O_TARGET_DIR };
+           O_PARALLEL, O_RP_ONLY, O_TARGET_DIR, O_PARENT };
     static const struct option longopts[] = {
         { "repo", required_argument, NULL, 'r' },
         { "config", required_argument, NULL, 'c' },
@@ -572,6 +633,7 @@ int main(int argc, char **argv)
         { "stdin", no_argument, NULL, O_STDIN },
         { "force", no_argument, NULL, O_FORCE },
         { "page-files", required_argument, NULL, O_PAGEFILES },
+        { "parent", required_argument, NULL, O_PARENT },
         { "chunk-min", required_argument, NULL, O_CMIN },
         { "chunk-avg", required_argument, NULL, O_CAVG },
         { "chunk-max", required_argument, NULL, O_CMAX },
@@ -606,6 +668,7 @@ int main(int argc, char **argv)
         case O_STDIN: opt.is_stdin = true; break;
         case O_FORCE: opt.force = true; break;
         case O_PAGEFILES: opt.page_files = optarg; break;
+        case O_PARENT: opt.parent = optarg; break;
         case O_CMIN: r = parse_u32(optarg, &opt.init.config.chunker.min_size); break;
         case O_CAVG: r = parse_u32(optarg, &opt.init.config.chunker.avg_size); break;
         case O_CMAX: r = parse_u32(optarg, &opt.init.config.chunker.max_size); break;

@@ -21,6 +21,7 @@ typedef struct Options {
     bool is_stdin;
     bool force;
     const char *page_files; /* "auto" or "none" */
+    const char *parent;     /* store: a snapshot id or name, "none", or NULL for automatic */
     CsInitParams init;
     /* cluster */
     const char *config_path;

@@ -1,0 +1,426 @@
+/*
+ * Delta records: pages that changed since the previous backup, compressed against their
+ * previous version. The record codec (a reference prefix made of the bases, its checks), the
+ * pack trailer of a pack holding delta records, and whole generations of a page file stored
+ * through the pipeline with a previous tree: every generation restores byte for byte, chains
+ * stop at CS_DELTA_MAX_DEPTH, and a damaged base fails reads (never wrong bytes) but not new
+ * backups.
+ */
+#include "tests/unit/harness.h"
+#include "tests/unit/test-repo.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "chunkstore/crypto.h"
+#include "chunkstore/index.h"
+#include "chunkstore/pack.h"
+#include "chunkstore/read.h"
+#include "chunkstore/tree.h"
+#include "common/buf.h"
+#include "common/endian.h"
+#include "common/fs-util.h"
+#include "common/macro.h"
+
+#define PASSPHRASE "delta test passphrase"
+#define PAGE 8192
+#define PAGES 200 /* several records of 64 pages */
+#define CHANGED 10
+
+/* A page that compresses like a table page: numbered rows of text. */
+static void fill_page(uint8_t *p, uint32_t page_no)
+{
+    size_t off = 0;
+    for (uint32_t row = 0; off < PAGE; row++) {
+        char line[64];
+        int n = snprintf(line, sizeof(line), "aid %08u bid %u abalance %d filler          \n",
+                         page_no * 100 + row, row % 7, 0);
+        size_t k = MIN((size_t)n, PAGE - off);
+        memcpy(p + off, line, k);
+        off += k;
+    }
+}
+
+/* A small change: one row's balance, as an UPDATE would make. */
+static void touch_page(uint8_t *p, unsigned generation)
+{
+    char bal[16];
+    snprintf(bal, sizeof(bal), "%08u", generation * 7919u);
+    memcpy(p + 1000 + (generation % 5) * 64, bal, 8);
+}
+
+/* ---- the record codec ---- */
+
+static void test_delta_record(void **state)
+{
+    (void)state;
+    uint8_t key[32], base[PAGE], page[PAGE];
+    ASSERT_OK(cs_random_bytes(key, sizeof(key)));
+    fill_page(base, 1);
+    memcpy(page, base, PAGE);
+    touch_page(page, 3);
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    Buf z = BUF_INIT, rec = BUF_INIT, plain = BUF_INIT, alone = BUF_INIT;
+
+    int flags = cs_record_compress_prefixed(cctx, 3, base, PAGE, page, PAGE, &z);
+    assert_int_equal(flags, CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA);
+    assert_int_equal(cs_record_compress(cctx, 3, page, PAGE, &alone), CS_RECORD_FLAG_ZSTD);
+    assert_true(z.size * 4 < alone.size); /* the point of it */
+
+    CsRecordMember m = { .length = PAGE }, b = { .length = PAGE };
+    ASSERT_OK(cs_random_bytes(m.id.bytes, CS_CHUNK_ID_SIZE));
+    ASSERT_OK(cs_random_bytes(b.id.bytes, CS_CHUNK_ID_SIZE));
+    CsRecordBases bases = { .v = &b, .n = 1, .depth = 1 };
+    ASSERT_OK(cs_record_encode_delta(key, &m, 1, &bases, (uint8_t)flags, PAGE, z.data, z.size,
+                                     &rec));
+    assert_int_equal(rec.size, CS_RECORD_HEADER_SIZE + CS_RECORD_MEMBER_SIZE +
+                                       CS_RECORD_BASE_COUNT_SIZE + CS_RECORD_MEMBER_SIZE + z.size +
+                                       CS_RECORD_TRAILER_SIZE);
+    CsRecordInfo in;
+    ASSERT_OK(cs_record_info(rec.data, rec.size, &in));
+    assert_int_equal(in.flags, flags);
+    assert_int_equal(in.depth, 1);
+    assert_int_equal(in.n_members, 1);
+    assert_int_equal(in.n_bases, 1);
+    assert_int_equal(in.prefix_len, PAGE);
+    assert_memory_equal(in.bases, b.id.bytes, CS_CHUNK_ID_SIZE);
+
+    const uint8_t *mp;
+    size_t mn;
+    ASSERT_OK(cs_record_decode_prefixed(key, rec.data, rec.size, base, PAGE, &plain, &mp, &mn));
+    assert_int_equal(plain.size, PAGE);
+    assert_memory_equal(plain.data, page, PAGE);
+    assert_int_equal(mn, 1);
+
+    /* Without its prefix, or with one of another length, the record does not decode. */
+    ASSERT_ERR(EBADMSG, cs_record_decode(key, rec.data, rec.size, &plain, &mp, &mn));
+    ASSERT_ERR(EBADMSG, cs_record_decode_prefixed(key, rec.data, rec.size, base, PAGE - 1, &plain,
+                                                  &mp, &mn));
+    /* A plain record given a prefix is refused too: nothing is decoded against the wrong bytes. */
+    Buf plain_rec = BUF_INIT;
+    ASSERT_OK(cs_record_encode(key, &m, 1, CS_RECORD_FLAG_ZSTD, PAGE, alone.data, alone.size,
+                               &plain_rec));
+    ASSERT_ERR(EBADMSG, cs_record_decode_prefixed(key, plain_rec.data, plain_rec.size, base, PAGE,
+                                                  &plain, &mp, &mn));
+
+    /* Inconsistent requests are refused before anything is written. */
+    Buf junk = BUF_INIT;
+    ASSERT_ERR(EINVAL, cs_record_encode_delta(key, &m, 1, &bases, CS_RECORD_FLAG_DELTA, PAGE,
+                                              z.data, z.size, &junk));
+    ASSERT_ERR(EINVAL, cs_record_encode_delta(key, &m, 1, NULL, (uint8_t)flags, PAGE, z.data,
+                                              z.size, &junk));
+    CsRecordBases flat = { .v = &b, .n = 1, .depth = 0 };
+    ASSERT_ERR(EINVAL, cs_record_encode_delta(key, &m, 1, &flat, (uint8_t)flags, PAGE, z.data,
+                                              z.size, &junk));
+    assert_int_equal(junk.size, 0);
+
+    /* The depth byte must agree with the flags, even with a valid checksum. */
+    Buf bad = BUF_INIT;
+    for (int variant = 0; variant < 3; variant++) {
+        buf_clear(&bad);
+        ASSERT_OK(buf_append(&bad, rec.data, rec.size));
+        if (variant == 0)
+            bad.data[5] = 0; /* delta with depth 0 */
+        else if (variant == 1)
+            bad.data[4] = CS_RECORD_FLAG_DELTA; /* delta without zstd */
+        else
+            bad.data[4] = 0x04; /* unknown flag */
+        put_le64(bad.data + bad.size - 8, XXH3_64bits(bad.data, bad.size - 8));
+        ASSERT_ERR(EBADMSG, cs_record_verify(bad.data, bad.size));
+    }
+    ZSTD_freeCCtx(cctx);
+    buf_free(&z);
+    buf_free(&rec);
+    buf_free(&plain);
+    buf_free(&alone);
+    buf_free(&plain_rec);
+    buf_free(&junk);
+    buf_free(&bad);
+}
+
+/* The index can be rebuilt from a pack holding delta records. */
+static void test_delta_pack_trailer(void **state)
+{
+    (void)state;
+    TestRepo t;
+    test_repo_create(&t, "delta-trailer", PASSPHRASE);
+    uint8_t base[PAGE], page[PAGE];
+    fill_page(base, 2);
+    memcpy(page, base, PAGE);
+    touch_page(page, 1);
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    Buf z = BUF_INIT;
+    int flags = cs_record_compress_prefixed(cctx, 3, base, PAGE, page, PAGE, &z);
+    assert_true(flags > 0);
+    CsRecordMember m[3] = { { .length = PAGE }, { .length = PAGE }, { .length = PAGE } };
+    for (int i = 0; i < 3; i++)
+        ASSERT_OK(cs_random_bytes(m[i].id.bytes, CS_CHUNK_ID_SIZE));
+    CsRecordBases bases = { .v = &m[0], .n = 1, .depth = 1 };
+
+    CsPackWriter *w;
+    ASSERT_OK(cs_pack_writer_new(t.repo->backend, t.repo->keys.enc_key, &w));
+    ASSERT_OK(cs_pack_writer_add(w, &m[0], 1, 0, PAGE, base, PAGE));
+    ASSERT_OK(cs_pack_writer_add_delta(w, &m[1], 1, &bases, (uint8_t)flags, PAGE, z.data,
+                                       z.size));
+    ASSERT_OK(cs_pack_writer_add(w, &m[2], 1, 0, PAGE, page, PAGE));
+    CsPackId id, id2;
+    CsPackEntry *written, *read;
+    size_t n_written, n_read;
+    uint64_t size;
+    ASSERT_OK(cs_pack_writer_finish(w, &id, &written, &n_written, &size));
+    char name[CS_PACK_NAME_MAX];
+    cs_pack_name(&id, name);
+    ASSERT_OK(cs_pack_read_trailer(t.repo->backend, name, &id2, &read, &n_read));
+    assert_int_equal(n_read, 3);
+    assert_int_equal(n_written, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_memory_equal(read[i].id.bytes, written[i].id.bytes, CS_CHUNK_ID_SIZE);
+        assert_memory_equal(read[i].loc.pack.bytes, id.bytes, CS_PACK_ID_SIZE);
+        assert_int_equal(read[i].loc.record_off, written[i].loc.record_off);
+        assert_int_equal(read[i].loc.record_len, written[i].loc.record_len);
+        assert_int_equal(read[i].loc.member_off, written[i].loc.member_off);
+        assert_int_equal(read[i].loc.length, written[i].loc.length);
+    }
+    assert_memory_equal(id2.bytes, id.bytes, CS_PACK_ID_SIZE);
+    free(written);
+    free(read);
+    ZSTD_freeCCtx(cctx);
+    buf_free(&z);
+    test_repo_destroy(&t);
+}
+
+/* ---- generations through the pipeline ---- */
+
+typedef struct Fixture {
+    TestRepo t;
+    char *src;
+    uint8_t *file; /* the page file's current content */
+} Fixture;
+
+static int setup(void **state)
+{
+    Fixture *f = calloc(1, sizeof(*f));
+    test_repo_create(&f->t, "delta", PASSPHRASE);
+    f->src = path_join(f->t.base, "src");
+    assert_int_equal(mkdir(f->src, 0755), 0);
+    _cleanup_free_ char *d = path_join(f->src, "base");
+    assert_int_equal(mkdir(d, 0755), 0);
+    f->file = test_xmalloc(PAGES * PAGE);
+    for (uint32_t i = 0; i < PAGES; i++)
+        fill_page(f->file + (size_t)i * PAGE, i);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    Fixture *f = *state;
+    test_repo_destroy(&f->t);
+    free(f->src);
+    free(f->file);
+    free(f);
+    return 0;
+}
+
+static bool is_page_file(const char *relpath, const struct stat *st, void *userdata)
+{
+    (void)st;
+    (void)userdata;
+    return strncmp(relpath, "base/", 5) == 0;
+}
+
+static void write_src(Fixture *f)
+{
+    _cleanup_free_ char *p = path_join(f->src, "base/16384");
+    ASSERT_OK(write_file_atomic(p, f->file, PAGES * PAGE, 0600));
+}
+
+/* Store src with `previous` as the previous version; returns the writer's stats. */
+static CsWriterStats store_generation(Fixture *f, const CsContentRef *previous, CsContentRef *root)
+{
+    CsWriter *w = NULL;
+    ASSERT_OK(cs_writer_new(f->t.repo, &(CsWriterParams){ .threads = 2 }, &w));
+    CsTreeParams tp = { .is_page_file = is_page_file, .previous = previous };
+    ASSERT_OK(cs_tree_store(w, f->src, &tp, root, NULL));
+    ASSERT_OK(cs_writer_flush(w));
+    CsWriterStats st;
+    cs_writer_stats(w, &st);
+    cs_writer_free(w);
+    return st;
+}
+
+/* The page file of a stored tree, read back whole. */
+static void read_generation(CsReader *rd, const CsContentRef *root, Buf *out)
+{
+    CsDirEntry e;
+    ASSERT_OK(cs_tree_lookup(rd, root, "base/16384", &e));
+    buf_clear(out);
+    ASSERT_OK(cs_reader_read_all(rd, &e.content, SIZE_MAX, out));
+    cs_dir_entry_clear(&e);
+}
+
+static const uint32_t changed_pages[CHANGED] = { 3, 17, 40, 64, 65, 99, 128, 150, 151, 199 };
+
+static void test_delta_generations(void **state)
+{
+    Fixture *f = *state;
+    enum { GENERATIONS = CS_DELTA_MAX_DEPTH + 3 };
+    CsContentRef roots[GENERATIONS];
+    uint8_t *expect[GENERATIONS];
+    CsWriterStats st[GENERATIONS];
+    for (unsigned g = 0; g < GENERATIONS; g++) {
+        if (g > 0)
+            for (unsigned i = 0; i < CHANGED; i++)
+                touch_page(f->file + (size_t)changed_pages[i] * PAGE, g);
+        write_src(f);
+        expect[g] = test_xmalloc(PAGES * PAGE);
+        memcpy(expect[g], f->file, PAGES * PAGE);
+        st[g] = store_generation(f, g ? &roots[g - 1] : NULL, &roots[g]);
+    }
+    /* The same pages change every time: generations 1..MAX are deltas, each one level deeper;
+     * the next stores them whole, and the chain starts again. */
+    for (unsigned g = 0; g < GENERATIONS; g++) {
+        unsigned want = g == 0 || g == CS_DELTA_MAX_DEPTH + 1 ? 0 : CHANGED;
+        if (st[g].delta_chunks != want)
+            fail_msg("generation %u: %llu delta chunks, expected %u", g,
+                     (unsigned long long)st[g].delta_chunks, want);
+    }
+    /* A delta costs a fraction of the page stored whole (the rest is metadata, the same in both). */
+    assert_true(st[1].stored_bytes < st[CS_DELTA_MAX_DEPTH + 1].stored_bytes);
+
+    /* Every generation restores byte for byte, through a fresh reader (no warm cache), and no
+     * chunk sits deeper than the limit. */
+    CsReader *rd = NULL;
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
+    Buf out = BUF_INIT;
+    for (unsigned g = GENERATIONS; g-- > 0;) {
+        read_generation(rd, &roots[g], &out);
+        assert_int_equal(out.size, PAGES * PAGE);
+        if (memcmp(out.data, expect[g], out.size) != 0)
+            fail_msg("generation %u does not read back", g);
+    }
+    CsDirEntry e;
+    ASSERT_OK(cs_tree_lookup(rd, &roots[CS_DELTA_MAX_DEPTH], "base/16384", &e));
+    CsContentRef flat;
+    ASSERT_OK(cs_reader_flatten(rd, &e.content, &flat));
+    uint8_t deepest = 0;
+    for (uint32_t i = 0; i < flat.count; i++) {
+        const uint8_t *p;
+        size_t n;
+        uint8_t depth;
+        ASSERT_OK(cs_reader_chunk_depth(rd, &flat.entries[i].id, &p, &n, &depth));
+        deepest = MAX(deepest, depth);
+    }
+    assert_int_equal(deepest, CS_DELTA_MAX_DEPTH);
+    cs_content_ref_free(&flat);
+    cs_dir_entry_clear(&e);
+
+    /* A whole restore of the newest generation through the tree code. */
+    _cleanup_free_ char *dst = path_join(f->t.base, "restored");
+    ASSERT_OK(cs_tree_restore(rd, &roots[GENERATIONS - 1], dst, &(CsRestoreParams){ 0 }, NULL));
+    _cleanup_free_ char *rp = path_join(dst, "base/16384");
+    _cleanup_free_ char *back = NULL;
+    size_t back_n;
+    ASSERT_OK(read_file(rp, SIZE_MAX, &back, &back_n));
+    assert_int_equal(back_n, PAGES * PAGE);
+    assert_memory_equal(back, expect[GENERATIONS - 1], PAGES * PAGE);
+
+    buf_free(&out);
+    cs_reader_free(rd);
+    for (unsigned g = 0; g < GENERATIONS; g++) {
+        cs_content_ref_free(&roots[g]);
+        free(expect[g]);
+    }
+}
+
+/* Flip a byte inside the record that holds `id`. */
+static void damage_record_of(Fixture *f, const CsChunkId *id)
+{
+    CsIndexReader *ir;
+    ASSERT_OK(cs_index_reader_begin(f->t.repo->index, &ir));
+    CsChunkLoc loc;
+    ASSERT_OK(cs_index_reader_lookup(ir, id, &loc));
+    cs_index_reader_end(ir);
+    char name[CS_PACK_NAME_MAX];
+    cs_pack_name(&loc.pack, name);
+    _cleanup_free_ char *path = path_join(f->t.location, name);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t byte;
+    off_t at = (off_t)(loc.record_off + loc.record_len - 40);
+    assert_int_equal(pread(fd, &byte, 1, at), 1);
+    byte ^= 0x5a;
+    assert_int_equal(pwrite(fd, &byte, 1, at), 1);
+    close(fd);
+}
+
+static void test_delta_damaged_base(void **state)
+{
+    Fixture *f = *state;
+    CsContentRef r0, r1, r2;
+    write_src(f);
+    store_generation(f, NULL, &r0);
+    uint8_t *gen1 = test_xmalloc(PAGES * PAGE);
+    touch_page(f->file + 3 * PAGE, 1);
+    write_src(f);
+    memcpy(gen1, f->file, PAGES * PAGE);
+    assert_int_equal(store_generation(f, &r0, &r1).delta_chunks, 1);
+
+    /* Damage the record holding page 3's previous version (pages 0..63 of generation 0). */
+    CsReader *rd = NULL;
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
+    CsDirEntry e0, e1;
+    ASSERT_OK(cs_tree_lookup(rd, &r0, "base/16384", &e0));
+    ASSERT_OK(cs_tree_lookup(rd, &r1, "base/16384", &e1));
+    CsContentRef flat0, flat1;
+    ASSERT_OK(cs_reader_flatten(rd, &e0.content, &flat0));
+    ASSERT_OK(cs_reader_flatten(rd, &e1.content, &flat1));
+    cs_reader_free(rd);
+    damage_record_of(f, &flat0.entries[3].id);
+
+    /* The delta page fails as damaged, never as other bytes; pages in other records read. */
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
+    const uint8_t *p;
+    size_t n;
+    ASSERT_ERR(EBADMSG, cs_reader_chunk(rd, &flat1.entries[3].id, &p, &n));
+    ASSERT_OK(cs_reader_chunk(rd, &flat1.entries[100].id, &p, &n));
+    assert_memory_equal(p, gen1 + 100 * PAGE, PAGE);
+    cs_reader_free(rd);
+
+    /* A new backup on top of the damaged chain still succeeds: the page that cannot serve as a
+     * base is stored whole, and reads back. */
+    touch_page(f->file + 3 * PAGE, 2);
+    touch_page(f->file + 100 * PAGE, 2);
+    write_src(f);
+    CsWriterStats st = store_generation(f, &r1, &r2);
+    assert_int_equal(st.delta_chunks, 1); /* page 100; page 3's base is unreadable */
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
+    CsDirEntry e2;
+    ASSERT_OK(cs_tree_lookup(rd, &r2, "base/16384", &e2));
+    CsContentRef flat2;
+    ASSERT_OK(cs_reader_flatten(rd, &e2.content, &flat2));
+    ASSERT_OK(cs_reader_chunk(rd, &flat2.entries[3].id, &p, &n));
+    assert_memory_equal(p, f->file + 3 * PAGE, PAGE);
+    ASSERT_OK(cs_reader_chunk(rd, &flat2.entries[100].id, &p, &n));
+    assert_memory_equal(p, f->file + 100 * PAGE, PAGE);
+    cs_reader_free(rd);
+
+    free(gen1);
+    cs_content_ref_free(&flat0);
+    cs_content_ref_free(&flat1);
+    cs_content_ref_free(&flat2);
+    cs_dir_entry_clear(&e0);
+    cs_dir_entry_clear(&e1);
+    cs_dir_entry_clear(&e2);
+    cs_content_ref_free(&r0);
+    cs_content_ref_free(&r1);
+    cs_content_ref_free(&r2);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+RUN_TESTS(cmocka_unit_test(test_delta_record), cmocka_unit_test(test_delta_pack_trailer),
+          T(test_delta_generations), T(test_delta_damaged_base))
