@@ -11,9 +11,12 @@
 #include "common/log.h"
 #include "common/macro.h"
 
-/* Reading a file that was backed up several times decodes, around each position, the first
- * backup's record and the delta records of later ones, whose bases are near by: enough slots
- * keep each record decoded once. Buffers are allocated as slots are first used. */
+/* Reading the chunks of a group one after another needs one slot; a few more let readers
+ * of neighbouring groups share. Reading a file that was backed up several times decodes,
+ * around each position, the first backup's record and the delta records of later ones, whose
+ * bases are near by: once a reader meets a delta record it uses enough slots to keep each
+ * record decoded once. Buffers are allocated as slots are first used. */
+#define RECORD_CACHE_SLOTS_PLAIN 4
 #define RECORD_CACHE_SLOTS 32
 
 typedef struct CachedRecord {
@@ -29,7 +32,9 @@ typedef struct CachedRecord {
 struct CsReader {
     CsRepo *repo;
     CsIndexReader *index;
+    Buf raw; /* the encrypted record being decoded */
     CachedRecord cache[RECORD_CACHE_SLOTS];
+    size_t n_slots; /* in use: RECORD_CACHE_SLOTS_PLAIN until a delta record is read */
     uint64_t clock;
     bool has_synced; /* the index was brought up to date with the packs once for a miss */
 };
@@ -49,6 +54,7 @@ int cs_reader_new(CsRepo *repo, CsReader **ret)
     if (r < 0)
         return r;
     rd->repo = repo;
+    rd->n_slots = RECORD_CACHE_SLOTS_PLAIN;
     *ret = TAKE_PTR(rd);
     return 0;
 }
@@ -58,6 +64,7 @@ CsReader *cs_reader_free(CsReader *rd)
     if (!rd)
         return NULL;
     cs_index_reader_end(rd->index);
+    buf_free(&rd->raw);
     for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++) {
         buf_free(&rd->cache[i].plain);
         buf_free(&rd->cache[i].members);
@@ -94,7 +101,7 @@ static int lookup(CsReader *rd, const CsChunkId *id, CsChunkLoc *loc)
 
 static CachedRecord *cache_find(CsReader *rd, const CsChunkLoc *loc)
 {
-    for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++) {
+    for (size_t i = 0; i < rd->n_slots; i++) {
         CachedRecord *c = &rd->cache[i];
         if (c->is_valid && c->record_off == loc->record_off &&
             memcmp(c->pack.bytes, loc->pack.bytes, CS_PACK_ID_SIZE) == 0)
@@ -106,7 +113,7 @@ static CachedRecord *cache_find(CsReader *rd, const CsChunkLoc *loc)
 static CachedRecord *cache_victim(CsReader *rd)
 {
     CachedRecord *victim = &rd->cache[0];
-    for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++) {
+    for (size_t i = 0; i < rd->n_slots; i++) {
         CachedRecord *c = &rd->cache[i];
         if (!c->is_valid)
             return c;
@@ -143,33 +150,28 @@ static int load_prefix(CsReader *rd, const CsRecordInfo *in, Buf *prefix)
     return 0;
 }
 
-static int record_load(CsReader *rd, const CsChunkLoc *loc, CachedRecord **ret)
+/* Read, check and decode one record into a cache slot. `raw` holds the encrypted record; bases
+ * are loaded (recursively, each with its own buffer) before the record gets its slot. */
+static int record_decode_into(CsReader *rd, const CsChunkLoc *loc, Buf *raw, CachedRecord **ret)
 {
-    rd->clock++;
-    CachedRecord *hit = cache_find(rd, loc);
-    if (hit) {
-        hit->last_use = rd->clock;
-        *ret = hit;
-        return 0;
-    }
     char name[CS_PACK_NAME_MAX];
     cs_pack_name(&loc->pack, name);
-    /* Bases are loaded (recursively) before this record is decoded and given a cache slot. */
-    _cleanup_(buf_free) Buf raw = BUF_INIT;
     _cleanup_(buf_free) Buf prefix = BUF_INIT;
-    if (!buf_extend(&raw, loc->record_len))
+    buf_clear(raw);
+    if (!buf_extend(raw, loc->record_len))
         return -ENOMEM;
     size_t got;
-    int r = cs_backend_get_range(rd->repo->backend, name, loc->record_off, raw.data,
+    int r = cs_backend_get_range(rd->repo->backend, name, loc->record_off, raw->data,
                                  loc->record_len, &got);
     if (r == 0 && got != loc->record_len)
         r = -EBADMSG;
     if (r < 0)
         return r;
     CsRecordInfo info;
-    if ((r = cs_record_info(raw.data, raw.size, &info)) < 0)
+    if ((r = cs_record_info(raw->data, raw->size, &info)) < 0)
         return r;
     if (info.flags & CS_RECORD_FLAG_DELTA) {
+        rd->n_slots = RECORD_CACHE_SLOTS;
         if ((r = load_prefix(rd, &info, &prefix)) < 0) {
             char hex[2 * CS_CHUNK_ID_SIZE + 1];
             hex_encode(info.members, CS_CHUNK_ID_SIZE, hex);
@@ -186,7 +188,7 @@ static int record_load(CsReader *rd, const CsChunkLoc *loc, CachedRecord **ret)
     const uint8_t *members;
     size_t n;
     victim->is_valid = false;
-    r = cs_record_decode_prefixed(key, raw.data, raw.size, prefix.data, prefix.size,
+    r = cs_record_decode_prefixed(key, raw->data, raw->size, prefix.data, prefix.size,
                                   &victim->plain, &members, &n);
     if (r < 0)
         return r;
@@ -200,6 +202,25 @@ static int record_load(CsReader *rd, const CsChunkLoc *loc, CachedRecord **ret)
     victim->last_use = rd->clock;
     *ret = victim;
     return 0;
+}
+
+static int record_load(CsReader *rd, const CsChunkLoc *loc, CachedRecord **ret)
+{
+    rd->clock++;
+    CachedRecord *hit = cache_find(rd, loc);
+    if (hit) {
+        hit->last_use = rd->clock;
+        *ret = hit;
+        return 0;
+    }
+    /* The reader's buffer is lent out for the duration, so a nested load (a base) gets its own
+     * and the common case allocates nothing. */
+    Buf raw = rd->raw;
+    rd->raw = (Buf)BUF_INIT;
+    int r = record_decode_into(rd, loc, &raw, ret);
+    buf_free(&rd->raw);
+    rd->raw = raw;
+    return r;
 }
 
 /* The index is an unauthenticated cache: trust its location only if the record's authenticated
