@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Base backup and restore of one node with a real PostgreSQL 15 (data checksums on, WAL archived
 # by pitr-agent):
-#  1. a base backup under pgbench load, with a tablespace; a restore point is made while a
+#  1. a base backup under pgbench load, with a tablespace, on top of one made before the load
+#     (changed pages are stored as deltas of it); a restore point is made while a
 #     session holds a lock that stops writers, and pg_dump runs at that instant;
 #  2. restore to that restore point into a new data directory (the tablespace mapped elsewhere),
 #     start it on another port: its pg_dump equals the one taken at the restore point;
@@ -41,6 +42,11 @@ psql_at "$P1" -c "CREATE TABLESPACE ts1 LOCATION '$T/ts1'" \
     -c "INSERT INTO in_ts SELECT g, md5(g::text) FROM generate_series(1, 20000) g" >/dev/null
 as_pg "$PGBIN"/pgbench -h 127.0.0.1 -p "$P1" -U postgres -i -s 10 -q postgres >"$T"/pgbench-init.log 2>&1 ||
     { cat "$T"/pgbench-init.log; fail "pgbench -i failed"; }
+# A first backup before the load: the one under load builds on it, storing the pages that
+# changed as deltas, and it is that one that is restored and compared below.
+agent backup -d "host=127.0.0.1 port=$P1 user=postgres dbname=postgres" --json >"$T"/backup0.json ||
+    fail "first base backup failed"
+FIRST_ID=$(python3 -c "import json,sys; print(json.load(open('$T/backup0.json'))['id'])")
 as_pg "$PGBIN"/pgbench -h 127.0.0.1 -p "$P1" -U postgres -c 4 -T 300 -n postgres >"$T"/pgbench.log 2>&1 &
 PGBENCH=$!
 cleanup_hooks+=("kill $PGBENCH 2>/dev/null")
@@ -50,6 +56,8 @@ agent backup -d "host=127.0.0.1 port=$P1 user=postgres dbname=postgres" --json >
 cat "$T"/backup.json
 jq_get() { python3 -c "import json,sys; print(json.load(open('$T/backup.json'))$1)"; }
 BACKUP_ID=$(jq_get '["id"]')
+assert_eq "$(jq_get '["parent"]')" "$FIRST_ID" "the backup under load builds on the first"
+[[ $(jq_get '["delta_pages"]') -gt 0 ]] || fail "no page of the backup under load was stored as a delta"
 assert_eq "$(jq_get '["system_identifier"]')" "$(psql_at "$P1" -c "SELECT system_identifier FROM pg_control_system()")" "system identifier"
 assert_eq "$(jq_get '["timeline"]')" 1 "timeline"
 assert_eq "$(jq_get '["server_version"]')" "$(psql_at "$P1" -c "SHOW server_version_num")" "server version"
