@@ -43,8 +43,11 @@
 #define CS_RECORD_MAX_BASES   4096
 #define CS_RECORD_BASE_COUNT_SIZE 4 /* u32 after the member list of a delta record */
 /* Writers keep delta chains short (depth = 1 + the deepest base's depth), so reading a chunk
- * never decodes more than this many records below it. Readers accept up to 255. */
+ * normally decodes at most this many records below it. */
 #define CS_DELTA_MAX_DEPTH 4
+/* Readers follow bases through at most this many delta records, one inside the other: deeper is
+ * a damaged or crafted repository (a cycle of bases, say), reported as damage. */
+#define CS_DELTA_MAX_NESTING 16
 
 /* Index value: where a chunk lives. */
 #define CS_LOC_SIZE 36 /* pack_id[16] record_off u64 record_len u32 member_off u32 len u32 */

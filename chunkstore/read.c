@@ -21,7 +21,7 @@
 
 typedef struct CachedRecord {
     bool is_valid;
-    uint8_t depth; /* delta depth: a base must come from a shallower record */
+    uint8_t depth; /* delta depth (writers keep chains short with it) */
     CsPackId pack;
     uint64_t record_off;
     Buf plain;
@@ -35,6 +35,7 @@ struct CsReader {
     Buf raw; /* the encrypted record being decoded */
     CachedRecord cache[RECORD_CACHE_SLOTS];
     size_t n_slots; /* in use: RECORD_CACHE_SLOTS_PLAIN until a delta record is read */
+    unsigned nesting; /* delta records being decoded, one inside the other */
     uint64_t clock;
     bool has_synced; /* the index was brought up to date with the packs once for a miss */
 };
@@ -123,30 +124,37 @@ static CachedRecord *cache_victim(CsReader *rd)
     return victim;
 }
 
-static int chunk_get(CsReader *rd, const CsChunkId *id, uint8_t max_depth, const uint8_t **ret_p,
-                     size_t *ret_n, uint8_t *ret_depth);
+static int chunk_get(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,
+                     uint8_t *ret_depth);
 
-/* A delta record's reference prefix: its bases' plaintexts in order. Each base must live in a
- * shallower record, so a damaged or hostile depth cannot make this recurse without end. */
+/* A delta record's reference prefix: its bases' plaintexts in order. A base normally lives in a
+ * shallower record, but the index may know a copy of it in another record (two writers stored
+ * it at once), so the depth bytes are not trusted for termination: the nesting is bounded. */
 static int load_prefix(CsReader *rd, const CsRecordInfo *in, Buf *prefix)
 {
+    if (rd->nesting >= CS_DELTA_MAX_NESTING)
+        return -ELOOP;
     if (!buf_extend(prefix, in->prefix_len) && in->prefix_len)
         return -ENOMEM;
     prefix->size = 0;
+    rd->nesting++;
     for (size_t i = 0; i < in->n_bases; i++) {
         const uint8_t *e = in->bases + i * CS_RECORD_MEMBER_SIZE;
         CsChunkId id;
         memcpy(id.bytes, e, CS_CHUNK_ID_SIZE);
         const uint8_t *p;
         size_t n;
-        int r = chunk_get(rd, &id, (uint8_t)(in->depth - 1), &p, &n, NULL);
-        if (r < 0)
+        int r = chunk_get(rd, &id, &p, &n, NULL);
+        if (r == 0 && n != get_le32(e + CS_CHUNK_ID_SIZE))
+            r = -EBADMSG;
+        if (r < 0) {
+            rd->nesting--;
             return r;
-        if (n != get_le32(e + CS_CHUNK_ID_SIZE))
-            return -EBADMSG;
+        }
         memcpy(prefix->data + prefix->size, p, n);
         prefix->size += n;
     }
+    rd->nesting--;
     return 0;
 }
 
@@ -178,7 +186,7 @@ static int record_decode_into(CsReader *rd, const CsChunkLoc *loc, Buf *raw, Cac
             log_error("a base of the delta record at offset %llu of pack \"%s\" (first chunk %s) "
                       "cannot be read",
                       (unsigned long long)loc->record_off, name, hex);
-            return r == -ENOENT ? -EBADMSG : r;
+            return r == -ENOENT || r == -ELOOP ? -EBADMSG : r;
         }
     }
     uint8_t key[32];
@@ -239,8 +247,8 @@ static bool record_has_member(const CachedRecord *rec, const CsChunkId *id, cons
     return false;
 }
 
-static int chunk_get(CsReader *rd, const CsChunkId *id, uint8_t max_depth, const uint8_t **ret_p,
-                     size_t *ret_n, uint8_t *ret_depth)
+static int chunk_get(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,
+                     uint8_t *ret_depth)
 {
     CsChunkLoc loc;
     CachedRecord *rec;
@@ -251,7 +259,7 @@ static int chunk_get(CsReader *rd, const CsChunkId *id, uint8_t max_depth, const
         return log_error_errno(r, "chunk %s is missing from the index: %m", idhex);
     }
     r = record_load(rd, &loc, &rec);
-    if (r == 0 && (!record_has_member(rec, id, &loc) || rec->depth > max_depth))
+    if (r == 0 && !record_has_member(rec, id, &loc))
         r = -EBADMSG;
     if (r == 0) {
         *ret_p = rec->plain.data + loc.member_off;
@@ -270,13 +278,13 @@ static int chunk_get(CsReader *rd, const CsChunkId *id, uint8_t max_depth, const
 
 int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n)
 {
-    return chunk_get(rd, id, UINT8_MAX, ret_p, ret_n, NULL);
+    return chunk_get(rd, id, ret_p, ret_n, NULL);
 }
 
 int cs_reader_chunk_depth(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,
                           uint8_t *ret_depth)
 {
-    return chunk_get(rd, id, UINT8_MAX, ret_p, ret_n, ret_depth);
+    return chunk_get(rd, id, ret_p, ret_n, ret_depth);
 }
 
 int cs_reader_refresh(CsReader *rd)

@@ -3,8 +3,8 @@
  * previous version. The record codec (a reference prefix made of the bases, its checks), the
  * pack trailer of a pack holding delta records, and whole generations of a page file stored
  * through the pipeline with a previous tree: every generation restores byte for byte, chains
- * stop at CS_DELTA_MAX_DEPTH, and a damaged base fails reads (never wrong bytes) but not new
- * backups.
+ * stop at CS_DELTA_MAX_DEPTH, a damaged base fails reads (never wrong bytes) but not new
+ * backups, and records whose bases form a cycle are reported as damaged.
  */
 #include "tests/unit/harness.h"
 #include "tests/unit/test-repo.h"
@@ -190,6 +190,50 @@ static void test_delta_pack_trailer(void **state)
     free(read);
     ZSTD_freeCCtx(cctx);
     buf_free(&z);
+    test_repo_destroy(&t);
+}
+
+/* Two delta records that name each other's member as their base: a reader reports damage
+ * instead of recursing without end (only a key holder can write such records, but a reader
+ * must not hang on them). */
+static void test_delta_base_cycle(void **state)
+{
+    (void)state;
+    TestRepo t;
+    test_repo_create(&t, "delta-cycle", PASSPHRASE);
+    uint8_t page[PAGE], other[PAGE];
+    fill_page(page, 1);
+    fill_page(other, 2);
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    Buf z1 = BUF_INIT, z2 = BUF_INIT;
+    int f1 = cs_record_compress_prefixed(cctx, 3, other, PAGE, page, PAGE, &z1);
+    int f2 = cs_record_compress_prefixed(cctx, 3, page, PAGE, other, PAGE, &z2);
+    assert_true(f1 > 0 && f2 > 0);
+    CsRecordMember x = { .length = PAGE }, y = { .length = PAGE };
+    ASSERT_OK(cs_random_bytes(x.id.bytes, CS_CHUNK_ID_SIZE));
+    ASSERT_OK(cs_random_bytes(y.id.bytes, CS_CHUNK_ID_SIZE));
+    CsRecordBases base_y = { .v = &y, .n = 1, .depth = 1 }, base_x = { .v = &x, .n = 1, .depth = 1 };
+    CsPackWriter *w;
+    ASSERT_OK(cs_pack_writer_new(t.repo->backend, t.repo->keys.enc_key, &w));
+    ASSERT_OK(cs_pack_writer_add_delta(w, &x, 1, &base_y, (uint8_t)f1, PAGE, z1.data, z1.size));
+    ASSERT_OK(cs_pack_writer_add_delta(w, &y, 1, &base_x, (uint8_t)f2, PAGE, z2.data, z2.size));
+    CsPackId id;
+    CsPackEntry *entries;
+    size_t n;
+    uint64_t size;
+    ASSERT_OK(cs_pack_writer_finish(w, &id, &entries, &n, &size));
+    ASSERT_OK(cs_index_publish_pack(t.repo->index, &id, size, entries, n));
+    free(entries);
+    CsReader *rd = NULL;
+    ASSERT_OK(cs_reader_new(t.repo, &rd));
+    const uint8_t *p;
+    size_t len;
+    ASSERT_ERR(EBADMSG, cs_reader_chunk(rd, &x.id, &p, &len));
+    ASSERT_ERR(EBADMSG, cs_reader_chunk(rd, &y.id, &p, &len));
+    cs_reader_free(rd);
+    ZSTD_freeCCtx(cctx);
+    buf_free(&z1);
+    buf_free(&z2);
     test_repo_destroy(&t);
 }
 
@@ -423,4 +467,5 @@ static void test_delta_damaged_base(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 RUN_TESTS(cmocka_unit_test(test_delta_record), cmocka_unit_test(test_delta_pack_trailer),
+          cmocka_unit_test(test_delta_base_cycle),
           T(test_delta_generations), T(test_delta_damaged_base))
