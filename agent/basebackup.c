@@ -444,8 +444,10 @@ static int copy_files(Backup *b, CsWriter *w, CsContentRef *ret, const char *lab
         b->filter = &tf;
         b->cur_relpath = NULL;
         _cleanup_free_ char *ts_path = NULL;
-        if (asprintf(&ts_path, "tablespaces/%s", b->ts[i].oid) < 0)
-            return -ENOMEM;
+        if (asprintf(&ts_path, "tablespaces/%s", b->ts[i].oid) < 0) {
+            r = -ENOMEM;
+            break;
+        }
         tp.previous = previous_dir(&prev, ts_path);
         r = cs_tree_store(w, b->ts[i].location, &tp, &b->ts[i].root, &b->res->tree);
         if (r < 0)

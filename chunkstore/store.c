@@ -531,7 +531,6 @@ static void *pack_main(void *userdata)
         } else {
             if (!pw)
                 r = cs_pack_writer_new(w->repo->backend, w->repo->keys.enc_key, &pw);
-            if (r == 0)
             if (r == 0) {
                 CsRecordBases bases = { .v = (const CsRecordMember *)(void *)rec->bases.data,
                                         .n = rec->n_bases,
