@@ -10,6 +10,7 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/out-buf.h"
 
 /* Reading the chunks of a group one after another needs one slot; a few more let readers
  * of neighbouring groups share. Reading a file that was backed up several times decodes,
@@ -377,6 +378,9 @@ bool cs_chunk_is_zero(const void *p, size_t n)
     return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
 }
 
+/* Writes of this size keep system time low for page files (see out-buf.h). */
+#define WRITE_BUF_SIZE (1u << 20)
+
 int cs_reader_write_fd(CsReader *rd, const CsContentRef *ref, int fd, bool sparse)
 {
     CsContentRef flat;
@@ -386,22 +390,23 @@ int cs_reader_write_fd(CsReader *rd, const CsContentRef *ref, int fd, bool spars
     off_t pos = sparse ? lseek(fd, 0, SEEK_CUR) : 0;
     if (pos < 0)
         sparse = false;
+    OutBuf out;
+    if ((r = out_buf_init(&out, fd, false, sparse ? (uint64_t)pos : 0, WRITE_BUF_SIZE)) < 0) {
+        cs_content_ref_free(&flat);
+        return r;
+    }
     for (size_t i = 0; r == 0 && i < flat.count; i++) {
         const uint8_t *p;
         size_t n;
         if ((r = cs_reader_chunk(rd, &flat.entries[i].id, &p, &n)) < 0)
             break;
-        if (sparse && cs_chunk_is_zero(p, n)) {
-            pos += (off_t)n;
-            if (lseek(fd, pos, SEEK_SET) < 0)
-                r = -errno;
-            continue;
-        }
-        if ((r = write_all(fd, p, n)) == 0)
-            pos += (off_t)n;
+        r = sparse && cs_chunk_is_zero(p, n) ? out_buf_skip(&out, n) : out_buf_add(&out, p, n);
     }
-    if (r == 0 && sparse && ftruncate(fd, pos) < 0)
+    if (r == 0)
+        r = out_buf_flush(&out);
+    if (r == 0 && sparse && ftruncate(fd, (off_t)out.off) < 0)
         r = -errno;
+    out_buf_done(&out);
     cs_content_ref_free(&flat);
     return r;
 }

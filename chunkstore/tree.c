@@ -16,6 +16,7 @@
 #include "common/fs-util.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/out-buf.h"
 
 #define DIR_OBJECT_MAX (1u << 30)
 
@@ -494,6 +495,8 @@ typedef struct SplitFile {
 /* Files at least this large are split; ranges hold about RESTORE_RANGE bytes of chunks. */
 #define RESTORE_SPLIT_MIN (64ull << 20)
 #define RESTORE_RANGE     (16ull << 20)
+/* Chunks are gathered into writes of this size (see out-buf.h). */
+#define RESTORE_WRITE_SIZE (1u << 20)
 
 typedef struct FileJob {
     int dir_fd; /* owned; -1 for a range of a split file */
@@ -581,20 +584,19 @@ static void split_free(SplitFile *sf)
 /* Write chunks [first, end) of a split file at their offsets; zero chunks stay holes. */
 static int restore_range(CsReader *rd, FileJob *j)
 {
-    uint64_t off = j->offset;
-    int r = 0;
+    OutBuf out;
+    int r = out_buf_init(&out, j->split->fd, true, j->offset, RESTORE_WRITE_SIZE);
     for (size_t i = j->first; r == 0 && i < j->end; i++) {
         const uint8_t *p;
         size_t n;
         if ((r = cs_reader_chunk(rd, &j->split->flat.entries[i].id, &p, &n)) < 0)
             break;
-        if (!cs_chunk_is_zero(p, n))
-            r = pwrite_all(j->split->fd, p, n, off);
-        off += n;
+        r = cs_chunk_is_zero(p, n) ? out_buf_skip(&out, n) : out_buf_add(&out, p, n);
     }
-    if (r == 0)
-        sync_file_range(j->split->fd, (off_t)j->offset, (off_t)(off - j->offset),
+    if (r == 0 && (r = out_buf_flush(&out)) == 0)
+        sync_file_range(j->split->fd, (off_t)j->offset, (off_t)(out.off - j->offset),
                         SYNC_FILE_RANGE_WRITE);
+    out_buf_done(&out);
     return r;
 }
 

@@ -1,6 +1,6 @@
 /*
  * common/buf (growable buffer, little-endian appends, bounded cursor), common/hex and the
- * whole-file helpers of common/fs-util (write_file_atomic, read_file).
+ * whole-file helpers of common/fs-util (write_file_atomic, read_file), and common/out-buf.
  */
 #include "tests/unit/harness.h"
 
@@ -15,6 +15,7 @@
 #include "common/fs-util.h"
 #include "common/hex.h"
 #include "common/macro.h"
+#include "common/out-buf.h"
 
 /* --- helpers --- */
 
@@ -454,8 +455,81 @@ static void test_write_file_atomic_mode(void **state)
     test_rm_rf(dir);
 }
 
+/* --- OutBuf --- */
+
+/* Pieces smaller and larger than the buffer, holes, and a start offset: the file holds each
+ * piece at its place, holes read as zeros and stay unallocated, and nothing is written twice. */
+static void test_out_buf_positional(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *dir = test_mkdtemp("outbuf");
+    _cleanup_free_ char *path = path_join(dir, "f");
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    enum { CAP = 4096, START = 100, TOTAL = START + (64 << 10) + (1 << 20) };
+    uint8_t *want = calloc(1, TOTAL), *piece = malloc(3 * CAP);
+    assert_non_null(want);
+    assert_non_null(piece);
+    OutBuf o;
+    ASSERT_OK(out_buf_init(&o, fd, true, START, CAP));
+    uint64_t off = START;
+    size_t sizes[] = { 10, 1000, 3000, 3 * CAP, 1, 0, 4095 };
+    for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+        for (size_t k = 0; k < sizes[i]; k++)
+            piece[k] = (uint8_t)(i * 31 + k);
+        ASSERT_OK(out_buf_add(&o, piece, sizes[i]));
+        memcpy(want + off, piece, sizes[i]);
+        off += sizes[i];
+        if (i == 2) {
+            ASSERT_OK(out_buf_skip(&o, 1 << 20)); /* a hole of 1 MiB */
+            off += 1 << 20;
+        }
+    }
+    assert_int_equal(o.off + o.len, off);
+    ASSERT_OK(out_buf_flush(&o));
+    assert_int_equal(o.len, 0);
+    out_buf_done(&o);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, off);
+    uint8_t *got = malloc(off);
+    assert_non_null(got);
+    assert_int_equal(pread(fd, got, off, 0), (ssize_t)off);
+    assert_memory_equal(got, want, off);
+    /* The hole is not allocated: the file uses less than its size. */
+    assert_true((uint64_t)st.st_blocks * 512 < off);
+    close(fd);
+    free(got);
+    free(want);
+    free(piece);
+    test_rm_rf(dir);
+}
+
+/* Stream mode appends with write(2), so it works on a pipe. */
+static void test_out_buf_stream(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    OutBuf o;
+    ASSERT_OK(out_buf_init(&o, p[1], false, 0, 8));
+    ASSERT_OK(out_buf_add(&o, "hello ", 6));
+    ASSERT_OK(out_buf_add(&o, "pipe", 4));     /* flushes "hello " first */
+    ASSERT_OK(out_buf_add(&o, " and more", 9)); /* larger than the buffer */
+    ASSERT_OK(out_buf_flush(&o));
+    out_buf_done(&o);
+    close(p[1]);
+    char got[64] = { 0 };
+    size_t n = 0;
+    ASSERT_OK(read_full(p[0], got, sizeof(got), &n));
+    close(p[0]);
+    assert_int_equal(n, 19);
+    assert_string_equal(got, "hello pipe and more");
+}
+
 RUN_TESTS(cmocka_unit_test(test_buf_init_and_free), cmocka_unit_test(test_buf_growth),
           cmocka_unit_test(test_buf_extend_and_append), cmocka_unit_test(test_buf_le_encodings),
           cmocka_unit_test(test_cursor_reads), cmocka_unit_test(test_cursor_short_reads),
           cmocka_unit_test(test_hex_encode), cmocka_unit_test(test_hex_decode),
-          cmocka_unit_test(test_write_read_file), cmocka_unit_test(test_write_file_atomic_mode))
+          cmocka_unit_test(test_write_read_file), cmocka_unit_test(test_write_file_atomic_mode),
+          cmocka_unit_test(test_out_buf_positional), cmocka_unit_test(test_out_buf_stream))
