@@ -39,6 +39,16 @@ struct CsReader {
     unsigned nesting; /* delta records being decoded, one inside the other */
     uint64_t clock;
     bool has_synced; /* the index was brought up to date with the packs once for a miss */
+    /* Where the last chunk returned ends: files are mostly read in the order their chunks were
+     * stored, so the next chunk asked for is usually the next member of the same record, found
+     * without an index lookup. */
+    struct {
+        CachedRecord *rec; /* valid while it still holds the record below */
+        CsPackId pack;
+        uint64_t record_off;
+        size_t next;  /* member index */
+        uint64_t off; /* its offset in the plaintext */
+    } seq;
 };
 
 struct CsContentIndex {
@@ -233,8 +243,9 @@ static int record_load(CsReader *rd, const CsChunkLoc *loc, CachedRecord **ret)
 }
 
 /* The index is an unauthenticated cache: trust its location only if the record's authenticated
- * member list holds this id at exactly that offset and length. */
-static bool record_has_member(const CachedRecord *rec, const CsChunkId *id, const CsChunkLoc *loc)
+ * member list holds this id at exactly that offset and length. Returns the member's index, or
+ * -1. */
+static long record_member_at(const CachedRecord *rec, const CsChunkId *id, const CsChunkLoc *loc)
 {
     uint64_t off = 0;
     for (size_t i = 0; i < rec->members.size / CS_RECORD_MEMBER_SIZE; i++) {
@@ -242,15 +253,52 @@ static bool record_has_member(const CachedRecord *rec, const CsChunkId *id, cons
         uint32_t len = get_le32(m + CS_CHUNK_ID_SIZE);
         if (off == loc->member_off)
             return len == loc->length && memcmp(m, id->bytes, CS_CHUNK_ID_SIZE) == 0 &&
-                   off + len <= rec->plain.size;
+                                   off + len <= rec->plain.size
+                           ? (long)i
+                           : -1;
         off += len;
     }
-    return false;
+    return -1;
+}
+
+static void seq_set(CsReader *rd, CachedRecord *rec, size_t next, uint64_t off)
+{
+    rd->seq.rec = rec;
+    rd->seq.pack = rec->pack;
+    rd->seq.record_off = rec->record_off;
+    rd->seq.next = next;
+    rd->seq.off = off;
+}
+
+/* The chunk right after the last one returned, when that is the one asked for. The member list
+ * is authenticated, so a matching id there is as good as the index's word. */
+static bool seq_get(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,
+                    uint8_t *ret_depth)
+{
+    CachedRecord *rec = rd->seq.rec;
+    if (!rec || !rec->is_valid || rec->record_off != rd->seq.record_off ||
+        memcmp(rec->pack.bytes, rd->seq.pack.bytes, CS_PACK_ID_SIZE) != 0 ||
+        rd->seq.next >= rec->members.size / CS_RECORD_MEMBER_SIZE)
+        return false;
+    const uint8_t *m = rec->members.data + rd->seq.next * CS_RECORD_MEMBER_SIZE;
+    uint32_t len = get_le32(m + CS_CHUNK_ID_SIZE);
+    if (memcmp(m, id->bytes, CS_CHUNK_ID_SIZE) != 0 || rd->seq.off + len > rec->plain.size)
+        return false;
+    *ret_p = rec->plain.data + rd->seq.off;
+    *ret_n = len;
+    if (ret_depth)
+        *ret_depth = rec->depth;
+    rec->last_use = ++rd->clock;
+    rd->seq.next++;
+    rd->seq.off += len;
+    return true;
 }
 
 static int chunk_get(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,
                      uint8_t *ret_depth)
 {
+    if (seq_get(rd, id, ret_p, ret_n, ret_depth))
+        return 0;
     CsChunkLoc loc;
     CachedRecord *rec;
     char idhex[2 * CS_CHUNK_ID_SIZE + 1], name[CS_PACK_NAME_MAX];
@@ -260,13 +308,15 @@ static int chunk_get(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, s
         return log_error_errno(r, "chunk %s is missing from the index: %m", idhex);
     }
     r = record_load(rd, &loc, &rec);
-    if (r == 0 && !record_has_member(rec, id, &loc))
+    long member = r == 0 ? record_member_at(rec, id, &loc) : -1;
+    if (r == 0 && member < 0)
         r = -EBADMSG;
     if (r == 0) {
         *ret_p = rec->plain.data + loc.member_off;
         *ret_n = loc.length;
         if (ret_depth)
             *ret_depth = rec->depth;
+        seq_set(rd, rec, (size_t)member + 1, loc.member_off + loc.length);
         return 0;
     }
     hex_encode(id->bytes, CS_CHUNK_ID_SIZE, idhex);
