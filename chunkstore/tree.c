@@ -582,7 +582,7 @@ static void split_free(SplitFile *sf)
 }
 
 /* Write chunks [first, end) of a split file at their offsets; zero chunks stay holes. */
-static int restore_range(CsReader *rd, FileJob *j)
+static int restore_range(CsReader *rd, FileJob *j, bool no_sync)
 {
     OutBuf out;
     int r = out_buf_init(&out, j->split->fd, true, j->offset, RESTORE_WRITE_SIZE);
@@ -593,7 +593,7 @@ static int restore_range(CsReader *rd, FileJob *j)
             break;
         r = cs_chunk_is_zero(p, n) ? out_buf_skip(&out, n) : out_buf_add(&out, p, n);
     }
-    if (r == 0 && (r = out_buf_flush(&out)) == 0)
+    if (r == 0 && (r = out_buf_flush(&out)) == 0 && !no_sync)
         sync_file_range(j->split->fd, (off_t)j->offset, (off_t)(out.off - j->offset),
                         SYNC_FILE_RANGE_WRITE);
     out_buf_done(&out);
@@ -640,7 +640,7 @@ static int restore_file(RestoreCtx *ctx, CsReader *rd, FileJob *j)
     int r = cs_reader_write_fd(rd, &j->e.content, fd, true);
     /* Start writeback now, without waiting: the disk works while later files are decoded, and
      * the syncfs at the end has little left to wait for. */
-    if (r == 0)
+    if (r == 0 && !ctx->params->no_sync)
         sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     if (close(fd) < 0 && r == 0)
         r = -errno;
@@ -697,7 +697,7 @@ static int restore_file_delta(RestoreCtx *ctx, CsReader *rd, FileJob *j)
     if (r == 0 && have != flat.size && ftruncate(fd, (off_t)flat.size) < 0)
         r = -errno;
     j->is_changed = is_new || j->written || have != flat.size;
-    if (r == 0 && j->written)
+    if (r == 0 && j->written && !ctx->params->no_sync)
         sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     if (close(fd) < 0 && r == 0)
         r = -errno;
@@ -733,7 +733,7 @@ static void *restore_worker(void *userdata)
         bool is_file_done = false;
         if (j->split) {
             /* Every range reports, even after a failure, so the last one frees the file. */
-            r = skip || !rd ? -ECANCELED : restore_range(rd, j);
+            r = skip || !rd ? -ECANCELED : restore_range(rd, j, ctx->params->no_sync);
             if (r == 0)
                 j->written = range_bytes(j);
             r = split_range_done(ctx, j->split, r);
@@ -1071,7 +1071,7 @@ int cs_tree_restore(CsReader *rd, const CsContentRef *root, const char *target,
             r = log_error_errno(-errno, "could not set attributes of \"%s\": %m", target);
     }
     /* One filesystem sync instead of one fsync per file. */
-    if (r == 0 && syncfs(fd) < 0)
+    if (r == 0 && !ctx.params->no_sync && syncfs(fd) < 0)
         r = log_error_errno(-errno, "could not sync \"%s\": %m", target);
     return r;
 }

@@ -93,6 +93,9 @@ typedef struct CsRestoreParams {
      * have are removed. Implies is_overwrite_allowed. */
     bool is_delta;
     bool skip_owner;           /* do not chown (default: chown when running as root) */
+    /* Return without waiting for the files to reach the disk (as pg_basebackup --no-sync):
+     * faster, but a crash soon after can leave files incomplete. */
+    bool no_sync;
     unsigned threads;          /* files restored at once; 0: twice the CPUs (I/O overlaps) */
     const CsTreeRootAttr *root_attr; /* applied to the target directory last; NULL: leave it */
 } CsRestoreParams;

@@ -71,7 +71,9 @@ static void usage(FILE *f)
             "                           of in place (nothing is stopped or started)\n\n"
             "Restoring:\n"
             "      --force              tree: restore into a non-empty directory; cluster:\n"
-            "                           restore although the nodes differ from the snapshot's\n\n"
+            "                           restore although the nodes differ from the snapshot's\n"
+            "      --no-sync            tree and stream: return without waiting for the data\n"
+            "                           to reach the disk (faster; not safe against a crash)\n\n"
             "Init:\n"
             "      --chunk-min=N --chunk-avg=N --chunk-max=N   content chunk sizes (bytes)\n"
             "      --page-size=N        page block size (default 8192)\n"
@@ -492,6 +494,7 @@ static int cmd_restore(int argc, char **argv)
         bool has_ra = root_attr_from_json(json_object_get(s.meta, "root_attr"), &ra);
         r = cs_tree_restore(rd, &s.root, argv[2],
                             &(CsRestoreParams){ .is_overwrite_allowed = opt.force,
+                                                .no_sync = opt.no_sync,
                                                 .root_attr = has_ra ? &ra : NULL },
                             &ts);
     } else {
@@ -501,7 +504,7 @@ static int cmd_restore(int argc, char **argv)
             r = log_error_errno(-errno, "could not create \"%s\": %m", argv[2]);
         else {
             r = cs_reader_write_fd(rd, &s.root, fd, false);
-            if (r == 0 && fsync(fd) < 0)
+            if (r == 0 && !opt.no_sync && fsync(fd) < 0)
                 r = -errno;
             close(fd);
             ts.bytes = s.root.size;
@@ -615,7 +618,7 @@ static int parse_u32(const char *s, uint32_t *ret)
 
 int main(int argc, char **argv)
 {
-    enum { O_PASSFILE = 256, O_KEYFILE, O_NAME, O_JSON, O_STDIN, O_FORCE, O_PAGEFILES,
+    enum { O_PASSFILE = 256, O_KEYFILE, O_NAME, O_JSON, O_STDIN, O_FORCE, O_NOSYNC, O_PAGEFILES,
            O_CMIN, O_CAVG, O_CMAX, O_PAGESIZE, O_COMP, O_PACKSIZE, O_SCRYPTN, O_LABEL,
            O_PARALLEL, O_RP_ONLY, O_TARGET_DIR, O_PARENT };
     static const struct option longopts[] = {
@@ -632,6 +635,7 @@ int main(int argc, char **argv)
         { "json", no_argument, NULL, O_JSON },
         { "stdin", no_argument, NULL, O_STDIN },
         { "force", no_argument, NULL, O_FORCE },
+        { "no-sync", no_argument, NULL, O_NOSYNC },
         { "page-files", required_argument, NULL, O_PAGEFILES },
         { "parent", required_argument, NULL, O_PARENT },
         { "chunk-min", required_argument, NULL, O_CMIN },
@@ -667,6 +671,7 @@ int main(int argc, char **argv)
         case O_JSON: opt.json = true; break;
         case O_STDIN: opt.is_stdin = true; break;
         case O_FORCE: opt.force = true; break;
+        case O_NOSYNC: opt.no_sync = true; break;
         case O_PAGEFILES: opt.page_files = optarg; break;
         case O_PARENT: opt.parent = optarg; break;
         case O_CMIN: r = parse_u32(optarg, &opt.init.config.chunker.min_size); break;

@@ -20,6 +20,7 @@ typedef struct Options {
     bool json;
     bool is_stdin;
     bool force;
+    bool no_sync; /* restore: do not wait for the disk */
     const char *page_files; /* "auto" or "none" */
     const char *parent;     /* store: a snapshot id or name, "none", or NULL for automatic */
     CsInitParams init;

@@ -132,6 +132,21 @@ assert_same_entries "$SRC" "$T/out3"
 assert_same_entries "$ORIG" "$T/out1b"
 cmp -s "$T"/out1b/big.bin "$T"/out3/big.bin && fail "snapshot 1 and 3 restore the same big.bin"
 
+note "restore --no-sync: the same files, and no waiting for the disk"
+# strace shows the difference: a normal restore starts writeback (sync_file_range) and ends
+# with syncfs; --no-sync calls neither.
+strace -f -qq -e trace=syncfs,sync_file_range,fsync -o "$T"/sync.trace \
+    "$SNAP" -r "$REPO" restore "$ID3" "$T/out3s" >/dev/null || fail "restore of $ID3 failed"
+grep -q 'syncfs(' "$T"/sync.trace || fail "a normal restore did not call syncfs"
+grep -q 'sync_file_range(' "$T"/sync.trace || fail "a normal restore did not start writeback"
+strace -f -qq -e trace=syncfs,sync_file_range,fsync -o "$T"/nosync.trace \
+    "$SNAP" -r "$REPO" restore --no-sync "$ID3" "$T/out3n" >/dev/null ||
+    fail "restore --no-sync of $ID3 failed"
+assert_same_entries "$SRC" "$T/out3n"
+grep -E 'syncfs\(|sync_file_range\(' "$T"/nosync.trace &&
+    fail "restore --no-sync still waited for the disk"
+rm -rf "$T/out3s" "$T/out3n"
+
 note "stream"
 random_file "$T"/stream 20
 out4=$("$SNAP" -r "$REPO" store --stdin --name stream --json <"$T"/stream) || fail "store --stdin failed"
@@ -139,6 +154,9 @@ ID4=$(json_get id <<<"$out4")
 assert_eq "$(json_get kind <<<"$out4")" stream "kind of a --stdin snapshot"
 "$SNAP" -r "$REPO" cat "$ID4" >"$T"/stream.out || fail "cat $ID4 failed"
 cmp "$T"/stream "$T"/stream.out || fail "the stream read back differs"
+"$SNAP" -r "$REPO" restore --no-sync "$ID4" "$T"/stream.restored >/dev/null ||
+    fail "restore --no-sync of stream $ID4 failed"
+cmp "$T"/stream "$T"/stream.restored || fail "the stream restored with --no-sync differs"
 # An empty stream is a stream too.
 ID5=$(store_id "$REPO" --stdin --name empty-stream </dev/null)
 "$SNAP" -r "$REPO" cat "$ID5" >"$T"/empty.out || fail "cat of an empty stream failed"
