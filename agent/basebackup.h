@@ -41,12 +41,17 @@ typedef struct AgentBackupProgress {
     double seconds;
 } AgentBackupProgress;
 
+#define AGENT_ARCHIVE_TIMEOUT_DEFAULT 60 /* seconds, as pgBackRest's archive-timeout */
+
 typedef struct AgentBackupParams {
     const char *node;     /* node name: the snapshot's name */
     const char *conninfo; /* libpq connection string (a superuser or a role with backup rights) */
     const char *pgdata;   /* data directory; NULL: ask the server (it must be on this machine) */
     const char *label;    /* backup label; NULL: "pitrfs <node> <time>" */
     unsigned threads;     /* pipeline workers; 0: one per CPU */
+    /* How long the last WAL segment may take to be archived before the backup fails (it is
+     * not restorable without it); 0: AGENT_ARCHIVE_TIMEOUT_DEFAULT. */
+    unsigned archive_timeout_s;
     void (*progress)(const AgentBackupProgress *p, void *userdata);
     void *userdata;
 } AgentBackupParams;

@@ -35,6 +35,7 @@ typedef struct Options {
     const char *pgdata;
     const char *label;
     unsigned threads;
+    unsigned archive_timeout_s;
     /* restore */
     const char *target_dir;
     AgentRecoveryTarget target_kind;
@@ -79,6 +80,8 @@ static void usage(FILE *f)
             "  -d, --dbname=CONNINFO    libpq connection string (default: libpq's PG* variables)\n"
             "  -D, --pgdata=DIR         data directory (default: the server's data_directory)\n"
             "      --label=L            backup label\n"
+            "      --archive-timeout=S  fail if the backup's last WAL segment is not archived\n"
+            "                           within S seconds (default 60)\n"
             "  -j, --threads=N          pipeline threads (default: one per CPU)\n\n"
             "Restore (BACKUP: a base backup id, unique prefix, or latest; default latest):\n"
             "      --target-dir=DIR     data directory to create (must be empty unless --delta)\n"
@@ -209,6 +212,7 @@ static int cmd_backup(int argc, char **argv)
                                            .pgdata = opt.pgdata,
                                            .label = opt.label,
                                            .threads = opt.threads,
+                                           .archive_timeout_s = opt.archive_timeout_s,
                                            .progress = is_tty ? backup_progress : NULL },
                      &res);
     if (is_tty)
@@ -329,7 +333,7 @@ int main(int argc, char **argv)
 {
     enum { O_PASSFILE = 256, O_KEYFILE, O_JSON, O_LABEL, O_TARGET_DIR, O_TARGET_NAME,
            O_TARGET_LSN, O_TARGET_TIME, O_TARGET_IMMEDIATE, O_TARGET_TLI, O_DELTA, O_TS_MAP, O_LISTEN,
-           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_STATE_FILE, O_PG_BIN, O_PG_LOG };
+           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_STATE_FILE, O_PG_BIN, O_PG_LOG, O_ARCHIVE_TIMEOUT };
     static const struct option longopts[] = {
         { "repo", required_argument, NULL, 'r' },
         { "node", required_argument, NULL, 'n' },
@@ -339,6 +343,7 @@ int main(int argc, char **argv)
         { "dbname", required_argument, NULL, 'd' },
         { "pgdata", required_argument, NULL, 'D' },
         { "label", required_argument, NULL, O_LABEL },
+        { "archive-timeout", required_argument, NULL, O_ARCHIVE_TIMEOUT },
         { "threads", required_argument, NULL, 'j' },
         { "target-dir", required_argument, NULL, O_TARGET_DIR },
         { "target-name", required_argument, NULL, O_TARGET_NAME },
@@ -383,6 +388,16 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             }
             opt.threads = (unsigned)n;
+            break;
+        }
+        case O_ARCHIVE_TIMEOUT: {
+            char *end;
+            unsigned long t = strtoul(optarg, &end, 10);
+            if (*end || t == 0 || t > 86400) {
+                log_error("--archive-timeout wants seconds from 1 to 86400, not \"%s\"", optarg);
+                return EXIT_USAGE;
+            }
+            opt.archive_timeout_s = (unsigned)t;
             break;
         }
         case O_TARGET_DIR: opt.target_dir = optarg; break;

@@ -159,4 +159,19 @@ rm "$PGDATA"/root-only.conf
 expect_exit 64 agent backup -d "host=127.0.0.1 port=$P1 user=postgres dbname=postgres" -D "$T"/pg2
 grep -q "is not the data directory of the server" "$T"/stderr || fail "a copy of the data directory was not refused"
 [[ $(list_bases) -eq $before ]] || fail "a failed backup is listed"
+
+note "6. WAL that does not get archived: the backup fails after --archive-timeout, unlisted"
+psql_at "$P1" -c "ALTER SYSTEM SET archive_command = '/bin/false'" -c "SELECT pg_reload_conf()" >/dev/null
+expect_exit 1 agent backup -d "host=127.0.0.1 port=$P1 user=postgres dbname=postgres" --archive-timeout 3
+grep -q "was not archived within 3 s" "$T"/stderr || fail "no clear message for WAL that is not archived"
+[[ $(list_bases) -eq $before ]] || fail "a backup whose WAL is not archived is listed"
+expect_exit 64 agent backup --archive-timeout 0
+psql_at "$P1" -c "ALTER SYSTEM RESET archive_command" -c "SELECT pg_reload_conf()" >/dev/null
+# Archiving works again: the segments left behind go first, then the next backup's (which
+# still reports the damaged page of step 4: exit 4, stored).
+expect_exit 4 agent backup -d "host=127.0.0.1 port=$P1 user=postgres dbname=postgres" --json >"$T"/b6.json
+[[ $(list_bases) -eq $((before + 1)) ]] || fail "the backup after archiving was fixed is not listed"
+STOP_WAL=$(psql_at "$P1" -c "SELECT pg_walfile_name('$(json_get stop_lsn <"$T"/b6.json)')")
+[[ -e $PGDATA/pg_wal/archive_status/$STOP_WAL.done || ! -e $PGDATA/pg_wal/$STOP_WAL ]] ||
+    fail "the backup returned before its last WAL segment $STOP_WAL was archived"
 echo "all base backup checks passed"
