@@ -251,11 +251,11 @@ static long record_member_at(const CachedRecord *rec, const CsChunkId *id, const
     for (size_t i = 0; i < rec->members.size / CS_RECORD_MEMBER_SIZE; i++) {
         const uint8_t *m = rec->members.data + i * CS_RECORD_MEMBER_SIZE;
         uint32_t len = get_le32(m + CS_CHUNK_ID_SIZE);
-        if (off == loc->member_off)
-            return len == loc->length && memcmp(m, id->bytes, CS_CHUNK_ID_SIZE) == 0 &&
-                                   off + len <= rec->plain.size
-                           ? (long)i
-                           : -1;
+        if (off == loc->member_off) {
+            bool is_it = len == loc->length && memcmp(m, id->bytes, CS_CHUNK_ID_SIZE) == 0 &&
+                         off + len <= rec->plain.size;
+            return is_it ? (long)i : -1;
+        }
         off += len;
     }
     return -1;
