@@ -10,6 +10,8 @@
 
 #define SHARDS            16u
 #define CACHE_MIN_BUCKETS 64u
+/* The spent list holds at most this fraction of the cache. */
+#define SPENT_FRACTION 8u
 
 typedef enum EntryState {
     ENTRY_LOADING,
@@ -22,8 +24,9 @@ struct PfsChunk {
     uint64_t hash;
     /* All below: the shard's lock. */
     PfsChunk *hnext;               /* hash chain, while is_hashed */
-    PfsChunk *lru_prev, *lru_next; /* in the LRU list only when READY and unpinned */
+    PfsChunk *lru_prev, *lru_next; /* in an LRU list only when READY and unpinned */
     uint32_t pins;
+    bool is_spent; /* on the spent list (see Shard) */
     EntryState state;
     bool is_hashed;
     int error; /* ENTRY_FAILED: the loader's -errno */
@@ -38,6 +41,12 @@ typedef struct Shard {
     size_t n_buckets, n_hashed;
     PfsChunk lru;             /* sentinel: lru.lru_next is the most recently used; lock */
     size_t bytes, max_bytes;  /* lock; bytes counts every hashed entry (pinned ones too) */
+    /* Chunks a sequential reader has had whole: the kernel's page cache holds those bytes
+     * now, so they are kept on a short list of their own (a twin file in another snapshot,
+     * read alongside, still finds them) and are the first to go. A long sequential read then
+     * recycles a few megabytes of warm memory instead of pushing everything else out. */
+    PfsChunk spent;           /* sentinel, as lru; lock */
+    size_t spent_bytes, spent_max;
     PfsChunkCacheStats stats; /* lock */
 } Shard;
 
@@ -78,7 +87,9 @@ int pfs_chunk_cache_new(size_t max_bytes, PfsChunkCache **ret)
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->done, NULL);
         s->lru.lru_next = s->lru.lru_prev = &s->lru;
+        s->spent.lru_next = s->spent.lru_prev = &s->spent;
         s->max_bytes = max_bytes / SHARDS;
+        s->spent_max = s->max_bytes / SPENT_FRACTION;
         s->n_buckets = CACHE_MIN_BUCKETS;
         s->buckets = calloc(s->n_buckets, sizeof(*s->buckets));
         if (!s->buckets) {
@@ -166,35 +177,48 @@ static void shard_remove(Shard *s, PfsChunk *ch)
     s->bytes -= entry_cost(ch);
 }
 
-static void lru_unlink(PfsChunk *ch)
+static void lru_unlink(Shard *s, PfsChunk *ch)
 {
     if (ch->lru_next) {
         ch->lru_prev->lru_next = ch->lru_next;
         ch->lru_next->lru_prev = ch->lru_prev;
         ch->lru_next = ch->lru_prev = NULL;
+        if (ch->is_spent)
+            s->spent_bytes -= entry_cost(ch);
+        ch->is_spent = false;
     }
 }
 
-static void lru_push_front(Shard *s, PfsChunk *ch)
+static void lru_push_front(Shard *s, PfsChunk *ch, bool is_spent)
 {
-    ch->lru_next = s->lru.lru_next;
-    ch->lru_prev = &s->lru;
-    s->lru.lru_next->lru_prev = ch;
-    s->lru.lru_next = ch;
+    PfsChunk *head = is_spent ? &s->spent : &s->lru;
+    ch->lru_next = head->lru_next;
+    ch->lru_prev = head;
+    head->lru_next->lru_prev = ch;
+    head->lru_next = ch;
+    ch->is_spent = is_spent;
+    if (is_spent)
+        s->spent_bytes += entry_cost(ch);
+}
+
+static void evict_one(Shard *s, PfsChunk *victim, PfsChunk **freelist)
+{
+    lru_unlink(s, victim);
+    shard_remove(s, victim);
+    victim->hnext = *freelist;
+    *freelist = victim;
+    s->stats.evictions++;
 }
 
 /* Evict unpinned entries from the cold end until the shard fits; they are chained on *freelist
  * (through hnext) to be freed after the lock is dropped. */
 static void shard_evict(Shard *s, PfsChunk **freelist)
 {
-    while (s->bytes > s->max_bytes && s->lru.lru_prev != &s->lru) {
-        PfsChunk *victim = s->lru.lru_prev;
-        lru_unlink(victim);
-        shard_remove(s, victim);
-        victim->hnext = *freelist;
-        *freelist = victim;
-        s->stats.evictions++;
-    }
+    while (s->spent.lru_prev != &s->spent &&
+           (s->spent_bytes > s->spent_max || s->bytes > s->max_bytes))
+        evict_one(s, s->spent.lru_prev, freelist);
+    while (s->bytes > s->max_bytes && s->lru.lru_prev != &s->lru)
+        evict_one(s, s->lru.lru_prev, freelist);
 }
 
 static void chunk_free_list(PfsChunk *ch)
@@ -211,7 +235,7 @@ static int pin_existing(Shard *s, PfsChunk *ch, size_t len, PfsChunk **ret)
     if (ch->len != len)
         return -EBADMSG;
     if (ch->pins++ == 0)
-        lru_unlink(ch);
+        lru_unlink(s, ch);
     if (ch->state == ENTRY_READY) {
         s->stats.hits++;
         *ret = ch;
@@ -286,6 +310,11 @@ void pfs_chunk_cache_complete(PfsChunkCache *c, PfsChunk *ch, int r)
 
 void pfs_chunk_cache_release(PfsChunkCache *c, PfsChunk *ch)
 {
+    pfs_chunk_cache_release_spent(c, ch, false);
+}
+
+void pfs_chunk_cache_release_spent(PfsChunkCache *c, PfsChunk *ch, bool is_spent)
+{
     if (!ch)
         return;
     Shard *s = shard_of(c, ch->hash);
@@ -296,7 +325,7 @@ void pfs_chunk_cache_release(PfsChunkCache *c, PfsChunk *ch)
             ch->hnext = freelist; /* failed: nobody can shard_find it any more */
             freelist = ch;
         } else if (ch->state == ENTRY_READY) {
-            lru_push_front(s, ch);
+            lru_push_front(s, ch, is_spent);
             shard_evict(s, &freelist);
         }
         /* LOADING with no pins cannot happen: the loader holds one. */

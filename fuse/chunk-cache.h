@@ -16,7 +16,11 @@
  *    never cached and never turned into data.
  *  - A thread holding a RESERVED entry must complete it before it waits for any other entry
  *    (that is the only rule needed to rule out deadlocks).
- * Thread-safe; 16 shards, each with its own lock and LRU list.
+ *  - Entries released as spent (a sequential reader had them whole; the kernel page cache
+ *    keeps those bytes) are kept on a short list, at most an eighth of the cache, and evicted
+ *    before any other: a long sequential read recycles a little warm memory and does not push
+ *    the rest of the cache out.
+ * Thread-safe; 16 shards, each with its own lock and LRU lists.
  */
 #pragma once
 
@@ -58,6 +62,9 @@ int pfs_chunk_cache_wait(PfsChunkCache *c, PfsChunk *ch);
  * The caller's pin stays. */
 void pfs_chunk_cache_complete(PfsChunkCache *c, PfsChunk *ch, int r);
 void pfs_chunk_cache_release(PfsChunkCache *c, PfsChunk *ch);
+/* Release, telling whether the caller is done with the chunk for good (a sequential reader
+ * had all of it): such entries go to a short list of their own and are evicted first. */
+void pfs_chunk_cache_release_spent(PfsChunkCache *c, PfsChunk *ch, bool is_spent);
 /* True if id is cached or being loaded (a hint for prefetching; no pin is taken). */
 bool pfs_chunk_cache_contains(PfsChunkCache *c, const CsChunkId *id);
 void pfs_chunk_cache_stats(PfsChunkCache *c, PfsChunkCacheStats *ret);

@@ -320,11 +320,12 @@ void pfs_file_prefetch_drop(const PfsPrefetchJob *job, void *userdata)
     pfs_file_map_unref(job->ptr);
 }
 
-static void schedule(PfsFs *fs, PfsFile *f, uint64_t off, uint64_t end, size_t first, size_t last)
+/* Queue read-ahead; returns whether the request continues a sequential run. */
+static bool schedule(PfsFs *fs, PfsFile *f, uint64_t off, uint64_t end, size_t first, size_t last)
 {
     PfsFileMap *m = f->map;
     if (!fs->prefetch)
-        return;
+        return false;
     /* Decode the later chunks of this request in parallel with the first. */
     for (size_t k = first + 1; k <= last; k++)
         if (!queue_chunk(fs, m, k))
@@ -345,6 +346,7 @@ static void schedule(PfsFs *fs, PfsFile *f, uint64_t off, uint64_t end, size_t f
         f->ra_next = k;
     }
     pthread_mutex_unlock(&f->lock);
+    return is_sequential;
 }
 
 /* ---- read ---- */
@@ -352,7 +354,9 @@ static void schedule(PfsFs *fs, PfsFile *f, uint64_t off, uint64_t end, size_t f
 void pfs_read_reply_done(PfsFs *fs, PfsReadReply *rr)
 {
     for (size_t i = 0; i < rr->n; i++)
-        pfs_chunk_cache_release(fs->cache, rr->pins[i]);
+        pfs_chunk_cache_release_spent(fs->cache, rr->pins[i],
+                                      rr->is_sequential &&
+                                              rr->iov[i].iov_len == pfs_chunk_size(rr->pins[i]));
     free(rr->iov);
     free(rr->pins);
     *rr = (PfsReadReply){ 0 };
@@ -373,7 +377,7 @@ long pfs_file_read(PfsFs *fs, PfsFile *f, size_t size, uint64_t off, PfsReadRepl
         pfs_read_reply_done(fs, &rr);
         return -ENOMEM;
     }
-    schedule(fs, f, off, end, first, last);
+    rr.is_sequential = schedule(fs, f, off, end, first, last);
 
     PfsReader *rd = NULL;
     int r = 0;

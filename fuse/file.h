@@ -47,6 +47,7 @@ typedef struct PfsReadReply {
     struct iovec *iov;
     PfsChunk **pins; /* one per iovec */
     size_t n;
+    bool is_sequential; /* chunks delivered whole are spent (see chunk-cache.h) */
     size_t bytes;
 } PfsReadReply;
 

@@ -166,6 +166,47 @@ static void test_single_flight(void **state)
     pfs_chunk_cache_free(sh.c);
 }
 
+/* Spent entries (a sequential reader had them whole) live on a short list of their own: a long
+ * run of them recycles a little memory, leaves the ordinary entries alone, and is evicted first;
+ * one that is asked for again is a hit and becomes ordinary. */
+static void test_spent(void **state)
+{
+    (void)state;
+    PfsChunkCache *c;
+    const size_t max = 16 * 64 * 1024; /* 64 KiB per shard, 8 KiB of it for spent entries */
+    ASSERT_OK(pfs_chunk_cache_new(max, &c));
+    for (unsigned i = 0; i < 100; i++) /* 400 KB of ordinary entries: fits */
+        pfs_chunk_cache_release(c, load(c, i, 4000, PFS_CHUNK_RESERVED));
+    for (unsigned i = 1000; i < 5000; i++) /* 16 MB read once, sequentially */
+        pfs_chunk_cache_release_spent(c, load(c, i, 4000, PFS_CHUNK_RESERVED), true);
+    PfsChunkCacheStats s;
+    pfs_chunk_cache_stats(c, &s);
+    for (unsigned i = 0; i < 100; i++) {
+        CsChunkId id = make_id(i);
+        assert_true(pfs_chunk_cache_contains(c, &id));
+    }
+    /* At most an eighth of each shard is spent entries (each shard keeps at least one). */
+    assert_true(s.bytes <= 100 * (4000 + sizeof(PfsChunk)) + max / 8 + 16 * (4000 + 64));
+    CsChunkId last = make_id(4999), first = make_id(1000);
+    assert_true(pfs_chunk_cache_contains(c, &last));
+    assert_false(pfs_chunk_cache_contains(c, &first));
+
+    /* A spent entry asked for again: a hit, then kept like any other. */
+    PfsChunk *ch = load(c, 4999, 4000, PFS_CHUNK_READY);
+    assert_int_equal(pfs_chunk_data(ch)[3999], (4999 & 0xff));
+    pfs_chunk_cache_release(c, ch);
+    for (unsigned i = 6000; i < 8000; i++)
+        pfs_chunk_cache_release_spent(c, load(c, i, 4000, PFS_CHUNK_RESERVED), true);
+    assert_true(pfs_chunk_cache_contains(c, &last));
+
+    /* Spent entries go before ordinary ones when the whole cache is over its bound. */
+    for (unsigned i = 10000; i < 10200; i++)
+        pfs_chunk_cache_release(c, load(c, i, 4000, PFS_CHUNK_RESERVED));
+    CsChunkId newest_spent = make_id(7999);
+    assert_false(pfs_chunk_cache_contains(c, &newest_spent));
+    pfs_chunk_cache_free(c);
+}
+
 RUN_TESTS(cmocka_unit_test(test_hit_miss), cmocka_unit_test(test_bound_and_pins),
           cmocka_unit_test(test_failure_not_cached), cmocka_unit_test(test_disabled),
-          cmocka_unit_test(test_single_flight))
+          cmocka_unit_test(test_single_flight), cmocka_unit_test(test_spent))
