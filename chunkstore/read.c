@@ -327,6 +327,45 @@ static int chunk_get(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, s
     return log_error_errno(r, "could not read chunk %s from pack \"%s\": %m", idhex, name);
 }
 
+int cs_reader_peek_members(CsReader *rd, const CsChunkLoc *loc, Buf *out, size_t *ret_index)
+{
+    buf_clear(out);
+    CachedRecord *hit = cache_find(rd, loc);
+    if (hit) {
+        if (buf_append(out, hit->members.data, hit->members.size) < 0)
+            return -ENOMEM;
+    } else {
+        char name[CS_PACK_NAME_MAX];
+        cs_pack_name(&loc->pack, name);
+        uint8_t h[CS_RECORD_HEADER_SIZE];
+        size_t got;
+        int r = cs_backend_get_range(rd->repo->backend, name, loc->record_off, h, sizeof(h), &got);
+        if (r < 0)
+            return r;
+        size_t n = got == sizeof(h) && get_le32(h) == CS_RECORD_MAGIC ? get_le16(h + 6) : 0;
+        size_t len = n * CS_RECORD_MEMBER_SIZE;
+        if (n == 0 || n > CS_RECORD_MAX_MEMBERS || CS_RECORD_HEADER_SIZE + len > loc->record_len)
+            return -EBADMSG;
+        if (!buf_extend(out, len))
+            return -ENOMEM;
+        r = cs_backend_get_range(rd->repo->backend, name, loc->record_off + CS_RECORD_HEADER_SIZE,
+                                 out->data, len, &got);
+        if (r < 0)
+            return r;
+        if (got != len)
+            return -EBADMSG;
+    }
+    uint64_t off = 0;
+    for (size_t i = 0; i < out->size / CS_RECORD_MEMBER_SIZE; i++) {
+        if (off == loc->member_off) {
+            *ret_index = i;
+            return 0;
+        }
+        off += get_le32(out->data + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
+    }
+    return -EBADMSG;
+}
+
 int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n)
 {
     return chunk_get(rd, id, ret_p, ret_n, NULL);

@@ -31,6 +31,14 @@ int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, si
 int cs_reader_chunk_depth(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,
                           uint8_t *ret_depth);
 
+/*
+ * The member list of the record at `loc` (CS_RECORD_MEMBER_SIZE bytes each, into *out), read
+ * from the pack header without decoding the record; authenticated only when the record is
+ * decoded in this reader already. Good for planning (which neighbours of a chunk share its
+ * record), never as data. Also gives the index of the member at loc->member_off, or -EBADMSG.
+ */
+int cs_reader_peek_members(CsReader *rd, const CsChunkLoc *loc, Buf *out, size_t *ret_index);
+
 /* Let go of the index snapshot the reader holds (a long-lived reader keeps the index from
  * reusing space); the next lookup starts a fresh one. */
 int cs_reader_refresh(CsReader *rd);

@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunkstore/format.h"
 #include "chunkstore/index.h"
+#include "common/endian.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/macro.h"
@@ -174,12 +176,6 @@ static int fill(PfsReader *rd, const CsChunkId *id, PfsChunk *ch)
     return 0;
 }
 
-static bool same_record(const CsChunkLoc *a, const CsChunkLoc *b)
-{
-    return a->record_off == b->record_off &&
-           memcmp(a->pack.bytes, b->pack.bytes, CS_PACK_ID_SIZE) == 0;
-}
-
 static bool same_record_id(const PfsBadRecord *b, const CsChunkLoc *loc)
 {
     return b->record_off == loc->record_off &&
@@ -211,24 +207,37 @@ static void note_bad_record(PfsFs *fs, const CsChunkLoc *loc)
     pthread_mutex_unlock(&fs->bad_lock);
 }
 
+/* Whether chunk j of m is member `at` of the record whose member list is `members`. */
+static bool is_member_at(const Buf *members, size_t at, const PfsFileMap *m, size_t j)
+{
+    if (at >= members->size / CS_RECORD_MEMBER_SIZE)
+        return false;
+    const uint8_t *e = members->data + at * CS_RECORD_MEMBER_SIZE;
+    return memcmp(e, m->chunks[j].id.bytes, CS_CHUNK_ID_SIZE) == 0 &&
+           get_le32(e + CS_CHUNK_ID_SIZE) == m->chunks[j].length;
+}
+
 /*
  * Fill the RESERVED entry ch (chunk k of m), and the following chunks of m that live in the same
  * record and are not cached yet: the record is decoded once (the reader keeps it) and each
- * member is copied out. Returns chunk k's result; ch stays pinned.
+ * member is copied out. The neighbours are reserved before the record is decoded, so that
+ * read-ahead on other threads does not decode it again; the record's member list (peeked at, a
+ * plan only: the data comes through the authenticated path) names them without an index lookup
+ * each. Returns chunk k's result; ch stays pinned.
  */
 static int load_group(PfsFs *fs, PfsReader *rd, const PfsFileMap *m, size_t k, PfsChunk *ch)
 {
     PfsChunk *sib[MAX_SIBLINGS];
-    size_t sib_index[MAX_SIBLINGS], ns = 0;
-    CsChunkLoc lk, lj;
+    size_t sib_index[MAX_SIBLINGS], ns = 0, at;
+    CsChunkLoc lk;
     bool has_loc = cs_index_reader_lookup(rd->ix, &m->chunks[k].id, &lk) == 0;
     if (has_loc && is_bad_record(fs, &lk)) {
         pfs_chunk_cache_complete(fs->cache, ch, -EBADMSG); /* logged when it was found */
         return -EBADMSG;
     }
-    if (has_loc) {
+    if (has_loc && cs_reader_peek_members(rd->rd, &lk, &rd->members, &at) == 0) {
         for (size_t j = k + 1; j < m->count && ns < MAX_SIBLINGS; j++) {
-            if (cs_index_reader_lookup(rd->ix, &m->chunks[j].id, &lj) < 0 || !same_record(&lk, &lj))
+            if (!is_member_at(&rd->members, at + (j - k), m, j))
                 break;
             PfsChunk *c;
             int st = pfs_chunk_cache_acquire(fs->cache, &m->chunks[j].id, m->chunks[j].length, &c);

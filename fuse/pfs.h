@@ -36,7 +36,7 @@
 typedef struct PfsParams {
     size_t cache_bytes;          /* decompressed-chunk cache bound */
     size_t readahead_bytes;      /* decode this far ahead of a sequential reader; 0: off */
-    unsigned prefetch_threads;   /* read-ahead workers; 0: two per CPU, 4 to 16 */
+    unsigned prefetch_threads;   /* read-ahead workers; 0: one per CPU, 2 to 16 */
     uint32_t uid, gid;           /* owner of the mount's own directories and of streams */
     double timeout;              /* entry/attribute timeout for snapshot contents (immutable) */
     double volatile_timeout;     /* for /, /snapshots, /streams and the names in them */

@@ -30,6 +30,7 @@ static void reader_free(PfsReader *r)
         return;
     cs_index_reader_end(r->ix);
     cs_reader_free(r->rd);
+    buf_free(&r->members);
     free(r);
 }
 

@@ -16,10 +16,12 @@
 
 #include "chunkstore/index.h"
 #include "chunkstore/read.h"
+#include "common/buf.h"
 
 typedef struct PfsReader {
     CsReader *rd;
     CsIndexReader *ix; /* for record-neighbour lookups (file.c) */
+    Buf members;       /* scratch for cs_reader_peek_members() (file.c) */
     uint64_t born_ms;  /* CLOCK_MONOTONIC */
     uint64_t idle_since_ms;
     struct PfsReader *next; /* pool's lock, while pooled */

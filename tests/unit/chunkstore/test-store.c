@@ -1239,7 +1239,52 @@ static void test_catalog_damaged(void **state)
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-RUN_TESTS(T(test_roundtrip_threads1), T(test_roundtrip_threads2),
+/* A record's member list read from the pack (peek) and from a decoded record agree, give the
+ * index of the chunk asked about, and refuse an offset that starts no member. */
+static void test_peek_members(void **state)
+{
+    Fixture *f = *state;
+    CsWriterParams params = { .threads = 1 };
+    size_t n = 64 * 8192;
+    _cleanup_free_ uint8_t *data = random_data(n);
+    CsContentRef ref, flat;
+    CsWriter *w = NULL;
+    ASSERT_OK(cs_writer_new(f->repo, &params, &w));
+    ASSERT_OK(cs_writer_put_buf(w, data, n, CS_CHUNKING_PAGES, &ref));
+    ASSERT_OK(cs_writer_flush(w));
+    cs_writer_free(w);
+
+    CsReader *rd;
+    CsIndexReader *ix;
+    ASSERT_OK(cs_reader_new(f->repo, &rd));
+    ASSERT_OK(cs_index_reader_begin(f->repo->index, &ix));
+    ASSERT_OK(cs_reader_flatten(rd, &ref, &flat));
+    assert_int_equal(flat.count, 64);
+    Buf members = BUF_INIT;
+    for (int pass = 0; pass < 2; pass++) { /* from the pack, then from the decoded record */
+        for (size_t k = 0; k < flat.count; k += 21) {
+            CsChunkLoc loc;
+            size_t at;
+            ASSERT_OK(cs_index_reader_lookup(ix, &flat.entries[k].id, &loc));
+            ASSERT_OK(cs_reader_peek_members(rd, &loc, &members, &at));
+            assert_true(at < members.size / CS_RECORD_MEMBER_SIZE);
+            assert_memory_equal(members.data + at * CS_RECORD_MEMBER_SIZE,
+                                flat.entries[k].id.bytes, CS_CHUNK_ID_SIZE);
+            loc.member_off += 1; /* inside a member, not at its start */
+            ASSERT_ERR(EBADMSG, cs_reader_peek_members(rd, &loc, &members, &at));
+        }
+        const uint8_t *p;
+        size_t len;
+        ASSERT_OK(cs_reader_chunk(rd, &flat.entries[0].id, &p, &len));
+    }
+    buf_free(&members);
+    cs_content_ref_free(&flat);
+    cs_content_ref_free(&ref);
+    cs_index_reader_end(ix);
+    cs_reader_free(rd);
+}
+
+RUN_TESTS(T(test_roundtrip_threads1), T(test_peek_members), T(test_roundtrip_threads2),
           T(test_small_params_multi_pack), T(test_put_fd), T(test_put_fd_async),
           T(test_dedup_same_data), T(test_dedup_in_flight), T(test_identical_pages),
           T(test_all_zero), T(test_writer_free_without_flush), T(test_repo_open_errors),
