@@ -329,6 +329,21 @@ static const struct {
     { "serve", cmd_serve },
 };
 
+/* A whole number from 1 to max for option `name`; -EINVAL (logged) otherwise. */
+static int parse_count(const char *name, const char *what, const char *arg, unsigned long max,
+                       unsigned *ret)
+{
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(arg, &end, 10);
+    if (errno || end == arg || *end || *arg == '-' || n == 0 || n > max) {
+        log_error("%s wants %s from 1 to %lu, not \"%s\"", name, what, max, arg);
+        return -EINVAL;
+    }
+    *ret = (unsigned)n;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     enum { O_PASSFILE = 256, O_KEYFILE, O_JSON, O_LABEL, O_TARGET_DIR, O_TARGET_NAME,
@@ -380,41 +395,19 @@ int main(int argc, char **argv)
         case 'd': opt.conninfo = optarg; break;
         case 'D': opt.pgdata = optarg; break;
         case O_LABEL: opt.label = optarg; break;
-        case 'j': {
-            char *end;
-            unsigned long n = strtoul(optarg, &end, 10);
-            if (*end || n == 0 || n > 256) {
-                log_error("--threads wants a number from 1 to 256, not \"%s\"", optarg);
-                return EXIT_USAGE;
-            }
-            opt.threads = (unsigned)n;
+        case 'j': r = parse_count("--threads", "a number", optarg, 256, &opt.threads); break;
+        case O_ARCHIVE_TIMEOUT:
+            r = parse_count("--archive-timeout", "seconds", optarg, 86400, &opt.archive_timeout_s);
             break;
-        }
-        case O_ARCHIVE_TIMEOUT: {
-            char *end;
-            unsigned long t = strtoul(optarg, &end, 10);
-            if (*end || t == 0 || t > 86400) {
-                log_error("--archive-timeout wants seconds from 1 to 86400, not \"%s\"", optarg);
-                return EXIT_USAGE;
-            }
-            opt.archive_timeout_s = (unsigned)t;
-            break;
-        }
         case O_TARGET_DIR: opt.target_dir = optarg; break;
         case O_TARGET_NAME: r = set_target(AGENT_TARGET_NAME, optarg); break;
         case O_TARGET_LSN: r = set_target(AGENT_TARGET_LSN, optarg); break;
         case O_TARGET_TIME: r = set_target(AGENT_TARGET_TIME, optarg); break;
         case O_TARGET_IMMEDIATE: r = set_target(AGENT_TARGET_IMMEDIATE, NULL); break;
-        case O_TARGET_TLI: {
-            char *end;
-            unsigned long t = strtoul(optarg, &end, 10);
-            if (*end || t == 0 || t > UINT32_MAX) {
-                log_error("--target-timeline wants a timeline number, not \"%s\"", optarg);
-                return EXIT_USAGE;
-            }
-            opt.target_timeline = (uint32_t)t;
+        case O_TARGET_TLI:
+            r = parse_count("--target-timeline", "a timeline number", optarg, UINT32_MAX,
+                            &opt.target_timeline);
             break;
-        }
         case O_DELTA: opt.delta = true; break;
         case O_TS_MAP: r = add_tablespace_map(optarg); break;
         case O_LISTEN: opt.listen = optarg; break;
