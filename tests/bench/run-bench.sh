@@ -127,6 +127,15 @@ rm -rf "$M"
 fi
 
 if [[ $MOUNT != 0 ]]; then
+mount_repos() { # SRC: store it afresh as snapshot "a" in $MR (pitrfs), $MB (borg), $MQ (restic)
+    rm -rf "$MR" "$MB" "$MQ"
+    "$SNAP" -q -r "$MR" init
+    "$SNAP" -q -r "$MR" store "$1" --name a >/dev/null
+    borg init --encryption=repokey "$MB" >/dev/null 2>&1
+    borg create --compression zstd,3 "$MB::a" "$1"
+    restic -q init --repo "$MQ" >/dev/null
+    restic -q --repo "$MQ" backup "$1" >/dev/null
+}
 echo "== mount: reading a snapshot through FUSE"
 echo "   mount.pitrfs, borg mount (zstd,3, repokey) and restic mount of the same pgbench -s $SCALE data"
 echo "   directory; each cold figure on a fresh mount after dropping the page cache"
@@ -136,13 +145,7 @@ if [[ $MAIN != 0 ]]; then
     MR=$R MB=$B MQ=$Q # made from $SRC by the backup section above, in this run
 else
     MR="$DIR/mount-repo-pitr" MB="$DIR/mount-repo-borg" MQ="$DIR/mount-repo-restic"
-    rm -rf "$MR" "$MB" "$MQ"
-    "$SNAP" -q -r "$MR" init
-    "$SNAP" -q -r "$MR" store "$SRC" --name a >/dev/null
-    borg init --encryption=repokey "$MB" >/dev/null 2>&1
-    borg create --compression zstd,3 "$MB::a" "$SRC"
-    restic -q init --repo "$MQ" >/dev/null
-    restic -q --repo "$MQ" backup "$SRC" >/dev/null
+    mount_repos "$SRC"
 fi
 MOUNT_PITRFS="$PWD/$BUILD/bin/mount.pitrfs"
 rm -f "$DIR"/mount-*.log
@@ -240,13 +243,7 @@ with open(sys.argv[1], "wb") as f:
         left -= len(b)
 PY
 MR="$DIR/mount-hex-pitr" MB="$DIR/mount-hex-borg" MQ="$DIR/mount-hex-restic"
-rm -rf "$MR" "$MB" "$MQ"
-"$SNAP" -q -r "$MR" init
-"$SNAP" -q -r "$MR" store "$HEXD" --name a >/dev/null
-borg init --encryption=repokey "$MB" >/dev/null 2>&1
-borg create --compression zstd,3 "$MB::a" "$HEXD"
-restic -q init --repo "$MQ" >/dev/null
-restic -q --repo "$MQ" backup "$HEXD" >/dev/null
+mount_repos "$HEXD"
 P_PITR="$MP_PITR/snapshots/a" P_BORG="$MP_BORG/${HEXD#/}" P_RESTIC="$MP_RESTIC/snapshots/latest$(realpath "$HEXD")"
 declare -A t_hex
 for tool in pitrfs borg restic; do
