@@ -8,7 +8,8 @@
  *       an empty ledger(csn, xfer, account, delta). The first node is the coordinator: it also
  *       gets the schema pitr and the sequence pitr.csn. Fresh clusters only (not idempotent).
  *
- *   transfer-workload run --key K --log FILE [--seconds S] [--gap-ms G] [--seed N] CONNINFO...
+ *   transfer-workload run --key K --log FILE [--windows FILE] [--seconds S] [--gap-ms G]
+ *                         [--seed N] CONNINFO...
  *       Until S seconds passed (default: until SIGTERM or SIGINT, after which the transfer in
  *       flight is finished cleanly), moves 1..100 between random accounts of two different
  *       nodes A and B. Coordinator session (its own connection to the first node): BEGIN;
@@ -17,7 +18,10 @@
  *       TRANSACTION 'xfer_<csn>'. Then COMMIT PREPARED on A, a pause of G ms (default 20: it
  *       widens the window in which a cut by wall clock would split a transfer), COMMIT
  *       PREPARED on B, COMMIT on the coordinator session, and the line "csn A B" appended to
- *       FILE (flushed). Any SQL error: reported with the node index, exit 1.
+ *       FILE (flushed). With --windows, also "csn T1 T2" (flushed): the wall-clock times (seconds
+ *       since the epoch) after COMMIT PREPARED on A returned and before it is sent to B; a
+ *       recovery target time between them cuts that transfer in two. Any SQL error: reported
+ *       with the node index, exit 1.
  *
  *   transfer-workload check [--csn N] [--log FILE] [--expect-total T] [--json] CONNINFO...
  *       On a quiet cluster (no workload running): (1) the balances add up to T (default
@@ -186,6 +190,13 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static double wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* Sleeps the whole time even when a signal arrives: the transfer in flight must finish. */
 static void sleep_ms(int64_t ms)
 {
@@ -228,15 +239,17 @@ static int cmd_run(int argc, char **argv)
     static const struct option longopts[] = {
         { "key", required_argument, NULL, 'k' },     { "log", required_argument, NULL, 'l' },
         { "seconds", required_argument, NULL, 's' }, { "gap-ms", required_argument, NULL, 'g' },
-        { "seed", required_argument, NULL, 'r' },    { NULL, 0, NULL, 0 },
+        { "seed", required_argument, NULL, 'r' },    { "windows", required_argument, NULL, 'w' },
+        { NULL, 0, NULL, 0 },
     };
     int64_t key = 7419, seconds = -1, gap_ms = 20;
     uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
     bool have_key = false;
-    const char *logpath = NULL;
+    const char *logpath = NULL, *windowspath = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
+        case 'w': windowspath = optarg; break;
         case 'k':
             key = parse_int("--key", optarg, INT64_MIN);
             have_key = true;
@@ -246,8 +259,8 @@ static int cmd_run(int argc, char **argv)
         case 'g': gap_ms = parse_int("--gap-ms", optarg, 0); break;
         case 'r': seed = (uint64_t)parse_int("--seed", optarg, 0); break;
         default:
-            die(EXIT_TROUBLE, "usage: transfer-workload run --key K --log FILE [--seconds S] "
-                              "[--gap-ms G] [--seed N] CONNINFO...");
+            die(EXIT_TROUBLE, "usage: transfer-workload run --key K --log FILE [--windows FILE] "
+                              "[--seconds S] [--gap-ms G] [--seed N] CONNINFO...");
         }
     }
     size_t n = (size_t)(argc - optind);
@@ -257,6 +270,9 @@ static int cmd_run(int argc, char **argv)
     FILE *log = fopen(logpath, "ae");
     if (!log)
         die(EXIT_TROUBLE, "could not open log \"%s\": %s", logpath, strerror(errno));
+    FILE *windows = windowspath ? fopen(windowspath, "ae") : NULL;
+    if (windowspath && !windows)
+        die(EXIT_TROUBLE, "could not open \"%s\": %s", windowspath, strerror(errno));
     PGconn **conns = connect_all(argv + optind, n);
     PGconn *coord = connect_or_die(argv[optind], 0);
 
@@ -290,8 +306,13 @@ static int cmd_run(int argc, char **argv)
         leg_prepare(conns[a], a, acct_a, -amount, csn);
         leg_prepare(conns[b], b, acct_b, amount, csn);
         leg_commit(conns[a], a, csn);
+        double t1 = wall_s();
         sleep_ms(gap_ms);
+        double t2 = wall_s();
         leg_commit(conns[b], b, csn);
+        if (windows && (fprintf(windows, "%" PRId64 " %.6f %.6f\n", csn, t1, t2) < 0 ||
+                        fflush(windows) != 0))
+            die(EXIT_TROUBLE, "could not write \"%s\": %s", windowspath, strerror(errno));
         exec_cmd(coord, "node 0 (coordinator session)", "COMMIT", EXIT_INCONSISTENT);
 
         if (fprintf(log, "%" PRId64 " %zu %zu\n", csn, a, b) < 0 || fflush(log) != 0)
@@ -302,6 +323,8 @@ static int cmd_run(int argc, char **argv)
     PQfinish(coord);
     finish_all(conns, n);
     fclose(log);
+    if (windows)
+        fclose(windows);
     printf("%" PRIu64 " transfers in %.1f s (%.1f per second)%s\n", transfers, elapsed,
            elapsed > 0 ? (double)transfers / elapsed : 0.0,
            stop_requested ? ", stopped by signal" : "");
