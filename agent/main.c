@@ -20,6 +20,7 @@
 #include "chunkstore/keysource.h"
 #include "common/exit-code.h"
 #include "common/log.h"
+#include "common/parse.h"
 #include "common/version.h"
 #include "common/macro.h"
 
@@ -333,10 +334,8 @@ static const struct {
 static int parse_count(const char *name, const char *what, const char *arg, unsigned long max,
                        unsigned *ret)
 {
-    char *end;
-    errno = 0;
-    unsigned long n = strtoul(arg, &end, 10);
-    if (errno || end == arg || *end || *arg == '-' || n == 0 || n > max) {
+    unsigned long long n;
+    if (parse_unsigned(arg, 1, max, &n) < 0) {
         log_error("%s wants %s from 1 to %lu, not \"%s\"", name, what, max, arg);
         return -EINVAL;
     }

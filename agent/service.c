@@ -34,6 +34,7 @@
 #include "common/fs-util.h"
 #include "common/hex.h"
 #include "common/log.h"
+#include "common/parse.h"
 #include "common/macro.h"
 #include "common/time-util.h"
 #include "common/version.h"
@@ -1272,10 +1273,9 @@ int agent_serve_parse_listen(const char *arg, char **ret_address, uint16_t *ret_
         }
         if (host_len == 0)
             goto bad;
+        unsigned long long n;
         if (port) {
-            char *end;
-            unsigned long n = strtoul(port, &end, 10);
-            if (!*port || *end || n > 65535)
+            if (parse_unsigned(port, 0, 65535, &n) < 0)
                 goto bad;
             *ret_port = (uint16_t)n;
         }

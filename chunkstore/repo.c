@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include "common/fs-util.h"
 #include "common/hex.h"
 #include "common/log.h"
+#include "common/parse.h"
 #include "common/macro.h"
 
 #define CONFIG_HEADER  "pitrfs repository"
@@ -51,13 +53,12 @@ static int kv_get(const char *text, const char *name, char *out, size_t out_size
 
 static int kv_get_u64(const char *text, const char *name, uint64_t *ret)
 {
-    char v[32], *end;
+    char v[32];
     int r = kv_get(text, name, v, sizeof(v));
     if (r < 0)
         return r;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno || *end || end == v)
+    unsigned long long x;
+    if (parse_unsigned(v, 0, ULLONG_MAX, &x) < 0)
         return -EBADMSG;
     *ret = x;
     return 0;

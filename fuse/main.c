@@ -20,6 +20,7 @@
 #include "chunkstore/repo.h"
 #include "common/exit-code.h"
 #include "common/log.h"
+#include "common/parse.h"
 #include "common/version.h"
 #include "common/macro.h"
 #include "fuse/daemon.h"
@@ -106,10 +107,8 @@ static int parse_size(const char *key, const char *s, size_t *ret)
 
 static int parse_uint(const char *key, const char *s, unsigned max, unsigned *ret)
 {
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || end == s || *end || *s == '-' || v == 0 || v > max)
+    unsigned long long v;
+    if (parse_unsigned(s, 1, max, &v) < 0)
         return log_error_errno(-EINVAL, "invalid value \"%s\" for %s (1 to %u)", s, key, max);
     *ret = (unsigned)v;
     return 0;

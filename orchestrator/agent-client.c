@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 
 #include "common/log.h"
+#include "common/parse.h"
 #include "common/time-util.h"
 
 /* Replies are small JSON documents; anything this large is not the agent talking. */
@@ -90,15 +91,11 @@ static int normalize_address(const char *address, char **ret)
     }
     if (host_len == 0 || strcspn(host, "/?#@ ") < host_len)
         return -EINVAL;
-    unsigned long p = ORCH_AGENT_DEFAULT_PORT;
-    if (port) {
-        char *end;
-        p = strtoul(port, &end, 10);
-        if (!*port || *end || p == 0 || p > 65535)
-            return -EINVAL;
-    }
-    return asprintf(ret, v6 ? "[%.*s]:%lu" : "%.*s:%lu", (int)host_len, host, p) < 0 ? -ENOMEM
-                                                                                     : 0;
+    unsigned long long p = ORCH_AGENT_DEFAULT_PORT;
+    if (port && parse_unsigned(port, 1, 65535, &p) < 0)
+        return -EINVAL;
+    return asprintf(ret, v6 ? "[%.*s]:%llu" : "%.*s:%llu", (int)host_len, host, p) < 0 ? -ENOMEM
+                                                                                       : 0;
 }
 
 OrchAgentClient *orch_agent_client_free(OrchAgentClient *c)

@@ -17,6 +17,7 @@
 #include <libpq-fe.h>
 
 #include "common/log.h"
+#include "common/parse.h"
 #include "common/macro.h"
 
 /*
@@ -315,12 +316,8 @@ static int parse_conninfo(Ctx *c, const char *what, yaml_node_t *v, void *dest)
 
 static int parse_port(const char *s, uint16_t *ret)
 {
-    char *end = NULL;
-    if (!isdigit((unsigned char)*s))
-        return -EINVAL;
-    errno = 0;
-    unsigned long p = strtoul(s, &end, 10);
-    if (*end || errno != 0 || p == 0 || p > 65535)
+    unsigned long long p;
+    if (parse_unsigned(s, 1, 65535, &p) < 0)
         return -EINVAL;
     *ret = (uint16_t)p;
     return 0;

@@ -20,6 +20,7 @@
 #include "chunkstore/read.h"
 #include "chunkstore/tree.h"
 #include "common/log.h"
+#include "common/parse.h"
 #include "common/macro.h"
 #include "common/time-util.h"
 #include "common/version.h"
@@ -607,10 +608,8 @@ static const struct {
 
 static int parse_u32(const char *s, uint32_t *ret)
 {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || end == s || v > UINT32_MAX)
+    unsigned long long v;
+    if (parse_unsigned(s, 0, UINT32_MAX, &v) < 0)
         return log_error_errno(-EINVAL, "invalid number \"%s\"", s);
     *ret = (uint32_t)v;
     return 0;

@@ -1,10 +1,11 @@
 /*
  * common/buf (growable buffer, little-endian appends, bounded cursor), common/hex and the
- * whole-file helpers of common/fs-util (write_file_atomic, read_file), and common/out-buf.
+ * whole-file helpers of common/fs-util (write_file_atomic, read_file), common/out-buf and common/parse.
  */
 #include "tests/unit/harness.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdbool.h>
@@ -16,6 +17,7 @@
 #include "common/hex.h"
 #include "common/macro.h"
 #include "common/out-buf.h"
+#include "common/parse.h"
 
 /* --- helpers --- */
 
@@ -527,9 +529,31 @@ static void test_out_buf_stream(void **state)
     assert_string_equal(got, "hello pipe and more");
 }
 
+/* --- parse_unsigned --- */
+
+static void test_parse_unsigned(void **state)
+{
+    (void)state;
+    unsigned long long v = 7;
+    ASSERT_OK(parse_unsigned("0", 0, 10, &v));
+    assert_int_equal(v, 0);
+    ASSERT_OK(parse_unsigned("65535", 1, 65535, &v));
+    assert_int_equal(v, 65535);
+    ASSERT_OK(parse_unsigned("18446744073709551615", 0, ULLONG_MAX, &v));
+    assert_true(v == ULLONG_MAX);
+    v = 7;
+    static const char *const bad[] = { "", " 1", "+1", "-1", "1 ", "1k", "0x10", "65536", "0",
+                                       "18446744073709551616" };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+        ASSERT_ERR(EINVAL, parse_unsigned(bad[i], 1, 65535, &v));
+    ASSERT_ERR(EINVAL, parse_unsigned("18446744073709551616", 0, ULLONG_MAX, &v));
+    assert_int_equal(v, 7); /* untouched on failure */
+}
+
 RUN_TESTS(cmocka_unit_test(test_buf_init_and_free), cmocka_unit_test(test_buf_growth),
           cmocka_unit_test(test_buf_extend_and_append), cmocka_unit_test(test_buf_le_encodings),
           cmocka_unit_test(test_cursor_reads), cmocka_unit_test(test_cursor_short_reads),
           cmocka_unit_test(test_hex_encode), cmocka_unit_test(test_hex_decode),
           cmocka_unit_test(test_write_read_file), cmocka_unit_test(test_write_file_atomic_mode),
-          cmocka_unit_test(test_out_buf_positional), cmocka_unit_test(test_out_buf_stream))
+          cmocka_unit_test(test_out_buf_positional), cmocka_unit_test(test_out_buf_stream),
+          cmocka_unit_test(test_parse_unsigned))
