@@ -112,7 +112,11 @@ grep -q "not a stream" "$T"/stderr || fail "cat of a tree: message does not say 
 
 note "delete"
 "$SNAP" delete "$ID1" || fail "delete failed"
-"$SNAP" list --json | grep -q "\"$ID1\"" && fail "a deleted snapshot is still listed"
+# Compare ids, not text: the snapshot stored after it names the deleted one as its parent.
+listed=$("$SNAP" list --json | python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)))') ||
+    fail "list --json failed after delete"
+[[ " $listed " != *" $ID1 "* ]] || fail "a deleted snapshot is still listed"
+[[ " $listed " == *" $ID2 "* ]] || fail "deleting $ID1 also unlisted $ID2"
 rc=0
 "$SNAP" delete "$ID1" 2>/dev/null || rc=$?
 [[ $rc -ne 0 ]] || fail "deleting a deleted snapshot succeeded"

@@ -152,7 +152,8 @@ done
 expect_exit 1 agent --node nosuchnode restore-wal "$LAST" "$T"/missing-target
 [[ ! -s $T/stderr ]] || fail "restore-wal from an unknown node wrote to stderr"
 [[ ! -e $T/missing-target ]] || fail "restore-wal of a missing file created the target"
-ls "$T" | grep -q 'pitr-' && fail "restore-wal left a temporary file behind"
+leftover=("$T"/*pitr-*)
+[[ ! -e ${leftover[0]} ]] || fail "restore-wal left a temporary file behind: ${leftover[*]}"
 # With -v the reason is there.
 expect_exit 1 agent --node main -v restore-wal 0000000100000000000000FF "$T"/missing-target
 grep -q 'not archived' "$T"/stderr || fail "restore-wal -v does not say the file is not archived"
