@@ -11,10 +11,14 @@ mkdir -p "$logdir"
 run() {
     local name=$1; shift
     local log="$logdir/$(echo "$name" | tr '/' '_').log"
-    local t0=$SECONDS
-    if "$@" >"$log" 2>&1; then
+    local t0=$SECONDS rc=0 limit=${TEST_TIMEOUT:-600}
+    # A test that hangs fails after $limit seconds instead of stopping the whole run; SIGTERM
+    # first, so an integration script still runs its cleanup (servers, mounts).
+    timeout --kill-after=30 "$limit" "$@" >"$log" 2>&1 || rc=$?
+    if [[ $rc -eq 0 ]]; then
         printf '%-60s ok (%ds)\n' "$name" $((SECONDS - t0)); passed=$((passed + 1))
     else
+        [[ $rc -eq 124 || $rc -eq 137 ]] && echo "TIMEOUT: stopped after $limit s (TEST_TIMEOUT)" >>"$log"
         printf '%-60s FAIL (%ds)\n' "$name" $((SECONDS - t0)); failed=$((failed + 1))
         failures+=("$name"); tail -n 40 "$log" | sed 's/^/    | /'
     fi

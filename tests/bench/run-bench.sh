@@ -9,6 +9,8 @@
 #   BENCH_MAIN  set to 0 to skip the references, backup/restore and memory sections
 #   BENCH_MOUNT set to 0 to skip reading a snapshot through FUSE (mount.pitrfs, borg mount,
 #               restic mount)
+#   BENCH_ROUNDS rounds of the backup and restore comparison (default 3; the median is shown,
+#               with the range over the rounds in brackets)
 #   BENCH_AGENT set to 0 to skip the base backup of a running node (pitr-agent, pg_basebackup,
 #               pgbackrest; pgbench -s 100)
 set -euo pipefail
@@ -21,6 +23,7 @@ DAYS=${BENCH_DAYS:-1}
 MAIN=${BENCH_MAIN:-1}
 MOUNT=${BENCH_MOUNT:-1}
 AGENT_BENCH=${BENCH_AGENT:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
 AGENT="$PWD/$BUILD/bin/pitr-agent"
 export PITR_PASSPHRASE=bench-passphrase BORG_PASSPHRASE=bench-passphrase RESTIC_PASSWORD=bench-passphrase
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
@@ -63,44 +66,60 @@ t=$(timed sh -c "find '$SRC' -type f -exec cat {} + > /dev/null"); row "cat of e
 echo "== small chunks: compressed in groups (what the repository does) or with a trained dictionary"
 "$PWD/$BUILD/tests/helpers/bench-smallchunks" 8192 524288 3 $(find "$SRC/base" -type f -size +100k) | sed 's/^/  /'
 
-echo "== (a) first backup, (b) same input again, (c) restore"
-R="$DIR/repo-pitr"; rm -rf "$R" "$DIR/restore-pitr"
-"$SNAP" -q -r "$R" init
-ta=$(timed "$SNAP" -q -r "$R" store "$SRC" --name a)
-tb=$(timed "$SNAP" -q -r "$R" store "$SRC" --name b)
-drop_caches
-tc=$(timed "$SNAP" -q -r "$R" restore a "$DIR/restore-pitr")
-diff -r "$SRC" "$DIR/restore-pitr" >/dev/null || { echo "restore differs from the source" >&2; exit 1; }
-# restic does not sync what it restores; --no-sync is the same promise. The sync afterwards
-# keeps its writeback out of the next measurement.
-rm -rf "$DIR/restore-pitr"; drop_caches
-tcn=$(timed "$SNAP" -q -r "$R" restore --no-sync a "$DIR/restore-pitr"); sync
-diff -r "$SRC" "$DIR/restore-pitr" >/dev/null || { echo "restore --no-sync differs from the source" >&2; exit 1; }
-rs_pitr=$(dirsize "$R/packs")
+echo "== (a) first backup, (b) same input again, (c) restore: the median of $ROUNDS rounds"
+echo "   (each round runs every tool once, in turn, so a noisy moment hits all of them)"
+R="$DIR/repo-pitr" B="$DIR/repo-borg" Q="$DIR/repo-restic"
+ta=() tb=() tc=() tcn=() tab=() tbb=() taq=() tbq=() tcq=()
+for ((round = 1; round <= ROUNDS; round++)); do
+    rm -rf "$R" "$B" "$Q"
+    "$SNAP" -q -r "$R" init
+    ta+=("$(timed "$SNAP" -q -r "$R" store "$SRC" --name a)")
+    tb+=("$(timed "$SNAP" -q -r "$R" store "$SRC" --name b)")
+    borg init --encryption=repokey "$B" >/dev/null 2>&1
+    tab+=("$(timed borg create --compression zstd,3 "$B::a" "$SRC")")
+    tbb+=("$(timed borg create --compression zstd,3 "$B::b" "$SRC")")
+    restic -q init --repo "$Q" >/dev/null
+    taq+=("$(timed restic -q --repo "$Q" backup "$SRC")")
+    tbq+=("$(timed restic -q --repo "$Q" backup "$SRC")")
+done
+for ((round = 1; round <= ROUNDS; round++)); do
+    rm -rf "$DIR/restore-pitr"; drop_caches
+    tc+=("$(timed "$SNAP" -q -r "$R" restore a "$DIR/restore-pitr")")
+    diff -r "$SRC" "$DIR/restore-pitr" >/dev/null || { echo "restore differs from the source" >&2; exit 1; }
+    # restic does not sync what it restores; --no-sync is the same promise. The sync afterwards
+    # keeps its writeback out of the next measurement.
+    rm -rf "$DIR/restore-pitr"; drop_caches
+    tcn+=("$(timed "$SNAP" -q -r "$R" restore --no-sync a "$DIR/restore-pitr")"); sync
+    diff -r "$SRC" "$DIR/restore-pitr" >/dev/null || { echo "restore --no-sync differs from the source" >&2; exit 1; }
+    rm -rf "$DIR/restore-restic"; drop_caches
+    tcq+=("$(timed restic -q --repo "$Q" restore latest --target "$DIR/restore-restic")"); sync
+done
+rs_pitr=$(dirsize "$R/packs") rs_borg=$(dirsize "$B") rs_restic=$(dirsize "$Q")
 
-B="$DIR/repo-borg"; rm -rf "$B" "$DIR/restore-borg"
-borg init --encryption=repokey "$B" >/dev/null 2>&1
-tab=$(timed borg create --compression zstd,3 "$B::a" "$SRC")
-tbb=$(timed borg create --compression zstd,3 "$B::b" "$SRC")
-rs_borg=$(dirsize "$B")
-
-Q="$DIR/repo-restic"; rm -rf "$Q" "$DIR/restore-restic"
-restic -q init --repo "$Q" >/dev/null
-taq=$(timed restic -q --repo "$Q" backup "$SRC")
-tbq=$(timed restic -q --repo "$Q" backup "$SRC")
-drop_caches
-tcq=$(timed restic -q --repo "$Q" restore latest --target "$DIR/restore-restic"); sync
-rs_restic=$(dirsize "$Q")
-
-row "(a) pitrfs first backup" "$(mbps "$BYTES" "$ta")" "$(ratio "$tab" "$ta") borg, $(ratio "$taq" "$ta") restic (speed ratio)"
-row "    borg create (zstd,3, repokey)" "$(mbps "$BYTES" "$tab")"
-row "    restic backup" "$(mbps "$BYTES" "$taq")"
-row "(b) pitrfs same input again" "$(mbps "$BYTES" "$tb")" "$(ratio "$tbb" "$tb") borg, $(ratio "$tbq" "$tb") restic"
-row "    borg again" "$(mbps "$BYTES" "$tbb")"
-row "    restic again" "$(mbps "$BYTES" "$tbq")"
-row "(c) pitrfs restore (cold cache), synced" "$(mbps "$BYTES" "$tc")" "$(ratio "$tcq" "$tc") restic"
-row "    pitrfs restore --no-sync (as restic)" "$(mbps "$BYTES" "$tcn")" "$(ratio "$tcq" "$tcn") restic"
-row "    restic restore (does not sync)" "$(mbps "$BYTES" "$tcq")"
+# ROW LABEL TIMES... : the median's MB/s, the range over the rounds, and ratios to references.
+mrow() { # LABEL "TIMES" [REF_NAME "REF_TIMES"]...
+    local label=$1 times=$2; shift 2
+    # shellcheck disable=SC2086
+    python3 - "$BYTES" "$label" "$times" "$@" <<'PY'
+import statistics, sys
+size, label, times = float(sys.argv[1]), sys.argv[2], [float(t) for t in sys.argv[3].split()]
+refs = sys.argv[4:]
+med = statistics.median(times)
+note = f"({size / max(times) / 1e6:.0f}-{size / min(times) / 1e6:.0f})"
+for name, rt in zip(refs[::2], refs[1::2]):
+    note += f"  {statistics.median(float(t) for t in rt.split()) / med:.2f}x {name}"
+print(f"  {label:<44} {size / med / 1e6:10.1f} MB/s   {note}")
+PY
+}
+mrow "(a) pitrfs first backup" "${ta[*]}" borg "${tab[*]}" restic "${taq[*]}"
+mrow "    borg create (zstd,3, repokey)" "${tab[*]}"
+mrow "    restic backup" "${taq[*]}"
+mrow "(b) pitrfs same input again" "${tb[*]}" borg "${tbb[*]}" restic "${tbq[*]}"
+mrow "    borg again" "${tbb[*]}"
+mrow "    restic again" "${tbq[*]}"
+mrow "(c) pitrfs restore (cold cache), synced" "${tc[*]}" restic "${tcq[*]}"
+mrow "    pitrfs restore --no-sync (as restic)" "${tcn[*]}" restic "${tcq[*]}"
+mrow "    restic restore (does not sync)" "${tcq[*]}"
 printf '  %-44s %10s bytes   %s\n' "repository size pitrfs (packs)" "$rs_pitr" "$(ratio "$rs_pitr" "$rs_borg") of borg, $(ratio "$rs_pitr" "$rs_restic") of restic"
 printf '  %-44s %10s bytes\n' "  pitrfs local index cache (LMDB)" "$(dirsize "$R/index")"
 printf '  %-44s %10s bytes\n' "repository size borg" "$rs_borg" "repository size restic" "$rs_restic"

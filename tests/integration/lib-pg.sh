@@ -9,22 +9,57 @@ mkdir -p "$T"/sock
 chown postgres: "$T"/sock
 as_pg() { runuser -u postgres -- "$@"; }
 
-# A free loopback port from $1 on.
+# A free loopback port from $1 on, below the kernel's range for client ports: a server that
+# binds minutes after the port was picked must not find it taken by a psql or curl connection
+# (or its TIME_WAIT). The port stays reserved for this test (a file naming its pid under
+# /tmp/pitr-test-ports) so another test run on the machine does not pick it meanwhile.
+PORT_RESERVATIONS=/tmp/pitr-test-ports
 free_port() {
-    python3 - "$1" <<'PY'
-import socket, sys
-for port in range(int(sys.argv[1]), 60000):
+    python3 - "$1" "$$" "$PORT_RESERVATIONS" <<'PY'
+import os, socket, sys
+base, owner, rdir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+client_lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+os.makedirs(rdir, exist_ok=True)
+def reserve(port):
+    path = f"{rdir}/{port}"
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        try:
+            pid = int(open(path).read().strip() or 0)
+        except (OSError, ValueError):
+            return False
+        if pid and os.path.exists(f"/proc/{pid}"):
+            return False
+        os.unlink(path)  # left by a run that was killed
+        return reserve(port)
+    os.write(fd, owner.encode())
+    os.close(fd)
+    return True
+for port in range(base, client_lo):
+    if not reserve(port):
+        continue
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", port))
     except OSError:
+        os.unlink(f"{rdir}/{port}")
         continue
     finally:
         s.close()
     print(port)
-    break
+    sys.exit(0)
+sys.exit(f"no free port between {base} and {client_lo}")
 PY
 }
+release_ports() {
+    local f
+    for f in "$PORT_RESERVATIONS"/*; do
+        [[ -f $f && $(cat "$f" 2>/dev/null) == "$$" ]] && rm -f "$f"
+    done
+    return 0
+}
+cleanup_hooks+=(release_ports)
 psql_at() { local port=$1; shift; as_pg "$PGBIN"/psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 "$@"; }
 # pg_init DATADIR PORT [ARCHIVE_COMMAND]: a new cluster with data checksums, WAL archiving on.
 pg_init() {

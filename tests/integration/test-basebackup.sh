@@ -27,7 +27,7 @@ list_bases() { "$SNAP" -r "$REPO" list --json | python3 -c '
 import json, sys
 print(sum(1 for s in json.load(sys.stdin) if s["kind"] == "pgbase"))'; }
 
-P1=$(free_port 55500)
+P1=$(free_port 21500)
 P2=$(free_port $((P1 + 1)))
 PGDATA=$T/pg1
 pg_init "$PGDATA" "$P1" "$AGENT -q -r $REPO --key-file $T/repo.key -n main archive-wal %p %f"
@@ -47,7 +47,10 @@ as_pg "$PGBIN"/pgbench -h 127.0.0.1 -p "$P1" -U postgres -i -s 10 -q postgres >"
 agent backup -d "host=127.0.0.1 port=$P1 user=postgres dbname=postgres" --json >"$T"/backup0.json ||
     fail "first base backup failed"
 FIRST_ID=$(python3 -c "import json,sys; print(json.load(open('$T/backup0.json'))['id'])")
-as_pg "$PGBIN"/pgbench -h 127.0.0.1 -p "$P1" -U postgres -c 4 -T 300 -n postgres >"$T"/pgbench.log 2>&1 &
+# runuser itself in the background, not the as_pg function: $! must be a process whose death
+# stops pgbench (runuser passes SIGTERM on), not a subshell that would leave pgbench running.
+runuser -u postgres -- "$PGBIN"/pgbench -h 127.0.0.1 -p "$P1" -U postgres -c 4 -T 300 -n postgres \
+    >"$T"/pgbench.log 2>&1 &
 PGBENCH=$!
 cleanup_hooks+=("kill $PGBENCH 2>/dev/null")
 sleep 2
@@ -134,10 +137,12 @@ agent restore "$BACKUP_ID" --target-dir "$T"/pg2 --target-name rp1 2>"$T"/err &&
 grep -q "not empty" "$T"/err || fail "no clear message for a non-empty target"
 
 note "4. a damaged page is reported by file and block"
-psql_at "$P1" -c "CREATE TABLE damaged AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 2000) g" \
-    -c "CHECKPOINT" >/dev/null
+# Autovacuum off and everything frozen and checkpointed first: nothing dirties the table's
+# buffers again, so no checkpoint writes the good page back over the damage.
+psql_at "$P1" -c "CREATE TABLE damaged WITH (autovacuum_enabled = off) AS
+                      SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 2000) g" \
+    -c "VACUUM (FREEZE) damaged" -c "CHECKPOINT" >/dev/null
 REL=$(psql_at "$P1" -c "SELECT pg_relation_filepath('damaged')")
-# Evict nothing: the table is not written again, so the server never rewrites the page.
 printf 'garbage!' | dd of="$PGDATA/$REL" bs=1 seek=$((8192 * 3 + 4000)) conv=notrunc status=none
 before=$(list_bases)
 expect_exit 4 agent backup -d "host=127.0.0.1 port=$P1 user=postgres dbname=postgres" --json
@@ -146,7 +151,7 @@ grep -q "checksum failure in $REL block 3" "$T"/stderr || fail "the damaged page
 
 note "5. bad input: nothing half-stored is listed"
 before=$(list_bases)
-DOWN=$(free_port 58800)
+DOWN=$(free_port 24800)
 expect_exit 1 agent backup -d "host=127.0.0.1 port=$DOWN user=postgres dbname=postgres connect_timeout=5"
 grep -q "node main: could not connect" "$T"/stderr || fail "no clear message for a node that is down"
 expect_exit 1 agent backup -d "host=127.0.0.1 port=$P1 user=nobody_here dbname=postgres"

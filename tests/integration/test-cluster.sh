@@ -30,7 +30,7 @@ chown -R postgres: "$REPO" "$T"/repo.key "$T"/pki
 
 NODES=(coord w1 w2)
 declare -A PORT APORT
-next=55600
+next=21600
 for n in "${NODES[@]}"; do
     PORT[$n]=$(free_port $next); next=$((PORT[$n] + 1))
     APORT[$n]=$(free_port $next); next=$((APORT[$n] + 1))
@@ -40,7 +40,9 @@ CONNS=()
 for n in "${NODES[@]}"; do CONNS+=("$(conninfo "$n")"); done
 
 agent_start() { # the agent runs as PostgreSQL's OS user, as in production
-    local n=$1
+    local n=$1 started_before
+    # The log is appended to across restarts: only a new "serving on" line means this start.
+    started_before=$(grep -c 'serving on' "$T/agent-$n.log" 2>/dev/null || true)
     # setpriv execs the agent itself (runuser would stay as a parent that eats SIGTERM).
     setpriv --reuid=postgres --regid=postgres --init-groups \
         env -u PITR_PASSPHRASE "$AGENT" -r "$REPO" --key-file "$T"/repo.key -n "$n" \
@@ -50,7 +52,7 @@ agent_start() { # the agent runs as PostgreSQL's OS user, as in production
     AGENT_PID[$n]=$!
     local i
     for ((i = 0; i < 100; i++)); do
-        grep -q 'serving on' "$T/agent-$n.log" && return 0
+        (($(grep -c 'serving on' "$T/agent-$n.log" || true) > ${started_before:-0})) && return 0
         kill -0 "${AGENT_PID[$n]}" 2>/dev/null || break
         sleep 0.1
     done
@@ -135,10 +137,11 @@ note "the barrier gives up, and nothing is listed, when an application holds the
 as_pg "$PGBIN"/psql -h 127.0.0.1 -p "${PORT[coord]}" -U postgres -d postgres -Xq \
     -c "SELECT pg_advisory_lock_shared(7419)" -c "SELECT pg_sleep(120)" >/dev/null 2>&1 &
 HOLDER=$!
-for ((i = 0; i < 100; i++)); do
+for ((i = 0; i < 300; i++)); do
     [[ $(psql_at "${PORT[coord]}" -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7419 AND granted") == 1 ]] && break
     sleep 0.1
 done
+((i < 300)) || fail "the application session did not get its advisory lock within 30 s"
 n_before=$(snap list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 expect_exit 1 snap create --restore-point-only --label blocked
 grep -q "the commit barrier failed" "$T"/stderr || fail "no clear message when the barrier cannot be taken"

@@ -6,6 +6,8 @@
 . "$(dirname "$0")/lib.sh"
 PACK_CHECK=$(helper pack-check)
 ITERATIONS=${CRASH_ITERATIONS:-20}
+RANDOM=${CRASH_SEED:-$$}
+echo "random seed ${CRASH_SEED:-$$} (CRASH_SEED=N repeats a run's delays)"
 REPO=$T/repo
 SRC=$T/src
 init_repo "$REPO"
@@ -50,10 +52,16 @@ check_repo() { # iteration label
     grep -qi -e warning -e damaged "$T"/list.err && { cat "$T"/list.err; fail "$1: list warned after kill -9"; }
     "$PACK_CHECK" "$REPO" >"$T"/pack-check.out ||
         { grep -v '^ok ' "$T"/pack-check.out; fail "$1: a pack file is damaged after kill -9"; }
-    local id
+    local id listed_ids
+    listed_ids=" $(listed "$T"/list.json | cut -d' ' -f1 | tr '\n' ' ')"
     for id in "${completed[@]}"; do
-        grep -q "\"$id\"" "$T"/list.json || fail "$1: snapshot $id was reported complete but is not listed"
+        [[ $listed_ids == *" $id "* ]] || fail "$1: snapshot $id was reported complete but is not listed"
     done
+}
+listed() { # list.json: "id name" per snapshot
+    python3 -c '
+import json, sys
+for s in json.load(open(sys.argv[1])): print(s["id"], s["name"])' "$1"
 }
 
 # Change the source the way every iteration does (below).
@@ -85,21 +93,25 @@ max_ms=$((store_ms * 3 / 2))
 ((max_ms > 800)) && max_ms=800
 echo "an iteration's store takes ${store_ms} ms: kills come after 0-${max_ms} ms"
 
-for ((i = 1; i <= ITERATIONS; i++)); do
-    # New data every time, so the store has work to be killed in (the tree stays ~60 MB): a
-    # file rewritten with 3-8 MB, a rewritten region, and every other time a new file
-    # replacing the previous one.
-    mutate "$i"
-    name=it$i
+# One store of the source's current state, killed with -9 when WHEN says: after a delay in
+# seconds, once a pack is being written ("spool"), or once it printed complete ("complete").
+store_and_kill() { # name when
+    local name=$1 when=$2 pid rc=0 k id state
     tree_manifest "$SRC" >"$T"/manifest-$name
     manifest_of[$name]=$T/manifest-$name
-
-    delay=$(printf '0.%03d' $((RANDOM % max_ms)))
     "$SNAP" -r "$REPO" store "$SRC" --name "$name" >"$T"/store.out 2>"$T"/store.err &
     pid=$!
-    sleep "$delay"
+    case $when in
+    spool | complete)
+        for ((k = 0; k < 30000; k++)); do
+            if [[ $when == spool ]]; then compgen -G "$REPO/tmp/spool-*" >/dev/null && break
+            else grep -q complete "$T"/store.out && break; fi
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.001
+        done ;;
+    *) sleep "$when" ;;
+    esac
     kill -9 "$pid" 2>/dev/null || true
-    rc=0
     wait "$pid" || rc=$?
     if grep -q complete "$T"/store.out; then
         id=$(sed -n 's/^snapshot \([0-9a-f]\{16\}\) complete.*/\1/p' "$T"/store.out)
@@ -112,18 +124,35 @@ for ((i = 1; i <= ITERATIONS; i++)); do
         state="killed mid-store"
     else
         cat "$T"/store.err
-        fail "iteration $i: store exited $rc without being killed or completing"
+        fail "$name: store exited $rc without being killed or completing"
     fi
-    echo "iteration $i: kill after ${delay}s: $state (${SECONDS}s into the test)"
-    check_repo "iteration $i"
+    echo "$name: kill $when: $state (${SECONDS}s into the test)"
+    check_repo "$name"
     # Every snapshot in the catalog must be whole, reported or not; check one at random.
-    mapfile -t ids < <(python3 -c '
-import json, sys
-for s in json.load(open(sys.argv[1])): print(s["id"], s["name"])' "$T"/list.json)
+    local ids rid rname
+    mapfile -t ids < <(listed "$T"/list.json)
     if ((${#ids[@]} > 0)); then
         read -r rid rname <<<"${ids[RANDOM % ${#ids[@]}]}"
         restore_matches "$rid" "$rname"
     fi
+}
+
+for ((i = 1; i <= ITERATIONS; i++)); do
+    # New data every time, so the store has work to be killed in (the tree stays ~60 MB): a
+    # file rewritten with 3-8 MB, a rewritten region, and every other time a new file
+    # replacing the previous one.
+    mutate "$i"
+    store_and_kill "it$i" "$(printf '0.%03d' $((RANDOM % max_ms)))"
+done
+# Random delays can miss one of the two outcomes when the machine got much slower or faster
+# after the calibration: then one more store is killed exactly where the missing one happens.
+for ((i = 1; killed_mid == 0 && i <= 3; i++)); do
+    mutate $((ITERATIONS + i))
+    store_and_kill "forced-mid$i" spool
+done
+for ((i = 1; killed_after + finished == 0 && i <= 3; i++)); do
+    mutate $((ITERATIONS + 3 + i))
+    store_and_kill "forced-complete$i" complete
 done
 
 echo "kills: $killed_mid mid-store, $killed_after after printing complete; $finished finished before the kill"
@@ -131,9 +160,7 @@ echo "kills: $killed_mid mid-store, $killed_after after printing complete; $fini
 [[ $killed_mid -gt 0 ]] || fail "no store was killed mid-way, so no crash was tested"
 
 note "all snapshots in the catalog restore their source state"
-mapfile -t ids < <(python3 -c '
-import json, sys
-for s in json.load(open(sys.argv[1])): print(s["id"], s["name"])' "$T"/list.json)
+mapfile -t ids < <(listed "$T"/list.json)
 for line in "${ids[@]}"; do
     read -r rid rname <<<"$line"
     restore_matches "$rid" "$rname"

@@ -15,6 +15,10 @@ argv = sys.argv[2:]
 pid, fd = pty.fork()
 if pid == 0:
     os.execv(argv[0], argv)
+# A prompt that never comes, or a child that never exits, must not hang the test suite.
+import signal
+signal.signal(signal.SIGALRM, lambda *_: (os.kill(pid, signal.SIGKILL), sys.exit("no end within 60 s")))
+signal.alarm(60)
 seen, out = 0, b""
 while True:
     try:

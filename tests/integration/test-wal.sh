@@ -21,7 +21,7 @@ chown -R postgres: "$REPO" "$T"/repo.key
 agent() { as_pg env -u PITR_PASSPHRASE "$AGENT" -r "$REPO" --key-file "$T"/repo.key "$@"; }
 AGENT_CMD="$AGENT -r $REPO --key-file $T/repo.key --node main"
 
-P1=$(free_port 55440)
+P1=$(free_port 21440)
 P2=$(free_port $((P1 + 1)))
 P3=$(free_port $((P2 + 1)))
 # Wait until the archive holds object $1 (a path below wal/main/), 60 s at most.
