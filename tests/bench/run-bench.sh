@@ -313,7 +313,7 @@ echo "   pg_basebackup -Ft to /dev/null and pgbackrest backup (compress-type=zst
 echo "   60 s of pgbench (pgbackrest: an incremental backup)"
 A="$DIR/agent"; APGD="$DIR/pgdata-s100-node" APORT=55435
 make_pgdata "$APGD" 100 $APORT
-rm -rf "$A"; mkdir -p "$A"; chown postgres "$A"
+rm -rf "$A"; mkdir -p "$A/log" "$A/lock"; chown -R postgres "$A"
 "$SNAP" -q -r "$A/repo" init --scrypt-n 1024
 "$SNAP" -q -r "$A/repo" key export "$A/repo.key"
 chown -R postgres "$A"
