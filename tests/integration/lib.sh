@@ -23,6 +23,17 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 # A failed check that should not hide the checks after it: reported now, fails the test at exit.
 defer_fail() { echo "FAIL (continuing): $*" >&2; echo "$*" >>"$T/deferred-failures"; }
 note() { echo "--- $*"; }
+# wait_until SECONDS COMMAND...: succeeds as soon as COMMAND does (tried every 0.1 s); fails
+# if it still fails after SECONDS. For what happens in another process at its own pace.
+wait_until() {
+    local limit=$1 i
+    shift
+    for ((i = 0; i < limit * 10; i++)); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    "$@"
+}
 assert_eq() { [[ "$1" == "$2" ]] || fail "${3:-values differ}: expected '$2', got '$1'"; }
 # Run a command expecting exit status $1; stderr is kept in $T/stderr.
 expect_exit() {

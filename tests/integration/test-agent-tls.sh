@@ -102,6 +102,7 @@ EOF
 note "1. handshakes that must be refused"
 # refused NAME REASON [curl args]: no reply, and exactly one new log line naming the peer
 # address and the reason.
+more_refusals_than() { (($(grep -c 'refused TLS connection' "$AGENT_LOG" || true) > $1)); }
 refused() {
     local name=$1 reason=$2 before after line
     shift 2
@@ -113,12 +114,7 @@ refused() {
     echo "$name: curl says: $(head -1 "$T"/err)"
     # The agent logs after its alert went out, so curl may be done first: wait for the line,
     # then a moment more, so that a second line (which would be a bug) is seen too.
-    local k
-    for ((k = 0; k < 100; k++)); do
-        after=$(grep -c 'refused TLS connection' "$AGENT_LOG" || true)
-        ((after > before)) && break
-        sleep 0.1
-    done
+    wait_until 10 more_refusals_than "$before" || true # counted just below
     sleep 0.2
     after=$(grep -c 'refused TLS connection' "$AGENT_LOG" || true)
     [[ $after -eq $((before + 1)) ]] || fail "$name: $((after - before)) refusal lines in the agent log, expected 1"

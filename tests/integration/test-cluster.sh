@@ -137,11 +137,10 @@ note "the barrier gives up, and nothing is listed, when an application holds the
 as_pg "$PGBIN"/psql -h 127.0.0.1 -p "${PORT[coord]}" -U postgres -d postgres -Xq \
     -c "SELECT pg_advisory_lock_shared(7419)" -c "SELECT pg_sleep(120)" >/dev/null 2>&1 &
 HOLDER=$!
-for ((i = 0; i < 300; i++)); do
-    [[ $(psql_at "${PORT[coord]}" -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7419 AND granted") == 1 ]] && break
-    sleep 0.1
-done
-((i < 300)) || fail "the application session did not get its advisory lock within 30 s"
+app_holds_lock() {
+    [[ $(psql_at "${PORT[coord]}" -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7419 AND granted") == 1 ]]
+}
+wait_until 30 app_holds_lock || fail "the application session did not get its advisory lock within 30 s"
 n_before=$(snap list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 expect_exit 1 snap create --restore-point-only --label blocked
 grep -q "the commit barrier failed" "$T"/stderr || fail "no clear message when the barrier cannot be taken"

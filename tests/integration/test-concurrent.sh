@@ -146,8 +146,8 @@ packs_before=$(find "$LREPO/packs" -type f | sort)
 (exec 9>>"$LREPO/locks/repository" && flock -x 9 && exec sleep 600) &
 holder=$!
 cleanup_hooks+=("kill $holder 2>/dev/null")
-for _ in $(seq 100); do flock -n -s "$LREPO/locks/repository" true 2>/dev/null || break; sleep 0.1; done
-flock -n -s "$LREPO/locks/repository" true 2>/dev/null && fail "the holder did not take the lock within 10 s"
+holder_locked() { ! flock -n -s "$LREPO/locks/repository" true 2>/dev/null; }
+wait_until 10 holder_locked || fail "the holder did not take the lock within 10 s"
 echo blocked | expect_exit 5 "$SNAP" -r "$LREPO" store --stdin --name blocked
 grep -q "locked exclusively" "$T/stderr" || fail "no message naming the lock"
 seg="$T/000000010000000000000001"

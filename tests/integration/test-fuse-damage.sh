@@ -74,7 +74,7 @@ cmp "$T"/stream "$MNT"/streams/"$ID_S" || fail "the stream differs"
 
 note "the log names the chunk, the pack and the file"
 # The daemon's log goes through a thread: wait for the line of the failed read.
-for i in $(seq 100); do grep -q "snapshots/$ID_BAD/victim" "$LOG" && break; sleep 0.1; done
+wait_until 10 grep -q "snapshots/$ID_BAD/victim" "$LOG" || true # the checks below say what is missing
 cat "$LOG"
 grep -Eq '[0-9a-f]{64}' "$LOG" || fail "the log does not name the chunk (64 hex digits)"
 grep -q "$pack_base" "$LOG" || fail "the log does not name the pack $pack_base"

@@ -149,8 +149,7 @@ os.close(fd)
 PY
 python3 "$T"/reader.py "$MNT"/snapshots/src/big "$T"/stop "$T"/progress &
 READER_PID=$!
-for i in $(seq 100); do [[ -s $T/progress ]] && break; sleep 0.1; done
-[[ -s $T/progress ]] || fail "the reader made no progress"
+wait_until 10 test -s "$T"/progress || fail "the reader made no progress"
 rc=0
 timeout 10 fusermount3 -u "$MNT" 2>"$T"/stderr || rc=$?
 cat "$T"/stderr
@@ -162,8 +161,8 @@ grep -qi busy "$T"/stderr || fail "fusermount3 -u did not say the mount is busy"
 timeout 10 fusermount3 -uz "$MNT" || fail "fusermount3 -uz failed or hung"
 not_mounted "lazy unmount"
 p0=$(cat "$T"/progress)
-for i in $(seq 100); do (($(cat "$T"/progress) > p0)) && break; sleep 0.1; done
-(($(cat "$T"/progress) > p0)) || fail "the reader made no progress for 10 s after the lazy unmount"
+progressed() { (($(cat "$T"/progress) > p0)); }
+wait_until 10 progressed || fail "the reader made no progress for 10 s after the lazy unmount"
 touch "$T"/stop
 wait "$READER_PID" || fail "the reader failed after the lazy unmount"
 READER_PID=
