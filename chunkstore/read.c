@@ -186,10 +186,12 @@ static int record_decode_into(CsReader *rd, const CsChunkLoc *loc, Buf *raw, Cac
         r = -EBADMSG;
     if (r < 0)
         return r;
-    CsRecordInfo info;
-    if ((r = cs_record_info(raw->data, raw->size, &info)) < 0)
-        return r;
-    if (info.flags & CS_RECORD_FLAG_DELTA) {
+    /* Only a delta record needs its base list before decoding; the decode below checks every
+     * record whole anyway, so a plain one is not parsed and hashed twice (flags: byte 4). */
+    CsRecordInfo info = { 0 };
+    if (raw->size > 4 && (raw->data[4] & CS_RECORD_FLAG_DELTA)) {
+        if ((r = cs_record_info(raw->data, raw->size, &info)) < 0)
+            return r;
         rd->n_slots = RECORD_CACHE_SLOTS;
         if ((r = load_prefix(rd, &info, &prefix)) < 0) {
             char hex[2 * CS_CHUNK_ID_SIZE + 1];
@@ -467,9 +469,6 @@ bool cs_chunk_is_zero(const void *p, size_t n)
     return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
 }
 
-/* Writes of this size keep system time low for page files (see out-buf.h). */
-#define WRITE_BUF_SIZE (1u << 20)
-
 int cs_reader_write_fd(CsReader *rd, const CsContentRef *ref, int fd, bool sparse)
 {
     CsContentRef flat;
@@ -480,7 +479,7 @@ int cs_reader_write_fd(CsReader *rd, const CsContentRef *ref, int fd, bool spars
     if (pos < 0)
         sparse = false;
     OutBuf out;
-    if ((r = out_buf_init(&out, fd, false, sparse ? (uint64_t)pos : 0, WRITE_BUF_SIZE)) < 0) {
+    if ((r = out_buf_init(&out, fd, false, sparse ? (uint64_t)pos : 0, OUT_BUF_WRITE_SIZE)) < 0) {
         cs_content_ref_free(&flat);
         return r;
     }

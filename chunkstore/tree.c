@@ -495,8 +495,6 @@ typedef struct SplitFile {
 /* Files at least this large are split; ranges hold about RESTORE_RANGE bytes of chunks. */
 #define RESTORE_SPLIT_MIN (64ull << 20)
 #define RESTORE_RANGE     (16ull << 20)
-/* Chunks are gathered into writes of this size (see out-buf.h). */
-#define RESTORE_WRITE_SIZE (1u << 20)
 
 typedef struct FileJob {
     int dir_fd; /* owned; -1 for a range of a split file */
@@ -585,7 +583,7 @@ static void split_free(SplitFile *sf)
 static int restore_range(CsReader *rd, FileJob *j, bool no_sync)
 {
     OutBuf out;
-    int r = out_buf_init(&out, j->split->fd, true, j->offset, RESTORE_WRITE_SIZE);
+    int r = out_buf_init(&out, j->split->fd, true, j->offset, OUT_BUF_WRITE_SIZE);
     for (size_t i = j->first; r == 0 && i < j->end; i++) {
         const uint8_t *p;
         size_t n;

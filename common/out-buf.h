@@ -22,6 +22,10 @@ typedef struct OutBuf {
     uint64_t off; /* file offset of buf[0] (positional mode) */
 } OutBuf;
 
+/* The buffer size the restore paths use: large enough that page-sized adds cost little
+ * system time, small enough for one buffer per restoring thread. */
+#define OUT_BUF_WRITE_SIZE (1u << 20)
+
 /* cap bytes of buffer; positional mode starts writing at `off`. */
 int out_buf_init(OutBuf *o, int fd, bool positional, uint64_t off, size_t cap);
 int out_buf_add(OutBuf *o, const void *p, size_t n);
