@@ -62,42 +62,6 @@ const char *orch_agent_client_address(const OrchAgentClient *c)
     return c->address;
 }
 
-/* host, host:port, [v6], [v6]:port, and a bare v6 address (several colons, no port). */
-static int normalize_address(const char *address, char **ret)
-{
-    const char *host = address, *port = NULL;
-    size_t host_len;
-    bool v6 = false;
-    if (!address || !*address)
-        return -EINVAL;
-    if (address[0] == '[') {
-        const char *end = strchr(address, ']');
-        if (!end || end == address + 1 || (end[1] && end[1] != ':'))
-            return -EINVAL;
-        host = address + 1;
-        host_len = (size_t)(end - host);
-        port = end[1] ? end + 2 : NULL;
-        v6 = true;
-    } else {
-        const char *colon = strchr(address, ':');
-        if (colon && strchr(colon + 1, ':')) {
-            host_len = strlen(address);
-            v6 = true;
-        } else if (colon) {
-            host_len = (size_t)(colon - address);
-            port = colon + 1;
-        } else
-            host_len = strlen(address);
-    }
-    if (host_len == 0 || strcspn(host, "/?#@ ") < host_len)
-        return -EINVAL;
-    unsigned long long p = ORCH_AGENT_DEFAULT_PORT;
-    if (port && parse_unsigned(port, 1, 65535, &p) < 0)
-        return -EINVAL;
-    return asprintf(ret, v6 ? "[%.*s]:%llu" : "%.*s:%llu", (int)host_len, host, p) < 0 ? -ENOMEM
-                                                                                       : 0;
-}
-
 OrchAgentClient *orch_agent_client_free(OrchAgentClient *c)
 {
     if (!c)
@@ -128,9 +92,12 @@ int orch_agent_client_new(const char *address, const OrchTlsFiles *tls, OrchAgen
         return -ENOMEM;
     c->connect_ms = ORCH_AGENT_CONNECT_TIMEOUT_MS;
     c->total_ms = ORCH_AGENT_CALL_TIMEOUT_MS;
-    int r = normalize_address(address, &c->address);
+    OrchAgentAddress a;
+    int r = orch_agent_address_parse(address, &a);
     if (r < 0)
         return r;
+    c->address = TAKE_PTR(a.normalized);
+    orch_agent_address_done(&a);
     if (asprintf(&c->base_url, "https://%s", c->address) < 0) {
         c->base_url = NULL;
         return -ENOMEM;
@@ -464,6 +431,29 @@ int orch_agent_job(OrchAgentClient *c, const char *id, json_t **ret)
     return 0;
 }
 
+int orch_agent_poll_job(OrchAgentClient *c, const char *id, unsigned *transient, json_t **ret)
+{
+    *ret = NULL;
+    json_t *j;
+    int r = orch_agent_job(c, id, &j);
+    if (r == -ECONNREFUSED || r == -ETIMEDOUT || r == -ECONNRESET || r == -EAGAIN) {
+        /* A restart of the agent loses the job (404 next); a blip does not. */
+        return ++*transient > MAX_TRANSIENT_POLL_ERRORS ? r : 1;
+    }
+    if (r < 0)
+        return r;
+    *transient = 0;
+    *ret = j;
+    const char *state = json_string_value(json_object_get(j, "state"));
+    if (strcmp(state, "running") == 0)
+        return 1;
+    if (strcmp(state, "succeeded") == 0)
+        return 0;
+    const char *err = json_string_value(json_object_get(j, "error"));
+    return set_error(c, -EIO, "agent %s: job %s failed: %s", c->address, id,
+                     err ? err : "no error message");
+}
+
 int orch_agent_wait_job(OrchAgentClient *c, const char *id, unsigned poll_ms,
                         OrchAgentProgressFn progress, void *userdata, json_t **ret_final)
 {
@@ -472,31 +462,15 @@ int orch_agent_wait_job(OrchAgentClient *c, const char *id, unsigned poll_ms,
     unsigned transient = 0;
     for (;;) {
         json_t *j;
-        int r = orch_agent_job(c, id, &j);
-        if (r == -ECONNREFUSED || r == -ETIMEDOUT || r == -ECONNRESET || r == -EAGAIN) {
-            /* A restart of the agent loses the job (404 next); a blip does not. */
-            if (++transient > MAX_TRANSIENT_POLL_ERRORS)
-                return r;
-            sleep_ms(poll_ms ? poll_ms : 1000);
-            continue;
-        }
-        if (r < 0)
-            return r;
-        transient = 0;
-        if (progress)
+        int r = orch_agent_poll_job(c, id, &transient, &j);
+        if (j && progress)
             progress(j, userdata);
-        const char *state = json_string_value(json_object_get(j, "state"));
-        if (strcmp(state, "running") != 0) {
-            bool ok = strcmp(state, "succeeded") == 0;
-            const char *err = json_string_value(json_object_get(j, "error"));
-            if (!ok)
-                r = set_error(c, -EIO, "agent %s: job %s failed: %s", c->address, id,
-                              err ? err : "no error message");
+        if (r != 1) {
             if (ret_final)
                 *ret_final = j;
             else
                 json_decref(j);
-            return ok ? 0 : r;
+            return r;
         }
         json_decref(j);
         sleep_ms(poll_ms ? poll_ms : 1000);

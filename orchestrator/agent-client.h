@@ -29,10 +29,8 @@
 #include <jansson.h>
 
 #include "common/macro.h"
+#include "orchestrator/agent-address.h"
 
-#ifndef ORCH_AGENT_DEFAULT_PORT
-#define ORCH_AGENT_DEFAULT_PORT 18080
-#endif
 
 typedef struct OrchTlsFiles {
     const char *ca;   /* cluster CA (PEM): verifies the agents */
@@ -47,8 +45,8 @@ typedef struct OrchAgentClient OrchAgentClient;
 /* pg_ctl start/stop wait for the server (60 s by default on the agent) */
 #define ORCH_AGENT_PG_TIMEOUT_MS      150000
 
-/* A client for the agent at `address`: "host", "host:port", "[v6addr]" or "[v6addr]:port"
- * (port 18080 by default). The TLS files are copied by name and read at each connection.
+/* A client for the agent at `address` (see orchestrator/agent-address.h). The TLS files are
+ * copied by name and read at each connection.
  * Returns 0, -EINVAL (bad address, TLS file missing from tls), or -ENOMEM. */
 int orch_agent_client_new(const char *address, const OrchTlsFiles *tls, OrchAgentClient **ret);
 OrchAgentClient *orch_agent_client_free(OrchAgentClient *c);
@@ -71,12 +69,19 @@ int orch_agent_start_job(OrchAgentClient *c, const char *kind, json_t *body, cha
 /* GET /v1/jobs/ID: the job object. A failed job is not an error here. */
 int orch_agent_job(OrchAgentClient *c, const char *id, json_t **ret);
 
+/* One poll of a job, for callers that watch several at once. Returns 1 while the job runs,
+ * 0 when it succeeded, -EIO when it failed (with its error), or the error of the poll. A
+ * transient error (connection refused or reset, timeout) returns 1 with *ret NULL until more
+ * than three come in a row; *transient counts them (start it at 0, one per job). *ret gets
+ * the job object when one was read (new reference). */
+int orch_agent_poll_job(OrchAgentClient *c, const char *id, unsigned *transient, json_t **ret);
+
 typedef void (*OrchAgentProgressFn)(const json_t *job, void *userdata);
 
 /* Poll the job every poll_ms (0: 1000) until it is no longer running, calling progress (if
  * not NULL) with each state seen. *ret_final (if not NULL) gets the last job object whatever
  * the outcome, when there is one. Returns 0 when the job succeeded, -EIO when it failed (with
- * its error), or the error of a poll (three transient errors in a row are tolerated). */
+ * its error), or the error of a poll (as orch_agent_poll_job tolerates transient ones). */
 int orch_agent_wait_job(OrchAgentClient *c, const char *id, unsigned poll_ms,
                         OrchAgentProgressFn progress, void *userdata, json_t **ret_final);
 

@@ -104,6 +104,7 @@ typedef struct NodeRun {
     PGconn *conn;
     char *job_id;
     bool is_running, is_done;
+    unsigned transient_poll_errors;
     int error;
     char *message;
     json_t *result; /* the finished job's result */
@@ -231,23 +232,22 @@ static int run_jobs(NodeRun *v, size_t n, const char *kind, JobBodyFn body, void
             NodeRun *x = &v[i];
             if (!x->is_running)
                 continue;
-            json_t *j = NULL;
-            int r = orch_agent_job(x->agent, x->job_id, &j);
-            if (r < 0) {
-                node_fail(x, r, "lost track of the %s job: %s", kind,
-                          orch_agent_client_error(x->agent));
-            } else {
+            json_t *j;
+            int r = orch_agent_poll_job(x->agent, x->job_id, &x->transient_poll_errors, &j);
+            if (j) {
                 json_t *pr = json_object_get(j, "progress");
                 x->bytes_done = json_u64(pr, "bytes_done");
                 x->bytes_total = json_u64(pr, "bytes_total");
                 x->seconds = json_number_value(json_object_get(pr, "seconds"));
-                const char *state = json_str(j, "state");
-                if (strcmp(state, "succeeded") == 0) {
-                    x->is_done = true;
-                    x->result = json_incref(json_object_get(j, "result"));
-                } else if (strcmp(state, "running") != 0) {
-                    node_fail(x, -EIO, "%s failed: %s", kind, json_str(j, "error"));
-                }
+            }
+            if (r == 0) {
+                x->is_done = true;
+                x->result = json_incref(json_object_get(j, "result"));
+            } else if (r == -EIO && j) {
+                node_fail(x, r, "%s failed: %s", kind, json_str(j, "error"));
+            } else if (r < 0) {
+                node_fail(x, r, "lost track of the %s job: %s", kind,
+                          orch_agent_client_error(x->agent));
             }
             json_decref(j);
             if (x->is_done || x->error) {
@@ -577,10 +577,8 @@ int orch_snapshot_restore(const OrchConfig *cfg, CsRepo *repo, const char *spec,
         r = -ENOMEM;
         goto out;
     }
-    if ((r = cs_catalog_find(repo, spec, &s)) < 0) {
-        log_error_errno(r, "no cluster snapshot \"%s\": %m", spec);
+    if ((r = cs_catalog_find_or_log(repo, spec, &s)) < 0)
         goto out;
-    }
     if (strcmp(s.kind, ORCH_SNAPSHOT_KIND) != 0) {
         r = log_error_errno(-EINVAL, "snapshot %s is a %s, not a cluster snapshot", s.id, s.kind);
         goto out;
@@ -668,12 +666,12 @@ int orch_snapshot_delete(CsRepo *repo, const char *spec, char ret_id[2 * CS_SNAP
     if (r < 0)
         return r;
     CsSnapshot s = { 0 };
-    if ((r = cs_catalog_find(repo, spec, &s)) < 0)
-        log_error_errno(r, "no snapshot \"%s\": %m", spec);
-    else if ((r = cs_catalog_delete(repo, s.id)) < 0)
-        log_error_errno(r, "could not delete snapshot %s: %m", s.id);
-    else
-        memcpy(ret_id, s.id, 2 * CS_SNAP_ID_SIZE + 1);
+    if ((r = cs_catalog_find_or_log(repo, spec, &s)) == 0) {
+        if ((r = cs_catalog_delete(repo, s.id)) < 0)
+            log_error_errno(r, "could not delete snapshot %s: %m", s.id);
+        else
+            memcpy(ret_id, s.id, 2 * CS_SNAP_ID_SIZE + 1);
+    }
     cs_snapshot_clear(&s);
     cluster_unlock(&lock);
     return r;
@@ -681,9 +679,8 @@ int orch_snapshot_delete(CsRepo *repo, const char *spec, char ret_id[2 * CS_SNAP
 
 /* ---- config check ---- */
 
-int orch_cluster_check(const OrchConfig *cfg, bool json, json_t **ret_report)
+int orch_cluster_check(const OrchConfig *cfg, json_t **ret_report)
 {
-    (void)json;
     NodeRun *v = NULL;
     int r = nodes_new(cfg, true, &v);
     json_t *report = json_array();

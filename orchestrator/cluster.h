@@ -88,4 +88,4 @@ int orch_snapshot_delete(CsRepo *repo, const char *spec, char ret_id[2 * CS_SNAP
 
 /* Reach every node (libpq) and every agent (status); log one line per problem, naming the
  * node. Returns 0 when all are reachable and healthy, -EIO otherwise. */
-int orch_cluster_check(const OrchConfig *cfg, bool json, json_t **ret_report);
+int orch_cluster_check(const OrchConfig *cfg, json_t **ret_report);

@@ -16,6 +16,7 @@
 
 #include <libpq-fe.h>
 
+#include "agent/pq.h"
 #include "common/log.h"
 #include "common/parse.h"
 #include "common/macro.h"
@@ -303,10 +304,8 @@ static int parse_conninfo(Ctx *c, const char *what, yaml_node_t *v, void *dest)
     if (!opts) {
         if (!err)
             return -ENOMEM;
-        size_t n = strlen(err);
-        while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
-            err[--n] = 0;
-        conf_error(c, v, "%s: bad libpq connection string: %s", what, err);
+        conf_error(c, v, "%s: bad libpq connection string: %.*s", what, pq_message_len(err),
+                   err);
         PQfreemem(err);
         return -EINVAL;
     }
@@ -314,56 +313,25 @@ static int parse_conninfo(Ctx *c, const char *what, yaml_node_t *v, void *dest)
     return parse_string(c, what, v, dest);
 }
 
-static int parse_port(const char *s, uint16_t *ret)
-{
-    unsigned long long p;
-    if (parse_unsigned(s, 1, 65535, &p) < 0)
-        return -EINVAL;
-    *ret = (uint16_t)p;
-    return 0;
-}
-
-/* "host", "host:port", "[v6addr]" or "[v6addr]:port"; fills agent, agent_host, agent_port of
- * the OrchNode at dest. */
+/* An agent address (orchestrator/agent-address.h); fills agent (normalized), agent_host and
+ * agent_port of the OrchNode at dest. */
 static int parse_agent(Ctx *c, const char *what, yaml_node_t *v, void *dest)
 {
     OrchNode *node = dest;
     if (want_scalar(c, what, v) < 0)
         return -EINVAL;
-    const char *s = scalar(v), *port = NULL;
-    _cleanup_free_ char *host = NULL;
-    if (s[0] == '[') {
-        const char *close = strchr(s, ']');
-        if (close && (close[1] == 0 || close[1] == ':') && close > s + 1) {
-            host = strndup(s + 1, (size_t)(close - s - 1));
-            if (!host)
-                return -ENOMEM;
-            port = close[1] ? close + 2 : NULL;
-        }
-    } else {
-        const char *colon = strchr(s, ':');
-        if (!colon || !strchr(colon + 1, ':')) { /* two colons: an IPv6 address without [] */
-            host = colon ? strndup(s, (size_t)(colon - s)) : strdup(s);
-            if (!host)
-                return -ENOMEM;
-            port = colon ? colon + 1 : NULL;
-        }
-    }
-    uint16_t p = ORCH_AGENT_DEFAULT_PORT;
-    bool ok = host && *host && !strpbrk(host, " \t/[]") && (!port || parse_port(port, &p) == 0);
-    if (!ok) {
+    OrchAgentAddress a;
+    int r = orch_agent_address_parse(scalar(v), &a);
+    if (r == -EINVAL)
         conf_error(c, v,
                    "%s: bad agent address \"%s\" (expected host[:port] or "
                    "[ipv6-address][:port], port 1 to 65535, default %d)",
-                   what, s, ORCH_AGENT_DEFAULT_PORT);
-        return -EINVAL;
-    }
-    char *norm = NULL;
-    if (asprintf(&norm, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, (unsigned)p) < 0)
-        return -ENOMEM;
-    node->agent = norm;
-    node->agent_host = TAKE_PTR(host);
-    node->agent_port = p;
+                   what, scalar(v), ORCH_AGENT_DEFAULT_PORT);
+    if (r < 0)
+        return r;
+    node->agent = a.normalized;
+    node->agent_host = a.host;
+    node->agent_port = a.port;
     return 0;
 }
 

@@ -39,8 +39,8 @@
 #include <stdint.h>
 
 #include "common/macro.h"
+#include "orchestrator/agent-address.h"
 
-#define ORCH_AGENT_DEFAULT_PORT 18080
 
 typedef enum OrchBarrierAdapter {
     ORCH_BARRIER_PLAIN, /* advisory-lock barrier shared by the application's commit path */

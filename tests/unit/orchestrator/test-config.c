@@ -438,6 +438,37 @@ static void test_agent_addresses(void **state)
     }
 }
 
+/* The client takes the same addresses as the configuration (one parser for both). */
+static void test_agent_address_parse(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *host, *normalized;
+        uint16_t port;
+    } good[] = {
+        { "h", "h", "h:18080", ORCH_AGENT_DEFAULT_PORT },
+        { "10.0.0.2:9", "10.0.0.2", "10.0.0.2:9", 9 },
+        { "[::1]", "::1", "[::1]:18080", ORCH_AGENT_DEFAULT_PORT },
+        { "[fe80::1]:65535", "fe80::1", "[fe80::1]:65535", 65535 },
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+        OrchAgentAddress a;
+        assert_int_equal(orch_agent_address_parse(good[i].in, &a), 0);
+        assert_string_equal(a.host, good[i].host);
+        assert_string_equal(a.normalized, good[i].normalized);
+        assert_int_equal(a.port, good[i].port);
+        orch_agent_address_done(&a);
+    }
+    static const char *const bad[] = { "", "::1", "user@h", "h/x", "h?x", "h#x", "[h]x",
+                                       "[::1]:0", "h:99999", "a b" };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        OrchAgentAddress a;
+        assert_int_equal(orch_agent_address_parse(bad[i], &a), -EINVAL);
+        assert_null(a.host);
+        assert_null(a.normalized);
+    }
+}
+
 /* --- problems --- */
 
 static void test_unknown_key(void **state)
@@ -815,6 +846,7 @@ RUN_TESTS(cmocka_unit_test_setup_teardown(test_full, setup, teardown),
           cmocka_unit_test_setup_teardown(test_relative_paths, setup, teardown),
           cmocka_unit_test(test_durations),
           cmocka_unit_test_setup_teardown(test_agent_addresses, setup, teardown),
+          cmocka_unit_test(test_agent_address_parse),
           cmocka_unit_test_setup_teardown(test_unknown_key, setup, teardown),
           cmocka_unit_test_setup_teardown(test_duplicate_key, setup, teardown),
           cmocka_unit_test_setup_teardown(test_duplicate_node, setup, teardown),
