@@ -471,8 +471,7 @@ static int wait_archived(Backup *b, const char *walname)
                      walname, now - start);
             next_note += 10;
         }
-        struct timespec ts = { .tv_nsec = (long)delay_ms * 1000000L };
-        nanosleep(&ts, NULL);
+        sleep_ms(delay_ms);
         delay_ms = MIN(delay_ms * 2, 100u);
     }
 }

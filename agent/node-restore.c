@@ -28,14 +28,9 @@ static int find_backup(CsRepo *repo, const AgentRestoreParams *p, CsSnapshot *re
             log_error("node %s has no base backup in the repository", p->node);
         return r;
     }
-    int r = cs_catalog_find(repo, p->backup, ret);
-    if (r == -ENOENT)
-        return log_error_errno(r, "no snapshot \"%s\"", p->backup);
-    if (r == -ENOTUNIQ)
-        return log_error_errno(-EINVAL, "\"%s\" matches several snapshots: give more digits",
-                               p->backup);
+    int r = cs_catalog_find_or_log(repo, p->backup, ret);
     if (r < 0)
-        return log_error_errno(r, "could not read snapshot \"%s\": %m", p->backup);
+        return r;
     if (strcmp(ret->kind, AGENT_BASEBACKUP_KIND) != 0 || strcmp(ret->name, p->node) != 0) {
         log_error("snapshot %s is a %s of \"%s\", not a base backup of node %s", ret->id,
                   ret->kind, ret->name, p->node);

@@ -422,7 +422,9 @@ int agent_pg_ctl(const AgentPgCtlParams *p, const char *action, AgentPgCtlResult
     argv[n++] = action;
     argv[n] = NULL;
     /* The owner can always enter its data directory; root's working directory it may not. */
-    return run_command((char *const *)(uintptr_t)argv, p->as, p->pgdata, timeout + 15, ret);
+    int r = run_command((char *const *)(uintptr_t)argv, p->as, p->pgdata, timeout + 15, ret);
+    ret->kill_after_s = timeout + 15;
+    return r;
 }
 
 const char *agent_text_tail(const char *text, size_t max)

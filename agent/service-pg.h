@@ -65,6 +65,7 @@ int agent_pg_bindir(const char *configured, char **ret);
 typedef struct AgentPgCtlResult {
     int exit_status; /* pg_ctl's exit status; -1 when killed (timeout) */
     bool timed_out;
+    unsigned kill_after_s; /* how long pg_ctl was given before it was killed */
     char *output;    /* stdout and stderr together, at most AGENT_PG_CTL_OUTPUT_MAX bytes */
 } AgentPgCtlResult;
 

@@ -401,6 +401,26 @@ static int run_backup(Job *job, json_t **ret_result, char **ret_error)
     return r;
 }
 
+/* The recovery targets of POST /v1/restore, by their names in the API ("target_kind"). */
+static const struct {
+    const char *name;
+    AgentRecoveryTarget kind;
+    bool needs_value; /* "target_value" */
+} target_kinds[] = {
+    { "latest", AGENT_TARGET_LATEST, false }, { "name", AGENT_TARGET_NAME, true },
+    { "lsn", AGENT_TARGET_LSN, true },        { "time", AGENT_TARGET_TIME, true },
+    { "immediate", AGENT_TARGET_IMMEDIATE, false },
+};
+
+/* Index in target_kinds, or ARRAY_SIZE(target_kinds) for an unknown name. */
+static size_t find_target_kind(const char *name)
+{
+    size_t k = 0;
+    while (k < ARRAY_SIZE(target_kinds) && strcmp(name, target_kinds[k].name) != 0)
+        k++;
+    return k;
+}
+
 static int run_restore(Job *job, json_t **ret_result, char **ret_error)
 {
     const Server *srv = job->srv;
@@ -408,16 +428,8 @@ static int run_restore(Job *job, json_t **ret_result, char **ret_error)
     int r = open_repo(srv, true, &repo, ret_error);
     if (r < 0)
         return r;
-    static const struct {
-        const char *name;
-        AgentRecoveryTarget kind;
-    } kinds[] = { { "latest", AGENT_TARGET_LATEST }, { "name", AGENT_TARGET_NAME },
-                  { "lsn", AGENT_TARGET_LSN },       { "time", AGENT_TARGET_TIME },
-                  { "immediate", AGENT_TARGET_IMMEDIATE } };
-    AgentRecoveryTarget kind = AGENT_TARGET_LATEST;
-    for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
-        if (strcmp(param_str(job, "target_kind"), kinds[i].name) == 0)
-            kind = kinds[i].kind;
+    /* handle_restore accepted only known kinds */
+    AgentRecoveryTarget kind = target_kinds[find_target_kind(param_str(job, "target_kind"))].kind;
     json_t *map = json_object_get(job->params, "tablespace_map");
     size_t n_map = json_object_size(map);
     _cleanup_free_ AgentTablespaceMap *ts = calloc(n_map ? n_map : 1, sizeof(*ts));
@@ -455,6 +467,27 @@ static int run_restore(Job *job, json_t **ret_result, char **ret_error)
     return r;
 }
 
+/* Record how a job ended (r < 0: failed with `error`; else its `result`, both taken) and that
+ * the agent is free again, in memory and in the state file. */
+static void job_finish(Server *srv, Job *job, int r, json_t *result, char *error)
+{
+    pthread_mutex_lock(&srv->lock);
+    job->state = r < 0 ? JOB_FAILED : JOB_SUCCEEDED;
+    job->finished = now_real();
+    job->t1 = mono_now();
+    job->result = result;
+    job->error = error;
+    srv->jobs_total[job->kind][job->state]++;
+    if (job->kind == JOB_BACKUP && r == 0) {
+        srv->last_backup_time = job->finished;
+        srv->last_backup_bytes =
+                (uint64_t)json_integer_value(json_object_get(result, "bytes"));
+    }
+    srv->running = NULL;
+    pthread_mutex_unlock(&srv->lock);
+    write_state(srv);
+}
+
 static void *job_thread(void *arg)
 {
     Job *job = arg;
@@ -474,27 +507,13 @@ static void *job_thread(void *arg)
     if (r < 0 && !error)
         error = strdup("the job failed (see the agent's log)");
 
-    pthread_mutex_lock(&srv->lock);
-    job->state = r < 0 ? JOB_FAILED : JOB_SUCCEEDED;
-    job->finished = now_real();
-    job->t1 = mono_now();
-    job->result = result;
-    job->error = error;
-    srv->jobs_total[job->kind][job->state]++;
-    if (job->kind == JOB_BACKUP && r == 0) {
-        srv->last_backup_time = job->finished;
-        srv->last_backup_bytes =
-                (uint64_t)json_integer_value(json_object_get(result, "bytes"));
-    }
-    srv->running = NULL;
-    pthread_mutex_unlock(&srv->lock);
+    job_finish(srv, job, r, result, error);
     if (r < 0)
         log_error("job %s (%s) failed after %.1f s: %s", job->id, job_kind_name[job->kind],
                   job->t1 - job->t0, error ? error : "?");
     else
         log_info("job %s (%s) succeeded in %.1f s", job->id, job_kind_name[job->kind],
                  job->t1 - job->t0);
-    write_state(srv);
     /* The loop thread joins us and, when stopping, exits. */
     event_active(srv->job_done, EV_TIMEOUT, 0);
     return NULL;
@@ -847,7 +866,7 @@ static void pg_fn(Call *c)
         log_tail = file_tail(srv->pg_log, 2048);
     char code[64];
     if (res.timed_out)
-        snprintf(code, sizeof(code), "killed after %u s", (srv->p->pg_ctl_timeout ?: 60) + 15);
+        snprintf(code, sizeof(code), "killed after %u s", res.kill_after_s);
     else
         snprintf(code, sizeof(code), "exit status %d", res.exit_status);
     log_error("pg_ctl %s failed (%s): %s", action, code, tail);
@@ -938,6 +957,26 @@ static void new_job_id(char id[17])
     id[16] = 0;
 }
 
+/* Why the agent cannot take on `what` (a job kind or a pg_ctl action) now, as the reply body
+ * with its HTTP status in *ret_code; NULL when it can. Called with srv->lock held: one job or
+ * pg_ctl call at a time, none while shutting down. */
+static json_t *busy_error_locked(const Server *srv, const char *what, int *ret_code)
+{
+    *ret_code = 409;
+    if (srv->shutting_down) {
+        *ret_code = 503;
+        return json_pack("{s:s}", "error", "the agent is shutting down");
+    }
+    if (srv->running)
+        return json_pack("{s:s+++++,s:s}", "error", "cannot ", what, ": job ", srv->running->id,
+                         srv->running->kind == JOB_BACKUP ? " (backup)" : " (restore)",
+                         " is running", "running_job", srv->running->id);
+    if (srv->pg_op)
+        return json_pack("{s:s+++}", "error", "cannot ", what, ": pg_ctl is running: ",
+                         srv->pg_op);
+    return NULL;
+}
+
 /* Takes params. */
 static void start_job(Server *srv, struct evhttp_request *req, JobKind kind, json_t *params)
 {
@@ -951,22 +990,9 @@ static void start_job(Server *srv, struct evhttp_request *req, JobKind kind, jso
     new_job_id(job->id);
     Job *evicted = NULL;
     pthread_mutex_lock(&srv->lock);
-    if (srv->shutting_down || srv->running || srv->pg_op) {
-        json_t *err;
-        int code;
-        if (srv->shutting_down) {
-            code = 503;
-            err = json_pack("{s:s}", "error", "the agent is shutting down");
-        } else if (srv->running) {
-            code = 409;
-            err = json_pack("{s:s++,s:s}", "error", "job ", srv->running->id,
-                            srv->running->kind == JOB_BACKUP ? " (backup) is running"
-                                                             : " (restore) is running",
-                            "running_job", srv->running->id);
-        } else {
-            code = 409;
-            err = json_pack("{s:s+}", "error", "pg_ctl is running: ", srv->pg_op);
-        }
+    int code;
+    json_t *err = busy_error_locked(srv, job_kind_name[kind], &code);
+    if (err) {
         pthread_mutex_unlock(&srv->lock);
         job_free(job);
         reply_json(req, code, err);
@@ -987,15 +1013,7 @@ static void start_job(Server *srv, struct evhttp_request *req, JobKind kind, jso
 
     int e = pthread_create(&job->thread, NULL, job_thread, job);
     if (e != 0) {
-        pthread_mutex_lock(&srv->lock);
-        job->state = JOB_FAILED;
-        job->finished = now_real();
-        job->t1 = mono_now();
-        job->error = strdup("could not start a thread");
-        srv->jobs_total[kind][JOB_FAILED]++;
-        srv->running = NULL;
-        pthread_mutex_unlock(&srv->lock);
-        write_state(srv);
+        job_finish(srv, job, -e, NULL, strdup("could not start a thread"));
         reply_error(req, 500, "could not start a thread: %s", strerror(e));
         return;
     }
@@ -1021,7 +1039,6 @@ static void handle_restore(Server *srv, struct evhttp_request *req)
     static const char *const fields[] = { "backup",         "target_dir",     "target_kind",
                                           "target_value",   "target_timeline", "delta",
                                           "tablespace_map", NULL };
-    static const char *const kinds[] = { "latest", "name", "lsn", "time", "immediate" };
     json_t *body = read_body(req);
     if (!body)
         return;
@@ -1036,14 +1053,12 @@ static void handle_restore(Server *srv, struct evhttp_request *req)
         goto fail;
     }
     const char *kind = json_string_value(json_object_get(body, "target_kind"));
-    size_t k = 0;
-    while (k < ARRAY_SIZE(kinds) && strcmp(kind, kinds[k]) != 0)
-        k++;
-    if (k == ARRAY_SIZE(kinds)) {
+    size_t k = find_target_kind(kind);
+    if (k == ARRAY_SIZE(target_kinds)) {
         reply_error(req, 400, "\"target_kind\" must be latest, name, lsn, time or immediate");
         goto fail;
     }
-    bool needs_value = k >= 1 && k <= 3;
+    bool needs_value = target_kinds[k].needs_value;
     if (needs_value != (json_object_get(body, "target_value") != NULL)) {
         reply_error(req, 400, needs_value ? "target_kind \"%s\" needs a \"target_value\""
                                           : "target_kind \"%s\" takes no \"target_value\"",
@@ -1111,18 +1126,9 @@ static void handle_jobs(Server *srv, struct evhttp_request *req)
 static void handle_pg(Server *srv, struct evhttp_request *req, const char *action)
 {
     pthread_mutex_lock(&srv->lock);
-    json_t *err = NULL;
-    int code = 409;
-    if (srv->shutting_down) {
-        code = 503;
-        err = json_pack("{s:s}", "error", "the agent is shutting down");
-    } else if (srv->running)
-        err = json_pack("{s:s++,s:s}", "error", "PostgreSQL cannot be stopped or started while "
-                                                "job ", srv->running->id, " runs",
-                        "running_job", srv->running->id);
-    else if (srv->pg_op)
-        err = json_pack("{s:s+}", "error", "pg_ctl is running: ", srv->pg_op);
-    else
+    int code;
+    json_t *err = busy_error_locked(srv, action, &code);
+    if (!err)
         srv->pg_op = action;
     pthread_mutex_unlock(&srv->lock);
     if (err) {

@@ -275,6 +275,19 @@ int cs_catalog_find(CsRepo *repo, const char *spec, CsSnapshot *ret)
     return r;
 }
 
+int cs_catalog_find_or_log(CsRepo *repo, const char *spec, CsSnapshot *ret)
+{
+    int r = cs_catalog_find(repo, spec, ret);
+    if (r == -ENOENT)
+        return log_error_errno(r, "no snapshot \"%s\"", spec);
+    if (r == -ENOTUNIQ)
+        return log_error_errno(-EINVAL, "\"%s\" matches more than one snapshot; give more of its id",
+                               spec);
+    if (r < 0)
+        return log_error_errno(r, "could not read the snapshot list: %m");
+    return 0;
+}
+
 int cs_catalog_delete(CsRepo *repo, const char *id)
 {
     char name[64];

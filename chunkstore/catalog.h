@@ -37,6 +37,9 @@ int cs_catalog_list(CsRepo *repo, CsSnapshot **ret, size_t *ret_n);
 /* Find by full id, unique id prefix (at least 4 digits), or name (the newest of that name), or
  * "latest". -ENOENT when none, -ENOTUNIQ when a prefix is ambiguous. */
 int cs_catalog_find(CsRepo *repo, const char *spec, CsSnapshot *ret);
+/* cs_catalog_find for commands: logs why nothing was found. An ambiguous prefix is a usage
+ * error (-EINVAL), like any other argument that names nothing in particular. */
+int cs_catalog_find_or_log(CsRepo *repo, const char *spec, CsSnapshot *ret);
 int cs_catalog_delete(CsRepo *repo, const char *id);
 
 /* Seal/open small objects under the catalog key (used for snapshot records). */

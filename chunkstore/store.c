@@ -707,6 +707,11 @@ CsRepo *cs_writer_repo(const CsWriter *w)
     return w->repo;
 }
 
+bool cs_writer_can_delta(const CsWriter *w)
+{
+    return w->can_delta;
+}
+
 void cs_writer_set_progress(CsWriter *w, void (*fn)(const CsWriterStats *s, void *userdata),
                             void *userdata)
 {

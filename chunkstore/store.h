@@ -102,6 +102,9 @@ int cs_writer_sync(CsWriter *w);
 int cs_writer_flush(CsWriter *w);
 void cs_writer_stats(CsWriter *w, CsWriterStats *ret);
 CsRepo *cs_writer_repo(const CsWriter *w);
+/* Whether this repository takes delta records (format version 2 and later): without them a
+ * file's previous pages are of no use to the writer. */
+bool cs_writer_can_delta(const CsWriter *w);
 /* Progress callback, called from the caller's thread at most a few times a second. */
 void cs_writer_set_progress(CsWriter *w, void (*fn)(const CsWriterStats *s, void *userdata),
                             void *userdata);

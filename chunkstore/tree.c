@@ -448,7 +448,7 @@ static int tree_store(CsWriter *w, const char *path, const CsTreeParams *params,
         return log_error_errno(-errno, "could not open \"%s\": %m", path);
     ctx.root_len = strlen(ctx.path);
     PrevDir prev = { 0 };
-    if (params && params->previous) {
+    if (params && params->previous && cs_writer_can_delta(w)) {
         if (cs_reader_new(cs_writer_repo(w), &ctx.prev_reader) == 0) {
             CsDirEntry root = { .type = CS_ENTRY_DIR, .content = *params->previous };
             prev_load(&ctx, &root, &prev);

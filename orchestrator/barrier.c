@@ -14,6 +14,7 @@
 #include "agent/pq.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/time-util.h"
 
 /*
  * Every query goes out with PQsendQuery* and is collected by one poll() loop (calls_wait), so
@@ -25,13 +26,6 @@
  */
 
 #define GRACE_US INT64_C(1000000) /* for a cancel request to take effect */
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* --- the watchdog thread --- */
 
@@ -68,7 +62,7 @@ static void *watchdog_main(void *arg)
     bool fire = false;
     pthread_mutex_lock(&w->lock);
     while (!w->done) {
-        if (now_us() >= w->deadline_us) {
+        if (mono_now_us() >= w->deadline_us) {
             fire = true;
             break;
         }
@@ -184,10 +178,9 @@ static const char *pq_message(PGconn *conn, const PGresult *res, char *buf, size
     const char *m = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     if (!m || !*m)
         m = res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(conn);
-    snprintf(buf, n, "%s", m && *m ? m : "unknown error");
-    size_t len = strlen(buf);
-    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
-        buf[--len] = 0;
+    if (!m || !*m)
+        m = "unknown error";
+    snprintf(buf, n, "%.*s", pq_message_len(m), m);
     return buf;
 }
 
@@ -229,7 +222,7 @@ static int calls_wait(Barrier *b, Call *calls, size_t n, int64_t give_up_us)
         }
         if (nfds == 0)
             return 0;
-        int64_t left = give_up_us - now_us();
+        int64_t left = give_up_us - mono_now_us();
         if (left <= 0)
             return -ETIMEDOUT;
         if (poll(fds, nfds, (int)((left + 999) / 1000)) < 0 && errno != EINTR)
@@ -412,7 +405,7 @@ static void rollback_quietly(Barrier *b)
     if (!PQsendQuery(conn, "ROLLBACK"))
         return;
     Call c = { .node = b->cfg->coordinator, .busy = true };
-    (void)calls_wait(b, &c, 1, now_us() + GRACE_US);
+    (void)calls_wait(b, &c, 1, mono_now_us() + GRACE_US);
     PQclear(c.res);
 }
 
@@ -452,7 +445,7 @@ static int barrier_plain(Barrier *b, OrchBarrierResult *res)
     }
 
     /* Held from here: the watchdog's deadline moves to the lock's time plus the timeout. */
-    int64_t t_lock = now_us();
+    int64_t t_lock = mono_now_us();
     b->deadline_us = t_lock + (int64_t)t * 1000;
     watchdog_arm(b->wd, b->deadline_us);
 
@@ -467,7 +460,7 @@ static int barrier_plain(Barrier *b, OrchBarrierResult *res)
         rollback_quietly(b);
         return r;
     }
-    res->held_ms = (double)(now_us() - t_lock) / 1000.0;
+    res->held_ms = (double)(mono_now_us() - t_lock) / 1000.0;
     return 0;
 }
 
@@ -479,12 +472,12 @@ static int barrier_citus(Barrier *b, OrchBarrierResult *res)
         return r;
     snprintf(res->name, sizeof(res->name), ORCH_RESTORE_POINT_PREFIX "%" PRIu64, res->csn);
     _cleanup_(PQclearp) PGresult *pr = NULL;
-    int64_t t0 = now_us();
+    int64_t t0 = mono_now_us();
     r = run_one(b, coord, RESTORE_POINT_SQL("citus_create_restore_point"), res->name,
                 "could not create the Citus restore point", &pr);
     if (r < 0)
         return r;
-    res->held_ms = (double)(now_us() - t0) / 1000.0;
+    res->held_ms = (double)(mono_now_us() - t0) / 1000.0;
     return restore_point_fill(b->cfg, coord, pr, &res->points[coord]);
 }
 
@@ -517,7 +510,7 @@ int orch_barrier_run(const OrchConfig *cfg, PGconn *const *conns, OrchBarrierRes
     if (!res.points)
         return -ENOMEM;
 
-    int64_t t0 = now_us(), t = (int64_t)cfg->barrier_timeout_ms * 1000;
+    int64_t t0 = mono_now_us(), t = (int64_t)cfg->barrier_timeout_ms * 1000;
     /* plain: until the lock is granted, lock_timeout answers first and the watchdog is only a
      * backstop; the adapters without a lock are bounded by the timeout as a whole. */
     Barrier b = { .cfg = cfg,
@@ -541,7 +534,7 @@ int orch_barrier_run(const OrchConfig *cfg, PGconn *const *conns, OrchBarrierRes
     }
     log_debug("commit barrier (%s): csn %" PRIu64 ", commits blocked %.1f ms, %.1f ms in all",
               orch_barrier_adapter_to_string(cfg->barrier_adapter), res.csn, res.held_ms,
-              (double)(now_us() - t0) / 1000.0);
+              (double)(mono_now_us() - t0) / 1000.0);
     *ret = res;
     return 0;
 }

@@ -194,10 +194,10 @@ static int find_parent(CsRepo *repo, const char *name, const char *source, CsSna
     if (opt.parent && strcmp(opt.parent, "none") == 0)
         return -ENOENT;
     if (opt.parent) {
-        int r = cs_catalog_find(repo, opt.parent, ret);
+        int r = cs_catalog_find_or_log(repo, opt.parent, ret);
         if (r < 0)
-            return log_error_errno(r == -ENOENT ? -EINVAL : r, "--parent \"%s\": %s", opt.parent,
-                                   r == -ENOENT ? "no such snapshot" : strerror(-r));
+            return log_error_errno(r == -ENOENT ? -EINVAL : r,
+                                   "--parent \"%s\" names no snapshot to build on", opt.parent);
         if (strcmp(ret->kind, "tree") != 0) {
             cs_snapshot_clear(ret);
             return log_error_errno(-EINVAL, "--parent \"%s\" is a %s snapshot, not a tree",
@@ -319,8 +319,7 @@ static int cmd_store(int argc, char **argv)
     if (opt.json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:O}", "id", snap.id, "name", snap.name, "kind",
                               snap.kind, "stats", json_object_get(snap.meta, "stats"));
-        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
-        fputc('\n', stdout);
+        cli_print_json(o);
         json_decref(o);
     } else {
         char a[32], b[32], c[32];
@@ -347,7 +346,7 @@ static json_t *snapshot_json(const CsSnapshot *s)
                      (json_int_t)snapshot_size(s), "meta", s->meta);
 }
 
-void format_time(int64_t t, char *buf, size_t n)
+static void format_time(int64_t t, char *buf, size_t n)
 {
     time_t tt = (time_t)t;
     struct tm tm;
@@ -371,8 +370,7 @@ static int cmd_list(int argc, char **argv)
         json_t *a = json_array();
         for (size_t i = 0; i < n; i++)
             json_array_append_new(a, snapshot_json(&v[i]));
-        json_dumpf(a, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
-        fputc('\n', stdout);
+        cli_print_json(a);
         json_decref(a);
     } else {
         printf("%-16s  %-19s  %-6s  %10s  %s\n", "ID", "TIME", "KIND", "SIZE", "NAME");
@@ -389,16 +387,6 @@ static int cmd_list(int argc, char **argv)
     return 0;
 }
 
-static int find_snapshot(CsRepo *repo, const char *spec, CsSnapshot *ret)
-{
-    int r = cs_catalog_find(repo, spec, ret);
-    if (r == -ENOENT)
-        return log_error_errno(r, "no snapshot \"%s\"", spec);
-    if (r == -ENOTUNIQ)
-        return log_error_errno(-EINVAL, "\"%s\" matches more than one snapshot", spec);
-    return r;
-}
-
 /* Open the repository read-only and find the snapshot named by `spec`; with ret_reader, also a
  * reader for its data. On failure nothing is left open. */
 static int open_snapshot(const char *spec, CsRepo **ret_repo, CsSnapshot *ret,
@@ -406,7 +394,7 @@ static int open_snapshot(const char *spec, CsRepo **ret_repo, CsSnapshot *ret,
 {
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
     int r = open_repo(true, &repo);
-    if (r < 0 || (r = find_snapshot(repo, spec, ret)) < 0)
+    if (r < 0 || (r = cs_catalog_find_or_log(repo, spec, ret)) < 0)
         return r;
     if (ret_reader && (r = cs_reader_new(repo, ret_reader)) < 0) {
         cs_snapshot_clear(ret);
@@ -427,8 +415,7 @@ static int cmd_show(int argc, char **argv)
         return r;
     json_t *o = snapshot_json(&s);
     if (opt.json) {
-        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
-        fputc('\n', stdout);
+        cli_print_json(o);
     } else {
         char t[32], sz[32];
         format_time(s.time, t, sizeof(t));

@@ -36,7 +36,6 @@ typedef struct Options {
 extern Options opt;
 
 int open_repo(bool read_only, CsRepo **ret);
-void format_time(int64_t t, char *buf, size_t n);
 
 /* snap-cluster.c */
 int load_config(void);

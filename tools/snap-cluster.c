@@ -45,12 +45,6 @@ static int need_config(const char *verb)
     return 0;
 }
 
-static void print_json(json_t *o)
-{
-    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
-    fputc('\n', stdout);
-}
-
 int cmd_create(int argc, char **argv)
 {
     (void)argv;
@@ -75,10 +69,10 @@ int cmd_create(int argc, char **argv)
         json_t *o = json_pack("{s:s,s:I,s:f,s:f}", "id", res.snapshot_id, "csn",
                               (json_int_t)res.csn, "barrier_held_ms", res.barrier_held_ms,
                               "seconds", res.seconds);
-        print_json(o);
+        cli_print_json(o);
         json_decref(o);
     } else
-        printf("snapshot %s: CSN %" PRIu64 ", restore point pitr_csn_%" PRIu64 " on %zu nodes, "
+        printf("snapshot %s: CSN %" PRIu64 ", restore point " ORCH_RESTORE_POINT_PREFIX "%" PRIu64 " on %zu nodes, "
                "commits blocked %.1f ms, %.1f s in all\n",
                res.snapshot_id, res.csn, res.csn, opt.config->n_nodes, res.barrier_held_ms,
                res.seconds);
@@ -110,7 +104,7 @@ int cmd_cluster_restore(const char *spec)
                                                     res.nodes[i].lsn));
         json_t *o = json_pack("{s:s,s:I,s:o,s:f}", "id", res.snapshot_id, "csn",
                               (json_int_t)res.csn, "nodes", nodes, "seconds", res.seconds);
-        print_json(o);
+        cli_print_json(o);
         json_decref(o);
     } else if (res.n_nodes) {
         printf("snapshot %s (CSN %" PRIu64 ")%s%s:\n", res.snapshot_id, res.csn,
@@ -154,14 +148,14 @@ int cmd_config(int argc, char **argv)
         json_t *o = orch_config_to_json(opt.config);
         if (!o)
             return -ENOMEM;
-        print_json(o);
+        cli_print_json(o);
         json_decref(o);
         return 0;
     }
     json_t *report = NULL;
-    r = orch_cluster_check(opt.config, opt.json, &report);
+    r = orch_cluster_check(opt.config, &report);
     if (opt.json)
-        print_json(report);
+        cli_print_json(report);
     else {
         size_t i;
         json_t *o;

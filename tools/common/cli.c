@@ -28,3 +28,9 @@ bool cli_is_tty(void)
 {
     return isatty(STDERR_FILENO);
 }
+
+void cli_print_json(const json_t *o)
+{
+    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+    fputc('\n', stdout);
+}

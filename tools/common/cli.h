@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "chunkstore/repo.h"
 #include "common/exit-code.h"
 
@@ -18,6 +20,9 @@ typedef struct CliKeyOptions {
 
 /* "1.5 GiB" into buf. */
 const char *cli_size(uint64_t bytes, char *buf, size_t n);
+
+/* The --json output: `o` on stdout, indented, keys sorted, and a newline. */
+void cli_print_json(const json_t *o);
 
 /* True when stderr is a terminal (progress lines redraw with \r only then). */
 bool cli_is_tty(void);

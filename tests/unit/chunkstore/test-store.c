@@ -1111,6 +1111,9 @@ static void test_catalog(void **state)
     memcpy(prefix4, sn.s[0].id, 4);
     prefix4[4] = 0;
     ASSERT_ERR(ENOTUNIQ, cs_catalog_find(f->repo, prefix4, &found));
+    /* Commands (show, restore, delete) call an ambiguous prefix a usage error. */
+    ASSERT_ERR(EINVAL, cs_catalog_find_or_log(f->repo, prefix4, &found));
+    ASSERT_ERR(ENOENT, cs_catalog_find_or_log(f->repo, "no-such-name", &found));
     ASSERT_OK(cs_catalog_find(f->repo, twin, &found)); /* the full id is still unique */
     assert_string_equal(found.id, twin);
     cs_snapshot_clear(&found);
