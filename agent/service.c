@@ -428,8 +428,10 @@ static int run_restore(Job *job, json_t **ret_result, char **ret_error)
     int r = open_repo(srv, true, &repo, ret_error);
     if (r < 0)
         return r;
-    /* handle_restore accepted only known kinds */
-    AgentRecoveryTarget kind = target_kinds[find_target_kind(param_str(job, "target_kind"))].kind;
+    size_t k = find_target_kind(param_str(job, "target_kind"));
+    if (k == ARRAY_SIZE(target_kinds)) /* handle_restore let only known kinds through */
+        return -EINVAL;
+    AgentRecoveryTarget kind = target_kinds[k].kind;
     json_t *map = json_object_get(job->params, "tablespace_map");
     size_t n_map = json_object_size(map);
     _cleanup_free_ AgentTablespaceMap *ts = calloc(n_map ? n_map : 1, sizeof(*ts));
@@ -957,24 +959,27 @@ static void new_job_id(char id[17])
     id[16] = 0;
 }
 
-/* Why the agent cannot take on `what` (a job kind or a pg_ctl action) now, as the reply body
- * with its HTTP status in *ret_code; NULL when it can. Called with srv->lock held: one job or
- * pg_ctl call at a time, none while shutting down. */
-static json_t *busy_error_locked(const Server *srv, const char *what, int *ret_code)
+/* Whether the agent is busy and cannot take on `what` (a job kind or a pg_ctl action) now:
+ * one job or pg_ctl call at a time, none while shutting down. If so, *ret_body gets the reply
+ * (NULL when out of memory: reply_json answers 500 then) and *ret_code its HTTP status. Called
+ * with srv->lock held. */
+static bool is_busy_locked(const Server *srv, const char *what, int *ret_code, json_t **ret_body)
 {
     *ret_code = 409;
     if (srv->shutting_down) {
         *ret_code = 503;
-        return json_pack("{s:s}", "error", "the agent is shutting down");
-    }
-    if (srv->running)
-        return json_pack("{s:s+++++,s:s}", "error", "cannot ", what, ": job ", srv->running->id,
-                         srv->running->kind == JOB_BACKUP ? " (backup)" : " (restore)",
-                         " is running", "running_job", srv->running->id);
-    if (srv->pg_op)
-        return json_pack("{s:s+++}", "error", "cannot ", what, ": pg_ctl is running: ",
-                         srv->pg_op);
-    return NULL;
+        *ret_body = json_pack("{s:s}", "error", "the agent is shutting down");
+    } else if (srv->running)
+        *ret_body = json_pack("{s:s+++++,s:s}", "error", "cannot ", what, ": job ",
+                              srv->running->id,
+                              srv->running->kind == JOB_BACKUP ? " (backup)" : " (restore)",
+                              " is running", "running_job", srv->running->id);
+    else if (srv->pg_op)
+        *ret_body = json_pack("{s:s+++}", "error", "cannot ", what, ": pg_ctl is running: ",
+                              srv->pg_op);
+    else
+        return false;
+    return true;
 }
 
 /* Takes params. */
@@ -991,8 +996,8 @@ static void start_job(Server *srv, struct evhttp_request *req, JobKind kind, jso
     Job *evicted = NULL;
     pthread_mutex_lock(&srv->lock);
     int code;
-    json_t *err = busy_error_locked(srv, job_kind_name[kind], &code);
-    if (err) {
+    json_t *err;
+    if (is_busy_locked(srv, job_kind_name[kind], &code, &err)) {
         pthread_mutex_unlock(&srv->lock);
         job_free(job);
         reply_json(req, code, err);
@@ -1127,11 +1132,12 @@ static void handle_pg(Server *srv, struct evhttp_request *req, const char *actio
 {
     pthread_mutex_lock(&srv->lock);
     int code;
-    json_t *err = busy_error_locked(srv, action, &code);
-    if (!err)
+    json_t *err;
+    bool busy = is_busy_locked(srv, action, &code, &err);
+    if (!busy)
         srv->pg_op = action;
     pthread_mutex_unlock(&srv->lock);
-    if (err) {
+    if (busy) {
         reply_json(req, code, err);
         return;
     }

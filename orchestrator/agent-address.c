@@ -13,6 +13,11 @@ int orch_agent_address_parse(const char *s, OrchAgentAddress *ret)
     *ret = (OrchAgentAddress){ 0 };
     const char *host, *port;
     size_t host_len;
+    if (!s)
+        return -EINVAL;
+    for (const char *c = s; *c; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f)
+            return -EINVAL; /* spaces and control characters, a newline among them */
     if (s[0] == '[') {
         const char *close = strchr(s, ']');
         if (!close || (close[1] != 0 && close[1] != ':'))
@@ -28,7 +33,7 @@ int orch_agent_address_parse(const char *s, OrchAgentAddress *ret)
         host_len = colon ? (size_t)(colon - s) : strlen(s);
         port = colon ? colon + 1 : NULL;
     }
-    if (host_len == 0 || strcspn(host, " \t/?#@[]") < host_len)
+    if (host_len == 0 || strcspn(host, "/?#@[]") < host_len)
         return -EINVAL;
     unsigned long long p = ORCH_AGENT_DEFAULT_PORT;
     if (port && parse_unsigned(port, 1, 65535, &p) < 0)

@@ -19,7 +19,8 @@ typedef struct OrchAgentAddress {
     char *normalized; /* "host:port", "[v6addr]:port" for an IPv6 host */
 } OrchAgentAddress;
 
-/* -EINVAL when `s` is none of the forms above, has an empty host, a host with a space, '/',
- * '?', '#', '@' or a bracket in it, or a port outside 1..65535; -ENOMEM. */
+/* -EINVAL when `s` is NULL or none of the forms above, holds a space or a control character,
+ * has an empty host, a host with '/', '?', '#', '@' or a bracket in it, or a port outside
+ * 1..65535; -ENOMEM. */
 int orch_agent_address_parse(const char *s, OrchAgentAddress *ret);
 void orch_agent_address_done(OrchAgentAddress *a);

@@ -16,7 +16,6 @@
 
 /* Replies are small JSON documents; anything this large is not the agent talking. */
 #define MAX_REPLY (8 * 1024 * 1024)
-#define MAX_TRANSIENT_POLL_ERRORS 3
 
 struct OrchAgentClient {
     char *address;  /* normalized host:port */
@@ -431,18 +430,22 @@ int orch_agent_job(OrchAgentClient *c, const char *id, json_t **ret)
     return 0;
 }
 
-int orch_agent_poll_job(OrchAgentClient *c, const char *id, unsigned *transient, json_t **ret)
+int orch_agent_poll_job(OrchAgentClient *c, const char *id, double *transient_since,
+                        json_t **ret)
 {
     *ret = NULL;
     json_t *j;
     int r = orch_agent_job(c, id, &j);
     if (r == -ECONNREFUSED || r == -ETIMEDOUT || r == -ECONNRESET || r == -EAGAIN) {
         /* A restart of the agent loses the job (404 next); a blip does not. */
-        return ++*transient > MAX_TRANSIENT_POLL_ERRORS ? r : 1;
+        double now = mono_now();
+        if (*transient_since == 0)
+            *transient_since = now;
+        return now - *transient_since > ORCH_AGENT_TRANSIENT_MS / 1000.0 ? r : 1;
     }
     if (r < 0)
         return r;
-    *transient = 0;
+    *transient_since = 0;
     *ret = j;
     const char *state = json_string_value(json_object_get(j, "state"));
     if (strcmp(state, "running") == 0)
@@ -459,10 +462,10 @@ int orch_agent_wait_job(OrchAgentClient *c, const char *id, unsigned poll_ms,
 {
     if (ret_final)
         *ret_final = NULL;
-    unsigned transient = 0;
+    double transient_since = 0;
     for (;;) {
         json_t *j;
-        int r = orch_agent_poll_job(c, id, &transient, &j);
+        int r = orch_agent_poll_job(c, id, &transient_since, &j);
         if (j && progress)
             progress(j, userdata);
         if (r != 1) {

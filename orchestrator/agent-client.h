@@ -44,6 +44,8 @@ typedef struct OrchAgentClient OrchAgentClient;
 #define ORCH_AGENT_CALL_TIMEOUT_MS    30000
 /* pg_ctl start/stop wait for the server (60 s by default on the agent) */
 #define ORCH_AGENT_PG_TIMEOUT_MS      150000
+/* how long a job's agent may be unreachable (a network blip) before the job counts as lost */
+#define ORCH_AGENT_TRANSIENT_MS       5000
 
 /* A client for the agent at `address` (see orchestrator/agent-address.h). The TLS files are
  * copied by name and read at each connection.
@@ -71,17 +73,19 @@ int orch_agent_job(OrchAgentClient *c, const char *id, json_t **ret);
 
 /* One poll of a job, for callers that watch several at once. Returns 1 while the job runs,
  * 0 when it succeeded, -EIO when it failed (with its error), or the error of the poll. A
- * transient error (connection refused or reset, timeout) returns 1 with *ret NULL until more
- * than three come in a row; *transient counts them (start it at 0, one per job). *ret gets
- * the job object when one was read (new reference). */
-int orch_agent_poll_job(OrchAgentClient *c, const char *id, unsigned *transient, json_t **ret);
+ * transient error (connection refused or reset, timeout, HTTP 503) returns 1 with *ret NULL
+ * until such errors have lasted ORCH_AGENT_TRANSIENT_MS without a good reply between them;
+ * *transient_since keeps when they began (start it at 0, one per job). *ret gets the job
+ * object when one was read (new reference). */
+int orch_agent_poll_job(OrchAgentClient *c, const char *id, double *transient_since,
+                        json_t **ret);
 
 typedef void (*OrchAgentProgressFn)(const json_t *job, void *userdata);
 
 /* Poll the job every poll_ms (0: 1000) until it is no longer running, calling progress (if
  * not NULL) with each state seen. *ret_final (if not NULL) gets the last job object whatever
  * the outcome, when there is one. Returns 0 when the job succeeded, -EIO when it failed (with
- * its error), or the error of a poll (as orch_agent_poll_job tolerates transient ones). */
+ * its error), or the error of a poll (transient ones are tolerated as by orch_agent_poll_job). */
 int orch_agent_wait_job(OrchAgentClient *c, const char *id, unsigned poll_ms,
                         OrchAgentProgressFn progress, void *userdata, json_t **ret_final);
 

@@ -104,7 +104,7 @@ typedef struct NodeRun {
     PGconn *conn;
     char *job_id;
     bool is_running, is_done;
-    unsigned transient_poll_errors;
+    double unreachable_since; /* orch_agent_poll_job */
     int error;
     char *message;
     json_t *result; /* the finished job's result */
@@ -233,7 +233,7 @@ static int run_jobs(NodeRun *v, size_t n, const char *kind, JobBodyFn body, void
             if (!x->is_running)
                 continue;
             json_t *j;
-            int r = orch_agent_poll_job(x->agent, x->job_id, &x->transient_poll_errors, &j);
+            int r = orch_agent_poll_job(x->agent, x->job_id, &x->unreachable_since, &j);
             if (j) {
                 json_t *pr = json_object_get(j, "progress");
                 x->bytes_done = json_u64(pr, "bytes_done");

@@ -196,8 +196,7 @@ static int find_parent(CsRepo *repo, const char *name, const char *source, CsSna
     if (opt.parent) {
         int r = cs_catalog_find_or_log(repo, opt.parent, ret);
         if (r < 0)
-            return log_error_errno(r == -ENOENT ? -EINVAL : r,
-                                   "--parent \"%s\" names no snapshot to build on", opt.parent);
+            return r == -ENOENT ? -EINVAL : r; /* a bad argument, as a bad id is */
         if (strcmp(ret->kind, "tree") != 0) {
             cs_snapshot_clear(ret);
             return log_error_errno(-EINVAL, "--parent \"%s\" is a %s snapshot, not a tree",

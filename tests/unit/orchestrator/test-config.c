@@ -460,7 +460,7 @@ static void test_agent_address_parse(void **state)
         orch_agent_address_done(&a);
     }
     static const char *const bad[] = { "", "::1", "user@h", "h/x", "h?x", "h#x", "[h]x",
-                                       "[::1]:0", "h:99999", "a b" };
+                                       "[::1]:0", "h:99999", "a b", "h\n", "h:80\r" };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         OrchAgentAddress a;
         assert_int_equal(orch_agent_address_parse(bad[i], &a), -EINVAL);
