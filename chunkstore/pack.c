@@ -459,25 +459,24 @@ int cs_pack_writer_finish(CsPackWriter *w, CsPackId *ret_id, CsPackEntry **ret_e
     return r;
 }
 
-/* Read one record's header and members (not its payload) and append its chunks. */
-static int trailer_record(CsBackend *b, const char *name, const CsPackId *id, uint64_t off,
-                          uint32_t len, uint64_t trailer_off, Buf *entries)
+int cs_record_read_members(CsBackend *b, const char *name, uint64_t off, uint32_t len,
+                           Buf *members)
 {
+    buf_clear(members);
     uint8_t h[CS_RECORD_HEADER_SIZE];
     size_t got;
-    if (off < CS_PACK_HEADER_SIZE || off + len > trailer_off)
-        return -EBADMSG;
     int r = cs_backend_get_range(b, name, off, h, sizeof(h), &got);
     if (r < 0)
         return r;
     if (got != sizeof(h) || get_le32(h) != CS_RECORD_MAGIC || !flags_valid(h[4], h[5]))
         return -EBADMSG;
     size_t n = get_le16(h + 6);
-    /* The members, and a delta record's base count right after them. */
+    /* The members, and a delta record's base count right after them (in any other record the
+     * first bytes of the ciphertext: the record trailer guarantees they exist). */
     size_t m_len = n * CS_RECORD_MEMBER_SIZE + CS_RECORD_BASE_COUNT_SIZE;
     if (n == 0 || CS_RECORD_HEADER_SIZE + m_len > len)
         return -EBADMSG;
-    _cleanup_free_ uint8_t *m = malloc(m_len);
+    uint8_t *m = buf_extend(members, m_len);
     if (!m)
         return -ENOMEM;
     r = cs_backend_get_range(b, name, off + CS_RECORD_HEADER_SIZE, m, m_len, &got);
@@ -487,21 +486,39 @@ static int trailer_record(CsBackend *b, const char *name, const CsPackId *id, ui
     if (got != m_len || header_len_of(h, m + n * CS_RECORD_MEMBER_SIZE, &header_len) < 0 ||
         header_len + get_le32(h + 12) + CS_RECORD_TRAILER_SIZE != len)
         return -EBADMSG;
+    members->size = n * CS_RECORD_MEMBER_SIZE;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += get_le32(m + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
+    return sum == get_le32(h + 8) ? 0 : -EBADMSG;
+}
+
+/* Append the chunks of the record at (off, len) to entries. */
+static int trailer_record(CsBackend *b, const char *name, const CsPackId *id, uint64_t off,
+                          uint32_t len, uint64_t trailer_off, Buf *entries)
+{
+    if (off < CS_PACK_HEADER_SIZE || off + len > trailer_off)
+        return -EBADMSG;
+    _cleanup_(buf_free) Buf m = BUF_INIT;
+    int r = cs_record_read_members(b, name, off, len, &m);
+    if (r < 0)
+        return r;
+    size_t n = m.size / CS_RECORD_MEMBER_SIZE;
     CsPackEntry *e = (CsPackEntry *)(void *)buf_extend(entries, n * sizeof(*e));
     if (!e)
         return -ENOMEM;
-    uint64_t member_off = 0;
+    uint32_t member_off = 0;
     for (size_t i = 0; i < n; i++) {
-        const uint8_t *p = m + i * CS_RECORD_MEMBER_SIZE;
+        const uint8_t *p = m.data + i * CS_RECORD_MEMBER_SIZE;
         memcpy(e[i].id.bytes, p, CS_CHUNK_ID_SIZE);
         e[i].loc = (CsChunkLoc){ .pack = *id,
                                  .record_off = off,
                                  .record_len = len,
-                                 .member_off = (uint32_t)member_off,
+                                 .member_off = member_off,
                                  .length = get_le32(p + CS_CHUNK_ID_SIZE) };
         member_off += e[i].loc.length;
     }
-    return member_off == get_le32(h + 8) ? 0 : -EBADMSG;
+    return 0;
 }
 
 int cs_pack_read_trailer(CsBackend *b, const char *name, CsPackId *ret_id,

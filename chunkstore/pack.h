@@ -142,6 +142,13 @@ int cs_pack_writer_finish(CsPackWriter *w, CsPackId *ret_id, CsPackEntry **ret_e
 /* Discard an unfinished pack. */
 void cs_pack_writer_abort(CsPackWriter *w);
 
+/* The member list of the record at (off, len) of pack `name`, read without its payload and
+ * without a key: n × CS_RECORD_MEMBER_SIZE bytes into `members` (replacing its contents).
+ * Checks what can be checked before the payload: magic, flags, member count, that the
+ * lengths add up to the record's length and the member lengths to raw_len. -EBADMSG. */
+int cs_record_read_members(CsBackend *b, const char *name, uint64_t off, uint32_t len,
+                           Buf *members);
+
 /* Read and check a pack's trailer and, through it, every record header: the list of its
  * chunks. No key is needed. -EBADMSG if damaged or torn. */
 int cs_pack_read_trailer(CsBackend *b, const char *name, CsPackId *ret_id,

@@ -339,23 +339,10 @@ int cs_reader_peek_members(CsReader *rd, const CsChunkLoc *loc, Buf *out, size_t
     } else {
         char name[CS_PACK_NAME_MAX];
         cs_pack_name(&loc->pack, name);
-        uint8_t h[CS_RECORD_HEADER_SIZE];
-        size_t got;
-        int r = cs_backend_get_range(rd->repo->backend, name, loc->record_off, h, sizeof(h), &got);
+        int r = cs_record_read_members(rd->repo->backend, name, loc->record_off, loc->record_len,
+                                       out);
         if (r < 0)
             return r;
-        size_t n = got == sizeof(h) && get_le32(h) == CS_RECORD_MAGIC ? get_le16(h + 6) : 0;
-        size_t len = n * CS_RECORD_MEMBER_SIZE;
-        if (n == 0 || n > CS_RECORD_MAX_MEMBERS || CS_RECORD_HEADER_SIZE + len > loc->record_len)
-            return -EBADMSG;
-        if (!buf_extend(out, len))
-            return -ENOMEM;
-        r = cs_backend_get_range(rd->repo->backend, name, loc->record_off + CS_RECORD_HEADER_SIZE,
-                                 out->data, len, &got);
-        if (r < 0)
-            return r;
-        if (got != len)
-            return -EBADMSG;
     }
     uint64_t off = 0;
     for (size_t i = 0; i < out->size / CS_RECORD_MEMBER_SIZE; i++) {

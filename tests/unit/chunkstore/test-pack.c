@@ -636,6 +636,26 @@ static void test_pack_writer(void **state)
     }
     free(tentries);
 
+    /* One record's member list, read alone (as the mount does to plan a group read). */
+    _cleanup_(buf_free) Buf members = BUF_INIT;
+    const CsChunkLoc *l0 = &entries[0].loc;
+    ASSERT_OK(cs_record_read_members(b, name, l0->record_off, l0->record_len, &members));
+    size_t in_first = 0;
+    while (in_first < n && entries[in_first].loc.record_off == l0->record_off)
+        in_first++;
+    assert_int_equal(members.size, in_first * CS_RECORD_MEMBER_SIZE);
+    for (size_t i = 0; i < in_first; i++) {
+        assert_memory_equal(members.data + i * CS_RECORD_MEMBER_SIZE, entries[i].id.bytes,
+                            CS_CHUNK_ID_SIZE);
+        assert_int_equal(get_le32(members.data + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE),
+                         entries[i].loc.length);
+    }
+    /* A length that disagrees with the record's own, or an offset off a record: damaged. */
+    ASSERT_ERR(EBADMSG,
+               cs_record_read_members(b, name, l0->record_off, l0->record_len - 1, &members));
+    ASSERT_ERR(EBADMSG,
+               cs_record_read_members(b, name, l0->record_off + 1, l0->record_len, &members));
+
     /* Footer layout. */
     uint8_t footer[CS_PACK_FOOTER_SIZE];
     ASSERT_OK(cs_backend_get_range(b, name, size - CS_PACK_FOOTER_SIZE, footer, sizeof(footer),
