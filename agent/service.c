@@ -966,6 +966,7 @@ static void new_job_id(char id[17])
 static bool is_busy_locked(const Server *srv, const char *what, int *ret_code, json_t **ret_body)
 {
     *ret_code = 409;
+    *ret_body = NULL;
     if (srv->shutting_down) {
         *ret_code = 503;
         *ret_body = json_pack("{s:s}", "error", "the agent is shutting down");
