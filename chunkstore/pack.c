@@ -120,6 +120,25 @@ int cs_record_compress_prefixed(void *zstd_cctx, int level, const void *prefix, 
     return compress_result(z, raw, n, CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA, out);
 }
 
+uint64_t cs_member_lengths_sum(const uint8_t *list, size_t n)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += get_le32(list + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
+    return sum;
+}
+
+long cs_member_at_offset(const uint8_t *list, size_t n, uint64_t off)
+{
+    uint64_t at = 0;
+    for (size_t i = 0; i < n && at <= off; i++) {
+        if (at == off)
+            return (long)i;
+        at += get_le32(list + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
+    }
+    return -1;
+}
+
 static void put_members(uint8_t *m, const CsRecordMember *v, size_t n)
 {
     for (size_t i = 0; i < n; i++, m += CS_RECORD_MEMBER_SIZE) {
@@ -233,8 +252,7 @@ static int record_parse(const uint8_t *p, size_t len, RecordHeader *h)
     if (is_delta) {
         in->n_bases = get_le32(p + members_end);
         in->bases = p + members_end + CS_RECORD_BASE_COUNT_SIZE;
-        for (size_t i = 0; i < in->n_bases; i++)
-            in->prefix_len += get_le32(in->bases + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
+        in->prefix_len = cs_member_lengths_sum(in->bases, in->n_bases);
     }
     return 0;
 }
@@ -310,10 +328,7 @@ int cs_record_decode_prefixed(const uint8_t pack_key[32], const void *rec, size_
     } else if (h.payload_len != in->raw_len)
         return -EBADMSG;
     /* The lengths are authenticated; they must tile the plaintext exactly. */
-    uint64_t sum = 0;
-    for (size_t i = 0; i < in->n_members; i++)
-        sum += get_le32(in->members + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
-    if (sum != in->raw_len)
+    if (cs_member_lengths_sum(in->members, in->n_members) != in->raw_len)
         return -EBADMSG;
     *ret_members = in->members;
     *ret_n_members = in->n_members;
@@ -487,10 +502,7 @@ int cs_record_read_members(CsBackend *b, const char *name, uint64_t off, uint32_
         header_len + get_le32(h + 12) + CS_RECORD_TRAILER_SIZE != len)
         return -EBADMSG;
     members->size = n * CS_RECORD_MEMBER_SIZE;
-    uint64_t sum = 0;
-    for (size_t i = 0; i < n; i++)
-        sum += get_le32(m + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
-    return sum == get_le32(h + 8) ? 0 : -EBADMSG;
+    return cs_member_lengths_sum(m, n) == get_le32(h + 8) ? 0 : -EBADMSG;
 }
 
 /* Append the chunks of the record at (off, len) to entries. */

@@ -142,6 +142,12 @@ int cs_pack_writer_finish(CsPackWriter *w, CsPackId *ret_id, CsPackEntry **ret_e
 /* Discard an unfinished pack. */
 void cs_pack_writer_abort(CsPackWriter *w);
 
+/* A serialized member list (a record's members or a delta record's bases, n entries of
+ * CS_RECORD_MEMBER_SIZE bytes): the sum of its lengths, and the index of the member that
+ * starts at plaintext offset `off` (-1 when none does). */
+uint64_t cs_member_lengths_sum(const uint8_t *list, size_t n);
+long cs_member_at_offset(const uint8_t *list, size_t n, uint64_t off);
+
 /* The member list of the record at (off, len) of pack `name`, read without its payload and
  * without a key: n × CS_RECORD_MEMBER_SIZE bytes into `members` (replacing its contents).
  * Checks what can be checked before the payload: magic, flags, member count, that the

@@ -249,18 +249,15 @@ static int record_load(CsReader *rd, const CsChunkLoc *loc, CachedRecord **ret)
  * -1. */
 static long record_member_at(const CachedRecord *rec, const CsChunkId *id, const CsChunkLoc *loc)
 {
-    uint64_t off = 0;
-    for (size_t i = 0; i < rec->members.size / CS_RECORD_MEMBER_SIZE; i++) {
-        const uint8_t *m = rec->members.data + i * CS_RECORD_MEMBER_SIZE;
-        uint32_t len = get_le32(m + CS_CHUNK_ID_SIZE);
-        if (off == loc->member_off) {
-            bool is_it = len == loc->length && memcmp(m, id->bytes, CS_CHUNK_ID_SIZE) == 0 &&
-                         off + len <= rec->plain.size;
-            return is_it ? (long)i : -1;
-        }
-        off += len;
-    }
-    return -1;
+    long i = cs_member_at_offset(rec->members.data, rec->members.size / CS_RECORD_MEMBER_SIZE,
+                                 loc->member_off);
+    if (i < 0)
+        return -1;
+    const uint8_t *m = rec->members.data + (size_t)i * CS_RECORD_MEMBER_SIZE;
+    bool is_it = get_le32(m + CS_CHUNK_ID_SIZE) == loc->length &&
+                 memcmp(m, id->bytes, CS_CHUNK_ID_SIZE) == 0 &&
+                 (uint64_t)loc->member_off + loc->length <= rec->plain.size;
+    return is_it ? i : -1;
 }
 
 static void seq_set(CsReader *rd, CachedRecord *rec, size_t next, uint64_t off)
@@ -344,15 +341,11 @@ int cs_reader_peek_members(CsReader *rd, const CsChunkLoc *loc, Buf *out, size_t
         if (r < 0)
             return r;
     }
-    uint64_t off = 0;
-    for (size_t i = 0; i < out->size / CS_RECORD_MEMBER_SIZE; i++) {
-        if (off == loc->member_off) {
-            *ret_index = i;
-            return 0;
-        }
-        off += get_le32(out->data + i * CS_RECORD_MEMBER_SIZE + CS_CHUNK_ID_SIZE);
-    }
-    return -EBADMSG;
+    long i = cs_member_at_offset(out->data, out->size / CS_RECORD_MEMBER_SIZE, loc->member_off);
+    if (i < 0)
+        return -EBADMSG;
+    *ret_index = (size_t)i;
+    return 0;
 }
 
 int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n)

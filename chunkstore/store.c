@@ -531,6 +531,7 @@ static void *pack_main(void *userdata)
         } else {
             if (!pw)
                 r = cs_pack_writer_new(w->repo->backend, w->repo->keys.enc_key, &pw);
+            uint64_t size_before = r == 0 ? cs_pack_writer_size(pw) : 0;
             if (r == 0) {
                 CsRecordBases bases = { .v = (const CsRecordMember *)(void *)rec->bases.data,
                                         .n = rec->n_bases,
@@ -542,11 +543,7 @@ static void *pack_main(void *userdata)
                                              rec->payload.size);
             }
             if (r == 0) {
-                size_t lists = (rec->n_members + rec->n_bases) * CS_RECORD_MEMBER_SIZE +
-                               (rec->n_bases ? CS_RECORD_BASE_COUNT_SIZE : 0);
-                __atomic_add_fetch(&w->stats.stored_bytes,
-                                   CS_RECORD_HEADER_SIZE + lists + rec->payload.size +
-                                           CS_RECORD_TRAILER_SIZE,
+                __atomic_add_fetch(&w->stats.stored_bytes, cs_pack_writer_size(pw) - size_before,
                                    __ATOMIC_RELAXED);
                 if (cs_pack_writer_size(pw) >= w->repo->config.pack_size ||
                     cs_pack_writer_entries(pw) > 500000)
