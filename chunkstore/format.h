@@ -1,5 +1,5 @@
 /*
- * On-disk format of a pitrfs repository, version 2. docs/FORMAT.md describes every byte; this
+ * On-disk format of a pitrfs repository, version 3. docs/FORMAT.md describes every byte; this
  * header holds the constants both the code and that document refer to. All integers are
  * little-endian. A reader refuses a repository whose format_version is newer than
  * CS_FORMAT_VERSION.
@@ -8,10 +8,15 @@
 
 #include <stdint.h>
 
-#define CS_FORMAT_VERSION 2
+#define CS_FORMAT_VERSION 3
 /* Version 2 added delta records (CS_RECORD_FLAG_DELTA); a version 1 repository is read as it is
  * and gets no delta records, so that older builds can still read it. */
 #define CS_FORMAT_VERSION_DELTA 2
+/* Version 3 added runs: the new pages of a page file are stored together as one chunk, so a
+ * page costs no id of its own in its record or its file's chunk list. Content lists and delta
+ * bases then name slices of chunks (CS_REF_FLAG_SLICES, CS_RECORD_FLAG_SLICED_BASES). A version
+ * 2 repository is written as version 2. */
+#define CS_FORMAT_VERSION_RUNS 3
 
 /* Sizes of ids and keys. */
 #define CS_CHUNK_ID_SIZE 32 /* HMAC-SHA-256 of the plaintext under the id key */
@@ -34,11 +39,15 @@
 #define CS_RECORD_MAGIC       0x31434552u /* "REC1" */
 #define CS_RECORD_HEADER_SIZE 28 /* magic u32 flags u8 rsv u8 members u16 raw u32 payload u32 nonce[12] */
 #define CS_RECORD_MEMBER_SIZE 36 /* id[32] length u32 */
+#define CS_SLICE_SIZE 40         /* id[32] offset u32 length u32: bytes of a chunk (version 3) */
 #define CS_RECORD_TRAILER_SIZE 24 /* tag[16] xxh3 u64 */
 #define CS_RECORD_FLAG_ZSTD   0x01
 /* The zstd frame was compressed with the record's base chunks as a reference prefix: pages that
  * changed since the previous backup cost the size of their change. Always with FLAG_ZSTD. */
 #define CS_RECORD_FLAG_DELTA  0x02
+/* The base list names slices (CS_SLICE_SIZE bytes each) instead of whole chunks (version 3).
+ * Always with FLAG_DELTA. */
+#define CS_RECORD_FLAG_SLICED_BASES 0x04
 #define CS_RECORD_MAX_MEMBERS 4096
 #define CS_RECORD_MAX_BASES   4096
 #define CS_RECORD_BASE_COUNT_SIZE 4 /* u32 after the member list of a delta record */
@@ -59,6 +68,11 @@
 /* Content reference (how a file or stream names its chunks). */
 #define CS_REF_MAX_INLINE 32 /* more entries than this go into a list stream one level down */
 #define CS_REF_MAX_LEVEL  4
+/* Bit of the level byte: the entries, at every level, are slices (CS_SLICE_SIZE bytes). */
+#define CS_REF_FLAG_SLICES 0x80
+/* A run (version 3): up to this many new pages of one page file stored as one chunk, whose id
+ * is an HMAC of their ids under the run key. */
+#define CS_RUN_MAX_PAGES 64
 
 /* Directory object. */
 #define CS_DIR_MAGIC 0x31524944u /* "DIR1" */
@@ -68,6 +82,7 @@
 #define CS_INFO_CATALOG_KEY "pitrfs catalog key v1"
 #define CS_INFO_KEY_CHECK   "pitrfs key check v1"
 #define CS_INFO_WRAP_KEY    "pitrfs wrap key v1"
+#define CS_INFO_RUN_KEY     "pitrfs run id key v1"
 
 /* Defaults (recorded in config at init, so changing them here never changes a repository). */
 #define CS_DEFAULT_PAGE_SIZE  8192u

@@ -24,6 +24,8 @@ struct CsIndex {
     MDB_dbi chunks; /* chunk id -> CS_LOC_SIZE bytes */
     MDB_dbi packs;  /* pack id -> size u64, entries u32 */
     MDB_dbi meta;   /* "repo_id" -> 16 bytes */
+    MDB_dbi pages;  /* page id -> CS_SLICE_SIZE bytes: where in a run the page is */
+    bool has_pages; /* false only in an index opened read-only before it had the database */
     bool read_only;
     void *map_addr; /* LMDB's mapping of data.mdb, found in /proc/self/maps; NULL if unknown */
     size_t map_len;
@@ -130,6 +132,12 @@ int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, Cs
         r = errno_from_mdb(rc);
         goto fail;
     }
+    rc = mdb_dbi_open(txn, "pages", create, &idx->pages);
+    if (rc && rc != MDB_NOTFOUND) {
+        r = errno_from_mdb(rc);
+        goto fail;
+    }
+    idx->has_pages = rc == 0;
     MDB_val k = mdb_val("repo_id", 7), v;
     rc = mdb_get(txn, idx->meta, &k, &v);
     if (rc == 0 && (v.mv_size != 16 || memcmp(v.mv_data, repo_id, 16) != 0)) {
@@ -223,13 +231,41 @@ CsIndexReader *cs_index_reader_end(CsIndexReader *rd)
     return NULL;
 }
 
+int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsChunkSlice *ret)
+{
+    if (!rd->idx->has_pages)
+        return -ENOENT;
+    MDB_val k = mdb_val(id->bytes, CS_CHUNK_ID_SIZE), v;
+    int rc = mdb_get(rd->txn, rd->idx->pages, &k, &v);
+    if (rc)
+        return errno_from_mdb(rc);
+    if (v.mv_size != CS_SLICE_SIZE)
+        return -EBADMSG;
+    const uint8_t *p = v.mv_data;
+    memcpy(ret->id.bytes, p, CS_CHUNK_ID_SIZE);
+    ret->offset = get_le32(p + CS_CHUNK_ID_SIZE);
+    ret->length = get_le32(p + CS_CHUNK_ID_SIZE + 4);
+    return 0;
+}
+
 static int publish_once(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
-                        const CsPackEntry *entries, size_t n)
+                        const CsPackEntry *entries, size_t n, const CsPageAlias *pages,
+                        size_t n_pages)
 {
     _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
     int r = txn_begin(idx, 0, &txn);
     if (r < 0)
         return r;
+    for (size_t i = 0; i < n_pages; i++) {
+        uint8_t val[CS_SLICE_SIZE];
+        memcpy(val, pages[i].in.id.bytes, CS_CHUNK_ID_SIZE);
+        put_le32(val + CS_CHUNK_ID_SIZE, pages[i].in.offset);
+        put_le32(val + CS_CHUNK_ID_SIZE + 4, pages[i].in.length);
+        MDB_val k = mdb_val(pages[i].page.bytes, CS_CHUNK_ID_SIZE), v = mdb_val(val, sizeof(val));
+        int rc = mdb_put(txn, idx->pages, &k, &v, MDB_NOOVERWRITE);
+        if (rc && rc != MDB_KEYEXIST)
+            return errno_from_mdb(rc);
+    }
     for (size_t i = 0; i < n; i++) {
         uint8_t loc[CS_LOC_SIZE];
         cs_loc_encode(&entries[i].loc, loc);
@@ -251,9 +287,16 @@ static int publish_once(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
 int cs_index_publish_pack(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
                           const CsPackEntry *entries, size_t n)
 {
+    return cs_index_publish_pack_pages(idx, pack, pack_size, entries, n, NULL, 0);
+}
+
+int cs_index_publish_pack_pages(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
+                                const CsPackEntry *entries, size_t n, const CsPageAlias *pages,
+                                size_t n_pages)
+{
     if (idx->read_only)
         return -EROFS;
-    return publish_once(idx, pack, pack_size, entries, n);
+    return publish_once(idx, pack, pack_size, entries, n, pages, n_pages);
 }
 
 void cs_index_release_memory(CsIndex *idx)

@@ -37,6 +37,23 @@ CsIndexReader *cs_index_reader_end(CsIndexReader *rd);
  * location (the newer copy is garbage for gc). */
 int cs_index_publish_pack(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
                           const CsPackEntry *entries, size_t n);
+/*
+ * Pages of runs (format version 3): a run stores many new pages of a page file as one chunk, so
+ * the pages' own ids are not in any pack. For deduplication the writer indexes each page id
+ * with its place in the run. Only a writer that knows the pages can say this: an index rebuilt
+ * from the packs (without the key) lacks these entries, which costs deduplication, not data.
+ */
+typedef struct CsPageAlias {
+    CsChunkId page;
+    CsChunkSlice in; /* the run's id, the page's offset in it, its length */
+} CsPageAlias;
+/* cs_index_publish_pack(), with the page aliases of the runs in the pack, in one transaction. */
+int cs_index_publish_pack_pages(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
+                                const CsPackEntry *entries, size_t n, const CsPageAlias *pages,
+                                size_t n_pages);
+/* Where page `id` is, when a run holds it: 0, or -ENOENT. The run itself may be gone from the
+ * index since (a dropped pack): look it up before relying on it. */
+int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsChunkSlice *ret);
 /* Number of packs indexed. */
 int cs_index_pack_count(CsIndex *idx, uint64_t *ret);
 /* 1 if the pack is indexed, 0 if not. */

@@ -147,6 +147,36 @@ static void put_members(uint8_t *m, const CsRecordMember *v, size_t n)
     }
 }
 
+static size_t base_size_of(uint8_t flags)
+{
+    return flags & CS_RECORD_FLAG_SLICED_BASES ? CS_SLICE_SIZE : CS_RECORD_MEMBER_SIZE;
+}
+
+static void put_bases(uint8_t *m, const CsChunkSlice *v, size_t n, bool is_sliced)
+{
+    for (size_t i = 0; i < n; i++) {
+        memcpy(m, v[i].id.bytes, CS_CHUNK_ID_SIZE);
+        m += CS_CHUNK_ID_SIZE;
+        if (is_sliced) {
+            put_le32(m, v[i].offset);
+            m += 4;
+        }
+        put_le32(m, v[i].length);
+        m += 4;
+    }
+}
+
+CsChunkSlice cs_record_base(const CsRecordInfo *in, size_t i)
+{
+    const uint8_t *e = in->bases + i * in->base_size;
+    CsChunkSlice s = { 0 };
+    memcpy(s.id.bytes, e, CS_CHUNK_ID_SIZE);
+    if (in->base_size == CS_SLICE_SIZE)
+        s.offset = get_le32(e + CS_CHUNK_ID_SIZE);
+    s.length = get_le32(e + in->base_size - 4);
+    return s;
+}
+
 int cs_record_encode_delta(const uint8_t pack_key[32], const CsRecordMember *members,
                            size_t n_members, const CsRecordBases *bases, uint8_t flags,
                            uint32_t raw_len, const void *payload, size_t payload_len, Buf *out)
@@ -155,11 +185,16 @@ int cs_record_encode_delta(const uint8_t pack_key[32], const CsRecordMember *mem
     if (n_members == 0 || n_members > CS_RECORD_MAX_MEMBERS || payload_len > UINT32_MAX ||
         is_delta != (bases != NULL) ||
         (is_delta && (!(flags & CS_RECORD_FLAG_ZSTD) || bases->n == 0 ||
-                      bases->n > CS_RECORD_MAX_BASES || bases->depth == 0)))
+                      bases->n > CS_RECORD_MAX_BASES || bases->depth == 0)) ||
+        ((flags & CS_RECORD_FLAG_SLICED_BASES) && !is_delta))
         return -EINVAL;
+    bool is_sliced = flags & CS_RECORD_FLAG_SLICED_BASES;
+    for (size_t i = 0; is_delta && !is_sliced && i < bases->n; i++)
+        if (bases->v[i].offset != 0)
+            return -EINVAL; /* only a sliced base list can say where a base starts */
     size_t header_len = CS_RECORD_HEADER_SIZE + n_members * CS_RECORD_MEMBER_SIZE;
     if (is_delta)
-        header_len += CS_RECORD_BASE_COUNT_SIZE + bases->n * CS_RECORD_MEMBER_SIZE;
+        header_len += CS_RECORD_BASE_COUNT_SIZE + bases->n * base_size_of(flags);
     uint8_t *p = buf_extend(out, header_len + payload_len + CS_RECORD_TRAILER_SIZE);
     if (!p)
         return -ENOMEM;
@@ -177,7 +212,7 @@ int cs_record_encode_delta(const uint8_t pack_key[32], const CsRecordMember *mem
     if (is_delta) {
         m += n_members * CS_RECORD_MEMBER_SIZE;
         put_le32(m, (uint32_t)bases->n);
-        put_members(m + CS_RECORD_BASE_COUNT_SIZE, bases->v, bases->n);
+        put_bases(m + CS_RECORD_BASE_COUNT_SIZE, bases->v, bases->n, is_sliced);
     }
     uint8_t *ct = p + header_len;
     r = cs_aead_seal(pack_key, p + 16, p, header_len, payload, payload_len, ct,
@@ -214,7 +249,7 @@ static int header_len_of(const uint8_t *h, const uint8_t *base_count, size_t *re
         uint32_t m = get_le32(base_count);
         if (m == 0 || m > CS_RECORD_MAX_BASES)
             return -EBADMSG;
-        len += CS_RECORD_BASE_COUNT_SIZE + (size_t)m * CS_RECORD_MEMBER_SIZE;
+        len += CS_RECORD_BASE_COUNT_SIZE + (size_t)m * base_size_of(h[4]);
     }
     *ret = len;
     return 0;
@@ -222,7 +257,9 @@ static int header_len_of(const uint8_t *h, const uint8_t *base_count, size_t *re
 
 static bool flags_valid(uint8_t flags, uint8_t depth)
 {
-    if (flags & ~(CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA))
+    if (flags & ~(CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA | CS_RECORD_FLAG_SLICED_BASES))
+        return false;
+    if ((flags & CS_RECORD_FLAG_SLICED_BASES) && !(flags & CS_RECORD_FLAG_DELTA))
         return false;
     if (flags & CS_RECORD_FLAG_DELTA)
         return (flags & CS_RECORD_FLAG_ZSTD) && depth > 0;
@@ -252,7 +289,9 @@ static int record_parse(const uint8_t *p, size_t len, RecordHeader *h)
     if (is_delta) {
         in->n_bases = get_le32(p + members_end);
         in->bases = p + members_end + CS_RECORD_BASE_COUNT_SIZE;
-        in->prefix_len = cs_member_lengths_sum(in->bases, in->n_bases);
+        in->base_size = base_size_of(in->flags);
+        for (size_t i = 0; i < in->n_bases; i++)
+            in->prefix_len += cs_record_base(in, i).length;
     }
     return 0;
 }

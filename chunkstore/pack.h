@@ -47,6 +47,14 @@ typedef struct CsRecordMember {
     uint32_t length;
 } CsRecordMember;
 
+/* `length` bytes of chunk `id` from `offset`: what content lists and delta bases name. Before
+ * format version 3 the offset is always 0 and the length the chunk's. */
+typedef struct CsChunkSlice {
+    CsChunkId id;
+    uint32_t offset;
+    uint32_t length;
+} CsChunkSlice;
+
 /* "packs/ab/ab01...ef.pack" for a pack id; out must hold CS_PACK_NAME_MAX bytes. */
 #define CS_PACK_NAME_MAX 64
 void cs_pack_name(const CsPackId *id, char out[CS_PACK_NAME_MAX]);
@@ -59,10 +67,11 @@ int cs_loc_decode(const void *p, size_t n, CsChunkLoc *ret);
 /* Per-pack AEAD key = HKDF(enc_key, salt = pack id, info = CS_INFO_PACK_KEY). */
 int cs_pack_key(const uint8_t enc_key[32], const CsPackId *id, uint8_t ret[32]);
 
-/* The base chunks of a delta record: their plaintexts, concatenated in this order, are the
- * reference prefix its zstd frame was compressed with. `depth` is 1 + the deepest base's. */
+/* The bases of a delta record: their bytes, concatenated in this order, are the reference prefix
+ * its zstd frame was compressed with. `depth` is 1 + the deepest base's. Written as slices
+ * when the record's flags hold CS_RECORD_FLAG_SLICED_BASES, else as whole chunks (offset 0). */
 typedef struct CsRecordBases {
-    const CsRecordMember *v;
+    const CsChunkSlice *v;
     size_t n;
     uint8_t depth;
 } CsRecordBases;
@@ -75,7 +84,9 @@ typedef struct CsRecordInfo {
     size_t n_members;
     const uint8_t *members;   /* CS_RECORD_MEMBER_SIZE bytes each, pointing into the record */
     size_t n_bases;
-    const uint8_t *bases;     /* same layout; NULL unless CS_RECORD_FLAG_DELTA */
+    const uint8_t *bases;     /* NULL unless CS_RECORD_FLAG_DELTA; base_size bytes each */
+    size_t base_size;         /* CS_SLICE_SIZE with CS_RECORD_FLAG_SLICED_BASES, else
+                                 CS_RECORD_MEMBER_SIZE (offset 0) */
     uint64_t prefix_len;      /* sum of the base lengths */
 } CsRecordInfo;
 
@@ -147,6 +158,8 @@ void cs_pack_writer_abort(CsPackWriter *w);
  * starts at plaintext offset `off` (-1 when none does). */
 uint64_t cs_member_lengths_sum(const uint8_t *list, size_t n);
 long cs_member_at_offset(const uint8_t *list, size_t n, uint64_t off);
+/* Base i of a record cs_record_info() described, as a slice. */
+CsChunkSlice cs_record_base(const CsRecordInfo *in, size_t i);
 
 /* The member list of the record at (off, len) of pack `name`, read without its payload and
  * without a key: n × CS_RECORD_MEMBER_SIZE bytes into `members` (replacing its contents).

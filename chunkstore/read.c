@@ -1,6 +1,7 @@
 #include "chunkstore/read.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -52,7 +53,7 @@ struct CsReader {
 };
 
 struct CsContentIndex {
-    CsRecordMember *entries;
+    CsChunkSlice *entries;
     uint64_t *offsets; /* offsets[i] = start of entry i; offsets[count] = size */
     size_t count;
 };
@@ -150,20 +151,20 @@ static int load_prefix(CsReader *rd, const CsRecordInfo *in, Buf *prefix)
     prefix->size = 0;
     rd->nesting++;
     for (size_t i = 0; i < in->n_bases; i++) {
-        const uint8_t *e = in->bases + i * CS_RECORD_MEMBER_SIZE;
-        CsChunkId id;
-        memcpy(id.bytes, e, CS_CHUNK_ID_SIZE);
+        CsChunkSlice base = cs_record_base(in, i);
         const uint8_t *p;
         size_t n;
-        int r = chunk_get(rd, &id, &p, &n, NULL);
-        if (r == 0 && n != get_le32(e + CS_CHUNK_ID_SIZE))
+        int r = chunk_get(rd, &base.id, &p, &n, NULL);
+        /* A whole-chunk base (before slices) must be exactly the chunk. */
+        if (r == 0 && ((uint64_t)base.offset + base.length > n ||
+                       (in->base_size == CS_RECORD_MEMBER_SIZE && base.length != n)))
             r = -EBADMSG;
         if (r < 0) {
             rd->nesting--;
             return r;
         }
-        memcpy(prefix->data + prefix->size, p, n);
-        prefix->size += n;
+        memcpy(prefix->data + prefix->size, p + base.offset, base.length);
+        prefix->size += base.length;
     }
     rd->nesting--;
     return 0;
@@ -359,21 +360,51 @@ int cs_reader_chunk_depth(CsReader *rd, const CsChunkId *id, const uint8_t **ret
     return chunk_get(rd, id, ret_p, ret_n, ret_depth);
 }
 
+int cs_reader_chunk_length(CsReader *rd, const CsChunkId *id, uint32_t *ret)
+{
+    CsChunkLoc loc;
+    int r = lookup(rd, id, &loc);
+    if (r == 0)
+        *ret = loc.length;
+    return r;
+}
+
+int cs_reader_slice(CsReader *rd, const CsChunkSlice *e, const uint8_t **ret_p)
+{
+    const uint8_t *p;
+    size_t n;
+    int r = chunk_get(rd, &e->id, &p, &n, NULL);
+    if (r < 0)
+        return r;
+    if ((uint64_t)e->offset + e->length > n) {
+        char hex[2 * CS_CHUNK_ID_SIZE + 1];
+        hex_encode(e->id.bytes, CS_CHUNK_ID_SIZE, hex);
+        return log_error_errno(-EBADMSG,
+                               "a content list names bytes %" PRIu32 "..%" PRIu64
+                               " of chunk %s, which has %zu",
+                               e->offset, (uint64_t)e->offset + e->length, hex, n);
+    }
+    *ret_p = p + e->offset;
+    return 0;
+}
+
 int cs_reader_refresh(CsReader *rd)
 {
     return cs_index_reader_refresh(rd->index);
 }
 
-static int list_append_from(const uint8_t *p, size_t n, CsRecordMember **v, size_t *count,
-                            size_t *cap)
+static int list_append_from(const uint8_t *p, size_t n, size_t size, CsChunkSlice **v,
+                            size_t *count, size_t *cap)
 {
-    if (n % CS_RECORD_MEMBER_SIZE)
+    if (n % size)
         return -EBADMSG;
-    for (size_t off = 0; off < n; off += CS_RECORD_MEMBER_SIZE) {
+    for (size_t off = 0; off < n; off += size) {
         if (GROW_ARRAY(*v, *cap, *count, 256) < 0)
             return -ENOMEM;
-        memcpy((*v)[*count].id.bytes, p + off, CS_CHUNK_ID_SIZE);
-        (*v)[*count].length = get_le32(p + off + CS_CHUNK_ID_SIZE);
+        CsChunkSlice *e = &(*v)[*count];
+        memcpy(e->id.bytes, p + off, CS_CHUNK_ID_SIZE);
+        e->offset = size == CS_SLICE_SIZE ? get_le32(p + off + CS_CHUNK_ID_SIZE) : 0;
+        e->length = get_le32(p + off + size - 4);
         (*count)++;
     }
     return 0;
@@ -382,25 +413,25 @@ static int list_append_from(const uint8_t *p, size_t n, CsRecordMember **v, size
 int cs_reader_flatten(CsReader *rd, const CsContentRef *ref, CsContentRef *ret)
 {
     size_t count = ref->count, cap = ref->count;
-    CsRecordMember *v = malloc((cap ? cap : 1) * sizeof(*v));
+    size_t size = ref->has_slices ? CS_SLICE_SIZE : CS_RECORD_MEMBER_SIZE;
+    CsChunkSlice *v = malloc((cap ? cap : 1) * sizeof(*v));
     if (!v)
         return -ENOMEM;
     if (count)
         memcpy(v, ref->entries, count * sizeof(*v));
     for (uint8_t level = ref->level; level > 0; level--) {
-        CsRecordMember *next = NULL;
+        CsChunkSlice *next = NULL;
         size_t n_next = 0, cap_next = 0;
         _cleanup_(buf_free) Buf pending = BUF_INIT; /* a list entry may straddle two chunks */
         int r = 0;
         for (size_t i = 0; r == 0 && i < count; i++) {
             const uint8_t *p;
-            size_t n;
-            if ((r = cs_reader_chunk(rd, &v[i].id, &p, &n)) < 0)
+            if ((r = cs_reader_slice(rd, &v[i], &p)) < 0)
                 break;
-            if ((r = buf_append(&pending, p, n)) < 0)
+            if ((r = buf_append(&pending, p, v[i].length)) < 0)
                 break;
-            size_t whole = pending.size - pending.size % CS_RECORD_MEMBER_SIZE;
-            r = list_append_from(pending.data, whole, &next, &n_next, &cap_next);
+            size_t whole = pending.size - pending.size % size;
+            r = list_append_from(pending.data, whole, size, &next, &n_next, &cap_next);
             memmove(pending.data, pending.data + whole, pending.size - whole);
             pending.size -= whole;
         }
@@ -421,7 +452,8 @@ int cs_reader_flatten(CsReader *rd, const CsContentRef *ref, CsContentRef *ret)
         free(v);
         return log_error_errno(-EBADMSG, "content list does not add up to its size");
     }
-    *ret = (CsContentRef){ .size = ref->size, .level = 0, .count = (uint32_t)count, .entries = v };
+    *ret = (CsContentRef){ .size = ref->size, .level = 0, .has_slices = ref->has_slices,
+                           .count = (uint32_t)count, .entries = v };
     return 0;
 }
 
@@ -435,9 +467,8 @@ int cs_reader_read_all(CsReader *rd, const CsContentRef *ref, size_t max, Buf *o
         return r;
     for (size_t i = 0; r == 0 && i < flat.count; i++) {
         const uint8_t *p;
-        size_t n;
-        if ((r = cs_reader_chunk(rd, &flat.entries[i].id, &p, &n)) == 0)
-            r = buf_append(out, p, n);
+        if ((r = cs_reader_slice(rd, &flat.entries[i], &p)) == 0)
+            r = buf_append(out, p, flat.entries[i].length);
     }
     cs_content_ref_free(&flat);
     return r;
@@ -465,8 +496,8 @@ int cs_reader_write_fd(CsReader *rd, const CsContentRef *ref, int fd, bool spars
     }
     for (size_t i = 0; r == 0 && i < flat.count; i++) {
         const uint8_t *p;
-        size_t n;
-        if ((r = cs_reader_chunk(rd, &flat.entries[i].id, &p, &n)) < 0)
+        size_t n = flat.entries[i].length;
+        if ((r = cs_reader_slice(rd, &flat.entries[i], &p)) < 0)
             break;
         r = sparse && cs_chunk_is_zero(p, n) ? out_buf_skip(&out, n) : out_buf_add(&out, p, n);
     }
@@ -538,8 +569,8 @@ long cs_content_pread(CsReader *rd, const CsContentIndex *ci, void *buf, size_t 
     size_t done = 0;
     for (size_t i = lo; done < n && i < ci->count; i++) {
         const uint8_t *p;
-        size_t len;
-        int r = cs_reader_chunk(rd, &ci->entries[i].id, &p, &len);
+        size_t len = ci->entries[i].length;
+        int r = cs_reader_slice(rd, &ci->entries[i], &p);
         if (r < 0)
             return r;
         uint64_t skip = off + done - ci->offsets[i];

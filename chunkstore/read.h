@@ -26,6 +26,11 @@ CsRepo *cs_reader_repo(const CsReader *rd);
 /* The bytes of one chunk. *ret_p stays valid until the next call on this reader. */
 int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n);
 
+/* The bytes a content-list entry names (a slice of a chunk): e->length bytes at *ret_p, valid
+ * until the next call on this reader. -EBADMSG when the chunk is shorter than the slice. */
+int cs_reader_slice(CsReader *rd, const CsChunkSlice *e, const uint8_t **ret_p);
+/* The length of chunk `id` as the index has it (no data is read). 0, or -ENOENT. */
+int cs_reader_chunk_length(CsReader *rd, const CsChunkId *id, uint32_t *ret);
 /* cs_reader_chunk(), also giving the delta depth of the record holding the chunk (0: not a
  * delta record). Writers use it to keep delta chains short. */
 int cs_reader_chunk_depth(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,

@@ -167,7 +167,9 @@ int cs_repo_init(const char *location, const CsInitParams *params, const CsKeySo
 
     if (!key->passphrase)
         return log_error_errno(-EINVAL, "a passphrase is needed to create a repository");
-    c.format_version = CS_FORMAT_VERSION;
+    /* An older version on request (tests of what older repositories do); never a newer one. */
+    if (!c.format_version || c.format_version > CS_FORMAT_VERSION)
+        c.format_version = CS_FORMAT_VERSION;
     if (!c.chunker.min_size)
         c.chunker.min_size = CS_CHUNKER_DEFAULT_MIN;
     if (!c.chunker.avg_size)
@@ -314,6 +316,8 @@ static void repo_derive(CsRepo *repo)
     cs_gear_table_from_key(repo->keys.chunker_key, &repo->gear);
     cs_hkdf_sha256(repo->keys.enc_key, 32, NULL, 0, CS_INFO_CATALOG_KEY,
                    strlen(CS_INFO_CATALOG_KEY), repo->catalog_key, 32);
+    cs_hkdf_sha256(repo->keys.id_key, 32, NULL, 0, CS_INFO_RUN_KEY, strlen(CS_INFO_RUN_KEY),
+                   repo->run_key, 32);
 }
 
 CsRepo *cs_repo_close(CsRepo *repo)
@@ -324,6 +328,7 @@ CsRepo *cs_repo_close(CsRepo *repo)
     cs_backend_free(repo->backend);
     explicit_bzero(&repo->keys, sizeof(repo->keys));
     explicit_bzero(repo->catalog_key, sizeof(repo->catalog_key));
+    explicit_bzero(repo->run_key, sizeof(repo->run_key));
     free(repo);
     return NULL;
 }
@@ -518,4 +523,10 @@ int cs_repo_index_sync(CsRepo *repo, bool full, uint64_t *ret_packs)
 int cs_chunk_id(const CsRepo *repo, const void *p, size_t n, CsChunkId *ret)
 {
     return cs_hmac_sha256(repo->keys.id_key, sizeof(repo->keys.id_key), p, n, ret->bytes);
+}
+
+int cs_run_id(const CsRepo *repo, const CsChunkId *pages, size_t n, CsChunkId *ret)
+{
+    return cs_hmac_sha256(repo->run_key, sizeof(repo->run_key), pages, n * sizeof(*pages),
+                          ret->bytes);
 }

@@ -63,11 +63,15 @@ typedef struct CsRepo {
     CsKeys keys;
     CsGearTable gear;
     uint8_t catalog_key[32];
+    uint8_t run_key[32]; /* HMAC key of run ids, derived from the id key */
     bool read_only;
 } CsRepo;
 
 /* A chunk's id: HMAC-SHA-256 of its bytes under the repository's id key. */
 int cs_chunk_id(const CsRepo *repo, const void *p, size_t n, CsChunkId *ret);
+/* A run's id (format version 3): HMAC-SHA-256 of its pages' ids, concatenated, under the run key.
+ * A different key from chunk ids, so no chunk's bytes can be made to collide with a run. */
+int cs_run_id(const CsRepo *repo, const CsChunkId *pages, size_t n, CsChunkId *ret);
 
 /* Create a repository at `location` (absent or empty directory). */
 int cs_repo_init(const char *location, const CsInitParams *params, const CsKeySource *key);

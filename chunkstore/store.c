@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/uio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +30,7 @@ typedef struct Batch {
     size_t len, cap;
     Cut *cuts;
     CsChunkId *ids;
+    CsChunkSlice *refs; /* what the content list says for each cut, once processed */
     size_t n_cuts, cuts_cap;
     bool is_done;            /* protected by CsWriter.lock */
     struct Batch *next;      /* free list or, once submitted, the caller's order list */
@@ -40,7 +42,7 @@ typedef struct Batch {
 
 /* The content list being built for one put: level-0 entries in input order. */
 typedef struct EntryList {
-    CsRecordMember *v;
+    CsChunkSlice *v;
     size_t n, cap;
     uint64_t size;
     int spill_fd;      /* > 0 once entries went to a temporary file */
@@ -58,7 +60,9 @@ typedef struct Put {
     EntryList l;
     CsContentRef *ret;
     bool is_meta; /* directory objects and chunk lists: grouped apart from file data */
+    bool is_pages; /* cut into fixed pages */
     CsContentRef previous; /* level 0: the content's previous version, the bases of its deltas */
+    uint64_t *previous_starts; /* offset of each entry of `previous`, and its size at the end */
     uint64_t chunks_cut;   /* chunks handed to batches so far */
     struct Put *next;
 } Put;
@@ -74,8 +78,9 @@ typedef struct Group {
     Buf data;
     Buf members; /* CsRecordMember array */
     size_t n_members;
+    Buf pages;   /* CsPageAlias array: the pages of the runs among the members */
     /* delta group only: */
-    Buf bases;   /* CsRecordMember array: distinct base chunks, in prefix order */
+    Buf bases;   /* CsChunkSlice array: distinct bases, in prefix order */
     size_t n_bases;
     Buf prefix;  /* their plaintexts, concatenated */
     uint8_t depth;
@@ -136,7 +141,8 @@ static void pool_done(BufPool *p)
 typedef struct PlainRecord {
     Buf members; /* CsRecordMember array */
     size_t n_members;
-    Buf bases;   /* CsRecordMember array, for a delta record */
+    Buf pages;   /* CsPageAlias array */
+    Buf bases;   /* CsChunkSlice array, for a delta record */
     size_t n_bases;
     uint8_t depth;
     uint8_t flags;
@@ -172,6 +178,7 @@ struct CsWriter {
     pthread_mutex_t group_lock;
     Group groups[GROUP_KINDS]; /* protected by group_lock */
     bool can_delta;            /* the repository's format has delta records */
+    bool can_run;              /* ... and runs and slices (version 3) */
     BufPool pool;
 
     struct Put *puts, *puts_tail; /* caller only: puts not resolved yet, in order */
@@ -189,6 +196,7 @@ static void batch_free(Batch *b)
     free(b->data);
     free(b->cuts);
     free(b->ids);
+    free(b->refs);
     free(b);
 }
 
@@ -257,6 +265,7 @@ static void record_free(CsWriter *w, PlainRecord *rec)
     pool_put(&w->pool, &rec->members);
     pool_put(&w->pool, &rec->payload);
     pool_put(&w->pool, &rec->bases);
+    buf_free(&rec->pages);
     free(rec);
 }
 
@@ -292,6 +301,8 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
     rec->members = g->members;
     g->members = (Buf)BUF_INIT;
     rec->n_members = g->n_members;
+    rec->pages = g->pages;
+    g->pages = (Buf)BUF_INIT;
     rec->raw_len = (uint32_t)g->data.size;
     rec->payload = pool_get(&w->pool);
     int level = w->repo->config.zstd_level;
@@ -300,6 +311,8 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
                        : cs_record_compress(cctx, level, g->data.data, g->data.size,
                                             &rec->payload);
     if (r > 0 && (r & CS_RECORD_FLAG_DELTA)) {
+        if (w->can_run)
+            r |= CS_RECORD_FLAG_SLICED_BASES;
         rec->bases = g->bases;
         g->bases = (Buf)BUF_INIT;
         rec->n_bases = g->n_bases;
@@ -319,33 +332,49 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
 
 /* The base of a chunk in a delta group: its bytes join the prefix once per group. */
 typedef struct Base {
-    const CsChunkId *id;
-    const uint8_t *p;
-    uint32_t n;
+    CsChunkSlice slice;
+    const uint8_t *p; /* its bytes */
     uint8_t depth;
 } Base;
 
+static bool same_slice(const CsChunkSlice *a, const CsChunkSlice *b)
+{
+    return a->offset == b->offset && a->length == b->length &&
+           memcmp(a->id.bytes, b->id.bytes, CS_CHUNK_ID_SIZE) == 0;
+}
+
 static int group_add_base(Group *g, const Base *base)
 {
-    const CsRecordMember *b = (const CsRecordMember *)(void *)g->bases.data;
+    const CsChunkSlice *b = (const CsChunkSlice *)(void *)g->bases.data;
     /* Repeated bases (an all-zero page, say) are usually adjacent: a short look back finds them. */
     for (size_t i = g->n_bases; i > 0 && i + 16 > g->n_bases; i--)
-        if (memcmp(b[i - 1].id.bytes, base->id->bytes, CS_CHUNK_ID_SIZE) == 0)
+        if (same_slice(&b[i - 1], &base->slice))
             return 0;
-    int r = buf_append(&g->prefix, base->p, base->n);
+    int r = buf_append(&g->prefix, base->p, base->slice.length);
     if (r < 0)
         return r;
-    CsRecordMember *m = (CsRecordMember *)(void *)g->bases.data;
-    m[g->n_bases++] = (CsRecordMember){ .id = *base->id, .length = base->n };
+    CsChunkSlice *m = (CsChunkSlice *)(void *)g->bases.data;
+    m[g->n_bases++] = base->slice;
     g->depth = (uint8_t)MAX(g->depth, base->depth + 1);
     return 0;
 }
 
-/* Add a new chunk to its shared group (with its base when it is a delta); seal the group when
- * it is full. */
-static int group_add(CsWriter *w, ZSTD_CCtx *cctx, int kind, const CsChunkId *id,
-                     const uint8_t *p, uint32_t n, const Base *base)
+/* A new chunk for a group: its bytes in one or more parts (a run's pages), its base when it is
+ * a delta, the page aliases when it is a run. */
+typedef struct NewChunk {
+    const CsChunkId *id;
+    const struct iovec *parts;
+    size_t n_parts;
+    uint32_t length;
+    const Base *base;
+    const CsPageAlias *pages;
+    size_t n_pages;
+} NewChunk;
+
+/* Add a new chunk to its shared group; seal the group when it is full. */
+static int group_add(CsWriter *w, ZSTD_CCtx *cctx, int kind, const NewChunk *c)
 {
+    const Base *base = c->base;
     Group full = { 0 };
     int r = 0;
     pthread_mutex_lock(&w->group_lock);
@@ -357,17 +386,19 @@ static int group_add(CsWriter *w, ZSTD_CCtx *cctx, int kind, const CsChunkId *id
         if (r == 0 && base) {
             g->bases = pool_get(&w->pool);
             g->prefix = pool_get(&w->pool);
-            r = buf_reserve(&g->bases, CS_RECORD_MAX_BASES * sizeof(CsRecordMember));
+            r = buf_reserve(&g->bases, CS_RECORD_MAX_BASES * sizeof(CsChunkSlice));
         }
     }
     if (r == 0 && base)
         r = group_add_base(g, base);
-    if (r == 0)
-        r = buf_append(&g->data, p, n);
+    for (size_t i = 0; r == 0 && i < c->n_parts; i++)
+        r = buf_append(&g->data, c->parts[i].iov_base, c->parts[i].iov_len);
+    if (r == 0 && c->n_pages)
+        r = buf_append(&g->pages, c->pages, c->n_pages * sizeof(*c->pages));
     if (r == 0) {
         CsRecordMember *m = (CsRecordMember *)(void *)g->members.data;
-        m[g->n_members].id = *id;
-        m[g->n_members].length = n;
+        m[g->n_members].id = *c->id;
+        m[g->n_members].length = c->length;
         g->n_members++;
         if (g->data.size >= w->repo->config.group_size || g->n_members == CS_RECORD_MAX_MEMBERS ||
             g->n_bases == CS_RECORD_MAX_BASES) {
@@ -381,18 +412,32 @@ static int group_add(CsWriter *w, ZSTD_CCtx *cctx, int kind, const CsChunkId *id
     return r;
 }
 
-/* The previous version of chunk i of a page file, when it can serve as a delta base: indexed,
+/* The previous version of page i of batch b, when it can serve as a delta base: indexed,
  * readable, the same length, and not at the end of a long chain. */
-static bool base_for(CsWriter *w, const Batch *b, size_t i, const CsChunkId *id, uint32_t n,
-                     CsIndexReader *ird, CsReader **reader, Base *ret)
+static bool base_for(CsWriter *w, const Batch *b, size_t i, uint32_t n, CsIndexReader *ird,
+                     CsReader **reader, Base *ret)
 {
-    const CsContentRef *prev = &b->owner->previous;
-    uint64_t k = b->first_index + i;
-    if (!w->can_delta || k >= prev->count || prev->entries[k].length != n ||
-        memcmp(prev->entries[k].id.bytes, id->bytes, CS_CHUNK_ID_SIZE) == 0)
+    const Put *put = b->owner;
+    const CsContentRef *prev = &put->previous;
+    if (!w->can_delta || !prev->count)
         return false;
-    const CsChunkId *bid = &prev->entries[k].id;
-    if (cs_index_reader_lookup(ird, bid, NULL) < 0)
+    uint64_t at = (b->first_index + i) * (uint64_t)w->repo->config.page_size;
+    if (at >= put->previous_starts[prev->count])
+        return false;
+    size_t lo = 0, hi = prev->count;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (put->previous_starts[mid] <= at)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    const CsChunkSlice *e = &prev->entries[lo];
+    uint64_t within = at - put->previous_starts[lo];
+    if (within + n > e->length)
+        return false;
+    CsChunkSlice slice = { .id = e->id, .offset = e->offset + (uint32_t)within, .length = n };
+    if (cs_index_reader_lookup(ird, &slice.id, NULL) < 0)
         return false;
     if (!*reader && cs_reader_new(w->repo, reader) < 0)
         return false;
@@ -400,11 +445,114 @@ static bool base_for(CsWriter *w, const Batch *b, size_t i, const CsChunkId *id,
     size_t len;
     uint8_t depth;
     /* A base that cannot be read (damaged: the reader says so) only costs the delta. */
-    if (cs_reader_chunk_depth(*reader, bid, &p, &len, &depth) < 0 || len != n ||
-        depth >= CS_DELTA_MAX_DEPTH)
+    if (cs_reader_chunk_depth(*reader, &slice.id, &p, &len, &depth) < 0 ||
+        (uint64_t)slice.offset + n > len || depth >= CS_DELTA_MAX_DEPTH)
         return false;
-    *ret = (Base){ .id = bid, .p = p, .n = n, .depth = depth };
+    *ret = (Base){ .slice = slice, .p = p + slice.offset, .depth = depth };
     return true;
+}
+
+/* Counts of one batch, added to the writer's stats at its end. */
+typedef struct BatchCounts {
+    uint64_t new_chunks, new_bytes, delta_chunks;
+} BatchCounts;
+
+static CsChunkSlice whole(const CsChunkId *id, uint32_t n)
+{
+    return (CsChunkSlice){ .id = *id, .offset = 0, .length = n };
+}
+
+/* Store cut i of b as a chunk of its own (unless an identical one is in flight). */
+static int store_single(CsWriter *w, ZSTD_CCtx *cctx, Batch *b, size_t i, int kind,
+                        const Base *base, BatchCounts *cnt)
+{
+    uint32_t n = b->cuts[i].len;
+    b->refs[i] = whole(&b->ids[i], n);
+    int r = inflight_add(w, &b->ids[i]);
+    if (r != 0)
+        return r < 0 ? r : 0;
+    struct iovec part = { .iov_base = b->data + b->cuts[i].off, .iov_len = n };
+    NewChunk c = { .id = &b->ids[i], .parts = &part, .n_parts = 1, .length = n, .base = base };
+    if ((r = group_add(w, cctx, kind, &c)) < 0)
+        return r;
+    cnt->new_chunks++;
+    cnt->new_bytes += n;
+    cnt->delta_chunks += base != NULL;
+    return 0;
+}
+
+/* Store the new pages cuts[pending[0..n)] of b as one run: a chunk of their bytes whose id
+ * comes from theirs, each page indexed with its place in it. One page is stored on its own. */
+static int store_run(CsWriter *w, ZSTD_CCtx *cctx, CsIndexReader *rd, Batch *b,
+                     const size_t *pending, size_t n, BatchCounts *cnt)
+{
+    if (n == 0)
+        return 0;
+    if (n == 1)
+        return store_single(w, cctx, b, pending[0], GROUP_DATA, NULL, cnt);
+    CsChunkId ids[CS_RUN_MAX_PAGES], run;
+    struct iovec parts[CS_RUN_MAX_PAGES];
+    CsPageAlias pages[CS_RUN_MAX_PAGES];
+    uint32_t off = 0;
+    for (size_t k = 0; k < n; k++)
+        ids[k] = b->ids[pending[k]];
+    int r = cs_run_id(w->repo, ids, n, &run);
+    if (r < 0)
+        return r;
+    for (size_t k = 0; k < n; k++) {
+        const Cut *cut = &b->cuts[pending[k]];
+        parts[k] = (struct iovec){ .iov_base = b->data + cut->off, .iov_len = cut->len };
+        pages[k] = (CsPageAlias){ .page = ids[k],
+                                  .in = { .id = run, .offset = off, .length = cut->len } };
+        b->refs[pending[k]] = pages[k].in;
+        off += cut->len;
+    }
+    /* The same pages stored before (their aliases lost with a rebuilt index) or in flight. */
+    if ((r = cs_index_reader_lookup(rd, &run, NULL)) != -ENOENT)
+        return r;
+    if ((r = inflight_add(w, &run)) != 0)
+        return r < 0 ? r : 0;
+    NewChunk c = { .id = &run, .parts = parts, .n_parts = n, .length = off, .pages = pages,
+                   .n_pages = n };
+    if ((r = group_add(w, cctx, GROUP_DATA, &c)) < 0)
+        return r;
+    cnt->new_chunks++;
+    cnt->new_bytes += off;
+    return 0;
+}
+
+/* The pages of one batch bound for runs, by id: a page seen earlier in the batch (an all-zero
+ * page, say) is stored once, as the earlier copy. Open addressing over the id's first bytes;
+ * a batch has at most BATCH_DATA_SIZE / page_size + 1 pages, and the table is at most half
+ * full for 8 KiB pages. */
+#define SEEN_SLOTS 1024u
+typedef struct SeenPages {
+    int32_t slot[SEEN_SLOTS]; /* cut index + 1; 0 = free */
+    size_t n;
+} SeenPages;
+
+/* The earlier cut of b with the same id as cut i, or -1 (and i is remembered). */
+static long seen_before(SeenPages *seen, const Batch *b, size_t i)
+{
+    if (seen->n >= SEEN_SLOTS / 2)
+        return -1; /* full enough: the rest of the batch goes without */
+    size_t h = (size_t)get_le32(b->ids[i].bytes + 4) & (SEEN_SLOTS - 1);
+    for (; seen->slot[h]; h = (h + 1) & (SEEN_SLOTS - 1)) {
+        size_t j = (size_t)seen->slot[h] - 1;
+        if (memcmp(b->ids[j].bytes, b->ids[i].bytes, CS_CHUNK_ID_SIZE) == 0)
+            return (long)j;
+    }
+    seen->slot[h] = (int32_t)i + 1;
+    seen->n++;
+    return -1;
+}
+
+/* Where the page with this id already is, as a run's page (version 3): only while the run is
+ * still indexed. */
+static bool page_in_run(CsIndexReader *rd, const CsChunkId *id, CsChunkSlice *ret)
+{
+    return cs_index_reader_lookup_page(rd, id, ret) == 0 &&
+           cs_index_reader_lookup(rd, &ret->id, NULL) == 0;
 }
 
 static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, CsReader **reader,
@@ -416,34 +564,58 @@ static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, CsReader **re
         r = cs_reader_refresh(*reader);
     if (r < 0)
         return r;
-    uint64_t new_chunks = 0, new_bytes = 0, delta_chunks = 0;
+    bool runs = w->can_run && b->owner->is_pages;
+    int kind = b->owner->is_meta ? GROUP_META : GROUP_DATA;
+    size_t pending[CS_RUN_MAX_PAGES] = { 0 }, n_pending = 0;
+    BatchCounts cnt = { 0 };
+    _cleanup_free_ SeenPages *seen = runs ? calloc(1, sizeof(*seen)) : NULL;
+    _cleanup_free_ size_t *copy_of = runs ? malloc(b->n_cuts * sizeof(size_t)) : NULL;
+    if (runs && (!seen || !copy_of))
+        return -ENOMEM;
+    size_t n_copies = 0; /* pairs (cut, earlier cut) in copy_of, resolved at the end */
     for (size_t i = 0; i < b->n_cuts; i++) {
         const uint8_t *p = b->data + b->cuts[i].off;
         uint32_t n = b->cuts[i].len;
         if ((r = cs_chunk_id(repo, p, n, &b->ids[i])) < 0)
             return r;
+        b->refs[i] = whole(&b->ids[i], n);
         r = cs_index_reader_lookup(rd, &b->ids[i], NULL);
         if (r == 0)
             continue;
         if (r != -ENOENT)
             return r;
-        if ((r = inflight_add(w, &b->ids[i])) < 0)
-            return r;
-        if (r == 1)
+        if (runs && page_in_run(rd, &b->ids[i], &b->refs[i]))
             continue;
         Base base;
-        bool is_delta = b->owner->previous.count && base_for(w, b, i, &b->ids[i], n, rd, reader,
-                                                             &base);
-        int kind = is_delta ? GROUP_DELTA : b->owner->is_meta ? GROUP_META : GROUP_DATA;
-        if ((r = group_add(w, cctx, kind, &b->ids[i], p, n, is_delta ? &base : NULL)) < 0)
+        if (b->owner->previous.count && base_for(w, b, i, n, rd, reader, &base)) {
+            if ((r = store_single(w, cctx, b, i, GROUP_DELTA, &base, &cnt)) < 0)
+                return r;
+        } else if (runs) {
+            long j = seen_before(seen, b, i);
+            if (j >= 0) {
+                copy_of[n_copies++] = i;
+                b->refs[i].offset = (uint32_t)j; /* for now: which cut; fixed below */
+                continue;
+            }
+            /* Stored with the run, once its id is known. */
+            pending[n_pending++] = i;
+            if (n_pending == CS_RUN_MAX_PAGES) {
+                if ((r = store_run(w, cctx, rd, b, pending, n_pending, &cnt)) < 0)
+                    return r;
+                n_pending = 0;
+            }
+        } else if ((r = store_single(w, cctx, b, i, kind, NULL, &cnt)) < 0)
             return r;
-        new_chunks++;
-        new_bytes += n;
-        delta_chunks += is_delta;
     }
-    __atomic_add_fetch(&w->stats.delta_chunks, delta_chunks, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&w->stats.new_chunks, new_chunks, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&w->stats.new_bytes, new_bytes, __ATOMIC_RELAXED);
+    if ((r = store_run(w, cctx, rd, b, pending, n_pending, &cnt)) < 0)
+        return r;
+    for (size_t k = 0; k < n_copies; k++) {
+        size_t i = copy_of[k];
+        b->refs[i] = b->refs[b->refs[i].offset];
+    }
+    __atomic_add_fetch(&w->stats.delta_chunks, cnt.delta_chunks, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&w->stats.new_chunks, cnt.new_chunks, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&w->stats.new_bytes, cnt.new_bytes, __ATOMIC_RELAXED);
     cs_index_release_memory(w->repo->index);
     return 0;
 }
@@ -483,8 +655,9 @@ static void *worker_main(void *userdata)
     return NULL;
 }
 
-/* Publish the current pack: durable first, then indexed, then no longer in flight. */
-static int pack_finish(CsWriter *w, CsPackWriter **pw)
+/* Publish the current pack: durable first, then indexed (with the pages of its runs), then no
+ * longer in flight. */
+static int pack_finish(CsWriter *w, CsPackWriter **pw, Buf *pages)
 {
     if (!*pw)
         return 0;
@@ -495,7 +668,11 @@ static int pack_finish(CsWriter *w, CsPackWriter **pw)
     int r = cs_pack_writer_finish(TAKE_PTR(*pw), &id, &entries, &n, &size);
     if (r < 0)
         return log_error_errno(r, "could not write pack: %m");
-    if ((r = cs_index_publish_pack(w->repo->index, &id, size, entries, n)) < 0)
+    r = cs_index_publish_pack_pages(w->repo->index, &id, size, entries, n,
+                                    (const CsPageAlias *)(void *)pages->data,
+                                    pages->size / sizeof(CsPageAlias));
+    buf_clear(pages);
+    if (r < 0)
         return log_error_errno(r, "could not index pack: %m");
     for (size_t i = 0; i < n; i++)
         inflight_remove(w, &entries[i].id);
@@ -507,6 +684,7 @@ static void *pack_main(void *userdata)
 {
     CsWriter *w = userdata;
     CsPackWriter *pw = NULL;
+    Buf pages = BUF_INIT; /* CsPageAlias array: the runs' pages in the current pack */
     int r = 0;
 
     pthread_mutex_lock(&w->lock);
@@ -527,13 +705,13 @@ static void *pack_main(void *userdata)
         r = 0;
         if (failed) {
         } else if (rec->is_flush) {
-            r = pack_finish(w, &pw);
+            r = pack_finish(w, &pw, &pages);
         } else {
             if (!pw)
                 r = cs_pack_writer_new(w->repo->backend, w->repo->keys.enc_key, &pw);
             uint64_t size_before = r == 0 ? cs_pack_writer_size(pw) : 0;
             if (r == 0) {
-                CsRecordBases bases = { .v = (const CsRecordMember *)(void *)rec->bases.data,
+                CsRecordBases bases = { .v = (const CsChunkSlice *)(void *)rec->bases.data,
                                         .n = rec->n_bases,
                                         .depth = rec->depth };
                 r = cs_pack_writer_add_delta(pw,
@@ -542,12 +720,14 @@ static void *pack_main(void *userdata)
                                              rec->flags, rec->raw_len, rec->payload.data,
                                              rec->payload.size);
             }
+            if (r == 0 && rec->pages.size)
+                r = buf_append(&pages, rec->pages.data, rec->pages.size);
             if (r == 0) {
                 __atomic_add_fetch(&w->stats.stored_bytes, cs_pack_writer_size(pw) - size_before,
                                    __ATOMIC_RELAXED);
                 if (cs_pack_writer_size(pw) >= w->repo->config.pack_size ||
                     cs_pack_writer_entries(pw) > 500000)
-                    r = pack_finish(w, &pw);
+                    r = pack_finish(w, &pw, &pages);
             } else
                 log_error_errno(r, "could not append to pack: %m");
         }
@@ -563,6 +743,7 @@ static void *pack_main(void *userdata)
     }
     pthread_mutex_unlock(&w->lock);
     cs_pack_writer_abort(pw);
+    buf_free(&pages);
     return NULL;
 }
 
@@ -587,6 +768,7 @@ int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret)
     w->repo = repo;
     w->repo_lock = lock;
     w->can_delta = repo->config.format_version >= CS_FORMAT_VERSION_DELTA;
+    w->can_run = repo->config.format_version >= CS_FORMAT_VERSION_RUNS;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     w->n_threads = params && params->threads ? params->threads : (unsigned)MAX(cpus, 1);
     w->max_records = 2 * w->n_threads + 2;
@@ -659,6 +841,7 @@ CsWriter *cs_writer_free(CsWriter *w)
         next = p->next;
         entry_list_free(&p->l);
         cs_content_ref_free(&p->previous);
+        free(p->previous_starts);
         free(p);
     }
     for (PlainRecord *r = w->rec_head, *next; r; r = next) {
@@ -676,6 +859,7 @@ CsWriter *cs_writer_free(CsWriter *w)
         buf_free(&w->groups[i].data);
         buf_free(&w->groups[i].bases);
         buf_free(&w->groups[i].prefix);
+        buf_free(&w->groups[i].pages);
     }
     pool_done(&w->pool);
     free(w->workers);
@@ -732,9 +916,9 @@ static void progress_maybe(CsWriter *w)
     w->progress(&s, w->progress_userdata);
 }
 
-static int list_serialize(const CsRecordMember *v, size_t n, Buf *out);
+static int list_serialize(const CsChunkSlice *v, size_t n, bool has_slices, Buf *out);
 
-static int entry_list_spill(EntryList *l)
+static int entry_list_spill(EntryList *l, bool has_slices)
 {
     if (l->spill_fd <= 0) {
         const char *dir = getenv("TMPDIR");
@@ -744,7 +928,7 @@ static int entry_list_spill(EntryList *l)
         l->spill_fd = fd;
     }
     _cleanup_(buf_free) Buf b = BUF_INIT;
-    int r = list_serialize(l->v, l->n, &b);
+    int r = list_serialize(l->v, l->n, has_slices, &b);
     if (r == 0)
         r = write_all(l->spill_fd, b.data, b.size);
     if (r < 0)
@@ -762,19 +946,26 @@ static void entry_list_free(EntryList *l)
     *l = (EntryList){ 0 };
 }
 
-static int entry_list_add(EntryList *l, const CsChunkId *id, uint32_t len)
+static int entry_list_add(EntryList *l, const CsChunkSlice *e, bool has_slices)
 {
+    CsChunkSlice *last = l->n ? &l->v[l->n - 1] : NULL;
+    /* Consecutive pages of one run are one entry. */
+    if (last && last->offset + (uint64_t)last->length == e->offset &&
+        (uint64_t)last->length + e->length <= UINT32_MAX &&
+        memcmp(last->id.bytes, e->id.bytes, CS_CHUNK_ID_SIZE) == 0) {
+        last->length += e->length;
+        l->size += e->length;
+        return 0;
+    }
     if (l->n == LIST_SPILL_ENTRIES) {
-        int r = entry_list_spill(l);
+        int r = entry_list_spill(l, has_slices);
         if (r < 0)
             return r;
     }
     if (GROW_ARRAY(l->v, l->cap, l->n, 64) < 0)
         return -ENOMEM;
-    l->v[l->n].id = *id;
-    l->v[l->n].length = len;
-    l->n++;
-    l->size += len;
+    l->v[l->n++] = *e;
+    l->size += e->length;
     return 0;
 }
 
@@ -788,7 +979,7 @@ static int harvest_one(CsWriter *w)
     int r = w->error;
     pthread_mutex_unlock(&w->lock);
     for (size_t i = 0; r == 0 && i < b->n_cuts; i++)
-        r = entry_list_add(&b->owner->l, &b->ids[i], b->cuts[i].len);
+        r = entry_list_add(&b->owner->l, &b->refs[i], w->can_run);
     w->order_head = b->next;
     if (!w->order_head)
         w->order_tail = NULL;
@@ -844,6 +1035,10 @@ static int batch_add_cut(Batch *b, size_t off, size_t len)
         if (!ids)
             return -ENOMEM;
         b->ids = ids;
+        CsChunkSlice *refs = realloc(b->refs, cap * sizeof(*refs));
+        if (!refs)
+            return -ENOMEM;
+        b->refs = refs;
         b->cuts_cap = cap;
     }
     b->cuts[b->n_cuts++] = (Cut){ (uint32_t)off, (uint32_t)len };
@@ -987,14 +1182,23 @@ static int put_level0(CsWriter *w, Source *src, CsChunking mode, Put *put)
     return r;
 }
 
-static int list_serialize(const CsRecordMember *v, size_t n, Buf *out)
+static int list_serialize(const CsChunkSlice *v, size_t n, bool has_slices, Buf *out)
 {
-    uint8_t *p = buf_extend(out, n * CS_RECORD_MEMBER_SIZE);
+    size_t size = has_slices ? CS_SLICE_SIZE : CS_RECORD_MEMBER_SIZE;
+    uint8_t *p = buf_extend(out, n * size);
     if (!p && n)
         return -ENOMEM;
-    for (size_t i = 0; i < n; i++, p += CS_RECORD_MEMBER_SIZE) {
+    for (size_t i = 0; i < n; i++) {
+        if (!has_slices && v[i].offset != 0)
+            return -EINVAL; /* only a list of slices can say where in a chunk an entry starts */
         memcpy(p, v[i].id.bytes, CS_CHUNK_ID_SIZE);
-        put_le32(p + CS_CHUNK_ID_SIZE, v[i].length);
+        p += CS_CHUNK_ID_SIZE;
+        if (has_slices) {
+            put_le32(p, v[i].offset);
+            p += 4;
+        }
+        put_le32(p, v[i].length);
+        p += 4;
     }
     return 0;
 }
@@ -1014,10 +1218,10 @@ static int put_resolve(CsWriter *w, Put *put)
             r = -E2BIG;
         } else if (l.spill_fd > 0) {
             /* Stream the spilled list back through the pipeline. */
-            if ((r = entry_list_spill(&l)) == 0 && lseek(l.spill_fd, 0, SEEK_SET) < 0)
+            if ((r = entry_list_spill(&l, w->can_run)) == 0 && lseek(l.spill_fd, 0, SEEK_SET) < 0)
                 r = -errno;
             s.fd = l.spill_fd;
-        } else if ((r = list_serialize(l.v, l.n, &list)) == 0) {
+        } else if ((r = list_serialize(l.v, l.n, w->can_run, &list)) == 0) {
             s.p = list.data;
             s.left = list.size;
         }
@@ -1038,8 +1242,8 @@ static int put_resolve(CsWriter *w, Put *put)
     }
     if (l.spill_fd > 0) /* at most CS_REF_MAX_INLINE entries were spilled: cannot happen */
         close(l.spill_fd);
-    *put->ret = (CsContentRef){ .size = size, .level = level, .count = (uint32_t)l.n,
-                                .entries = l.v };
+    *put->ret = (CsContentRef){ .size = size, .level = level, .has_slices = w->can_run,
+                                .count = (uint32_t)l.n, .entries = l.v };
     return 0;
 }
 
@@ -1055,6 +1259,7 @@ int cs_writer_sync(CsWriter *w)
             r = put_resolve(w, put);
         entry_list_free(&put->l);
         cs_content_ref_free(&put->previous);
+        free(put->previous_starts);
         free(put);
     }
     return r;
@@ -1077,9 +1282,23 @@ static int put_source(CsWriter *w, Source *src, CsChunking mode, bool is_meta,
     }
     put->ret = ret;
     put->is_meta = is_meta;
+    put->is_pages = mode == CS_CHUNKING_PAGES;
     if (previous) {
         put->previous = *previous;
         *previous = (CsContentRef){ 0 };
+        /* Where each previous entry starts, to find a page's previous version by its offset. */
+        put->previous_starts = malloc((put->previous.count + 1) * sizeof(uint64_t));
+        if (!put->previous_starts) {
+            cs_content_ref_free(&put->previous);
+            free(put);
+            return -ENOMEM;
+        }
+        uint64_t at = 0;
+        for (size_t i = 0; i < put->previous.count; i++) {
+            put->previous_starts[i] = at;
+            at += put->previous.entries[i].length;
+        }
+        put->previous_starts[put->previous.count] = at;
     }
     if (w->puts_tail)
         w->puts_tail->next = put;
@@ -1151,6 +1370,7 @@ int cs_writer_flush(CsWriter *w)
             pool_put(&w->pool, &g.data);
             pool_put(&w->pool, &g.bases);
             pool_put(&w->pool, &g.prefix);
+            buf_free(&g.pages);
         }
     }
     PlainRecord *flush = calloc(1, sizeof(*flush));
@@ -1189,11 +1409,12 @@ void cs_content_ref_free(CsContentRef *ref)
 
 int cs_content_ref_encode(const CsContentRef *ref, Buf *out)
 {
+    uint8_t level = ref->level | (ref->has_slices ? CS_REF_FLAG_SLICES : 0);
     int r;
-    if ((r = buf_append_le64(out, ref->size)) < 0 || (r = buf_append(out, &ref->level, 1)) < 0 ||
+    if ((r = buf_append_le64(out, ref->size)) < 0 || (r = buf_append(out, &level, 1)) < 0 ||
         (r = buf_append_le32(out, ref->count)) < 0)
         return r;
-    return list_serialize(ref->entries, ref->count, out);
+    return list_serialize(ref->entries, ref->count, ref->has_slices, out);
 }
 
 int cs_content_ref_decode(Cursor *c, CsContentRef *ret)
@@ -1203,7 +1424,10 @@ int cs_content_ref_decode(Cursor *c, CsContentRef *ret)
     if ((r = cursor_le64(c, &ref.size)) < 0 || (r = cursor_u8(c, &ref.level)) < 0 ||
         (r = cursor_le32(c, &ref.count)) < 0)
         return r;
-    if (ref.level > CS_REF_MAX_LEVEL || ref.count > c->left / CS_RECORD_MEMBER_SIZE ||
+    ref.has_slices = ref.level & CS_REF_FLAG_SLICES;
+    ref.level &= (uint8_t)~CS_REF_FLAG_SLICES;
+    size_t size = ref.has_slices ? CS_SLICE_SIZE : CS_RECORD_MEMBER_SIZE;
+    if (ref.level > CS_REF_MAX_LEVEL || ref.count > c->left / size ||
         (ref.level > 0 && ref.count == 0))
         return -EBADMSG;
     ref.entries = calloc(ref.count ? ref.count : 1, sizeof(*ref.entries));
@@ -1211,6 +1435,7 @@ int cs_content_ref_decode(Cursor *c, CsContentRef *ret)
         return -ENOMEM;
     for (uint32_t i = 0; i < ref.count; i++) {
         if ((r = cursor_copy(c, ref.entries[i].id.bytes, CS_CHUNK_ID_SIZE)) < 0 ||
+            (ref.has_slices && (r = cursor_le32(c, &ref.entries[i].offset)) < 0) ||
             (r = cursor_le32(c, &ref.entries[i].length)) < 0) {
             free(ref.entries);
             return r;

@@ -27,15 +27,18 @@ typedef enum CsChunking {
 } CsChunking;
 
 /*
- * The chunks of a file or stream. At level 0 `entries` are the data chunks in order. At level
- * L > 0 the concatenation of the entries' chunks is a serialized list of level L-1 entries
- * (36 bytes each: id, length), which keeps every reference small however large the content.
+ * The chunks of a file or stream. At level 0 `entries` are the data, in order: slices of chunks
+ * (whole chunks before format version 3). At level L > 0 the concatenation of the entries'
+ * bytes is a serialized list of level L-1 entries, which keeps every reference small however
+ * large the content. With `has_slices` the entries of every level are serialized with their
+ * offsets (40 bytes: id, offset, length), else as id and length (36 bytes, offset 0).
  */
 typedef struct CsContentRef {
     uint64_t size;
     uint8_t level;
+    bool has_slices;
     uint32_t count;
-    CsRecordMember *entries;
+    CsChunkSlice *entries;
 } CsContentRef;
 
 void cs_content_ref_free(CsContentRef *ref);
@@ -52,7 +55,7 @@ typedef struct CsWriterParams {
 typedef struct CsWriterStats {
     uint64_t bytes_in;      /* bytes given to put */
     uint64_t chunks;        /* chunks cut */
-    uint64_t new_chunks;    /* chunks not in the repository before */
+    uint64_t new_chunks;    /* chunks not in the repository before (a run of pages is one) */
     uint64_t new_bytes;     /* their plaintext bytes */
     uint64_t delta_chunks;  /* new chunks compressed against their previous version */
     uint64_t stored_bytes;  /* bytes written to packs (compressed, encrypted, framed) */

@@ -586,8 +586,8 @@ static int restore_range(CsReader *rd, FileJob *j, bool no_sync)
     int r = out_buf_init(&out, j->split->fd, true, j->offset, OUT_BUF_WRITE_SIZE);
     for (size_t i = j->first; r == 0 && i < j->end; i++) {
         const uint8_t *p;
-        size_t n;
-        if ((r = cs_reader_chunk(rd, &j->split->flat.entries[i].id, &p, &n)) < 0)
+        size_t n = j->split->flat.entries[i].length;
+        if ((r = cs_reader_slice(rd, &j->split->flat.entries[i], &p)) < 0)
             break;
         r = cs_chunk_is_zero(p, n) ? out_buf_skip(&out, n) : out_buf_add(&out, p, n);
     }
@@ -647,8 +647,9 @@ static int restore_file(RestoreCtx *ctx, CsReader *rd, FileJob *j)
     return restore_meta(ctx, j->dir_fd, &j->e);
 }
 
-/* Bring an existing file up to date: read each stored chunk's range, keep it if its id
- * matches, write the stored chunk otherwise. */
+/* Bring an existing file up to date: read each stored entry's range, keep it if it matches
+ * (its id, for a whole chunk; its bytes, for a slice of a run), write the stored bytes
+ * otherwise. */
 static int restore_file_delta(RestoreCtx *ctx, CsReader *rd, FileJob *j)
 {
     const int flags = O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW;
@@ -668,13 +669,18 @@ static int restore_file_delta(RestoreCtx *ctx, CsReader *rd, FileJob *j)
     if (r == 0 && !(old = malloc(max ? max : 1)))
         r = -ENOMEM;
     uint64_t off = 0, have = r == 0 ? (uint64_t)st.st_size : 0;
+    size_t block = cs_reader_repo(rd)->config.page_size;
     for (size_t i = 0; r == 0 && i < flat.count; i++) {
-        size_t n = flat.entries[i].length, got = 0;
+        const CsChunkSlice *e = &flat.entries[i];
+        size_t n = e->length, got = 0;
+        bool has_old = false;
         if (off + n <= have && (r = pread_full(fd, old, n, off, &got)) == 0 && got == n) {
+            has_old = true;
+            /* A whole chunk that matches is known by its id, without decoding it. */
             CsChunkId id;
             if ((r = cs_chunk_id(cs_reader_repo(rd), old, n, &id)) < 0)
                 break;
-            if (memcmp(id.bytes, flat.entries[i].id.bytes, sizeof(id.bytes)) == 0) {
+            if (memcmp(id.bytes, e->id.bytes, sizeof(id.bytes)) == 0) {
                 off += n;
                 continue;
             }
@@ -682,15 +688,19 @@ static int restore_file_delta(RestoreCtx *ctx, CsReader *rd, FileJob *j)
         if (r < 0)
             break;
         const uint8_t *p;
-        size_t pn;
-        if ((r = cs_reader_chunk(rd, &flat.entries[i].id, &p, &pn)) < 0)
+        if ((r = cs_reader_slice(rd, e, &p)) < 0)
             break;
-        /* Past the old end, zeros stay a hole. */
-        if (!(off >= have && cs_chunk_is_zero(p, pn))) {
-            r = pwrite_all(fd, p, pn, off);
-            j->written += pn;
+        /* Block by block, so that one changed page of a run rewrites that page only. */
+        for (size_t at = 0; r == 0 && at < n; at += block) {
+            size_t k = MIN(block, n - at);
+            if (has_old && memcmp(p + at, old + at, k) == 0)
+                continue;
+            if (off + at >= have && cs_chunk_is_zero(p + at, k))
+                continue; /* past the old end, zeros stay a hole */
+            r = pwrite_all(fd, p + at, k, off + at);
+            j->written += k;
         }
-        off += pn;
+        off += n;
     }
     if (r == 0 && have != flat.size && ftruncate(fd, (off_t)flat.size) < 0)
         r = -errno;
@@ -1077,17 +1087,10 @@ int cs_tree_restore(CsReader *rd, const CsContentRef *root, const char *target,
 int cs_tree_lookup(CsReader *rd, const CsContentRef *root, const char *path, CsDirEntry *ret)
 {
     CsDirEntry cur = { .type = CS_ENTRY_DIR, .mode = S_IFDIR | 0755 };
-    CsContentRef ref = { 0 };
-    int r;
     /* Work on a copy of the root reference so every step owns what it frees. */
-    ref.size = root->size;
-    ref.level = root->level;
-    ref.count = root->count;
-    ref.entries = malloc((root->count ? root->count : 1) * sizeof(*ref.entries));
-    if (!ref.entries)
-        return -ENOMEM;
-    memcpy(ref.entries, root->entries, root->count * sizeof(*ref.entries));
-    cur.content = ref;
+    int r = cs_content_ref_copy(root, &cur.content);
+    if (r < 0)
+        return r;
 
     _cleanup_free_ char *copy = strdup(path);
     if (!copy) {

@@ -30,22 +30,36 @@ int pfs_file_map_load(CsReader *rd, const CsContentRef *ref, PfsFileMap **ret)
         return r;
     PfsFileMap *m = calloc(1, sizeof(*m));
     uint64_t *offsets = malloc((flat.count + 1) * sizeof(*offsets));
-    if (!m || !offsets) {
+    uint32_t *chunk_len = malloc((flat.count ? flat.count : 1) * sizeof(*chunk_len));
+    if (!m || !offsets || !chunk_len) {
         free(m);
         free(offsets);
+        free(chunk_len);
         cs_content_ref_free(&flat);
         return -ENOMEM;
     }
     uint64_t off = 0;
     for (size_t i = 0; i < flat.count; i++) {
+        const CsChunkSlice *e = &flat.entries[i];
         offsets[i] = off;
-        off += flat.entries[i].length;
+        off += e->length;
+        /* The cache holds whole chunks, so a slice needs its chunk's length: the index has it
+         * (a chunk it lacks fails when read, with the reader's message). */
+        chunk_len[i] = e->length;
+        if (!flat.has_slices)
+            continue;
+        if (i > 0 && memcmp(e->id.bytes, flat.entries[i - 1].id.bytes, CS_CHUNK_ID_SIZE) == 0)
+            chunk_len[i] = chunk_len[i - 1];
+        else if (cs_reader_chunk_length(rd, &e->id, &chunk_len[i]) < 0 ||
+                 (uint64_t)e->offset + e->length > chunk_len[i])
+            chunk_len[i] = e->offset + e->length;
     }
     offsets[flat.count] = off;
     atomic_init(&m->refs, 1);
     m->count = flat.count;
     m->size = off;
     m->chunks = flat.entries; /* taken over from flat */
+    m->chunk_len = chunk_len;
     m->offsets = offsets;
     *ret = m;
     return 0;
@@ -62,6 +76,7 @@ void pfs_file_map_unref(PfsFileMap *m)
 {
     if (m && atomic_fetch_sub(&m->refs, 1) == 1) {
         free(m->chunks);
+        free(m->chunk_len);
         free(m->offsets);
         free(m);
     }
@@ -214,7 +229,7 @@ static bool is_member_at(const Buf *members, size_t at, const PfsFileMap *m, siz
         return false;
     const uint8_t *e = members->data + at * CS_RECORD_MEMBER_SIZE;
     return memcmp(e, m->chunks[j].id.bytes, CS_CHUNK_ID_SIZE) == 0 &&
-           get_le32(e + CS_CHUNK_ID_SIZE) == m->chunks[j].length;
+           get_le32(e + CS_CHUNK_ID_SIZE) == m->chunk_len[j];
 }
 
 /*
@@ -236,11 +251,15 @@ static int load_group(PfsFs *fs, PfsReader *rd, const PfsFileMap *m, size_t k, P
         return -EBADMSG;
     }
     if (has_loc && cs_reader_peek_members(rd->rd, &lk, &rd->members, &at) == 0) {
-        for (size_t j = k + 1; j < m->count && ns < MAX_SIBLINGS; j++) {
-            if (!is_member_at(&rd->members, at + (j - k), m, j))
+        for (size_t j = k + 1, prev = k; j < m->count && ns < MAX_SIBLINGS; j++) {
+            /* Another slice of the chunk just planned (pages of one run) comes with it. */
+            if (memcmp(m->chunks[j].id.bytes, m->chunks[prev].id.bytes, CS_CHUNK_ID_SIZE) == 0)
+                continue;
+            if (!is_member_at(&rd->members, ++at, m, j))
                 break;
+            prev = j;
             PfsChunk *c;
-            int st = pfs_chunk_cache_acquire(fs->cache, &m->chunks[j].id, m->chunks[j].length, &c);
+            int st = pfs_chunk_cache_acquire(fs->cache, &m->chunks[j].id, m->chunk_len[j], &c);
             if (st < 0)
                 break;
             if (st == PFS_CHUNK_RESERVED) {
@@ -268,7 +287,7 @@ static int load_group(PfsFs *fs, PfsReader *rd, const PfsFileMap *m, size_t k, P
 static int get_chunk(PfsFs *fs, const PfsFileMap *m, size_t k, PfsReader **rd, PfsChunk **ret)
 {
     PfsChunk *ch;
-    int st = pfs_chunk_cache_acquire(fs->cache, &m->chunks[k].id, m->chunks[k].length, &ch);
+    int st = pfs_chunk_cache_acquire(fs->cache, &m->chunks[k].id, m->chunk_len[k], &ch);
     if (st < 0)
         return st;
     int r = 0;
@@ -307,7 +326,7 @@ void pfs_file_prefetch_run(const PfsPrefetchJob *job, void *userdata)
     PfsFileMap *m = job->ptr;
     PfsChunk *ch;
     int st = pfs_chunk_cache_acquire(fs->cache, &m->chunks[job->index].id,
-                                     m->chunks[job->index].length, &ch);
+                                     m->chunk_len[job->index], &ch);
     if (st == PFS_CHUNK_RESERVED) {
         PfsReader *rd;
         int r = pfs_reader_pool_get(fs->readers, &rd);
@@ -396,7 +415,7 @@ long pfs_file_read(PfsFs *fs, PfsFile *f, size_t size, uint64_t off, PfsReadRepl
             break;
         uint64_t from = MAX(off, m->offsets[k]), to = MIN(end, m->offsets[k + 1]);
         rr.pins[rr.n] = ch;
-        rr.iov[rr.n].iov_base = pfs_chunk_data(ch) + (from - m->offsets[k]);
+        rr.iov[rr.n].iov_base = pfs_chunk_data(ch) + m->chunks[k].offset + (from - m->offsets[k]);
         rr.iov[rr.n].iov_len = (size_t)(to - from);
         rr.n++;
     }

@@ -31,8 +31,9 @@ struct PfsFileMap {
     atomic_uint refs;
     size_t count;
     uint64_t size;
-    CsRecordMember *chunks;
-    uint64_t *offsets; /* offsets[i]: start of chunk i; offsets[count] == size */
+    CsChunkSlice *chunks; /* the file's bytes, in order: slices of chunks */
+    uint32_t *chunk_len;  /* chunk_len[i]: length of the whole chunk chunks[i] is a slice of */
+    uint64_t *offsets;    /* offsets[i]: start of chunks[i] in the file; offsets[count] == size */
 };
 
 typedef struct PfsFile {

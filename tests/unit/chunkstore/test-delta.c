@@ -71,7 +71,8 @@ static void test_delta_record(void **state)
     assert_int_equal(cs_record_compress(cctx, 3, page, PAGE, &alone), CS_RECORD_FLAG_ZSTD);
     assert_true(z.size * 4 < alone.size); /* the point of it */
 
-    CsRecordMember m = { .length = PAGE }, b = { .length = PAGE };
+    CsRecordMember m = { .length = PAGE };
+    CsChunkSlice b = { .length = PAGE };
     ASSERT_OK(cs_random_bytes(m.id.bytes, CS_CHUNK_ID_SIZE));
     ASSERT_OK(cs_random_bytes(b.id.bytes, CS_CHUNK_ID_SIZE));
     CsRecordBases bases = { .v = &b, .n = 1, .depth = 1 };
@@ -159,7 +160,8 @@ static void test_delta_pack_trailer(void **state)
     CsRecordMember m[3] = { { .length = PAGE }, { .length = PAGE }, { .length = PAGE } };
     for (int i = 0; i < 3; i++)
         ASSERT_OK(cs_random_bytes(m[i].id.bytes, CS_CHUNK_ID_SIZE));
-    CsRecordBases bases = { .v = &m[0], .n = 1, .depth = 1 };
+    CsChunkSlice b0 = { .id = m[0].id, .length = PAGE };
+    CsRecordBases bases = { .v = &b0, .n = 1, .depth = 1 };
 
     CsPackWriter *w;
     ASSERT_OK(cs_pack_writer_new(t.repo->backend, t.repo->keys.enc_key, &w));
@@ -212,7 +214,8 @@ static void test_delta_base_cycle(void **state)
     CsRecordMember x = { .length = PAGE }, y = { .length = PAGE };
     ASSERT_OK(cs_random_bytes(x.id.bytes, CS_CHUNK_ID_SIZE));
     ASSERT_OK(cs_random_bytes(y.id.bytes, CS_CHUNK_ID_SIZE));
-    CsRecordBases base_y = { .v = &y, .n = 1, .depth = 1 }, base_x = { .v = &x, .n = 1, .depth = 1 };
+    CsChunkSlice sx = { .id = x.id, .length = PAGE }, sy = { .id = y.id, .length = PAGE };
+    CsRecordBases base_y = { .v = &sy, .n = 1, .depth = 1 }, base_x = { .v = &sx, .n = 1, .depth = 1 };
     CsPackWriter *w;
     ASSERT_OK(cs_pack_writer_new(t.repo->backend, t.repo->keys.enc_key, &w));
     ASSERT_OK(cs_pack_writer_add_delta(w, &x, 1, &base_y, (uint8_t)f1, PAGE, z1.data, z1.size));
@@ -305,6 +308,31 @@ static void read_generation(CsReader *rd, const CsContentRef *root, Buf *out)
     buf_clear(out);
     ASSERT_OK(cs_reader_read_all(rd, &e.content, SIZE_MAX, out));
     cs_dir_entry_clear(&e);
+}
+
+/* The slice of a flattened page-file list that holds page k (entries are runs of pages, or
+ * single pages). */
+static CsChunkSlice page_at(const CsContentRef *flat, size_t k)
+{
+    uint64_t at = (uint64_t)k * PAGE, start = 0;
+    for (uint32_t i = 0; i < flat->count; i++) {
+        const CsChunkSlice *e = &flat->entries[i];
+        if (at < start + e->length) {
+            assert_true(at + PAGE <= start + e->length);
+            return (CsChunkSlice){ .id = e->id, .offset = e->offset + (uint32_t)(at - start),
+                                   .length = PAGE };
+        }
+        start += e->length;
+    }
+    fail_msg("page %zu is past the end of the list", k);
+    return (CsChunkSlice){ 0 };
+}
+
+/* Page k of a flattened page-file list, read. */
+static int read_page(CsReader *rd, const CsContentRef *flat, size_t k, const uint8_t **ret)
+{
+    CsChunkSlice s = page_at(flat, k);
+    return cs_reader_slice(rd, &s, ret);
 }
 
 static const uint32_t changed_pages[CHANGED] = { 3, 17, 40, 64, 65, 99, 128, 150, 151, 199 };
@@ -424,14 +452,14 @@ static void test_delta_damaged_base(void **state)
     ASSERT_OK(cs_reader_flatten(rd, &e0.content, &flat0));
     ASSERT_OK(cs_reader_flatten(rd, &e1.content, &flat1));
     cs_reader_free(rd);
-    damage_record_of(f, &flat0.entries[3].id);
+    CsChunkSlice page3 = page_at(&flat0, 3);
+    damage_record_of(f, &page3.id);
 
     /* The delta page fails as damaged, never as other bytes; pages in other records read. */
     ASSERT_OK(cs_reader_new(f->t.repo, &rd));
     const uint8_t *p;
-    size_t n;
-    ASSERT_ERR(EBADMSG, cs_reader_chunk(rd, &flat1.entries[3].id, &p, &n));
-    ASSERT_OK(cs_reader_chunk(rd, &flat1.entries[100].id, &p, &n));
+    ASSERT_ERR(EBADMSG, read_page(rd, &flat1, 3, &p));
+    ASSERT_OK(read_page(rd, &flat1, 100, &p));
     assert_memory_equal(p, gen1 + 100 * PAGE, PAGE);
     cs_reader_free(rd);
 
@@ -447,9 +475,9 @@ static void test_delta_damaged_base(void **state)
     ASSERT_OK(cs_tree_lookup(rd, &r2, "base/16384", &e2));
     CsContentRef flat2;
     ASSERT_OK(cs_reader_flatten(rd, &e2.content, &flat2));
-    ASSERT_OK(cs_reader_chunk(rd, &flat2.entries[3].id, &p, &n));
+    ASSERT_OK(read_page(rd, &flat2, 3, &p));
     assert_memory_equal(p, f->file + 3 * PAGE, PAGE);
-    ASSERT_OK(cs_reader_chunk(rd, &flat2.entries[100].id, &p, &n));
+    ASSERT_OK(read_page(rd, &flat2, 100, &p));
     assert_memory_equal(p, f->file + 100 * PAGE, PAGE);
     cs_reader_free(rd);
 
