@@ -117,7 +117,32 @@ static void test_delta_record(void **state)
     CsRecordBases flat = { .v = &b, .n = 1, .depth = 0 };
     ASSERT_ERR(EINVAL, cs_record_encode_delta(key, &m, 1, &flat, (uint8_t)flags, PAGE, z.data,
                                               z.size, &junk));
+    /* A base inside a chunk needs the sliced base list, which needs a delta record. */
+    CsChunkSlice inside = { .id = b.id, .offset = PAGE, .length = PAGE };
+    CsRecordBases sliced = { .v = &inside, .n = 1, .depth = 1 };
+    ASSERT_ERR(EINVAL, cs_record_encode_delta(key, &m, 1, &sliced, (uint8_t)flags, PAGE, z.data,
+                                              z.size, &junk));
+    ASSERT_ERR(EINVAL, cs_record_encode(key, &m, 1,
+                                        CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_SLICED_BASES, PAGE,
+                                        alone.data, alone.size, &junk));
     assert_int_equal(junk.size, 0);
+    /* With the flag: 40-byte bases that say where they start. */
+    Buf srec = BUF_INIT;
+    ASSERT_OK(cs_record_encode_delta(key, &m, 1, &sliced,
+                                     (uint8_t)(flags | CS_RECORD_FLAG_SLICED_BASES), PAGE, z.data,
+                                     z.size, &srec));
+    assert_int_equal(srec.size, rec.size + CS_SLICE_SIZE - CS_RECORD_MEMBER_SIZE);
+    CsRecordInfo sin;
+    ASSERT_OK(cs_record_info(srec.data, srec.size, &sin));
+    assert_int_equal(sin.base_size, CS_SLICE_SIZE);
+    assert_int_equal(sin.prefix_len, PAGE);
+    CsChunkSlice back = cs_record_base(&sin, 0);
+    assert_memory_equal(back.id.bytes, b.id.bytes, CS_CHUNK_ID_SIZE);
+    assert_int_equal(back.offset, PAGE);
+    assert_int_equal(back.length, PAGE);
+    ASSERT_OK(cs_record_decode_prefixed(key, srec.data, srec.size, base, PAGE, &plain, &mp, &mn));
+    assert_memory_equal(plain.data, page, PAGE);
+    buf_free(&srec);
 
     /* The depth byte must agree with the flags, even with a valid checksum. */
     Buf bad = BUF_INIT;

@@ -1280,6 +1280,135 @@ static void test_catalog_damaged(void **state)
     free_three(&sn);
 }
 
+/* ---- runs (format version 3) ---- */
+
+static CsWriterStats put_pages(CsRepo *repo, const uint8_t *data, size_t n, CsContentRef *ref)
+{
+    CsWriter *w = NULL;
+    CsWriterStats st;
+    ASSERT_OK(cs_writer_new(repo, &(CsWriterParams){ .threads = 2 }, &w));
+    ASSERT_OK(cs_writer_put_buf(w, data, n, CS_CHUNKING_PAGES, ref));
+    ASSERT_OK(cs_writer_flush(w));
+    cs_writer_stats(w, &st);
+    cs_writer_free(w);
+    return st;
+}
+
+/*
+ * New pages are stored in runs of up to 64: one chunk and one content entry per run, each page
+ * indexed with its place in the run so that it deduplicates later, also on its own in another
+ * file. An index rebuilt from the packs loses those page entries, not data: the same pages
+ * make the same runs, found by the runs' ids.
+ */
+static void test_runs(void **state)
+{
+    Fixture *f = *state;
+    enum { PAGES = 200 };
+    size_t n = PAGES * 8192;
+    _cleanup_free_ uint8_t *data = random_data(n);
+    memcpy(data + 150 * 8192, data + 10 * 8192, 8192); /* a page repeated in the file */
+    CsContentRef ref, again, one, rebuilt;
+
+    CsWriterStats st = put_pages(f->repo, data, n, &ref);
+    assert_true(ref.has_slices);
+    assert_int_equal(ref.level, 0);
+    /* Runs of pages 0..63, 64..127, and 128..199 less page 150 (64 + 7); page 150 is named as
+     * page 10: entries split around it. */
+    assert_int_equal(st.new_chunks, 4);
+    assert_int_equal(st.new_bytes, (PAGES - 1) * 8192);
+    assert_int_equal(ref.count, 6);
+    assert_memory_equal(ref.entries[3].id.bytes, ref.entries[0].id.bytes, CS_CHUNK_ID_SIZE);
+    assert_int_equal(ref.entries[3].offset, 10 * 8192);
+    assert_int_equal(ref.entries[3].length, 8192);
+
+    CsReader *rd = NULL;
+    CsIndexReader *ix = NULL;
+    ASSERT_OK(cs_reader_new(f->repo, &rd));
+    check_content(f, rd, &ref, data, n, CS_CHUNKING_PAGES);
+    /* Every page is indexed where its run holds it. */
+    ASSERT_OK(cs_index_reader_begin(f->repo->index, &ix));
+    for (size_t k = 0; k < PAGES; k += 7) {
+        CsChunkId id;
+        CsChunkSlice at;
+        const uint8_t *p;
+        ASSERT_OK(cs_chunk_id(f->repo, data + k * 8192, 8192, &id));
+        ASSERT_OK(cs_index_reader_lookup_page(ix, &id, &at));
+        assert_int_equal(at.length, 8192);
+        ASSERT_OK(cs_reader_slice(rd, &at, &p));
+        assert_memory_equal(p, data + k * 8192, 8192);
+        ASSERT_ERR(ENOENT, cs_index_reader_lookup(ix, &id, NULL)); /* not a chunk of its own */
+    }
+    cs_index_reader_end(ix);
+    /* A slice past its chunk's end is damage, not a short read. */
+    CsChunkSlice past = ref.entries[0];
+    past.offset = past.length - 8192;
+    past.length = 2 * 8192;
+    const uint8_t *p;
+    ASSERT_ERR(EBADMSG, cs_reader_slice(rd, &past, &p));
+
+    /* The same pages again: nothing new, the same list. */
+    st = put_pages(f->repo, data, n, &again);
+    assert_int_equal(st.new_bytes, 0);
+    assert_ref_equal(&ref, &again);
+    /* One page of them on its own: found inside its run. */
+    st = put_pages(f->repo, data + 70 * 8192, 8192, &one);
+    assert_int_equal(st.new_bytes, 0);
+    assert_int_equal(one.count, 1);
+    assert_int_equal(one.entries[0].offset, 6 * 8192);
+    cs_reader_free(rd);
+
+    /* A rebuilt index knows the runs, not their pages: the same input makes the same runs and
+     * stores nothing, and everything reads. */
+    f->repo = cs_repo_close(f->repo);
+    _cleanup_free_ char *index = path_join(f->location, "index");
+    test_rm_rf(index);
+    fixture_open(f);
+    st = put_pages(f->repo, data, n, &rebuilt);
+    assert_int_equal(st.stored_bytes, 0);
+    assert_ref_equal(&ref, &rebuilt);
+    ASSERT_OK(cs_reader_new(f->repo, &rd));
+    check_content(f, rd, &rebuilt, data, n, CS_CHUNKING_PAGES);
+    check_content(f, rd, &one, data + 70 * 8192, 8192, CS_CHUNKING_PAGES);
+    cs_reader_free(rd);
+    cs_content_ref_free(&ref);
+    cs_content_ref_free(&again);
+    cs_content_ref_free(&one);
+    cs_content_ref_free(&rebuilt);
+}
+
+/* A version 2 repository is written as version 2: a page per chunk and per entry, no slices. */
+static void test_version2_repository(void **state)
+{
+    Fixture *f = *state;
+    Fixture g = { .base = f->base, .key = f->key };
+    g.location = path_join(f->base, "repo-v2");
+    CsInitParams params = { .scrypt_n = 1024, .config = { .format_version = 2 } };
+    ASSERT_OK(cs_repo_init(g.location, &params, &g.key));
+    fixture_open(&g);
+    assert_int_equal(g.repo->config.format_version, 2);
+    size_t n = 100 * 8192;
+    _cleanup_free_ uint8_t *data = random_data(n);
+    CsContentRef ref, flat;
+    CsWriterStats st = put_pages(g.repo, data, n, &ref);
+    assert_false(ref.has_slices);
+    assert_int_equal(st.new_chunks, 101); /* 100 pages and one list chunk */
+    _cleanup_(buf_free) Buf enc = BUF_INIT;
+    ASSERT_OK(cs_content_ref_encode(&ref, &enc));
+    assert_int_equal(enc.data[8], ref.level); /* no slice flag */
+    CsReader *rd = NULL;
+    ASSERT_OK(cs_reader_new(g.repo, &rd));
+    ASSERT_OK(cs_reader_flatten(rd, &ref, &flat));
+    assert_int_equal(flat.count, 100);
+    for (uint32_t i = 0; i < flat.count; i++)
+        assert_int_equal(flat.entries[i].offset, 0);
+    check_content(&g, rd, &ref, data, n, CS_CHUNKING_PAGES);
+    cs_reader_free(rd);
+    cs_content_ref_free(&flat);
+    cs_content_ref_free(&ref);
+    g.repo = cs_repo_close(g.repo);
+    free(g.location);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 /* A record's member list read from the pack (peek) and from a decoded record agree, give the
  * index of the chunk asked about, and refuse an offset that starts no member. */
@@ -1331,5 +1460,5 @@ RUN_TESTS(T(test_roundtrip_threads1), T(test_peek_members), T(test_roundtrip_thr
           T(test_small_params_multi_pack), T(test_put_fd), T(test_put_fd_async),
           T(test_dedup_same_data), T(test_dedup_in_flight), T(test_identical_pages),
           T(test_all_zero), T(test_writer_free_without_flush), T(test_repo_open_errors),
-          T(test_reader_index_disagrees),
+          T(test_reader_index_disagrees), T(test_runs), T(test_version2_repository),
           cmocka_unit_test(test_content_ref_codec), T(test_catalog), T(test_catalog_damaged))
