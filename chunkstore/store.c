@@ -551,9 +551,18 @@ static long seen_before(SeenPages *seen, const Batch *b, size_t i)
  * still indexed. */
 static bool page_in_run(CsIndexReader *rd, const CsChunkId *id, CsChunkSlice *ret)
 {
-    return cs_index_reader_lookup_page(rd, id, ret) == 0 &&
-           cs_index_reader_lookup(rd, &ret->id, NULL) == 0;
+    CsChunkSlice at;
+    if (cs_index_reader_lookup_page(rd, id, &at) < 0 ||
+        cs_index_reader_lookup(rd, &at.id, NULL) < 0)
+        return false;
+    *ret = at;
+    return true;
 }
+
+/* A cut named as an earlier cut of the same batch with the same bytes. */
+typedef struct CopyOf {
+    size_t cut, earlier;
+} CopyOf;
 
 static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, CsReader **reader,
                          ZSTD_CCtx *cctx)
@@ -569,10 +578,10 @@ static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, CsReader **re
     size_t pending[CS_RUN_MAX_PAGES] = { 0 }, n_pending = 0;
     BatchCounts cnt = { 0 };
     _cleanup_free_ SeenPages *seen = runs ? calloc(1, sizeof(*seen)) : NULL;
-    _cleanup_free_ size_t *copy_of = runs ? malloc(b->n_cuts * sizeof(size_t)) : NULL;
-    if (runs && (!seen || !copy_of))
+    _cleanup_free_ CopyOf *copies = runs ? malloc(b->n_cuts * sizeof(*copies)) : NULL;
+    if (runs && (!seen || !copies))
         return -ENOMEM;
-    size_t n_copies = 0; /* pairs (cut, earlier cut) in copy_of, resolved at the end */
+    size_t n_copies = 0; /* resolved once every run of the batch is stored */
     for (size_t i = 0; i < b->n_cuts; i++) {
         const uint8_t *p = b->data + b->cuts[i].off;
         uint32_t n = b->cuts[i].len;
@@ -593,8 +602,7 @@ static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, CsReader **re
         } else if (runs) {
             long j = seen_before(seen, b, i);
             if (j >= 0) {
-                copy_of[n_copies++] = i;
-                b->refs[i].offset = (uint32_t)j; /* for now: which cut; fixed below */
+                copies[n_copies++] = (CopyOf){ .cut = i, .earlier = (size_t)j };
                 continue;
             }
             /* Stored with the run, once its id is known. */
@@ -609,10 +617,8 @@ static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, CsReader **re
     }
     if ((r = store_run(w, cctx, rd, b, pending, n_pending, &cnt)) < 0)
         return r;
-    for (size_t k = 0; k < n_copies; k++) {
-        size_t i = copy_of[k];
-        b->refs[i] = b->refs[b->refs[i].offset];
-    }
+    for (size_t k = 0; k < n_copies; k++)
+        b->refs[copies[k].cut] = b->refs[copies[k].earlier];
     __atomic_add_fetch(&w->stats.delta_chunks, cnt.delta_chunks, __ATOMIC_RELAXED);
     __atomic_add_fetch(&w->stats.new_chunks, cnt.new_chunks, __ATOMIC_RELAXED);
     __atomic_add_fetch(&w->stats.new_bytes, cnt.new_bytes, __ATOMIC_RELAXED);
