@@ -152,29 +152,49 @@ static size_t base_size_of(uint8_t flags)
     return flags & CS_RECORD_FLAG_SLICED_BASES ? CS_SLICE_SIZE : CS_RECORD_MEMBER_SIZE;
 }
 
-static void put_bases(uint8_t *m, const CsChunkSlice *v, size_t n, bool is_sliced)
+void cs_slices_encode(uint8_t *out, const CsChunkSlice *v, size_t n, bool with_offsets)
 {
     for (size_t i = 0; i < n; i++) {
-        memcpy(m, v[i].id.bytes, CS_CHUNK_ID_SIZE);
-        m += CS_CHUNK_ID_SIZE;
-        if (is_sliced) {
-            put_le32(m, v[i].offset);
-            m += 4;
+        memcpy(out, v[i].id.bytes, CS_CHUNK_ID_SIZE);
+        out += CS_CHUNK_ID_SIZE;
+        if (with_offsets) {
+            put_le32(out, v[i].offset);
+            out += 4;
         }
-        put_le32(m, v[i].length);
-        m += 4;
+        put_le32(out, v[i].length);
+        out += 4;
     }
+}
+
+CsChunkSlice cs_slice_decode(const uint8_t *p, bool with_offsets)
+{
+    CsChunkSlice s = { 0 };
+    memcpy(s.id.bytes, p, CS_CHUNK_ID_SIZE);
+    p += CS_CHUNK_ID_SIZE;
+    if (with_offsets) {
+        s.offset = get_le32(p);
+        p += 4;
+    }
+    s.length = get_le32(p);
+    return s;
+}
+
+size_t cs_offsets_find(const uint64_t *starts, size_t count, uint64_t off)
+{
+    size_t lo = 0, hi = count;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (starts[mid] <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 CsChunkSlice cs_record_base(const CsRecordInfo *in, size_t i)
 {
-    const uint8_t *e = in->bases + i * in->base_size;
-    CsChunkSlice s = { 0 };
-    memcpy(s.id.bytes, e, CS_CHUNK_ID_SIZE);
-    if (in->base_size == CS_SLICE_SIZE)
-        s.offset = get_le32(e + CS_CHUNK_ID_SIZE);
-    s.length = get_le32(e + in->base_size - 4);
-    return s;
+    return cs_slice_decode(in->bases + i * in->base_size, in->base_size == CS_SLICE_SIZE);
 }
 
 int cs_record_encode_delta(const uint8_t pack_key[32], const CsRecordMember *members,
@@ -212,7 +232,7 @@ int cs_record_encode_delta(const uint8_t pack_key[32], const CsRecordMember *mem
     if (is_delta) {
         m += n_members * CS_RECORD_MEMBER_SIZE;
         put_le32(m, (uint32_t)bases->n);
-        put_bases(m + CS_RECORD_BASE_COUNT_SIZE, bases->v, bases->n, is_sliced);
+        cs_slices_encode(m + CS_RECORD_BASE_COUNT_SIZE, bases->v, bases->n, is_sliced);
     }
     uint8_t *ct = p + header_len;
     r = cs_aead_seal(pack_key, p + 16, p, header_len, payload, payload_len, ct,

@@ -160,6 +160,12 @@ uint64_t cs_member_lengths_sum(const uint8_t *list, size_t n);
 long cs_member_at_offset(const uint8_t *list, size_t n, uint64_t off);
 /* Base i of a record cs_record_info() described, as a slice. */
 CsChunkSlice cs_record_base(const CsRecordInfo *in, size_t i);
+/* Serialized slices, in base lists and content lists: id[32], offset u32 (only when
+ * `with_offsets`: CS_SLICE_SIZE bytes in all, else CS_RECORD_MEMBER_SIZE), length u32. */
+void cs_slices_encode(uint8_t *out, const CsChunkSlice *v, size_t n, bool with_offsets);
+CsChunkSlice cs_slice_decode(const uint8_t *p, bool with_offsets);
+/* The index of the last of `count` ascending offsets that is <= off (0 if none is). */
+size_t cs_offsets_find(const uint64_t *starts, size_t count, uint64_t off);
 
 /* The member list of the record at (off, len) of pack `name`, read without its payload and
  * without a key: n × CS_RECORD_MEMBER_SIZE bytes into `members` (replacing its contents).

@@ -401,11 +401,7 @@ static int list_append_from(const uint8_t *p, size_t n, size_t size, CsChunkSlic
     for (size_t off = 0; off < n; off += size) {
         if (GROW_ARRAY(*v, *cap, *count, 256) < 0)
             return -ENOMEM;
-        CsChunkSlice *e = &(*v)[*count];
-        memcpy(e->id.bytes, p + off, CS_CHUNK_ID_SIZE);
-        e->offset = size == CS_SLICE_SIZE ? get_le32(p + off + CS_CHUNK_ID_SIZE) : 0;
-        e->length = get_le32(p + off + size - 4);
-        (*count)++;
+        (*v)[(*count)++] = cs_slice_decode(p + off, size == CS_SLICE_SIZE);
     }
     return 0;
 }
@@ -557,15 +553,7 @@ long cs_content_pread(CsReader *rd, const CsContentIndex *ci, void *buf, size_t 
     if (off >= size || n == 0)
         return 0;
     n = (size_t)MIN((uint64_t)n, size - off);
-    /* Binary search for the chunk holding `off`. */
-    size_t lo = 0, hi = ci->count;
-    while (hi - lo > 1) {
-        size_t mid = (lo + hi) / 2;
-        if (ci->offsets[mid] <= off)
-            lo = mid;
-        else
-            hi = mid;
-    }
+    size_t lo = cs_offsets_find(ci->offsets, ci->count, off);
     size_t done = 0;
     for (size_t i = lo; done < n && i < ci->count; i++) {
         const uint8_t *p;

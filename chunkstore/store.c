@@ -424,14 +424,7 @@ static bool base_for(CsWriter *w, const Batch *b, size_t i, uint32_t n, CsIndexR
     uint64_t at = (b->first_index + i) * (uint64_t)w->repo->config.page_size;
     if (at >= put->previous_starts[prev->count])
         return false;
-    size_t lo = 0, hi = prev->count;
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (put->previous_starts[mid] <= at)
-            lo = mid;
-        else
-            hi = mid;
-    }
+    size_t lo = cs_offsets_find(put->previous_starts, prev->count, at);
     const CsChunkSlice *e = &prev->entries[lo];
     uint64_t within = at - put->previous_starts[lo];
     if (within + n > e->length)
@@ -1194,18 +1187,10 @@ static int list_serialize(const CsChunkSlice *v, size_t n, bool has_slices, Buf 
     uint8_t *p = buf_extend(out, n * size);
     if (!p && n)
         return -ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        if (!has_slices && v[i].offset != 0)
+    for (size_t i = 0; !has_slices && i < n; i++)
+        if (v[i].offset != 0)
             return -EINVAL; /* only a list of slices can say where in a chunk an entry starts */
-        memcpy(p, v[i].id.bytes, CS_CHUNK_ID_SIZE);
-        p += CS_CHUNK_ID_SIZE;
-        if (has_slices) {
-            put_le32(p, v[i].offset);
-            p += 4;
-        }
-        put_le32(p, v[i].length);
-        p += 4;
-    }
+    cs_slices_encode(p, v, n, has_slices);
     return 0;
 }
 
@@ -1440,12 +1425,12 @@ int cs_content_ref_decode(Cursor *c, CsContentRef *ret)
     if (!ref.entries)
         return -ENOMEM;
     for (uint32_t i = 0; i < ref.count; i++) {
-        if ((r = cursor_copy(c, ref.entries[i].id.bytes, CS_CHUNK_ID_SIZE)) < 0 ||
-            (ref.has_slices && (r = cursor_le32(c, &ref.entries[i].offset)) < 0) ||
-            (r = cursor_le32(c, &ref.entries[i].length)) < 0) {
+        const uint8_t *e;
+        if ((r = cursor_bytes(c, size, &e)) < 0) {
             free(ref.entries);
             return r;
         }
+        ref.entries[i] = cs_slice_decode(e, ref.has_slices);
     }
     *ret = ref;
     return 0;

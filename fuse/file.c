@@ -84,15 +84,7 @@ void pfs_file_map_unref(PfsFileMap *m)
 
 size_t pfs_file_map_find(const PfsFileMap *m, uint64_t off)
 {
-    size_t lo = 0, hi = m->count;
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (m->offsets[mid] <= off)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
+    return cs_offsets_find(m->offsets, m->count, off);
 }
 
 void pfs_file_node_free(PfsNode *n)
