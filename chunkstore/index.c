@@ -241,10 +241,7 @@ int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsChunkS
         return errno_from_mdb(rc);
     if (v.mv_size != CS_SLICE_SIZE)
         return -EBADMSG;
-    const uint8_t *p = v.mv_data;
-    memcpy(ret->id.bytes, p, CS_CHUNK_ID_SIZE);
-    ret->offset = get_le32(p + CS_CHUNK_ID_SIZE);
-    ret->length = get_le32(p + CS_CHUNK_ID_SIZE + 4);
+    *ret = cs_slice_decode(v.mv_data, true);
     return 0;
 }
 
@@ -258,9 +255,7 @@ static int publish_once(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
         return r;
     for (size_t i = 0; i < n_pages; i++) {
         uint8_t val[CS_SLICE_SIZE];
-        memcpy(val, pages[i].in.id.bytes, CS_CHUNK_ID_SIZE);
-        put_le32(val + CS_CHUNK_ID_SIZE, pages[i].in.offset);
-        put_le32(val + CS_CHUNK_ID_SIZE + 4, pages[i].in.length);
+        cs_slices_encode(val, &pages[i].in, 1, true);
         MDB_val k = mdb_val(pages[i].page.bytes, CS_CHUNK_ID_SIZE), v = mdb_val(val, sizeof(val));
         int rc = mdb_put(txn, idx->pages, &k, &v, MDB_NOOVERWRITE);
         if (rc && rc != MDB_KEYEXIST)

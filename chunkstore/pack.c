@@ -147,9 +147,14 @@ static void put_members(uint8_t *m, const CsRecordMember *v, size_t n)
     }
 }
 
+size_t cs_slice_size(bool with_offsets)
+{
+    return with_offsets ? CS_SLICE_SIZE : CS_RECORD_MEMBER_SIZE;
+}
+
 static size_t base_size_of(uint8_t flags)
 {
-    return flags & CS_RECORD_FLAG_SLICED_BASES ? CS_SLICE_SIZE : CS_RECORD_MEMBER_SIZE;
+    return cs_slice_size(flags & CS_RECORD_FLAG_SLICED_BASES);
 }
 
 void cs_slices_encode(uint8_t *out, const CsChunkSlice *v, size_t n, bool with_offsets)

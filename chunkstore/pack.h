@@ -162,6 +162,7 @@ long cs_member_at_offset(const uint8_t *list, size_t n, uint64_t off);
 CsChunkSlice cs_record_base(const CsRecordInfo *in, size_t i);
 /* Serialized slices, in base lists and content lists: id[32], offset u32 (only when
  * `with_offsets`: CS_SLICE_SIZE bytes in all, else CS_RECORD_MEMBER_SIZE), length u32. */
+size_t cs_slice_size(bool with_offsets);
 void cs_slices_encode(uint8_t *out, const CsChunkSlice *v, size_t n, bool with_offsets);
 CsChunkSlice cs_slice_decode(const uint8_t *p, bool with_offsets);
 /* The index of the last of `count` ascending offsets that is <= off (0 if none is). */

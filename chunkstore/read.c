@@ -409,7 +409,7 @@ static int list_append_from(const uint8_t *p, size_t n, size_t size, CsChunkSlic
 int cs_reader_flatten(CsReader *rd, const CsContentRef *ref, CsContentRef *ret)
 {
     size_t count = ref->count, cap = ref->count;
-    size_t size = ref->has_slices ? CS_SLICE_SIZE : CS_RECORD_MEMBER_SIZE;
+    size_t size = cs_slice_size(ref->has_slices);
     CsChunkSlice *v = malloc((cap ? cap : 1) * sizeof(*v));
     if (!v)
         return -ENOMEM;
@@ -517,17 +517,10 @@ int cs_content_index_new(CsReader *rd, const CsContentRef *ref, CsContentIndex *
         return r;
     ci->entries = flat.entries;
     ci->count = flat.count;
-    ci->offsets = malloc((ci->count + 1) * sizeof(*ci->offsets));
-    if (!ci->offsets) {
+    if (!(ci->offsets = cs_content_ref_offsets(&flat))) {
         free(ci->entries);
         return -ENOMEM;
     }
-    uint64_t off = 0;
-    for (size_t i = 0; i < ci->count; i++) {
-        ci->offsets[i] = off;
-        off += ci->entries[i].length;
-    }
-    ci->offsets[ci->count] = off;
     *ret = TAKE_PTR(ci);
     return 0;
 }

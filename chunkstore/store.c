@@ -1183,8 +1183,7 @@ static int put_level0(CsWriter *w, Source *src, CsChunking mode, Put *put)
 
 static int list_serialize(const CsChunkSlice *v, size_t n, bool has_slices, Buf *out)
 {
-    size_t size = has_slices ? CS_SLICE_SIZE : CS_RECORD_MEMBER_SIZE;
-    uint8_t *p = buf_extend(out, n * size);
+    uint8_t *p = buf_extend(out, n * cs_slice_size(has_slices));
     if (!p && n)
         return -ENOMEM;
     for (size_t i = 0; !has_slices && i < n; i++)
@@ -1278,18 +1277,11 @@ static int put_source(CsWriter *w, Source *src, CsChunking mode, bool is_meta,
         put->previous = *previous;
         *previous = (CsContentRef){ 0 };
         /* Where each previous entry starts, to find a page's previous version by its offset. */
-        put->previous_starts = malloc((put->previous.count + 1) * sizeof(uint64_t));
-        if (!put->previous_starts) {
+        if (!(put->previous_starts = cs_content_ref_offsets(&put->previous))) {
             cs_content_ref_free(&put->previous);
             free(put);
             return -ENOMEM;
         }
-        uint64_t at = 0;
-        for (size_t i = 0; i < put->previous.count; i++) {
-            put->previous_starts[i] = at;
-            at += put->previous.entries[i].length;
-        }
-        put->previous_starts[put->previous.count] = at;
     }
     if (w->puts_tail)
         w->puts_tail->next = put;
@@ -1392,6 +1384,19 @@ int cs_content_ref_copy(const CsContentRef *ref, CsContentRef *ret)
     return 0;
 }
 
+uint64_t *cs_content_ref_offsets(const CsContentRef *ref)
+{
+    uint64_t *v = malloc((ref->count + 1) * sizeof(*v)), at = 0;
+    if (!v)
+        return NULL;
+    for (size_t i = 0; i < ref->count; i++) {
+        v[i] = at;
+        at += ref->entries[i].length;
+    }
+    v[ref->count] = at;
+    return v;
+}
+
 void cs_content_ref_free(CsContentRef *ref)
 {
     free(ref->entries);
@@ -1417,7 +1422,7 @@ int cs_content_ref_decode(Cursor *c, CsContentRef *ret)
         return r;
     ref.has_slices = ref.level & CS_REF_FLAG_SLICES;
     ref.level &= (uint8_t)~CS_REF_FLAG_SLICES;
-    size_t size = ref.has_slices ? CS_SLICE_SIZE : CS_RECORD_MEMBER_SIZE;
+    size_t size = cs_slice_size(ref.has_slices);
     if (ref.level > CS_REF_MAX_LEVEL || ref.count > c->left / size ||
         (ref.level > 0 && ref.count == 0))
         return -EBADMSG;

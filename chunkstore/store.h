@@ -42,6 +42,9 @@ typedef struct CsContentRef {
 } CsContentRef;
 
 void cs_content_ref_free(CsContentRef *ref);
+/* Where each entry starts in the content, and the content's size after the last (count + 1
+ * values, malloc'd; NULL when out of memory). Meant for a level-0 reference. */
+uint64_t *cs_content_ref_offsets(const CsContentRef *ref);
 int cs_content_ref_copy(const CsContentRef *ref, CsContentRef *ret);
 int cs_content_ref_encode(const CsContentRef *ref, Buf *out);
 int cs_content_ref_decode(Cursor *c, CsContentRef *ret);

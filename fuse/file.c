@@ -29,7 +29,7 @@ int pfs_file_map_load(CsReader *rd, const CsContentRef *ref, PfsFileMap **ret)
     if (r < 0)
         return r;
     PfsFileMap *m = calloc(1, sizeof(*m));
-    uint64_t *offsets = malloc((flat.count + 1) * sizeof(*offsets));
+    uint64_t *offsets = cs_content_ref_offsets(&flat);
     uint32_t *chunk_len = malloc((flat.count ? flat.count : 1) * sizeof(*chunk_len));
     if (!m || !offsets || !chunk_len) {
         free(m);
@@ -38,11 +38,8 @@ int pfs_file_map_load(CsReader *rd, const CsContentRef *ref, PfsFileMap **ret)
         cs_content_ref_free(&flat);
         return -ENOMEM;
     }
-    uint64_t off = 0;
     for (size_t i = 0; i < flat.count; i++) {
         const CsChunkSlice *e = &flat.entries[i];
-        offsets[i] = off;
-        off += e->length;
         /* The cache holds whole chunks, so a slice needs its chunk's length: the index has it
          * (a chunk it lacks fails when read, with the reader's message). */
         chunk_len[i] = e->length;
@@ -54,10 +51,9 @@ int pfs_file_map_load(CsReader *rd, const CsContentRef *ref, PfsFileMap **ret)
                  (uint64_t)e->offset + e->length > chunk_len[i])
             chunk_len[i] = e->offset + e->length;
     }
-    offsets[flat.count] = off;
     atomic_init(&m->refs, 1);
     m->count = flat.count;
-    m->size = off;
+    m->size = offsets[flat.count];
     m->chunks = flat.entries; /* taken over from flat */
     m->chunk_len = chunk_len;
     m->offsets = offsets;
