@@ -538,6 +538,25 @@ static void test_put_fd_async(void **state)
 
 /* --- deduplication --- */
 
+/* One put through a writer of its own (2 threads), flushed: the writer's stats. */
+static CsWriterStats put_once(CsRepo *repo, const uint8_t *data, size_t n, CsChunking mode,
+                              CsContentRef *ref)
+{
+    CsWriter *w = NULL;
+    CsWriterStats st;
+    ASSERT_OK(cs_writer_new(repo, &(CsWriterParams){ .threads = 2 }, &w));
+    ASSERT_OK(cs_writer_put_buf(w, data, n, mode, ref));
+    ASSERT_OK(cs_writer_flush(w));
+    cs_writer_stats(w, &st);
+    cs_writer_free(w);
+    return st;
+}
+
+static CsWriterStats put_pages(CsRepo *repo, const uint8_t *data, size_t n, CsContentRef *ref)
+{
+    return put_once(repo, data, n, CS_CHUNKING_PAGES, ref);
+}
+
 static void test_dedup_same_data(void **state)
 {
     Fixture *f = *state;
@@ -571,27 +590,19 @@ static void test_dedup_same_data(void **state)
     cs_writer_free(w);
 
     /* A fresh writer: new_bytes == 0. */
-    ASSERT_OK(cs_writer_new(f->repo, &params, &w));
-    ASSERT_OK(cs_writer_put_buf(w, data, n, CS_CHUNKING_CDC, &r3));
-    ASSERT_OK(cs_writer_flush(w));
-    cs_writer_stats(w, &s3);
+    s3 = put_once(f->repo, data, n, CS_CHUNKING_CDC, &r3);
     assert_ref_equal(&r1, &r3);
     assert_int_equal(s3.new_bytes, 0);
     assert_int_equal(s3.new_chunks, 0);
     assert_int_equal(s3.stored_bytes, 0);
     assert_int_equal(s3.packs, 0);
-    cs_writer_free(w);
 
     /* After closing and reopening the repository, still known. */
     f->repo = cs_repo_close(f->repo);
     fixture_open(f);
-    ASSERT_OK(cs_writer_new(f->repo, &params, &w));
-    ASSERT_OK(cs_writer_put_buf(w, data, n, CS_CHUNKING_CDC, &r4));
-    ASSERT_OK(cs_writer_flush(w));
-    cs_writer_stats(w, &s3);
+    s3 = put_once(f->repo, data, n, CS_CHUNKING_CDC, &r4);
     assert_ref_equal(&r1, &r4);
     assert_int_equal(s3.new_bytes, 0);
-    cs_writer_free(w);
 
     cs_content_ref_free(&r1);
     cs_content_ref_free(&r2);
@@ -633,16 +644,10 @@ static void test_dedup_in_flight(void **state)
 static void put_identical_pages(Fixture *f, const uint8_t *page, size_t pages,
                                 CsWriterStats *st, CsContentRef *ref, uint8_t **ret_data)
 {
-    CsWriterParams params = { .threads = 2 };
     uint8_t *data = test_xmalloc(pages * 8192);
     for (size_t i = 0; i < pages; i++)
         memcpy(data + i * 8192, page, 8192);
-    CsWriter *w = NULL;
-    ASSERT_OK(cs_writer_new(f->repo, &params, &w));
-    ASSERT_OK(cs_writer_put_buf(w, data, pages * 8192, CS_CHUNKING_PAGES, ref));
-    ASSERT_OK(cs_writer_flush(w));
-    cs_writer_stats(w, st);
-    cs_writer_free(w);
+    *st = put_pages(f->repo, data, pages * 8192, ref);
     *ret_data = data;
 }
 
@@ -1281,18 +1286,6 @@ static void test_catalog_damaged(void **state)
 }
 
 /* ---- runs (format version 3) ---- */
-
-static CsWriterStats put_pages(CsRepo *repo, const uint8_t *data, size_t n, CsContentRef *ref)
-{
-    CsWriter *w = NULL;
-    CsWriterStats st;
-    ASSERT_OK(cs_writer_new(repo, &(CsWriterParams){ .threads = 2 }, &w));
-    ASSERT_OK(cs_writer_put_buf(w, data, n, CS_CHUNKING_PAGES, ref));
-    ASSERT_OK(cs_writer_flush(w));
-    cs_writer_stats(w, &st);
-    cs_writer_free(w);
-    return st;
-}
 
 /*
  * New pages are stored in runs of up to 64: one chunk and one content entry per run, each page
