@@ -676,11 +676,16 @@ static int restore_file_delta(RestoreCtx *ctx, CsReader *rd, FileJob *j)
         bool has_old = false;
         if (off + n <= have && (r = pread_full(fd, old, n, off, &got)) == 0 && got == n) {
             has_old = true;
-            /* A whole chunk that matches is known by its id, without decoding it. */
+            /* A whole chunk that matches is known by its id, without decoding it. A run's id is
+             * not a hash of its bytes, so a slice is only ever compared byte by byte. */
+            uint32_t len;
+            bool is_whole = e->offset == 0 &&
+                            (!flat.has_slices ||
+                             (cs_reader_chunk_length(rd, &e->id, &len) == 0 && len == n));
             CsChunkId id;
-            if ((r = cs_chunk_id(cs_reader_repo(rd), old, n, &id)) < 0)
+            if (is_whole && (r = cs_chunk_id(cs_reader_repo(rd), old, n, &id)) < 0)
                 break;
-            if (memcmp(id.bytes, e->id.bytes, sizeof(id.bytes)) == 0) {
+            if (is_whole && memcmp(id.bytes, e->id.bytes, sizeof(id.bytes)) == 0) {
                 off += n;
                 continue;
             }
