@@ -336,23 +336,34 @@ int cs_record_verify(const void *rec, size_t len)
     return record_parse(rec, len, &h);
 }
 
-static int decompress_prefixed(const void *prefix, size_t prefix_len, const Buf *payload,
-                               Buf *plain)
+void *cs_zstd_dctx_new(void)
 {
-    ZSTD_DCtx *dctx = ZSTD_createDCtx();
-    if (!dctx)
-        return -ENOMEM;
-    size_t z = ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 27);
-    if (!ZSTD_isError(z))
-        z = ZSTD_DCtx_refPrefix(dctx, prefix, prefix_len);
+    return ZSTD_createDCtx();
+}
+
+void cs_zstd_dctx_free(void *zstd_dctx)
+{
+    ZSTD_freeDCtx(zstd_dctx);
+}
+
+/* Decompress exactly plain->size bytes; a delta record's prefix is referenced for this frame
+ * only, and its window may reach back over all of it. */
+static int decompress(ZSTD_DCtx *dctx, const void *prefix, size_t prefix_len, const Buf *payload,
+                      Buf *plain)
+{
+    size_t z = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(z) && prefix) {
+        z = ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 27);
+        if (!ZSTD_isError(z))
+            z = ZSTD_DCtx_refPrefix(dctx, prefix, prefix_len);
+    }
     if (!ZSTD_isError(z))
         z = ZSTD_decompressDCtx(dctx, plain->data, plain->size, payload->data, payload->size);
-    ZSTD_freeDCtx(dctx);
     return ZSTD_isError(z) || z != plain->size ? -EBADMSG : 0;
 }
 
-int cs_record_decode_prefixed(const uint8_t pack_key[32], const void *rec, size_t len,
-                              const void *prefix, size_t prefix_len, Buf *plain,
+int cs_record_decode_prefixed(void *zstd_dctx, const uint8_t pack_key[32], const void *rec,
+                              size_t len, const void *prefix, size_t prefix_len, Buf *plain,
                               const uint8_t **ret_members, size_t *ret_n_members)
 {
     const uint8_t *p = rec;
@@ -381,14 +392,14 @@ int cs_record_decode_prefixed(const uint8_t pack_key[32], const void *rec, size_
         buf_clear(plain);
         if (!buf_extend(plain, in->raw_len) && in->raw_len)
             return -ENOMEM;
-        if (is_delta) {
-            if ((r = decompress_prefixed(prefix, prefix_len, &payload, plain)) < 0)
-                return r;
-        } else {
-            size_t z = ZSTD_decompress(plain->data, in->raw_len, payload.data, payload.size);
-            if (ZSTD_isError(z) || z != in->raw_len)
-                return -EBADMSG;
-        }
+        ZSTD_DCtx *own = zstd_dctx ? NULL : ZSTD_createDCtx();
+        if (!zstd_dctx && !own)
+            return -ENOMEM;
+        r = decompress(zstd_dctx ? zstd_dctx : own, is_delta ? prefix : NULL, prefix_len,
+                       &payload, plain);
+        ZSTD_freeDCtx(own);
+        if (r < 0)
+            return r;
     } else if (h.payload_len != in->raw_len)
         return -EBADMSG;
     /* The lengths are authenticated; they must tile the plaintext exactly. */
@@ -402,7 +413,7 @@ int cs_record_decode_prefixed(const uint8_t pack_key[32], const void *rec, size_
 int cs_record_decode(const uint8_t pack_key[32], const void *rec, size_t len, Buf *plain,
                      const uint8_t **ret_members, size_t *ret_n_members)
 {
-    return cs_record_decode_prefixed(pack_key, rec, len, NULL, 0, plain, ret_members,
+    return cs_record_decode_prefixed(NULL, pack_key, rec, len, NULL, 0, plain, ret_members,
                                      ret_n_members);
 }
 

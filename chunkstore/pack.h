@@ -118,10 +118,15 @@ int cs_record_decode(const uint8_t pack_key[32], const void *rec, size_t len, Bu
                      const uint8_t **ret_members, size_t *ret_n_members);
 
 /* cs_record_decode() of any record: `prefix` must be the concatenated plaintexts of the bases
- * cs_record_info() lists (NULL and 0 for a record without bases). */
-int cs_record_decode_prefixed(const uint8_t pack_key[32], const void *rec, size_t len,
-                              const void *prefix, size_t prefix_len, Buf *plain,
+ * cs_record_info() lists (NULL and 0 for a record without bases). zstd_dctx, from
+ * cs_zstd_dctx_new(), is reused from record to record (a fresh context per record costs 15%
+ * of decompression speed on 512 KiB records); NULL makes one for this call. */
+int cs_record_decode_prefixed(void *zstd_dctx, const uint8_t pack_key[32], const void *rec,
+                              size_t len, const void *prefix, size_t prefix_len, Buf *plain,
                               const uint8_t **ret_members, size_t *ret_n_members);
+/* A zstd decompression context for cs_record_decode_prefixed() (NULL: out of memory). */
+void *cs_zstd_dctx_new(void);
+void cs_zstd_dctx_free(void *zstd_dctx);
 
 /* Like cs_record_compress() with `prefix` as zstd's reference prefix: returns
  * CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA, or 0 with raw copied when that does not shrink. */

@@ -35,6 +35,7 @@ struct CsReader {
     CsRepo *repo;
     CsIndexReader *index;
     Buf raw; /* the encrypted record being decoded */
+    void *zstd_dctx;
     CachedRecord cache[RECORD_CACHE_SLOTS];
     size_t n_slots; /* in use: RECORD_CACHE_SLOTS_PLAIN until a delta record is read */
     unsigned nesting; /* delta records being decoded, one inside the other */
@@ -68,6 +69,10 @@ int cs_reader_new(CsRepo *repo, CsReader **ret)
         return r;
     rd->repo = repo;
     rd->n_slots = RECORD_CACHE_SLOTS_PLAIN;
+    if (!(rd->zstd_dctx = cs_zstd_dctx_new())) {
+        cs_index_reader_end(rd->index);
+        return -ENOMEM;
+    }
     *ret = TAKE_PTR(rd);
     return 0;
 }
@@ -77,6 +82,7 @@ CsReader *cs_reader_free(CsReader *rd)
     if (!rd)
         return NULL;
     cs_index_reader_end(rd->index);
+    cs_zstd_dctx_free(rd->zstd_dctx);
     buf_free(&rd->raw);
     for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++) {
         buf_free(&rd->cache[i].plain);
@@ -210,8 +216,8 @@ static int record_decode_into(CsReader *rd, const CsChunkLoc *loc, Buf *raw, Cac
     const uint8_t *members;
     size_t n;
     victim->is_valid = false;
-    r = cs_record_decode_prefixed(key, raw->data, raw->size, prefix.data, prefix.size,
-                                  &victim->plain, &members, &n);
+    r = cs_record_decode_prefixed(rd->zstd_dctx, key, raw->data, raw->size, prefix.data,
+                                  prefix.size, &victim->plain, &members, &n);
     if (r < 0)
         return r;
     buf_clear(&victim->members);
@@ -352,6 +358,38 @@ int cs_reader_peek_members(CsReader *rd, const CsChunkLoc *loc, Buf *out, size_t
 int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n)
 {
     return chunk_get(rd, id, ret_p, ret_n, NULL);
+}
+
+int cs_reader_chunk_take(CsReader *rd, const CsChunkId *id, uint8_t **ret, size_t *ret_n)
+{
+    const uint8_t *p;
+    size_t n;
+    int r = chunk_get(rd, id, &p, &n, NULL);
+    if (r < 0)
+        return r;
+    /* chunk_get leaves seq.rec on the record it served the chunk from. */
+    CachedRecord *rec = rd->seq.rec;
+    if (rec && rec->is_valid && p == rec->plain.data && n == rec->plain.size && n > 0) {
+        uint8_t *whole = rec->plain.data;
+        if (rec->plain.capacity > n + n / 4) {
+            /* A slot that once held a larger record: give back the slack (in place). */
+            uint8_t *shrunk = realloc(whole, n);
+            whole = shrunk ? shrunk : whole;
+        }
+        rec->plain = (Buf)BUF_INIT;
+        rec->is_valid = false;
+        rd->seq.rec = NULL;
+        *ret = whole;
+        *ret_n = n;
+        return 0;
+    }
+    uint8_t *copy = malloc(n ? n : 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, p, n);
+    *ret = copy;
+    *ret_n = n;
+    return 0;
 }
 
 int cs_reader_chunk_depth(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,

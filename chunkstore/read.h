@@ -31,6 +31,10 @@ int cs_reader_chunk(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, si
 int cs_reader_slice(CsReader *rd, const CsChunkSlice *e, const uint8_t **ret_p);
 /* The length of chunk `id` as the index has it (no data is read). 0, or -ENOENT. */
 int cs_reader_chunk_length(CsReader *rd, const CsChunkId *id, uint32_t *ret);
+/* cs_reader_chunk(), but the bytes come in a malloc'd buffer that the caller owns (free()).
+ * When the chunk is the whole of its record (a run of pages stored alone), the reader hands
+ * over the buffer it decoded the record into and forgets the record: no copy. */
+int cs_reader_chunk_take(CsReader *rd, const CsChunkId *id, uint8_t **ret, size_t *ret_n);
 /* cs_reader_chunk(), also giving the delta depth of the record holding the chunk (0: not a
  * delta record). Writers use it to keep delta chains short. */
 int cs_reader_chunk_depth(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,

@@ -92,21 +92,35 @@ static void test_delta_record(void **state)
 
     const uint8_t *mp;
     size_t mn;
-    ASSERT_OK(cs_record_decode_prefixed(key, rec.data, rec.size, base, PAGE, &plain, &mp, &mn));
+    ASSERT_OK(
+            cs_record_decode_prefixed(NULL, key, rec.data, rec.size, base, PAGE, &plain, &mp, &mn));
     assert_int_equal(plain.size, PAGE);
     assert_memory_equal(plain.data, page, PAGE);
     assert_int_equal(mn, 1);
 
     /* Without its prefix, or with one of another length, the record does not decode. */
     ASSERT_ERR(EBADMSG, cs_record_decode(key, rec.data, rec.size, &plain, &mp, &mn));
-    ASSERT_ERR(EBADMSG, cs_record_decode_prefixed(key, rec.data, rec.size, base, PAGE - 1, &plain,
-                                                  &mp, &mn));
+    ASSERT_ERR(EBADMSG, cs_record_decode_prefixed(NULL, key, rec.data, rec.size, base, PAGE - 1,
+                                                  &plain, &mp, &mn));
     /* A plain record given a prefix is refused too: nothing is decoded against the wrong bytes. */
     Buf plain_rec = BUF_INIT;
     ASSERT_OK(cs_record_encode(key, &m, 1, CS_RECORD_FLAG_ZSTD, PAGE, alone.data, alone.size,
                                &plain_rec));
-    ASSERT_ERR(EBADMSG, cs_record_decode_prefixed(key, plain_rec.data, plain_rec.size, base, PAGE,
-                                                  &plain, &mp, &mn));
+    ASSERT_ERR(EBADMSG, cs_record_decode_prefixed(NULL, key, plain_rec.data, plain_rec.size, base,
+                                                  PAGE, &plain, &mp, &mn));
+    /* One context for many records: a prefix is for its frame only, so a plain record decodes
+     * after a delta record, and the delta record again after that. */
+    void *dctx = cs_zstd_dctx_new();
+    assert_non_null(dctx);
+    for (int i = 0; i < 2; i++) {
+        ASSERT_OK(cs_record_decode_prefixed(dctx, key, rec.data, rec.size, base, PAGE, &plain, &mp,
+                                            &mn));
+        assert_memory_equal(plain.data, page, PAGE);
+        ASSERT_OK(cs_record_decode_prefixed(dctx, key, plain_rec.data, plain_rec.size, NULL, 0,
+                                            &plain, &mp, &mn));
+        assert_memory_equal(plain.data, page, PAGE);
+    }
+    cs_zstd_dctx_free(dctx);
 
     /* Inconsistent requests are refused before anything is written. */
     Buf junk = BUF_INIT;
@@ -140,7 +154,8 @@ static void test_delta_record(void **state)
     assert_memory_equal(back.id.bytes, b.id.bytes, CS_CHUNK_ID_SIZE);
     assert_int_equal(back.offset, PAGE);
     assert_int_equal(back.length, PAGE);
-    ASSERT_OK(cs_record_decode_prefixed(key, srec.data, srec.size, base, PAGE, &plain, &mp, &mn));
+    ASSERT_OK(cs_record_decode_prefixed(NULL, key, srec.data, srec.size, base, PAGE, &plain, &mp,
+                                        &mn));
     assert_memory_equal(plain.data, page, PAGE);
     buf_free(&srec);
 
