@@ -31,7 +31,7 @@ struct PfsChunk {
     bool is_hashed;
     int error; /* ENTRY_FAILED: the loader's -errno */
     size_t len;
-    uint8_t data[];
+    uint8_t *data; /* malloc'd; NULL until the loader provides it */
 };
 
 typedef struct Shard {
@@ -102,20 +102,25 @@ int pfs_chunk_cache_new(size_t max_bytes, PfsChunkCache **ret)
     return 0;
 }
 
+/* Free entries chained through hnext. */
+static void chunk_free_list(PfsChunk *ch)
+{
+    while (ch) {
+        PfsChunk *next = ch->hnext;
+        free(ch->data);
+        free(ch);
+        ch = next;
+    }
+}
+
 PfsChunkCache *pfs_chunk_cache_free(PfsChunkCache *c)
 {
     if (!c)
         return NULL;
     for (size_t i = 0; i < SHARDS; i++) {
         Shard *s = &c->shards[i];
-        for (size_t b = 0; b < s->n_buckets; b++) {
-            PfsChunk *ch = s->buckets[b];
-            while (ch) {
-                PfsChunk *next = ch->hnext;
-                free(ch);
-                ch = next;
-            }
-        }
+        for (size_t b = 0; b < s->n_buckets; b++)
+            chunk_free_list(s->buckets[b]);
         free(s->buckets);
         pthread_cond_destroy(&s->done);
         pthread_mutex_destroy(&s->lock);
@@ -221,14 +226,6 @@ static void shard_evict(Shard *s, PfsChunk **freelist)
         evict_one(s, s->lru.lru_prev, freelist);
 }
 
-static void chunk_free_list(PfsChunk *ch)
-{
-    while (ch) {
-        PfsChunk *next = ch->hnext;
-        free(ch);
-        ch = next;
-    }
-}
 
 static int pin_existing(Shard *s, PfsChunk *ch, size_t len, PfsChunk **ret)
 {
@@ -261,8 +258,8 @@ int pfs_chunk_cache_acquire(PfsChunkCache *c, const CsChunkId *id, size_t len, P
     }
     pthread_mutex_unlock(&s->lock);
 
-    /* Allocate outside the lock (a large malloc may be an mmap), then look again. */
-    PfsChunk *fresh = malloc(sizeof(*fresh) + len);
+    /* Allocate outside the lock, then look again. The bytes come later, from the loader. */
+    PfsChunk *fresh = malloc(sizeof(*fresh));
     if (!fresh)
         return -ENOMEM;
     *fresh = (PfsChunk){ .id = *id, .hash = h, .pins = 1, .state = ENTRY_LOADING, .len = len };
@@ -295,6 +292,8 @@ int pfs_chunk_cache_wait(PfsChunkCache *c, PfsChunk *ch)
 void pfs_chunk_cache_complete(PfsChunkCache *c, PfsChunk *ch, int r)
 {
     Shard *s = shard_of(c, ch->hash);
+    if (r == 0 && !ch->data)
+        r = -EINVAL; /* a loader that provided no bytes: never hand out a NULL buffer */
     pthread_mutex_lock(&s->lock);
     if (r == 0)
         ch->state = ENTRY_READY;
@@ -360,6 +359,19 @@ void pfs_chunk_cache_stats(PfsChunkCache *c, PfsChunkCacheStats *ret)
         pthread_mutex_unlock(&s->lock);
     }
     *ret = t;
+}
+
+uint8_t *pfs_chunk_cache_buffer(PfsChunk *ch)
+{
+    if (!ch->data)
+        ch->data = malloc(ch->len ? ch->len : 1);
+    return ch->data;
+}
+
+void pfs_chunk_cache_adopt(PfsChunk *ch, uint8_t *buf)
+{
+    free(ch->data);
+    ch->data = buf;
 }
 
 uint8_t *pfs_chunk_data(PfsChunk *ch)

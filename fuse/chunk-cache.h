@@ -10,13 +10,13 @@
  *    or evicted (a reply's iovec points into them). Only pinned entries may push the cache over
  *    its bound, and only while pinned.
  *  - Loads are single-flight: the first thread to ask for a missing id gets it RESERVED, fills
- *    pfs_chunk_data() outside any lock and calls pfs_chunk_cache_complete(); threads asking for
- *    the same id meanwhile get it LOADING and block in pfs_chunk_cache_wait(). A failed load is
- *    removed from the cache (waiters get the error; the next acquire tries again), so damage is
- *    never cached and never turned into data.
+ *    it outside any lock (see pfs_chunk_cache_buffer()) and calls pfs_chunk_cache_complete();
+ *    threads asking for the same id meanwhile get it LOADING and block in
+ *    pfs_chunk_cache_wait(). A failed load is removed from the cache (waiters get the error;
+ *    the next acquire tries again), so damage is never cached and never turned into data.
  *  - A thread holding a RESERVED entry must complete it before it waits for any other entry
  *    (that is the only rule needed to rule out deadlocks).
- *  - Entries released as spent (a sequential reader had them whole; the kernel page cache
+ *  - Entries released as spent (a sequential reader has read to their end; the kernel page cache
  *    keeps those bytes) are kept on a short list, at most an eighth of the cache, and evicted
  *    before any other: a long sequential read recycles a little warm memory and does not push
  *    the rest of the cache out.
@@ -69,6 +69,12 @@ void pfs_chunk_cache_release_spent(PfsChunkCache *c, PfsChunk *ch, bool is_spent
 bool pfs_chunk_cache_contains(PfsChunkCache *c, const CsChunkId *id);
 void pfs_chunk_cache_stats(PfsChunkCache *c, PfsChunkCacheStats *ret);
 
-/* The entry's bytes: valid to read when READY, to write while RESERVED by the caller. */
+/* The loader of a RESERVED entry provides its bytes in one of two ways before completing it:
+ * pfs_chunk_cache_buffer() allocates them (NULL: out of memory) for the loader to write, or
+ * pfs_chunk_cache_adopt() takes over a malloc'd buffer of pfs_chunk_size() bytes (a decoded
+ * record, without copying it). Completing with 0 before either fails the load (-EINVAL). */
+uint8_t *pfs_chunk_cache_buffer(PfsChunk *ch);
+void pfs_chunk_cache_adopt(PfsChunk *ch, uint8_t *buf);
+/* The entry's bytes: valid to read when READY. */
 uint8_t *pfs_chunk_data(PfsChunk *ch);
 size_t pfs_chunk_size(const PfsChunk *ch);

@@ -164,18 +164,20 @@ void pfs_file_release(PfsFs *fs, PfsFile *f)
 
 static int fill(PfsReader *rd, const CsChunkId *id, PfsChunk *ch)
 {
-    const uint8_t *p;
+    uint8_t *p;
     size_t n;
-    int r = cs_reader_chunk(rd->rd, id, &p, &n); /* logs the chunk and pack on damage */
+    /* A run stored alone is its record: the decoded buffer itself goes into the cache. */
+    int r = cs_reader_chunk_take(rd->rd, id, &p, &n); /* logs the chunk and pack on damage */
     if (r < 0)
         return r;
     if (n != pfs_chunk_size(ch)) {
+        free(p);
         char hex[2 * CS_CHUNK_ID_SIZE + 1];
         hex_encode(id->bytes, CS_CHUNK_ID_SIZE, hex);
         return log_error_errno(-EBADMSG, "chunk %s has %zu bytes where its file lists %zu", hex, n,
                                pfs_chunk_size(ch));
     }
-    memcpy(pfs_chunk_data(ch), p, n);
+    pfs_chunk_cache_adopt(ch, p);
     return 0;
 }
 
@@ -370,11 +372,10 @@ static bool schedule(PfsFs *fs, PfsFile *f, uint64_t off, uint64_t end, size_t f
 void pfs_read_reply_done(PfsFs *fs, PfsReadReply *rr)
 {
     for (size_t i = 0; i < rr->n; i++)
-        pfs_chunk_cache_release_spent(fs->cache, rr->pins[i],
-                                      rr->is_sequential &&
-                                              rr->iov[i].iov_len == pfs_chunk_size(rr->pins[i]));
+        pfs_chunk_cache_release_spent(fs->cache, rr->pins[i], rr->is_spent[i]);
     free(rr->iov);
     free(rr->pins);
+    free(rr->is_spent);
     *rr = (PfsReadReply){ 0 };
 }
 
@@ -388,12 +389,14 @@ long pfs_file_read(PfsFs *fs, PfsFile *f, size_t size, uint64_t off, PfsReadRepl
     uint64_t end = off + MIN((uint64_t)size, m->size - off);
     size_t first = pfs_file_map_find(m, off), last = pfs_file_map_find(m, end - 1);
     size_t n = last - first + 1;
-    PfsReadReply rr = { .iov = calloc(n, sizeof(*rr.iov)), .pins = calloc(n, sizeof(*rr.pins)) };
-    if (!rr.iov || !rr.pins) {
+    PfsReadReply rr = { .iov = calloc(n, sizeof(*rr.iov)),
+                        .pins = calloc(n, sizeof(*rr.pins)),
+                        .is_spent = calloc(n, sizeof(*rr.is_spent)) };
+    if (!rr.iov || !rr.pins || !rr.is_spent) {
         pfs_read_reply_done(fs, &rr);
         return -ENOMEM;
     }
-    rr.is_sequential = schedule(fs, f, off, end, first, last);
+    bool is_sequential = schedule(fs, f, off, end, first, last);
 
     PfsReader *rd = NULL;
     int r = 0;
@@ -405,6 +408,10 @@ long pfs_file_read(PfsFs *fs, PfsFile *f, size_t size, uint64_t off, PfsReadRepl
         rr.pins[rr.n] = ch;
         rr.iov[rr.n].iov_base = pfs_chunk_data(ch) + m->chunks[k].offset + (from - m->offsets[k]);
         rr.iov[rr.n].iov_len = (size_t)(to - from);
+        /* A sequential reader that has a chunk's last byte is done with it, whether it took
+         * the chunk in one request or, for a run of pages, in several. */
+        rr.is_spent[rr.n] = is_sequential && to == m->offsets[k + 1] &&
+                            m->chunks[k].offset + m->chunks[k].length == m->chunk_len[k];
         rr.n++;
     }
     pfs_reader_pool_put(fs->readers, rd);

@@ -47,8 +47,8 @@ typedef struct PfsFile {
 typedef struct PfsReadReply {
     struct iovec *iov;
     PfsChunk **pins; /* one per iovec */
+    bool *is_spent;  /* one per iovec: a sequential reader got the chunk's last byte */
     size_t n;
-    bool is_sequential; /* chunks delivered whole are spent (see chunk-cache.h) */
     size_t bytes;
 } PfsReadReply;
 

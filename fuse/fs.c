@@ -1,6 +1,7 @@
 #include "fuse/fs.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,7 @@
 #include "common/macro.h"
 #include "fuse/dir.h"
 #include "fuse/file.h"
+#include "fuse/kernel-readahead.h"
 
 static inline PfsFs *fs_of(fuse_req_t req)
 {
@@ -24,7 +26,7 @@ static struct fuse_entry_param entry_param(const PfsAttr *a)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void)userdata;
+    PfsFs *fs = userdata;
     const unsigned wanted = FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_READDIRPLUS |
                             FUSE_CAP_CACHE_SYMLINKS;
     conn->want |= conn->capable & wanted;
@@ -37,6 +39,15 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->max_background = 64;
     conn->congestion_threshold = 48;
     conn->time_gran = 1;
+    size_t ra = fs->params.kernel_readahead_bytes;
+    if (ra > 0 && fs->params.mountpoint) {
+        int r = pfs_kernel_readahead_set(fs->params.mountpoint, ra);
+        if (r == 0)
+            conn->max_readahead = (unsigned)MIN(ra, (size_t)UINT_MAX);
+        else
+            log_debug_errno(r, "the kernel's read-ahead stays at %u KiB: %m",
+                            conn->max_readahead / 1024);
+    }
 }
 
 static void op_destroy(void *userdata)

@@ -31,7 +31,7 @@ typedef struct MountOptions {
     const char *repo, *mountpoint;
     char *passphrase_file, *keyfile, *index_dir, *log_path; /* malloc'd */
     bool foreground, debug, allow_other;
-    size_t cache_bytes, readahead_bytes;
+    size_t cache_bytes, readahead_bytes, kernel_readahead_bytes;
     unsigned threads, prefetch_threads;
     char *fuse_opts; /* options handed to libfuse unchanged (comma-separated, malloc'd) */
 } MountOptions;
@@ -53,6 +53,10 @@ static void usage(FILE *f)
             "  -o cache_size=SIZE    decompressed-chunk cache (default 256M; K, M, G suffixes)\n"
             "  -o readahead=SIZE     decode this far ahead of sequential readers (default 8M;\n"
             "                        0 disables)\n"
+            "  -o kernel_readahead=SIZE\n"
+            "                        the kernel's read-ahead window, the size of its read\n"
+            "                        requests (default 1M; needs root, else the kernel's 128K\n"
+            "                        stays; 0 leaves it alone)\n"
             "  -o threads=N          FUSE worker threads (default 16)\n"
             "  -o logfile=F          in the background, log to F instead of syslog\n"
             "  -o index_dir=D        index location (default REPO/index)\n"
@@ -186,6 +190,8 @@ static int parse_one(MountOptions *o, const char *opt)
         return parse_size("cache_size", val, &o->cache_bytes);
     if (val && IS("readahead"))
         return parse_size("readahead", val, &o->readahead_bytes);
+    if (val && IS("kernel_readahead"))
+        return parse_size("kernel_readahead", val, &o->kernel_readahead_bytes);
     if (val && IS("threads"))
         return parse_uint("threads", val, 1024, &o->threads);
     if (val && IS("prefetch_threads"))
@@ -405,6 +411,8 @@ static int run(const MountOptions *o, int notify_fd)
         .timeout = PFS_DEFAULT_TIMEOUT,
         .volatile_timeout = PFS_DEFAULT_VOLATILE_TIMEOUT,
         .catalog_max_age_ms = PFS_DEFAULT_CATALOG_AGE_MS,
+        .mountpoint = abs_mnt,
+        .kernel_readahead_bytes = o->kernel_readahead_bytes,
     };
     if ((r = pfs_fs_new(repo, &params, &fs)) < 0)
         goto fail;
@@ -470,6 +478,7 @@ int main(int argc, char **argv)
 {
     MountOptions o = { .cache_bytes = PFS_DEFAULT_CACHE_BYTES,
                        .readahead_bytes = PFS_DEFAULT_READAHEAD_BYTES,
+                       .kernel_readahead_bytes = PFS_DEFAULT_KERNEL_READAHEAD,
                        .threads = 16 };
     log_set_program("mount.pitrfs");
     /* Cached chunks (up to 256 KiB each) come and go all the time: keep them in the heap,

@@ -42,10 +42,13 @@ typedef struct PfsParams {
     double volatile_timeout;     /* for /, /snapshots, /streams and the names in them */
     unsigned catalog_max_age_ms; /* re-list the catalog at most this often (lookups that miss
                                   * and opendir of /snapshots or /streams always look) */
+    const char *mountpoint;      /* absolute; for the kernel read-ahead window */
+    size_t kernel_readahead_bytes; /* 0: leave the kernel's window (kernel-readahead.h) */
 } PfsParams;
 
 #define PFS_DEFAULT_CACHE_BYTES      (256u * 1024 * 1024)
 #define PFS_DEFAULT_READAHEAD_BYTES  (8u * 1024 * 1024)
+#define PFS_DEFAULT_KERNEL_READAHEAD (1024u * 1024)
 #define PFS_DEFAULT_TIMEOUT          86400.0
 #define PFS_DEFAULT_VOLATILE_TIMEOUT 1.0
 #define PFS_DEFAULT_CATALOG_AGE_MS   1000u

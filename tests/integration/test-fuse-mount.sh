@@ -32,6 +32,16 @@ wait_gone() {
 # The pid of the mount.pitrfs serving $MNT (the background daemon has no parent to ask).
 daemon_pid() { pgrep -f -- "mount.pitrfs $REPO $MNT" | head -n 1 || true; } # empty: none
 not_mounted() { ! mountpoint -q "$MNT" || fail "$1: $MNT is still mounted"; }
+# The kernel's read-ahead window on the mount, in KiB; root may raise it (kernel_readahead=).
+check_readahead() { # KIB WHAT
+    local have
+    have=$(cat "/sys/class/bdi/$(mountpoint -d "$MNT")/read_ahead_kb")
+    if [[ $EUID -eq 0 ]]; then
+        assert_eq "$have" "$1" "the kernel's read-ahead on $2"
+    else
+        note "not root: the read-ahead window stays the kernel's ($have KiB) on $2"
+    fi
+}
 
 init_repo "$REPO"
 mkdir -p "$T"/src
@@ -55,6 +65,7 @@ expect_exit 1 "$MOUNT" "$REPO" "$T"/no-such-dir
 expect_exit 64 "$MOUNT" "$REPO" "$MNT" -o no_such_option
 expect_exit 64 "$MOUNT" "$REPO"
 expect_exit 64 "$MOUNT" "$REPO" "$MNT" -o cache_size=lots
+expect_exit 64 "$MOUNT" "$REPO" "$MNT" -o kernel_readahead=-1
 pgrep -f -- "mount.pitrfs $REPO" && fail "a failed mount left a process behind"
 not_mounted "after the failures"
 
@@ -84,6 +95,7 @@ grep " $MNT " /proc/mounts
 grep -q "^$(readlink -f "$REPO") $MNT fuse.pitrfs ro," /proc/mounts ||
     fail "/proc/mounts does not show a read-only fuse.pitrfs with the repository as source"
 cmp "$T"/src/big "$MNT"/snapshots/src/big || fail "read through the mount(8) mount differs"
+check_readahead 1024 "a mount with the default options"
 pid=$(daemon_pid)
 [[ -n $pid ]] || fail "no mount.pitrfs process serves $MNT"
 timeout 10 umount "$MNT" || fail "umount failed"
@@ -118,7 +130,9 @@ wait "$pid" || fail "mount.pitrfs exited $? on SIGTERM"
 not_mounted "SIGTERM"
 
 note "8. SIGTERM to the background daemon, mounted with relative paths"
-(cd "$T" && "$MOUNT" repo mnt) || fail "background mount with relative paths failed"
+(cd "$T" && "$MOUNT" repo mnt -o kernel_readahead=256K) ||
+    fail "background mount with relative paths failed"
+check_readahead 256 "a mount by relative path with kernel_readahead=256K"
 pid=$(pgrep -f -- "mount.pitrfs repo mnt" | head -n 1 || true)
 [[ -n $pid ]] || fail "no daemon for the relative mount"
 cmp "$T"/src/hello "$MNT"/snapshots/src/hello || fail "read through the relative mount differs"
