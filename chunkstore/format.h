@@ -89,6 +89,7 @@
 #define CS_DEFAULT_ZSTD_LEVEL 3
 #define CS_DEFAULT_PACK_SIZE  (32u * 1024 * 1024)
 #define CS_DEFAULT_GROUP_SIZE (512u * 1024) /* tests/helpers/bench-smallchunks measures why */
+#define CS_MAX_GROUP_SIZE     (16u << 20)
 #define CS_DEFAULT_SCRYPT_N   65536u
 #define CS_DEFAULT_SCRYPT_R   8u
 #define CS_DEFAULT_SCRYPT_P   1u

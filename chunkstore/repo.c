@@ -123,7 +123,7 @@ int cs_config_parse(const char *text, CsRepoConfig *ret, uint8_t ret_key_check[3
     c.zstd_level = (int)level;
     if (cs_chunker_params_check(&c.chunker) < 0 || c.page_size < 512 ||
         c.page_size > (1u << 20) || level < 1 || level > 19 || c.pack_size < (1u << 20) ||
-        c.group_size > (16u << 20))
+        c.group_size > CS_MAX_GROUP_SIZE)
         return -EBADMSG;
     *ret = c;
     return 0;

@@ -1462,7 +1462,50 @@ static void test_peek_members(void **state)
     cs_reader_free(rd);
 }
 
-RUN_TESTS(T(test_roundtrip_threads1), T(test_peek_members), T(test_roundtrip_threads2),
+/* Records of the chunks of `ref`, as (pack, record offset) changes along its flat list. */
+static size_t count_records(CsRepo *repo, const CsContentRef *ref)
+{
+    CsReader *rd;
+    CsIndexReader *ix;
+    CsContentRef flat;
+    ASSERT_OK(cs_reader_new(repo, &rd));
+    ASSERT_OK(cs_index_reader_begin(repo->index, &ix));
+    ASSERT_OK(cs_reader_flatten(rd, ref, &flat));
+    size_t n = 0;
+    CsChunkLoc prev = { 0 };
+    for (size_t i = 0; i < flat.count; i++) {
+        CsChunkLoc loc;
+        ASSERT_OK(cs_index_reader_lookup(ix, &flat.entries[i].id, &loc));
+        if (n == 0 || loc.record_off != prev.record_off ||
+            memcmp(loc.pack.bytes, prev.pack.bytes, CS_PACK_ID_SIZE) != 0)
+            n++;
+        prev = loc;
+    }
+    cs_content_ref_free(&flat);
+    cs_index_reader_end(ix);
+    cs_reader_free(rd);
+    return n;
+}
+
+/* New content-defined chunks are gathered into records of four times group_size (2 MiB by
+ * default), new pages into records of group_size: 3 MiB of each give 2 and 6 records. */
+static void test_group_sizes(void **state)
+{
+    Fixture *f = *state;
+    size_t n = 3 * MiB;
+    _cleanup_free_ uint8_t *data = random_data(n);
+    _cleanup_free_ uint8_t *pages = random_data(n);
+    CsContentRef cdc, paged;
+    assert_int_equal(f->repo->config.group_size, 512 * 1024);
+    put_once(f->repo, data, n, CS_CHUNKING_CDC, &cdc);
+    assert_int_equal(count_records(f->repo, &cdc), 2);
+    put_pages(f->repo, pages, n, &paged);
+    assert_int_equal(count_records(f->repo, &paged), 6);
+    cs_content_ref_free(&cdc);
+    cs_content_ref_free(&paged);
+}
+
+RUN_TESTS(T(test_roundtrip_threads1), T(test_group_sizes), T(test_peek_members), T(test_roundtrip_threads2),
           T(test_small_params_multi_pack), T(test_put_fd), T(test_put_fd_async),
           T(test_dedup_same_data), T(test_dedup_in_flight), T(test_identical_pages),
           T(test_all_zero), T(test_writer_free_without_flush), T(test_repo_open_errors),
