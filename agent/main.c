@@ -20,9 +20,10 @@
 #include "chunkstore/keysource.h"
 #include "common/exit-code.h"
 #include "common/log.h"
+#include "common/macro.h"
+#include "common/malloc-policy.h"
 #include "common/parse.h"
 #include "common/version.h"
-#include "common/macro.h"
 
 
 typedef struct Options {
@@ -380,6 +381,7 @@ int main(int argc, char **argv)
         { "version", no_argument, NULL, 'V' },
         {},
     };
+    malloc_policy_for_backup();
     log_set_program("pitr-agent");
     opt.repo = getenv("PITR_REPO");
     opt.node = getenv("PITR_NODE");

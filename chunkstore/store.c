@@ -98,11 +98,15 @@ enum { GROUP_DATA, GROUP_PAGES, GROUP_META, GROUP_DELTA, GROUP_KINDS };
 #define DATA_GROUP_FACTOR 4u
 
 /* Recycled buffers: group data, record payloads and member arrays are large and allocated
- * once per record; reusing them keeps the allocator from fragmenting over a long backup. */
+ * once per record; reusing them keeps the allocator from fragmenting over a long backup.
+ * Two pools, by role: a buffer grows to the largest use it gets, so if member lists shared a
+ * pool with group data, every buffer would in time grow to a group's size, and peak memory
+ * would creep up over a long backup instead of being reached in its first records. */
 typedef struct BufPool {
     pthread_mutex_t lock;
     Buf *v; /* protected by lock */
     size_t n, cap;
+    size_t touch; /* a new buffer is allocated and written to this size at once */
 } BufPool;
 
 static Buf pool_get(BufPool *p)
@@ -112,6 +116,12 @@ static Buf pool_get(BufPool *p)
     if (p->n)
         b = p->v[--p->n];
     pthread_mutex_unlock(&p->lock);
+    /* Sized (and its pages faulted in) for the largest use it may get, so that memory reaches
+     * its peak in the first records of a backup rather than creeping towards it over hours as
+     * each recycled buffer meets a larger group. A failure here shows at the caller's own
+     * reserve. */
+    if (!b.data && p->touch && buf_reserve(&b, p->touch) == 0)
+        memset(b.data, 0, p->touch);
     b.size = 0;
     return b;
 }
@@ -174,6 +184,8 @@ struct CsWriter {
     PlainRecord *rec_head, *rec_tail; /* protected by lock: records for the pack thread */
     unsigned n_records;               /* protected by lock */
     unsigned max_records;
+    size_t queued_bytes;              /* protected by lock: payloads of the queued records */
+    size_t max_queued_bytes;
     unsigned flushes_done;            /* protected by lock */
     bool is_stopping;                 /* protected by lock */
     int error;                        /* protected by lock: first failure of any stage */
@@ -186,7 +198,8 @@ struct CsWriter {
     size_t group_seal[GROUP_KINDS]; /* a group is sealed into a record at this size */
     bool can_delta;            /* the repository's format has delta records */
     bool can_run;              /* ... and runs and slices (version 3) */
-    BufPool pool;
+    BufPool data_pool;   /* group data, prefixes and record payloads: up to a group's size */
+    BufPool member_pool; /* member and base lists: up to CS_RECORD_MAX_* entries */
 
     struct Put *puts, *puts_tail; /* caller only: puts not resolved yet, in order */
     CsChunker chunker;
@@ -269,9 +282,9 @@ static void record_free(CsWriter *w, PlainRecord *rec)
 {
     if (!rec)
         return;
-    pool_put(&w->pool, &rec->members);
-    pool_put(&w->pool, &rec->payload);
-    pool_put(&w->pool, &rec->bases);
+    pool_put(&w->member_pool, &rec->members);
+    pool_put(&w->data_pool, &rec->payload);
+    pool_put(&w->member_pool, &rec->bases);
     buf_free(&rec->pages);
     free(rec);
 }
@@ -280,7 +293,12 @@ static void record_free(CsWriter *w, PlainRecord *rec)
 static int record_push(CsWriter *w, PlainRecord *rec)
 {
     pthread_mutex_lock(&w->lock);
-    while (w->n_records >= w->max_records && !w->error && !rec->is_flush)
+    /* Bounded in records and in bytes, so that larger records (content-defined chunks) do
+     * not hold more memory in the queue; one record is always let in. */
+    while (w->n_records > 0 &&
+           (w->n_records >= w->max_records ||
+            w->queued_bytes + rec->payload.size > w->max_queued_bytes) &&
+           !w->error && !rec->is_flush)
         pthread_cond_wait(&w->cond, &w->lock);
     int r = w->error;
     if (r == 0) {
@@ -291,6 +309,7 @@ static int record_push(CsWriter *w, PlainRecord *rec)
             w->rec_head = rec;
         w->rec_tail = rec;
         w->n_records++;
+        w->queued_bytes += rec->payload.size;
         pthread_cond_broadcast(&w->cond);
     }
     pthread_mutex_unlock(&w->lock);
@@ -311,7 +330,7 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
     rec->pages = g->pages;
     g->pages = (Buf)BUF_INIT;
     rec->raw_len = (uint32_t)g->data.size;
-    rec->payload = pool_get(&w->pool);
+    rec->payload = pool_get(&w->data_pool);
     int level = w->repo->config.zstd_level;
     int r = g->n_bases ? cs_record_compress_prefixed(cctx, level, g->prefix.data, g->prefix.size,
                                                      g->data.data, g->data.size, &rec->payload)
@@ -325,9 +344,9 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
         rec->n_bases = g->n_bases;
         rec->depth = g->depth;
     }
-    pool_put(&w->pool, &g->data);
-    pool_put(&w->pool, &g->prefix);
-    pool_put(&w->pool, &g->bases);
+    pool_put(&w->data_pool, &g->data);
+    pool_put(&w->data_pool, &g->prefix);
+    pool_put(&w->member_pool, &g->bases);
     *g = (Group){ 0 };
     if (r < 0) {
         record_free(w, rec);
@@ -387,12 +406,12 @@ static int group_add(CsWriter *w, ZSTD_CCtx *cctx, int kind, const NewChunk *c)
     pthread_mutex_lock(&w->group_lock);
     Group *g = &w->groups[kind];
     if (!g->members.data) {
-        g->members = pool_get(&w->pool);
-        g->data = pool_get(&w->pool);
+        g->members = pool_get(&w->member_pool);
+        g->data = pool_get(&w->data_pool);
         r = buf_reserve(&g->members, CS_RECORD_MAX_MEMBERS * sizeof(CsRecordMember));
         if (r == 0 && base) {
-            g->bases = pool_get(&w->pool);
-            g->prefix = pool_get(&w->pool);
+            g->bases = pool_get(&w->member_pool);
+            g->prefix = pool_get(&w->data_pool);
             r = buf_reserve(&g->bases, CS_RECORD_MAX_BASES * sizeof(CsChunkSlice));
         }
     }
@@ -706,6 +725,7 @@ static void *pack_main(void *userdata)
         if (!w->rec_head)
             w->rec_tail = NULL;
         w->n_records--;
+        w->queued_bytes -= rec->payload.size;
         pthread_cond_broadcast(&w->cond);
         bool failed = w->error != 0;
         pthread_mutex_unlock(&w->lock);
@@ -784,6 +804,7 @@ int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     w->n_threads = params && params->threads ? params->threads : (unsigned)MAX(cpus, 1);
     w->max_records = 2 * w->n_threads + 2;
+    w->max_queued_bytes = (size_t)w->max_records * repo->config.group_size;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->cond, NULL);
     pthread_mutex_init(&w->inflight_lock, NULL);
@@ -791,7 +812,13 @@ int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret)
     w->inflight = calloc(INFLIGHT_BUCKETS, sizeof(*w->inflight));
     w->workers = calloc(w->n_threads, sizeof(*w->workers));
     /* Every queued record holds two buffers, every worker may be sealing a third set. */
-    int pr = pool_init(&w->pool, 2 * (w->max_records + w->n_threads + 2));
+    size_t pooled = 2 * (w->max_records + w->n_threads + 2);
+    int pr = pool_init(&w->data_pool, pooled);
+    /* A group's data: up to its seal size plus one chunk; a payload: zstd's bound of that. */
+    size_t chunk_max = MAX((size_t)repo->config.chunker.max_size, (size_t)repo->config.page_size);
+    w->data_pool.touch = ZSTD_compressBound(w->group_seal[GROUP_DATA] + chunk_max);
+    if (pr == 0)
+        pr = pool_init(&w->member_pool, pooled);
     if (!w->inflight || !w->workers || pr < 0) {
         cs_writer_free(w);
         return -ENOMEM;
@@ -873,7 +900,8 @@ CsWriter *cs_writer_free(CsWriter *w)
         buf_free(&w->groups[i].prefix);
         buf_free(&w->groups[i].pages);
     }
-    pool_done(&w->pool);
+    pool_done(&w->data_pool);
+    pool_done(&w->member_pool);
     free(w->workers);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->cond);
@@ -1362,10 +1390,10 @@ int cs_writer_flush(CsWriter *w)
             if (r < 0)
                 return r;
         } else {
-            pool_put(&w->pool, &g.members);
-            pool_put(&w->pool, &g.data);
-            pool_put(&w->pool, &g.bases);
-            pool_put(&w->pool, &g.prefix);
+            pool_put(&w->member_pool, &g.members);
+            pool_put(&w->data_pool, &g.data);
+            pool_put(&w->member_pool, &g.bases);
+            pool_put(&w->data_pool, &g.prefix);
             buf_free(&g.pages);
         }
     }

@@ -20,8 +20,9 @@
 #include "chunkstore/read.h"
 #include "chunkstore/tree.h"
 #include "common/log.h"
-#include "common/parse.h"
 #include "common/macro.h"
+#include "common/malloc-policy.h"
+#include "common/parse.h"
 #include "common/time-util.h"
 #include "common/version.h"
 #include "tools/common/cli.h"
@@ -636,6 +637,7 @@ int main(int argc, char **argv)
         { "version", no_argument, NULL, 'V' },
         {},
     };
+    malloc_policy_for_backup();
     log_set_program("pitr-snap");
     opt.repo = getenv("PITR_REPO");
     opt.config_path = getenv("PITR_CONFIG");
