@@ -33,6 +33,10 @@ int out_buf_flush(OutBuf *o)
 
 int out_buf_add(OutBuf *o, const void *p, size_t n)
 {
+    /* A large piece (a run of pages, a big chunk) with nothing gathered before it goes out
+     * as it is: copying it first would only cost a pass over its bytes. */
+    if (o->len == 0 && n >= o->cap / 4)
+        return write_out(o, p, n);
     if (o->len + n > o->cap) {
         int r = out_buf_flush(o);
         if (r < 0)

@@ -3,7 +3,9 @@
  * 8 KiB at a time; each write(2) takes the inode lock and walks the page cache once, so
  * handing the kernel a megabyte at a time costs far less system time.
  *
- * Bytes are copied into the buffer, so the caller's pointer need only live for the call.
+ * Bytes are copied into the buffer, so the caller's pointer need only live for the call; a
+ * piece of a quarter of the buffer or more that arrives when the buffer is empty is written
+ * straight from the caller's memory.
  * Positional mode writes with pwrite(2) at a tracked offset (several threads may fill
  * disjoint ranges of one file, each with its own OutBuf); stream mode appends with write(2)
  * and also works on pipes. All functions return 0 or -errno.

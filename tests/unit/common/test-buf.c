@@ -459,8 +459,9 @@ static void test_write_file_atomic_mode(void **state)
 
 /* --- OutBuf --- */
 
-/* Pieces smaller and larger than the buffer, holes, and a start offset: the file holds each
- * piece at its place, holes read as zeros and stay unallocated, and nothing is written twice. */
+/* Pieces smaller and larger than the buffer, a large piece on an empty buffer (written
+ * without a copy), holes, and a start offset: the file holds each piece at its place, holes
+ * read as zeros and stay unallocated, and nothing is written twice. */
 static void test_out_buf_positional(void **state)
 {
     (void)state;
@@ -475,7 +476,7 @@ static void test_out_buf_positional(void **state)
     OutBuf o;
     ASSERT_OK(out_buf_init(&o, fd, true, START, CAP));
     uint64_t off = START;
-    size_t sizes[] = { 10, 1000, 3000, 3 * CAP, 1, 0, 4095 };
+    size_t sizes[] = { 10, 1000, 3000, 3 * CAP, CAP / 4 + 100, 1, 0, 4095 };
     for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
         for (size_t k = 0; k < sizes[i]; k++)
             piece[k] = (uint8_t)(i * 31 + k);
