@@ -226,7 +226,6 @@ static void shard_evict(Shard *s, PfsChunk **freelist)
         evict_one(s, s->lru.lru_prev, freelist);
 }
 
-
 static int pin_existing(Shard *s, PfsChunk *ch, size_t len, PfsChunk **ret)
 {
     if (ch->len != len)
