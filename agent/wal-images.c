@@ -88,14 +88,19 @@ static size_t physical(uint64_t l)
     return (size_t)(l / PAYLOAD + 1) * AGENT_WAL_PAGE_SIZE + SHORT_HEADER + (size_t)(l % PAYLOAD);
 }
 
+/* The first piece of n logical bytes from l: where it is in the segment (*ret_at) and how
+ * long, up to the end of its WAL page. */
+static size_t piece_at(uint64_t l, size_t n, size_t *ret_at)
+{
+    *ret_at = physical(l);
+    return MIN(n, AGENT_WAL_PAGE_SIZE - *ret_at % AGENT_WAL_PAGE_SIZE);
+}
+
 static void copy_logical(const uint8_t *seg, uint64_t l, size_t n, uint8_t *out)
 {
-    while (n > 0) {
-        size_t at = physical(l);
-        size_t room = AGENT_WAL_PAGE_SIZE - at % AGENT_WAL_PAGE_SIZE;
-        size_t k = MIN(room, n);
+    for (size_t at, k; n > 0; out += k, l += k, n -= k) {
+        k = piece_at(l, n, &at);
         memcpy(out, seg + at, k);
-        out += k, l += k, n -= k;
     }
 }
 
@@ -221,11 +226,9 @@ static bool decode_blocks(const uint8_t *r, size_t tot, Block *blocks, size_t *r
 static void pieces_of(uint64_t l, size_t len, AgentWalImage *im)
 {
     im->n_pieces = 0;
-    while (len > 0) {
-        size_t at = physical(l);
-        size_t k = MIN(len, AGENT_WAL_PAGE_SIZE - at % AGENT_WAL_PAGE_SIZE);
+    for (size_t at, k; len > 0; l += k, len -= k) {
+        k = piece_at(l, len, &at);
         im->pieces[im->n_pieces++] = (AgentWalPiece){ .off = (uint32_t)at, .len = (uint32_t)k };
-        l += k, len -= k;
     }
 }
 
