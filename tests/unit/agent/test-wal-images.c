@@ -9,6 +9,8 @@
 
 #include "agent/wal-images.c"
 
+#include "common/buf.h"
+
 #define SEG_PAGES 8
 #define SEG_BYTES (SEG_PAGES * AGENT_WAL_PAGE_SIZE)
 #define FIRST_LSN UINT64_C(0x2A000000)
@@ -25,30 +27,14 @@ static void test_crc32c(void **state)
 
 /* ---- building a segment ---- */
 
-typedef struct Stream {
-    uint8_t bytes[SEG_BYTES]; /* the records, without page headers */
-    size_t n;
-} Stream;
+/* The records of a segment are built in a Buf (without page headers), then laid out. */
+static void put8(Buf *s, uint8_t v) { ASSERT_OK(buf_append(s, &v, 1)); }
 
-static void put(Stream *s, const void *p, size_t n)
+/* Zeros up to the next 8-byte boundary, where records start. */
+static void align8(Buf *s)
 {
-    assert_true(s->n + n <= sizeof(s->bytes));
-    memcpy(s->bytes + s->n, p, n);
-    s->n += n;
-}
-
-static void put8(Stream *s, uint8_t v) { put(s, &v, 1); }
-static void put16(Stream *s, uint16_t v)
-{
-    uint8_t b[2];
-    put_le16(b, v);
-    put(s, b, 2);
-}
-static void put32(Stream *s, uint32_t v)
-{
-    uint8_t b[4];
-    put_le32(b, v);
-    put(s, b, 4);
+    static const uint8_t zeros[8];
+    ASSERT_OK(buf_append(s, zeros, ((s->size + 7) & ~(size_t)7) - s->size));
 }
 
 /* A page whose every byte tells where it is, and zeros in its hole. */
@@ -70,16 +56,15 @@ typedef struct BlockSpec {
 
 /* Append one record (header, block headers, images and data, main data) at 8-byte alignment;
  * returns its logical offset. */
-static size_t put_record(Stream *s, const BlockSpec *blocks, size_t n, uint32_t main_len,
+static size_t put_record(Buf *s, const BlockSpec *blocks, size_t n, uint32_t main_len,
                          bool origin, bool bad_crc)
 {
-    s->n = (s->n + 7) & ~(size_t)7;
-    size_t start = s->n;
-    uint8_t zero[RECORD_HEADER] = { 0 };
-    put(s, zero, RECORD_HEADER);
+    align8(s);
+    size_t start = s->size;
+    assert_non_null(buf_extend(s, RECORD_HEADER)); /* filled in at the end */
     if (origin) {
         put8(s, BLOCK_ID_ORIGIN);
-        put16(s, 7);
+        ASSERT_OK(buf_append_le16(s, 7));
     }
     for (size_t i = 0; i < n; i++) {
         const BlockSpec *b = &blocks[i];
@@ -88,22 +73,22 @@ static size_t put_record(Stream *s, const BlockSpec *blocks, size_t n, uint32_t 
         put8(s, b->id);
         put8(s, BKPBLOCK_HAS_IMAGE | (b->data_len ? BKPBLOCK_HAS_DATA : 0) |
                     (b->same_rel ? BKPBLOCK_SAME_REL : 0));
-        put16(s, b->data_len);
-        put16(s, image_len);
-        put16(s, hole ? b->hole_offset : 0);
+        ASSERT_OK(buf_append_le16(s, b->data_len));
+        ASSERT_OK(buf_append_le16(s, image_len));
+        ASSERT_OK(buf_append_le16(s, hole ? b->hole_offset : 0));
         put8(s, (hole ? BKPIMAGE_HAS_HOLE : 0) | (b->compressed ? 0x08 : 0));
         if (hole && b->compressed)
-            put16(s, b->hole_length);
+            ASSERT_OK(buf_append_le16(s, b->hole_length));
         if (!b->same_rel) {
-            put32(s, 1663);
-            put32(s, 5);
-            put32(s, b->rel);
+            ASSERT_OK(buf_append_le32(s, 1663));
+            ASSERT_OK(buf_append_le32(s, 5));
+            ASSERT_OK(buf_append_le32(s, b->rel));
         }
-        put32(s, b->block);
+        ASSERT_OK(buf_append_le32(s, b->block));
     }
     if (main_len > 255) {
         put8(s, BLOCK_ID_DATA_LONG);
-        put32(s, main_len);
+        ASSERT_OK(buf_append_le32(s, main_len));
     } else if (main_len) {
         put8(s, BLOCK_ID_DATA_SHORT);
         put8(s, (uint8_t)main_len);
@@ -111,19 +96,20 @@ static size_t put_record(Stream *s, const BlockSpec *blocks, size_t n, uint32_t 
     for (size_t i = 0; i < n; i++) {
         const BlockSpec *b = &blocks[i];
         if (b->compressed) {
-            put(s, b->page, 100);
+            ASSERT_OK(buf_append(s, b->page, 100));
         } else {
-            put(s, b->page, b->hole_offset);
-            put(s, b->page + b->hole_offset + b->hole_length,
-                AGENT_WAL_PAGE_SIZE - b->hole_offset - b->hole_length);
+            ASSERT_OK(buf_append(s, b->page, b->hole_offset));
+            ASSERT_OK(buf_append(s, b->page + b->hole_offset + b->hole_length,
+                                 AGENT_WAL_PAGE_SIZE - b->hole_offset - b->hole_length));
         }
         for (size_t k = 0; k < b->data_len; k++)
             put8(s, (uint8_t)k);
     }
     for (size_t k = 0; k < main_len; k++)
         put8(s, 0xEE);
-    uint8_t *r = s->bytes + start;
-    uint32_t tot = (uint32_t)(s->n - start);
+    uint8_t *r = s->data + start;
+    uint32_t tot = (uint32_t)(s->size - start);
+    memset(r, 0, RECORD_HEADER);
     put_le32(r, tot);
     r[17] = 0; /* xl_rmid: XLOG */
     uint32_t crc = agent_crc32c(0, r + RECORD_HEADER, tot - RECORD_HEADER);
@@ -132,16 +118,16 @@ static size_t put_record(Stream *s, const BlockSpec *blocks, size_t n, uint32_t 
 }
 
 /* A record without blocks whose length makes the next one start at logical offset `next`. */
-static void put_filler(Stream *s, size_t next)
+static void put_filler(Buf *s, size_t next)
 {
-    size_t start = (s->n + 7) & ~(size_t)7;
+    size_t start = (s->size + 7) & ~(size_t)7;
     assert_true(next % 8 == 0 && next >= start + RECORD_HEADER + 5 + 256);
     (void)put_record(s, NULL, 0, (uint32_t)(next - start - RECORD_HEADER - 5), false, false);
-    assert_int_equal((s->n + 7) & ~(size_t)7, next);
+    assert_int_equal((s->size + 7) & ~(size_t)7, next);
 }
 
 /* Lay the stream out in pages behind their headers, as the server writes them. */
-static void lay_out(const Stream *s, uint32_t rem_len, uint8_t *seg)
+static void lay_out(const Buf *s, uint32_t rem_len, uint8_t *seg)
 {
     memset(seg, 0, SEG_BYTES);
     size_t l = 0;
@@ -159,10 +145,11 @@ static void lay_out(const Stream *s, uint32_t rem_len, uint8_t *seg)
             put_le32(h + 36, AGENT_WAL_PAGE_SIZE);
             header = LONG_HEADER;
         }
-        size_t k = MIN(AGENT_WAL_PAGE_SIZE - header, s->n - MIN(s->n, l));
-        memcpy(h + header, s->bytes + l, k);
+        size_t k = MIN(AGENT_WAL_PAGE_SIZE - header, s->size - MIN(s->size, l));
+        memcpy(h + header, s->data + l, k);
         l += k;
     }
+    assert_true(l == s->size); /* every record built fits in the segment */
 }
 
 static void assert_image(const uint8_t *seg, const AgentWalImage *im, uint32_t rel,
@@ -190,11 +177,10 @@ static void assert_image(const uint8_t *seg, const AgentWalImage *im, uint32_t r
 static void test_images(void **state)
 {
     (void)state;
-    static Stream s;
+    _cleanup_(buf_free) Buf s = BUF_INIT;
     static uint8_t seg[SEG_BYTES];
     static uint8_t p1[AGENT_WAL_PAGE_SIZE], p2[AGENT_WAL_PAGE_SIZE], p3[AGENT_WAL_PAGE_SIZE],
         p4[AGENT_WAL_PAGE_SIZE], p5[AGENT_WAL_PAGE_SIZE];
-    memset(&s, 0, sizeof(s));
     /* 100 bytes continuing a record of the previous segment: skipped. */
     for (int i = 0; i < 100; i++)
         put8(&s, 0xAB);
@@ -227,7 +213,7 @@ static void test_images(void **state)
 
     _cleanup_free_ AgentWalImage *im = NULL;
     size_t n;
-    assert_int_equal(agent_wal_images_find(seg, SEG_BYTES, &im, &n), 0);
+    ASSERT_OK(agent_wal_images_find(seg, SEG_BYTES, &im, &n));
     assert_int_equal(n, 3);
     assert_image(seg, &im[0], 16404, 9, p1, 200, 1000);
     assert_int_equal(im[0].lsn, FIRST_LSN + physical(r1));
@@ -243,7 +229,7 @@ static void test_images(void **state)
     /* With its CRC mended the fourth record is read, and the fifth after it. */
     uint8_t *crc_at = seg + physical(bad + RECORD_CRC_AT);
     put_le32(crc_at, get_le32(crc_at) ^ 1);
-    assert_int_equal(agent_wal_images_find(seg, SEG_BYTES, &im, &n), 0);
+    ASSERT_OK(agent_wal_images_find(seg, SEG_BYTES, &im, &n));
     assert_int_equal(n, 5);
     assert_image(seg, &im[3], 16404, 1, p5, 100, 50);
     assert_image(seg, &im[4], 16404, 1, p5, 100, 50);
@@ -252,10 +238,9 @@ static void test_images(void **state)
 static void test_ends(void **state)
 {
     (void)state;
-    static Stream s;
+    _cleanup_(buf_free) Buf s = BUF_INIT;
     static uint8_t seg[SEG_BYTES];
     static uint8_t p[AGENT_WAL_PAGE_SIZE];
-    memset(&s, 0, sizeof(s));
     make_page(p, 9, 300, 700);
     BlockSpec b[] = { { .id = 0, .rel = 1259, .block = 2, .hole_offset = 300,
                         .hole_length = 700, .page = p } };
@@ -266,40 +251,34 @@ static void test_ends(void **state)
     lay_out(&s, 0, seg);
     _cleanup_free_ AgentWalImage *im = NULL;
     size_t n;
-    assert_int_equal(agent_wal_images_find(seg, SEG_BYTES, &im, &n), 0);
+    ASSERT_OK(agent_wal_images_find(seg, SEG_BYTES, &im, &n));
     assert_int_equal(n, 3);
     free(im);
     im = NULL;
     uint8_t *len_at = seg + physical(last);
     put_le32(len_at, SEG_BYTES);
-    assert_int_equal(agent_wal_images_find(seg, SEG_BYTES, &im, &n), 0);
+    ASSERT_OK(agent_wal_images_find(seg, SEG_BYTES, &im, &n));
     assert_int_equal(n, 2);
     free(im);
     im = NULL;
     /* A page from an older cycle of a recycled file ends the segment's records there. */
-    put_le32(len_at, get_le32(s.bytes + last));
+    put_le32(len_at, get_le32(s.data + last));
     put_le64(seg + AGENT_WAL_PAGE_SIZE + 8, FIRST_LSN - SEG_BYTES + AGENT_WAL_PAGE_SIZE);
-    assert_int_equal(agent_wal_images_find(seg, SEG_BYTES, &im, &n), 0);
+    ASSERT_OK(agent_wal_images_find(seg, SEG_BYTES, &im, &n));
     assert_int_equal(n, 1); /* the first record lies in the first page */
     free(im);
     im = NULL;
     /* Another version's WAL, another page size, not a segment. */
     put_le16(seg, 0xD113);
-    assert_int_equal(agent_wal_images_find(seg, SEG_BYTES, &im, &n), -EPROTONOSUPPORT);
+    ASSERT_ERR(EPROTONOSUPPORT, agent_wal_images_find(seg, SEG_BYTES, &im, &n));
     put_le16(seg, AGENT_WAL_PG15_MAGIC);
     put_le32(seg + 36, 16384);
-    assert_int_equal(agent_wal_images_find(seg, SEG_BYTES, &im, &n), -EPROTONOSUPPORT);
+    ASSERT_ERR(EPROTONOSUPPORT, agent_wal_images_find(seg, SEG_BYTES, &im, &n));
     put_le32(seg + 36, AGENT_WAL_PAGE_SIZE);
     put_le16(seg + 2, 0);
-    assert_int_equal(agent_wal_images_find(seg, SEG_BYTES, &im, &n), -EBADMSG);
-    assert_int_equal(agent_wal_images_find(seg, 100, &im, &n), -EBADMSG);
+    ASSERT_ERR(EBADMSG, agent_wal_images_find(seg, SEG_BYTES, &im, &n));
+    ASSERT_ERR(EBADMSG, agent_wal_images_find(seg, 100, &im, &n));
     assert_null(im);
 }
 
-int main(void)
-{
-    const struct CMUnitTest tests[] = { cmocka_unit_test(test_crc32c),
-                                        cmocka_unit_test(test_images),
-                                        cmocka_unit_test(test_ends) };
-    return cmocka_run_group_tests(tests, NULL, NULL);
-}
+RUN_TESTS(cmocka_unit_test(test_crc32c), cmocka_unit_test(test_images), cmocka_unit_test(test_ends))
