@@ -64,8 +64,21 @@ typedef struct Put {
     CsContentRef previous; /* level 0: the content's previous version, the bases of its deltas */
     uint64_t *previous_starts; /* offset of each entry of `previous`, and its size at the end */
     uint64_t chunks_cut;   /* chunks handed to batches so far */
+    /* cs_writer_put_spliced: slices inserted into the content list at input offsets */
+    CsSplice *splices;
+    size_t n_splices, next_splice;
+    uint64_t input_listed; /* input bytes whose entries are in the list so far */
     struct Put *next;
 } Put;
+
+static void put_free(Put *p)
+{
+    entry_list_free(&p->l);
+    cs_content_ref_free(&p->previous);
+    free(p->previous_starts);
+    free(p->splices);
+    free(p);
+}
 
 /* Chunks not yet indexed, so that two copies in one run are stored once. */
 typedef struct InflightNode {
@@ -889,10 +902,7 @@ CsWriter *cs_writer_free(CsWriter *w)
     }
     for (struct Put *p = w->puts, *next; p; p = next) {
         next = p->next;
-        entry_list_free(&p->l);
-        cs_content_ref_free(&p->previous);
-        free(p->previous_starts);
-        free(p);
+        put_free(p);
     }
     for (PlainRecord *r = w->rec_head, *next; r; r = next) {
         next = r->next;
@@ -1020,6 +1030,32 @@ static int entry_list_add(EntryList *l, const CsChunkSlice *e, bool has_slices)
     return 0;
 }
 
+/* Add the entry of the put's next input bytes to its list, with the splices that fall in
+ * them: the entry is cut where a splice goes. */
+static int put_list_add(CsWriter *w, Put *put, const CsChunkSlice *e)
+{
+    CsChunkSlice rest = *e;
+    int r;
+    while (put->next_splice < put->n_splices &&
+           put->splices[put->next_splice].at < put->input_listed + rest.length) {
+        const CsSplice *s = &put->splices[put->next_splice++];
+        uint32_t head = (uint32_t)(s->at - put->input_listed);
+        if (head) {
+            CsChunkSlice h = rest;
+            h.length = head;
+            if ((r = entry_list_add(&put->l, &h, w->can_run)) < 0)
+                return r;
+            rest.offset += head;
+            rest.length -= head;
+            put->input_listed += head;
+        }
+        if ((r = entry_list_add(&put->l, &s->slice, w->can_run)) < 0)
+            return r;
+    }
+    put->input_listed += rest.length;
+    return rest.length ? entry_list_add(&put->l, &rest, w->can_run) : 0;
+}
+
 /* Wait for the oldest submitted batch, give its ids to its put, recycle it. */
 static int harvest_one(CsWriter *w)
 {
@@ -1030,7 +1066,7 @@ static int harvest_one(CsWriter *w)
     int r = w->error;
     pthread_mutex_unlock(&w->lock);
     for (size_t i = 0; r == 0 && i < b->n_cuts; i++)
-        r = entry_list_add(&b->owner->l, &b->refs[i], w->can_run);
+        r = put_list_add(w, b->owner, &b->refs[i]);
     w->order_head = b->next;
     if (!w->order_head)
         w->order_tail = NULL;
@@ -1248,10 +1284,16 @@ static int list_serialize(const CsChunkSlice *v, size_t n, bool has_slices, Buf 
 /* Turn a harvested put into its reference, storing long lists one level down. */
 static int put_resolve(CsWriter *w, Put *put)
 {
+    int r = 0;
+    while (r == 0 && put->next_splice < put->n_splices)
+        r = put->splices[put->next_splice].at == put->input_listed
+                ? entry_list_add(&put->l, &put->splices[put->next_splice++].slice, w->can_run)
+                : -EINVAL; /* beyond the input: the put was checked, so the input was short */
+    if (r < 0)
+        return r;
     EntryList l = put->l;
     uint64_t size = l.size;
     uint8_t level = 0;
-    int r = 0;
     put->l = (EntryList){ 0 };
     while (l.n + l.n_spilled > CS_REF_MAX_INLINE) {
         _cleanup_(buf_free) Buf list = BUF_INIT;
@@ -1299,53 +1341,86 @@ int cs_writer_sync(CsWriter *w)
             w->puts_tail = NULL;
         if (r == 0)
             r = put_resolve(w, put);
-        entry_list_free(&put->l);
-        cs_content_ref_free(&put->previous);
-        free(put->previous_starts);
-        free(put);
+        put_free(put);
     }
     return r;
 }
 
-static int put_source(CsWriter *w, Source *src, CsChunking mode, bool is_meta,
-                      CsContentRef *previous, CsContentRef *ret)
+/* A put not yet queued; takes ownership of `previous` whatever the result. */
+static Put *put_new(CsWriter *w, CsChunking mode, bool is_meta, CsContentRef *previous,
+                    CsContentRef *ret, int *ret_err)
 {
-    int r = get_error(w);
-    if (r < 0) {
-        if (previous)
-            cs_content_ref_free(previous);
-        return r;
+    Put *put = (*ret_err = get_error(w)) < 0 ? NULL : calloc(1, sizeof(*put));
+    if (!put && *ret_err == 0)
+        *ret_err = -ENOMEM;
+    if (put) {
+        put->ret = ret;
+        put->is_meta = is_meta;
+        put->is_pages = mode == CS_CHUNKING_PAGES;
     }
-    Put *put = calloc(1, sizeof(*put));
-    if (!put) {
-        if (previous)
-            cs_content_ref_free(previous);
-        return -ENOMEM;
-    }
-    put->ret = ret;
-    put->is_meta = is_meta;
-    put->is_pages = mode == CS_CHUNKING_PAGES;
-    if (previous) {
+    if (put && previous) {
         put->previous = *previous;
         *previous = (CsContentRef){ 0 };
         /* Where each previous entry starts, to find a page's previous version by its offset. */
         if (!(put->previous_starts = cs_content_ref_offsets(&put->previous))) {
-            cs_content_ref_free(&put->previous);
-            free(put);
-            return -ENOMEM;
+            put_free(put);
+            put = NULL;
+            *ret_err = -ENOMEM;
         }
     }
+    if (!put && previous)
+        cs_content_ref_free(previous);
+    return put;
+}
+
+static int put_start(CsWriter *w, Source *src, CsChunking mode, Put *put)
+{
     if (w->puts_tail)
         w->puts_tail->next = put;
     else
         w->puts = put;
     w->puts_tail = put;
-    if ((r = put_level0(w, src, mode, put)) < 0) {
+    int r = put_level0(w, src, mode, put);
+    if (r < 0) {
         cs_writer_sync(w);
         return r;
     }
     progress_maybe(w); /* trees of many small files report too */
     return 0;
+}
+
+static int put_source(CsWriter *w, Source *src, CsChunking mode, bool is_meta,
+                      CsContentRef *previous, CsContentRef *ret)
+{
+    int r;
+    Put *put = put_new(w, mode, is_meta, previous, ret, &r);
+    return put ? put_start(w, src, mode, put) : r;
+}
+
+int cs_writer_put_spliced(CsWriter *w, const void *p, size_t n, const CsSplice *splices,
+                          size_t n_splices, CsContentRef *ret)
+{
+    uint64_t spliced = 0;
+    for (size_t i = 0; i < n_splices; i++) {
+        if (splices[i].at > n || (i && splices[i].at < splices[i - 1].at) ||
+            splices[i].slice.length == 0 || (splices[i].slice.offset && !w->can_run))
+            return -EINVAL;
+        spliced += splices[i].slice.length;
+    }
+    int r;
+    Put *put = put_new(w, CS_CHUNKING_CDC, false, NULL, ret, &r);
+    if (!put)
+        return r;
+    if (n_splices && !(put->splices = malloc(n_splices * sizeof(*splices)))) {
+        put_free(put);
+        return -ENOMEM;
+    }
+    if (n_splices)
+        memcpy(put->splices, splices, n_splices * sizeof(*splices));
+    put->n_splices = n_splices;
+    __atomic_add_fetch(&w->stats.bytes_in, spliced, __ATOMIC_RELAXED);
+    Source s = { .fd = -1, .p = p, .left = n };
+    return put_start(w, &s, CS_CHUNKING_CDC, put);
 }
 
 int cs_writer_put_file(CsWriter *w, int fd, CsChunking mode, const CsPutOptions *opt,

@@ -98,6 +98,23 @@ typedef struct CsPutOptions {
 /* cs_writer_put_fd_async() with options (NULL: none). */
 int cs_writer_put_file(CsWriter *w, int fd, CsChunking mode, const CsPutOptions *opt,
                        CsContentRef *ret);
+/*
+ * Content made of p[0..n) with slices of chunks already stored inserted into it: the bytes of
+ * splices[i].slice go where offset splices[i].at of p is (before p[at]; `at` == n: at the
+ * end), so the content is n plus the slices' lengths long. p is cut by FastCDC as any file
+ * and its new chunks stored; the slices are only referred to, not read (the caller vouches
+ * that they name stored chunks, readable by the time whatever refers to this content is).
+ * Splices in order of `at` (equal ones in the order given). Asynchronous as
+ * cs_writer_put_fd_async(); p may be freed as soon as this returns. -EINVAL for splices out of
+ * order or past n, an empty slice, or an offset into a chunk in a repository without slices.
+ */
+typedef struct CsSplice {
+    uint64_t at;
+    CsChunkSlice slice;
+} CsSplice;
+
+int cs_writer_put_spliced(CsWriter *w, const void *p, size_t n, const CsSplice *splices,
+                          size_t n_splices, CsContentRef *ret);
 /* Like cs_writer_put_buf with content-defined chunks, for directory objects and other metadata:
  * its new chunks are grouped into records apart from file data, so reading metadata never
  * decodes file data. */

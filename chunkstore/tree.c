@@ -232,6 +232,29 @@ static int entry_vanished(StoreCtx *ctx, const char *name, bool *skip)
     return 0;
 }
 
+/* "a/b/name" for an entry of the directory being stored (malloc'd; NULL: out of memory). */
+static char *entry_relpath(const StoreCtx *ctx, const char *name)
+{
+    const char *rel = ctx->path + ctx->root_len + (ctx->path[ctx->root_len] == '/');
+    char *relpath;
+    return asprintf(&relpath, "%s%s%s", rel, *rel ? "/" : "", name) < 0 ? NULL : relpath;
+}
+
+/* The caller's hook, when it has one, may store the file its own way. */
+static int store_file_by_hook(StoreCtx *ctx, const char *relpath, int fd, const struct stat *st,
+                              CsContentRef *ret, bool *handled)
+{
+    const CsTreeParams *p = ctx->params;
+    *handled = false;
+    if (!p || !p->store_file)
+        return 0;
+    int r = p->store_file(ctx->w, relpath, fd, st, ret, p->userdata);
+    if (r < 0)
+        return r;
+    *handled = r > 0;
+    return !*handled && lseek(fd, 0, SEEK_SET) < 0 ? -errno : 0;
+}
+
 static int store_entry(StoreCtx *ctx, int dir_fd, const PrevDir *prev, const char *name,
                        CsDirEntry *e, bool *skip)
 {
@@ -242,9 +265,8 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const PrevDir *prev, const cha
             return entry_vanished(ctx, name, skip);
         return log_error_errno(-errno, "could not stat \"%s/%s\": %m", ctx->path, name);
     }
-    const char *rel = ctx->path + ctx->root_len + (ctx->path[ctx->root_len] == '/');
-    _cleanup_free_ char *relpath = NULL;
-    if (asprintf(&relpath, "%s%s%s", rel, *rel ? "/" : "", name) < 0)
+    _cleanup_free_ char *relpath = entry_relpath(ctx, name);
+    if (!relpath)
         return -ENOMEM;
     if (ctx->params && ctx->params->is_excluded &&
         ctx->params->is_excluded(relpath, &st, ctx->params->userdata)) {
@@ -282,8 +304,11 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const PrevDir *prev, const cha
             .previous = is_pages ? prev_pages(ctx, prev_find(prev, name, CS_ENTRY_FILE), &flat)
                                  : NULL,
         };
-        r = cs_writer_put_file(ctx->w, fd, is_pages ? CS_CHUNKING_PAGES : CS_CHUNKING_CDC, &opt,
-                               &e->content);
+        bool handled = false;
+        r = is_pages ? 0 : store_file_by_hook(ctx, relpath, fd, &st, &e->content, &handled);
+        if (r == 0 && !handled)
+            r = cs_writer_put_file(ctx->w, fd, is_pages ? CS_CHUNKING_PAGES : CS_CHUNKING_CDC,
+                                   &opt, &e->content);
         close(fd);
         if (r < 0)
             return log_error_errno(r, "could not store \"%s/%s\": %m", ctx->path, name);
@@ -336,9 +361,20 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const PrevDir *prev, const cha
     return 0;
 }
 
-/* Store everything below the directory and return its entries, sorted by name. */
-static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsDirEntry **ret,
-                             size_t *ret_n)
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* The names in a directory but "." and "..", sorted. */
+static int read_names(int dir_fd, char ***ret, size_t *ret_n)
 {
     int fd = dup(dir_fd);
     if (fd < 0)
@@ -348,23 +384,56 @@ static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsD
         close(fd);
         return -errno;
     }
-    /* Entries live at stable addresses: pending asynchronous puts write into them. */
-    CsDirEntry **pv = NULL;
+    char **v = NULL;
     size_t n = 0, cap = 0;
     int r = 0;
-    struct dirent *de;
-    while (r == 0 && (de = readdir(d))) {
+    while (r == 0) {
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (!de) {
+            r = -errno;
+            break;
+        }
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        if ((r = GROW_ARRAY(pv, cap, n, 32)) < 0)
-            break;
+        if ((r = GROW_ARRAY(v, cap, n, 32)) == 0 && !(v[n++] = strdup(de->d_name)))
+            r = -ENOMEM;
+    }
+    closedir(d);
+    if (r < 0) {
+        strv_free(v, n);
+        return r;
+    }
+    qsort(v, n, sizeof(*v), name_cmp);
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
+/* Store everything below the directory and return its entries, sorted by name. They are
+ * stored in that order too, so a hook that looks at entries stored before (CsTreeParams) finds
+ * "base" and "global" done when "pg_wal" comes. */
+static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsDirEntry **ret,
+                             size_t *ret_n)
+{
+    char **names = NULL;
+    size_t n_names = 0;
+    int r = read_names(dir_fd, &names, &n_names);
+    if (r < 0)
+        return log_error_errno(r, "could not read directory \"%s\": %m", ctx->path);
+    /* Entries live at stable addresses: pending asynchronous puts write into them. */
+    CsDirEntry **pv = calloc(n_names ? n_names : 1, sizeof(*pv));
+    size_t n = 0;
+    if (!pv)
+        r = -ENOMEM;
+    for (size_t i = 0; r == 0 && i < n_names; i++) {
         CsDirEntry *e = calloc(1, sizeof(*e));
         if (!e) {
             r = -ENOMEM;
             break;
         }
         bool skip = false;
-        r = store_entry(ctx, dir_fd, prev, de->d_name, e, &skip);
+        r = store_entry(ctx, dir_fd, prev, names[i], e, &skip);
         if (r == 0 && !skip)
             pv[n++] = e;
         else {
@@ -372,7 +441,7 @@ static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsD
             free(e);
         }
     }
-    closedir(d);
+    strv_free(names, n_names);
     int q = cs_writer_sync(ctx->w);
     if (r == 0)
         r = q;
@@ -391,11 +460,22 @@ static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsD
         cs_dir_entries_free(v, v ? n : 0);
         return r;
     }
-    for (size_t i = 0; i < n; i++)
+    const CsTreeParams *p = ctx->params;
+    for (size_t i = 0; r == 0 && i < n; i++)
         if (v[i].type == CS_ENTRY_FILE) {
             v[i].size = v[i].content.size; /* what was read, even if the file changed */
             ctx->stats->bytes += v[i].size;
+            char *relpath = p && p->file_stored ? entry_relpath(ctx, v[i].name) : NULL;
+            if (relpath)
+                p->file_stored(relpath, &v[i], p->userdata);
+            else if (p && p->file_stored)
+                r = -ENOMEM;
+            free(relpath);
         }
+    if (r < 0) {
+        cs_dir_entries_free(v, n);
+        return r;
+    }
     qsort(v, n, sizeof(*v), entry_cmp);
     *ret = v;
     *ret_n = n;

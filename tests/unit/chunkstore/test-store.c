@@ -141,7 +141,10 @@ static void check_pread(CsReader *rd, const CsContentIndex *ci, const uint8_t *d
                  (unsigned long long)off, len, n);
 }
 
-/* Read the content back every way the reader offers and compare with data. */
+static void check_reads(Fixture *f, CsReader *rd, const CsContentRef *ref, const uint8_t *data,
+                        size_t n);
+
+/* The content's chunk list fits its chunking mode, and it reads back as data every way. */
 static void check_content(Fixture *f, CsReader *rd, const CsContentRef *ref, const uint8_t *data,
                           size_t n, CsChunking mode)
 {
@@ -195,6 +198,17 @@ static void check_content(Fixture *f, CsReader *rd, const CsContentRef *ref, con
         }
         assert_int_equal(pos, n);
     }
+    cs_content_ref_free(&flat);
+    check_reads(f, rd, ref, data, n);
+}
+
+/* Read the content back every way the reader offers (whole, to a file, at random offsets and
+ * across every entry boundary) and compare with data. */
+static void check_reads(Fixture *f, CsReader *rd, const CsContentRef *ref, const uint8_t *data,
+                        size_t n)
+{
+    CsContentRef flat;
+    ASSERT_OK(cs_reader_flatten(rd, ref, &flat));
 
     /* Whole-content read. */
     _cleanup_(buf_free) Buf out = BUF_INIT;
@@ -1382,6 +1396,86 @@ static void test_runs(void **state)
     cs_content_ref_free(&rebuilt);
 }
 
+/* Content made of new bytes with slices of stored pages spliced in reads back as the bytes
+ * the slices name, in place; splices at the start, the end, side by side, and inside chunks. */
+static void test_put_spliced(void **state)
+{
+    Fixture *f = *state;
+    enum { PAGES = 150, SPLICES = 300 };
+    size_t n_pages = PAGES * 8192, n = 3 * MiB + 17;
+    _cleanup_free_ uint8_t *pages = random_data(n_pages);
+    _cleanup_free_ uint8_t *plain = random_data(n);
+    CsContentRef paged, spliced;
+    put_pages(f->repo, pages, n_pages, &paged);
+    assert_int_equal(paged.level, 0);
+    _cleanup_free_ uint64_t *starts = cs_content_ref_offsets(&paged);
+    assert_non_null(starts);
+
+    CsSplice v[SPLICES];
+    for (size_t i = 0; i < SPLICES; i++) {
+        size_t k = (size_t)rng_below(paged.count);
+        const CsChunkSlice *e = &paged.entries[k];
+        uint32_t off = (uint32_t)rng_below(e->length);
+        uint32_t len = (uint32_t)rng_below(MIN(e->length - off, 9000u)) + 1;
+        v[i] = (CsSplice){ .at = i == 0 ? 0 : i == SPLICES - 1 ? n : rng_below(n + 1),
+                           .slice = { .id = e->id, .offset = e->offset + off, .length = len } };
+    }
+    /* Sorted by position (a stable insertion sort keeps equal positions in order). */
+    for (size_t i = 1; i < SPLICES; i++)
+        for (size_t j = i; j > 0 && v[j - 1].at > v[j].at; j--) {
+            CsSplice t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    v[3].at = v[2].at; /* two side by side */
+
+    /* The content expected: plain with each slice's page bytes inserted before plain[at]. */
+    Buf want = BUF_INIT;
+    size_t pos = 0;
+    for (size_t i = 0; i < SPLICES; i++) {
+        ASSERT_OK(buf_append(&want, plain + pos, v[i].at - pos));
+        pos = v[i].at;
+        size_t k = 0;
+        while (memcmp(paged.entries[k].id.bytes, v[i].slice.id.bytes, CS_CHUNK_ID_SIZE) != 0 ||
+               v[i].slice.offset < paged.entries[k].offset ||
+               v[i].slice.offset >= paged.entries[k].offset + paged.entries[k].length)
+            k++;
+        uint64_t in_file = starts[k] + (v[i].slice.offset - paged.entries[k].offset);
+        ASSERT_OK(buf_append(&want, pages + in_file, v[i].slice.length));
+    }
+    ASSERT_OK(buf_append(&want, plain + pos, n - pos));
+
+    CsWriter *w = NULL;
+    CsWriterStats st;
+    ASSERT_OK(cs_writer_new(f->repo, &(CsWriterParams){ .threads = 2 }, &w));
+    ASSERT_OK(cs_writer_put_spliced(w, plain, n, v, SPLICES, &spliced));
+    ASSERT_OK(cs_writer_flush(w));
+    cs_writer_stats(w, &st);
+    assert_true(st.bytes_in >= want.size); /* and the chunk list stored one level down */
+    assert_true(st.new_bytes <= st.bytes_in - (want.size - n)); /* pages referred to, not stored */
+    assert_int_equal(spliced.size, want.size);
+    assert_true(spliced.level > 0); /* more entries than a reference holds inline */
+    /* Out of order, past the end, empty: refused, nothing put. */
+    CsSplice bad[2] = { v[5], v[4] };
+    CsContentRef none = { 0 };
+    if (bad[0].at > bad[1].at)
+        ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, plain, n, bad, 2, &none));
+    bad[0].at = n + 1;
+    ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, plain, n, bad, 1, &none));
+    bad[0] = v[0];
+    bad[0].slice.length = 0;
+    ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, plain, n, bad, 1, &none));
+    cs_writer_free(w);
+
+    CsReader *rd = NULL;
+    ASSERT_OK(cs_reader_new(f->repo, &rd));
+    check_reads(f, rd, &spliced, want.data, want.size);
+    cs_reader_free(rd);
+    buf_free(&want);
+    cs_content_ref_free(&paged);
+    cs_content_ref_free(&spliced);
+}
+
 /* A version 2 repository is written as version 2: a page per chunk and per entry, no slices. */
 static void test_version2_repository(void **state)
 {
@@ -1509,5 +1603,5 @@ RUN_TESTS(T(test_roundtrip_threads1), T(test_group_sizes), T(test_peek_members),
           T(test_small_params_multi_pack), T(test_put_fd), T(test_put_fd_async),
           T(test_dedup_same_data), T(test_dedup_in_flight), T(test_identical_pages),
           T(test_all_zero), T(test_writer_free_without_flush), T(test_repo_open_errors),
-          T(test_reader_index_disagrees), T(test_runs), T(test_version2_repository),
+          T(test_reader_index_disagrees), T(test_runs), T(test_put_spliced), T(test_version2_repository),
           cmocka_unit_test(test_content_ref_codec), T(test_catalog), T(test_catalog_damaged))
