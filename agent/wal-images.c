@@ -104,6 +104,15 @@ static void copy_logical(const uint8_t *seg, uint64_t l, size_t n, uint8_t *out)
     }
 }
 
+static uint32_t crc_logical(uint32_t crc, const uint8_t *seg, uint64_t l, size_t n)
+{
+    for (size_t at, k; n > 0; l += k, n -= k) {
+        k = piece_at(l, n, &at);
+        crc = agent_crc32c(crc, seg + at, k);
+    }
+    return crc;
+}
+
 /* Logical bytes of the pages that belong to the segment: it ends at the first page whose
  * header has another magic or another address (older WAL in a recycled file). */
 static uint64_t logical_size(const uint8_t *seg, size_t n)
@@ -131,16 +140,21 @@ typedef struct Block {
     uint8_t fork;
 } Block;
 
-/* Decode the block headers of record r[0..tot); false when they are not well formed (the
- * checks PostgreSQL's DecodeXLogRecord makes). *ret_data is where the blocks' data begins. */
-static bool decode_blocks(const uint8_t *r, size_t tot, Block *blocks, size_t *ret_n,
-                          size_t *ret_data)
+/* The most header bytes a record can have: XLogRecord, 33 block headers of 27 bytes (with
+ * image, hole length and RelFileNode), origin, top-level xid and main data length. */
+#define RECORD_HEADERS_MAX 1024u
+
+/* Decode the block headers of a record of tot bytes, whose first `avail` bytes are r; false when
+ * they are not well formed (the checks PostgreSQL's DecodeXLogRecord makes). *ret_data is where
+ * the blocks' data begins. */
+static bool decode_blocks(const uint8_t *r, size_t avail, size_t tot, Block *blocks,
+                          size_t *ret_n, size_t *ret_data)
 {
     size_t q = RECORD_HEADER, datatotal = 0, n = 0;
     int last_id = -1;
     const Block *rel_of = NULL;
 #define NEED(k) \
-    if (q + (k) > tot) \
+    if (q + (k) > avail) \
     return false
     while (tot - q > datatotal) {
         NEED(1);
@@ -249,30 +263,22 @@ int agent_wal_images_find(const uint8_t *seg, size_t n, AgentWalImage **ret, siz
     uint64_t pos = (info & XLP_FIRST_IS_CONTREC) ? get_le32(seg + 16) : 0;
     AgentWalImage *images = NULL;
     size_t count = 0, cap = 0;
-    uint8_t *rec = NULL;
-    size_t rec_cap = 0;
     int r = 0;
     for (pos = ALIGN8(pos); size - MIN(size, pos) >= RECORD_HEADER; pos = ALIGN8(pos)) {
-        uint8_t head[RECORD_HEADER];
+        /* Only the headers are copied out of the pages; the CRC is taken where the bytes are. */
+        uint8_t head[RECORD_HEADERS_MAX];
         copy_logical(seg, pos, RECORD_HEADER, head);
         uint32_t tot = get_le32(head);
         if (tot < RECORD_HEADER || tot > size - pos)
             break; /* the end of the WAL, or a record continued in the next segment */
-        if (tot > rec_cap) {
-            uint8_t *bigger = realloc(rec, tot);
-            if (!bigger) {
-                r = -ENOMEM;
-                break;
-            }
-            rec = bigger, rec_cap = tot;
-        }
-        copy_logical(seg, pos, tot, rec);
-        uint32_t crc = agent_crc32c(0, rec + RECORD_HEADER, tot - RECORD_HEADER);
-        if (agent_crc32c(crc, rec, RECORD_CRC_AT) != get_le32(rec + RECORD_CRC_AT))
+        size_t avail = MIN(tot, RECORD_HEADERS_MAX);
+        copy_logical(seg, pos, avail, head);
+        uint32_t crc = crc_logical(0, seg, pos + RECORD_HEADER, tot - RECORD_HEADER);
+        if (agent_crc32c(crc, head, RECORD_CRC_AT) != get_le32(head + RECORD_CRC_AT))
             break;
         Block blocks[MAX_BLOCK_ID + 1];
         size_t n_blocks, at;
-        if (!decode_blocks(rec, tot, blocks, &n_blocks, &at))
+        if (!decode_blocks(head, avail, tot, blocks, &n_blocks, &at))
             break;
         for (size_t i = 0; i < n_blocks; i++) {
             const Block *b = &blocks[i];
@@ -303,7 +309,6 @@ int agent_wal_images_find(const uint8_t *seg, size_t n, AgentWalImage **ret, siz
         pos += tot;
     }
 out:
-    free(rec);
     if (r < 0) {
         free(images);
         return r;

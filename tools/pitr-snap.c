@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "agent/wal-dedup.h"
 #include "chunkstore/catalog.h"
 #include "chunkstore/keysource.h"
 #include "chunkstore/read.h"
@@ -135,9 +136,14 @@ static int cmd_key(int argc, char **argv)
 
 /* PostgreSQL relation files: base/<db>/<relfilenode>[_fsm|_vm|_init][.<segment>] and the same
  * under global/ and tablespaces. They change page by page in place, so page blocks dedupe. */
+typedef struct StoreHooks {
+    const CsRepo *repo;
+    AgentWalDedup *wal; /* NULL: WAL segments are stored as they are */
+} StoreHooks;
+
 static bool is_relation_file(const char *relpath, const struct stat *st, void *userdata)
 {
-    const CsRepo *repo = userdata;
+    const CsRepo *repo = ((const StoreHooks *)userdata)->repo;
     if (st->st_size == 0 || st->st_size % repo->config.page_size)
         return false;
     const char *base = strrchr(relpath, '/');
@@ -229,6 +235,17 @@ static int find_parent(CsRepo *repo, const char *name, const char *source, CsSna
     return pick >= 0 ? 0 : -ENOENT;
 }
 
+static int store_wal_segment(CsWriter *w, const char *relpath, int fd, const struct stat *st,
+                             CsContentRef *ret, void *userdata)
+{
+    return agent_wal_dedup_store_file(((StoreHooks *)userdata)->wal, w, relpath, fd, st, ret);
+}
+
+static void remember_page_file(const char *relpath, const CsDirEntry *e, void *userdata)
+{
+    agent_wal_dedup_file_stored(((StoreHooks *)userdata)->wal, relpath, e);
+}
+
 static int cmd_store(int argc, char **argv)
 {
     if ((opt.is_stdin && (argc != 1 || !opt.name)) || (!opt.is_stdin && argc != 2))
@@ -251,6 +268,7 @@ static int cmd_store(int argc, char **argv)
 
     CsSnapshot snap = { 0 }, parent = { 0 };
     CsTreeStats ts = { 0 };
+    _cleanup_(agent_wal_dedup_freep) AgentWalDedup *wal = NULL;
     CsTreeRootAttr root_attr = { 0 };
     _cleanup_free_ char *source = opt.is_stdin ? NULL : realpath(argv[1], NULL);
     if (opt.is_stdin) {
@@ -260,9 +278,15 @@ static int cmd_store(int argc, char **argv)
             log_error_errno(r, "could not store standard input: %m");
     } else {
         snap.kind = strdup("tree");
-        CsTreeParams tp = { .is_page_file = strcmp(opt.page_files, "auto") == 0 ? is_relation_file
-                                                                                : NULL,
-                            .userdata = repo };
+        /* With relation files found, so are the WAL images that copy their pages. */
+        bool is_auto = strcmp(opt.page_files, "auto") == 0;
+        if (is_auto && (r = agent_wal_dedup_new(repo, &wal)) < 0)
+            return r;
+        StoreHooks hooks = { .repo = repo, .wal = wal };
+        CsTreeParams tp = { .is_page_file = is_auto ? is_relation_file : NULL,
+                            .store_file = is_auto ? store_wal_segment : NULL,
+                            .file_stored = is_auto ? remember_page_file : NULL,
+                            .userdata = &hooks };
         if ((r = cs_tree_root_attr(argv[1], &root_attr)) < 0 || !source)
             log_error_errno(r < 0 ? r : -errno, "could not stat \"%s\": %m", argv[1]);
         else {
@@ -294,6 +318,16 @@ static int cmd_store(int argc, char **argv)
                               (json_int_t)ws.delta_chunks, "stored_bytes",
                               (json_int_t)ws.stored_bytes, "page_files",
                               (json_int_t)ts.page_files, "seconds", secs);
+        if (snap.meta && wal) {
+            AgentWalDedupStats as;
+            agent_wal_dedup_stats(wal, &as);
+            json_t *stats = json_object_get(snap.meta, "stats");
+            json_object_set_new(stats, "wal_images", json_integer((json_int_t)as.images));
+            json_object_set_new(stats, "wal_images_referred",
+                                json_integer((json_int_t)as.images_referred));
+            json_object_set_new(stats, "wal_bytes_referred",
+                                json_integer((json_int_t)as.bytes_referred));
+        }
         if (snap.meta && source)
             json_object_set_new(snap.meta, "source", json_string(source));
         if (snap.meta && parent.kind)
