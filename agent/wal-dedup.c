@@ -317,6 +317,10 @@ static int plan_segment(AgentWalDedup *d, CsWriter *w, const char *relpath, cons
     if (r < 0)
         return 0; /* not a PostgreSQL 15 segment: stored as it is */
     d->stats.images += nv;
+    /* A reader holding one index snapshot for the whole tree would keep the index from reusing
+     * its space while the writer indexes pack after pack. */
+    if (nv && d->rd && (r = cs_reader_refresh(d->rd)) < 0)
+        return r;
     size_t referred = 0;
     for (size_t i = 0; i < nv; i++) {
         const uint8_t *page;

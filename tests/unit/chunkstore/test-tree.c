@@ -950,8 +950,85 @@ static void test_tree_observer(void **state)
     cs_content_ref_free(&root);
 }
 
+/* The store_file and file_stored hooks: a file the hook takes is stored as the hook puts it; one
+ * it declines after reading part of it is stored whole from its start; files are reported once
+ * their references are known, in name order, depth first. */
+typedef struct HookLog {
+    char order[2048];
+    int taken, declined;
+} HookLog;
+
+static int store_file_cb(CsWriter *w, const char *relpath, int fd, const struct stat *st,
+                         CsContentRef *ret, void *userdata)
+{
+    HookLog *log = userdata;
+    (void)st;
+    char head[4];
+    if (strcmp(relpath, "exec") == 0) { /* read a little, then leave it to the tree */
+        assert_int_equal(read(fd, head, sizeof(head)), sizeof(head));
+        log->declined++;
+        return 0;
+    }
+    if (strcmp(relpath, "a/b/file") != 0)
+        return 0;
+    log->taken++;
+    static const char other[] = "stored by the hook";
+    return cs_writer_put_spliced(w, other, sizeof(other) - 1, NULL, 0, ret) < 0 ? -EIO : 1;
+}
+
+static void file_stored_cb(const char *relpath, const CsDirEntry *e, void *userdata)
+{
+    HookLog *log = userdata;
+    assert_int_equal(e->type, CS_ENTRY_FILE);
+    assert_int_equal(e->size, e->content.size); /* known by now */
+    size_t at = strlen(log->order);
+    snprintf(log->order + at, sizeof(log->order) - at, "%s%s", at ? "," : "", relpath);
+}
+
+static void test_tree_hooks(void **state)
+{
+    Fixture *f = *state;
+    make_tree(f->src);
+    HookLog log = { 0 };
+    CsTreeParams tp = { .store_file = store_file_cb, .file_stored = file_stored_cb,
+                        .userdata = &log };
+    CsWriter *w = NULL;
+    CsContentRef root;
+    ASSERT_OK(cs_writer_new(f->t.repo, &(CsWriterParams){ .threads = 2 }, &w));
+    ASSERT_OK(cs_tree_store(w, f->src, &tp, &root, NULL));
+    ASSERT_OK(cs_writer_flush(w));
+    cs_writer_free(w);
+    assert_int_equal(log.taken, 1);
+    assert_int_equal(log.declined, 1);
+    /* A directory's files once the directory is done: subdirectories' files come first. */
+    char want[sizeof(log.order)] = "a/b/file,a/big,d1/d2/d3/leaf";
+    for (int i = 0; i < 150; i++)
+        snprintf(want + strlen(want), sizeof(want) - strlen(want), ",many/f%03d", i);
+    snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s",
+             ",empty,excluded,exec,name with spaces \xc3\xa9,zeros");
+    assert_string_equal(log.order, want);
+
+    CsReader *rd = NULL;
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
+    ASSERT_OK(cs_tree_restore(rd, &root, f->dst, &(CsRestoreParams){ .skip_owner = true }, NULL));
+    cs_reader_free(rd);
+    _cleanup_free_ char *taken = path_join(f->dst, "a/b/file");
+    _cleanup_free_ char *declined = path_join(f->dst, "exec");
+    _cleanup_free_ char *p = NULL;
+    size_t n = 0;
+    ASSERT_OK(read_file(taken, 100, &p, &n));
+    assert_int_equal(n, 18);
+    assert_memory_equal(p, "stored by the hook", 18);
+    free(p);
+    p = NULL;
+    ASSERT_OK(read_file(declined, 100, &p, &n));
+    assert_int_equal(n, 17);
+    assert_memory_equal(p, "#!/bin/sh\nexit 0\n", 17);
+    cs_content_ref_free(&root);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-RUN_TESTS(cmocka_unit_test(test_dir_roundtrip), cmocka_unit_test(test_dir_decode_rejects),
+RUN_TESTS(T(test_tree_hooks), cmocka_unit_test(test_dir_roundtrip), cmocka_unit_test(test_dir_decode_rejects),
           T(test_tree_store_restore), T(test_tree_lookup), T(test_tree_restore_not_empty),
           T(test_tree_empty), T(test_tree_vanishing_entries), T(test_tree_restore_delta),
           T(test_tree_observer))
