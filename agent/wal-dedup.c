@@ -1,7 +1,10 @@
 #include "agent/wal-dedup.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +27,9 @@
 /* What remembering page files may cost: past it, later files are not remembered (their
  * images are stored as they are). A reference is small, a list of up to 32 slices at most. */
 #define REMEMBERED_MAX (64u << 20)
+/* Segments the planner keeps ready ahead of the walk (each holds a segment and its residual),
+ * besides the one it is planning and the one being put. */
+#define PLANS_AHEAD 1
 
 typedef struct PageFile {
     char *relpath;
@@ -31,21 +37,60 @@ typedef struct PageFile {
     bool is_readable; /* stored before the writer's last flush */
 } PageFile;
 
+/* What reading stored pages takes, one per thread. */
+typedef struct Matcher {
+    CsReader *rd;
+    /* The level-0 list of the file last looked into, and where each entry starts. */
+    const PageFile *flat_of;
+    CsContentRef flat;
+    uint64_t *starts;
+} Matcher;
+
+/* One segment, read and matched. */
+typedef struct Plan {
+    char name[32];
+    int error; /* reading or planning it failed (-errno): the walk's thread plans it again */
+    bool fits; /* at most AGENT_WAL_DEDUP_SEG_MAX bytes */
+    Buf seg, residual;
+    CsSplice *splices; /* `at` is the segment offset until the residual is cut */
+    size_t n_splices, cap_splices;
+    uint64_t spliced;         /* bytes the splices name */
+    AgentWalDedupStats stats; /* what this segment adds */
+    struct Plan *next;
+} Plan;
+
+/*
+ * Reads and matches the segments of one pg_wal directory in name order, the order the walk
+ * stores them in, ahead of it, so that the walk's thread only puts what is planned. Page files
+ * are not remembered while it runs (agent_wal_dedup_file_stored stops it first), so it reads
+ * the array of them without a lock.
+ */
+typedef struct Planner {
+    AgentWalDedup *d;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int dir_fd;
+    char *dir;    /* the directory's path in the tree */
+    char *prefix; /* what comes before pg_wal in it */
+    char **names;
+    size_t n_names;
+    /* protected by lock: */
+    size_t next_name;
+    Plan *ready, *ready_tail, *spare;
+    size_t n_ready;
+    bool stop, done;
+    Matcher m; /* the planner thread's */
+} Planner;
+
 struct AgentWalDedup {
     CsRepo *repo;
     PageFile *files;
     size_t n_files, cap_files, remembered;
     bool is_sorted, is_full;
-    CsReader *rd; /* created at the first flush */
-    /* The level-0 list of the file last looked into, and where each entry starts. */
-    const PageFile *flat_of;
-    CsContentRef flat;
-    uint64_t *starts;
-    /* One segment's work, reused. */
-    Buf seg, residual;
-    uint64_t spliced; /* bytes the splices name */
-    CsSplice *splices; /* `at` is the segment offset until the residual is cut */
-    size_t n_splices, cap_splices;
+    Matcher own;      /* the walk's thread's, when it plans a segment itself */
+    Plan own_plan;
+    Planner *planner; /* NULL: none running */
     AgentWalDedupStats stats;
 };
 
@@ -55,33 +100,56 @@ int agent_wal_dedup_new(CsRepo *repo, AgentWalDedup **ret)
     if (!d)
         return -ENOMEM;
     d->repo = repo;
-    d->seg = d->residual = (Buf)BUF_INIT;
+    d->own_plan.seg = d->own_plan.residual = (Buf)BUF_INIT;
     *ret = d;
     return 0;
 }
 
-static void flat_forget(AgentWalDedup *d)
+static void flat_forget(Matcher *m)
 {
-    cs_content_ref_free(&d->flat);
-    free(d->starts);
-    d->starts = NULL;
-    d->flat_of = NULL;
+    cs_content_ref_free(&m->flat);
+    free(m->starts);
+    m->starts = NULL;
+    m->flat_of = NULL;
 }
+
+static void matcher_clear(Matcher *m)
+{
+    flat_forget(m);
+    m->rd = cs_reader_free(m->rd);
+}
+
+static void plan_clear(Plan *p)
+{
+    buf_free(&p->seg);
+    buf_free(&p->residual);
+    free(p->splices);
+    *p = (Plan){ 0 };
+}
+
+static void plans_free(Plan *p)
+{
+    for (Plan *next; p; p = next) {
+        next = p->next;
+        plan_clear(p);
+        free(p);
+    }
+}
+
+static void planner_stop(AgentWalDedup *d);
 
 AgentWalDedup *agent_wal_dedup_free(AgentWalDedup *d)
 {
     if (!d)
         return NULL;
+    planner_stop(d);
     for (size_t i = 0; i < d->n_files; i++) {
         free(d->files[i].relpath);
         cs_content_ref_free(&d->files[i].ref);
     }
     free(d->files);
-    flat_forget(d);
-    cs_reader_free(d->rd);
-    buf_free(&d->seg);
-    buf_free(&d->residual);
-    free(d->splices);
+    matcher_clear(&d->own);
+    plan_clear(&d->own_plan);
     free(d);
     return NULL;
 }
@@ -95,6 +163,7 @@ void agent_wal_dedup_file_stored(AgentWalDedup *d, const char *relpath, const Cs
 {
     if (!(e->flags & CS_ENTRY_FLAG_PAGES) || d->is_full)
         return;
+    planner_stop(d); /* it reads the array */
     size_t cost = sizeof(PageFile) + strlen(relpath) + 1 +
                   (size_t)e->content.count * sizeof(CsChunkSlice);
     if (d->remembered + cost > REMEMBERED_MAX) {
@@ -112,6 +181,7 @@ void agent_wal_dedup_file_stored(AgentWalDedup *d, const char *relpath, const Cs
         cs_content_ref_free(&f.ref);
         return;
     }
+    flat_forget(&d->own); /* it may point into the array */
     d->files[d->n_files++] = f;
     d->remembered += cost;
     d->is_sorted = false;
@@ -122,13 +192,18 @@ static int file_cmp(const void *a, const void *b)
     return strcmp(((const PageFile *)a)->relpath, ((const PageFile *)b)->relpath);
 }
 
-static PageFile *file_find(AgentWalDedup *d, const char *relpath)
+/* On the walk's thread, before a planner starts and before its own lookups. */
+static void files_sort(AgentWalDedup *d)
 {
-    if (!d->is_sorted) {
-        flat_forget(d); /* it points into the array */
-        qsort(d->files, d->n_files, sizeof(*d->files), file_cmp);
-        d->is_sorted = true;
-    }
+    if (d->is_sorted)
+        return;
+    flat_forget(&d->own);
+    qsort(d->files, d->n_files, sizeof(*d->files), file_cmp);
+    d->is_sorted = true;
+}
+
+static const PageFile *file_find(const AgentWalDedup *d, const char *relpath)
+{
     PageFile key = { .relpath = (char *)(uintptr_t)relpath };
     return d->n_files ? bsearch(&key, d->files, d->n_files, sizeof(*d->files), file_cmp) : NULL;
 }
@@ -152,73 +227,75 @@ static bool image_relpath(const char *prefix, const AgentWalImage *im, char *out
     return k > 0 && (size_t)k < n;
 }
 
-/* Make the pages of every file remembered so far readable: publish what the writer holds. */
+
+/* Make the pages of every file remembered so far readable: publish what the writer holds. On
+ * the walk's thread (the writer is not shared), with no planner running. */
 static int make_readable(AgentWalDedup *d, CsWriter *w)
 {
+    bool all = true;
+    for (size_t i = 0; i < d->n_files && all; i++)
+        all = d->files[i].is_readable;
+    if (all)
+        return 0;
     int r = cs_writer_flush(w);
     if (r < 0)
         return r;
     for (size_t i = 0; i < d->n_files; i++)
         d->files[i].is_readable = true;
-    if (d->rd)
-        return cs_reader_refresh(d->rd);
-    return cs_reader_new(d->repo, &d->rd);
+    return 0;
 }
 
 /*
  * The page an image stands for, as stored: *ret_p (AGENT_WAL_PAGE_SIZE bytes, valid until the
- * next read) and the slice naming it. 1 when found, 0 when there is no such stored page (or it
- * cannot be read: the image is then stored as it is), -errno when the writer fails.
+ * matcher reads again) and the slice naming it. 1 when found, 0 when there is no such stored
+ * page, it is not readable yet, or it cannot be read: the image is then stored as it is.
  */
-static int stored_page(AgentWalDedup *d, CsWriter *w, const char *prefix, const AgentWalImage *im,
-                       const uint8_t **ret_p, CsChunkSlice *ret_slice)
+static int stored_page(const AgentWalDedup *d, Matcher *m, const char *prefix,
+                       const AgentWalImage *im, const uint8_t **ret_p, CsChunkSlice *ret_slice)
 {
     char relpath[PATH_MAX];
     if (!image_relpath(prefix, im, relpath, sizeof(relpath)))
         return 0;
-    PageFile *f = file_find(d, relpath);
-    if (!f)
+    const PageFile *f = file_find(d, relpath);
+    if (!f || !f->is_readable)
         return 0;
-    int r;
-    if (!f->is_readable && (r = make_readable(d, w)) < 0)
-        return r;
-    if (d->flat_of != f) {
-        flat_forget(d);
-        if (cs_reader_flatten(d->rd, &f->ref, &d->flat) < 0)
+    if (m->flat_of != f) {
+        flat_forget(m);
+        if (cs_reader_flatten(m->rd, &f->ref, &m->flat) < 0)
             return 0;
-        if (!(d->starts = cs_content_ref_offsets(&d->flat))) {
-            cs_content_ref_free(&d->flat);
+        if (!(m->starts = cs_content_ref_offsets(&m->flat))) {
+            cs_content_ref_free(&m->flat);
             return -ENOMEM;
         }
-        d->flat_of = f;
+        m->flat_of = f;
     }
     uint64_t pos = (uint64_t)(im->block % RELSEG_BLOCKS) * AGENT_WAL_PAGE_SIZE;
-    size_t lo = 0, hi = d->flat.count; /* the entry holding pos: starts[lo] <= pos < starts[lo+1] */
-    if (hi == 0 || pos + AGENT_WAL_PAGE_SIZE > d->starts[hi])
+    size_t lo = 0, hi = m->flat.count; /* the entry holding pos: starts[lo] <= pos < starts[lo+1] */
+    if (hi == 0 || pos + AGENT_WAL_PAGE_SIZE > m->starts[hi])
         return 0;
     while (hi - lo > 1) {
         size_t mid = lo + (hi - lo) / 2;
-        if (d->starts[mid] <= pos)
+        if (m->starts[mid] <= pos)
             lo = mid;
         else
             hi = mid;
     }
-    if (pos + AGENT_WAL_PAGE_SIZE > d->starts[lo + 1])
+    if (pos + AGENT_WAL_PAGE_SIZE > m->starts[lo + 1])
         return 0; /* the page spans two entries: not a page file as written */
-    const CsChunkSlice *e = &d->flat.entries[lo];
+    const CsChunkSlice *e = &m->flat.entries[lo];
     *ret_slice = (CsChunkSlice){ .id = e->id,
-                                 .offset = e->offset + (uint32_t)(pos - d->starts[lo]),
+                                 .offset = e->offset + (uint32_t)(pos - m->starts[lo]),
                                  .length = AGENT_WAL_PAGE_SIZE };
-    return cs_reader_slice(d->rd, ret_slice, ret_p) < 0 ? 0 : 1;
+    return cs_reader_slice(m->rd, ret_slice, ret_p) < 0 ? 0 : 1;
 }
 
-static int splice_add(AgentWalDedup *d, uint64_t seg_off, const CsChunkSlice *page,
+static int splice_add(Plan *p, uint64_t seg_off, const CsChunkSlice *page,
                       uint32_t page_off, uint32_t len)
 {
-    if (GROW_ARRAY(d->splices, d->cap_splices, d->n_splices, 1024) < 0)
+    if (GROW_ARRAY(p->splices, p->cap_splices, p->n_splices, 1024) < 0)
         return -ENOMEM;
-    d->spliced += len;
-    d->splices[d->n_splices++] = (CsSplice){
+    p->spliced += len;
+    p->splices[p->n_splices++] = (CsSplice){
         .at = seg_off,
         .slice = { .id = page->id, .offset = page->offset + page_off, .length = len },
     };
@@ -233,11 +310,11 @@ static int splice_add(AgentWalDedup *d, uint64_t seg_off, const CsChunkSlice *pa
  * so a splice is only ever made for bytes known equal. 1 when all matched (splices added), 0
  * when any differs (none added), -ENOMEM.
  */
-static int image_splices(AgentWalDedup *d, const uint8_t *seg, const AgentWalImage *im,
+static int image_splices(Plan *p, const uint8_t *seg, const AgentWalImage *im,
                          const uint8_t *page, const CsChunkSlice *page_slice)
 {
-    size_t mark = d->n_splices;
-    uint64_t mark_bytes = d->spliced;
+    size_t mark = p->n_splices;
+    uint64_t mark_bytes = p->spliced;
     uint32_t logical = 0; /* of the piece, in the image without its hole */
     for (size_t i = 0; i < im->n_pieces; i++) {
         const AgentWalPiece *pc = &im->pieces[i];
@@ -251,9 +328,9 @@ static int image_splices(AgentWalDedup *d, const uint8_t *seg, const AgentWalIma
             int r = 0;
             if (page_off + (uint64_t)(b - a) > AGENT_WAL_PAGE_SIZE ||
                 memcmp(seg + seg_off, page + page_off, b - a) != 0 ||
-                (r = splice_add(d, seg_off, page_slice, page_off, b - a)) < 0) {
-                d->n_splices = mark;
-                d->spliced = mark_bytes;
+                (r = splice_add(p, seg_off, page_slice, page_off, b - a)) < 0) {
+                p->n_splices = mark;
+                p->spliced = mark_bytes;
                 return r;
             }
             a = b;
@@ -265,88 +342,92 @@ static int image_splices(AgentWalDedup *d, const uint8_t *seg, const AgentWalIma
 
 /* Cut the residual (the segment without the spliced bytes) and turn the splices' segment
  * offsets into residual offsets. */
-static int cut_residual(AgentWalDedup *d, const uint8_t *seg, size_t n)
+static int cut_residual(Plan *p, const uint8_t *seg, size_t n)
 {
-    d->residual.size = 0;
+    p->residual.size = 0;
     uint64_t pos = 0;
-    for (size_t i = 0; i < d->n_splices; i++) {
-        CsSplice *s = &d->splices[i];
+    for (size_t i = 0; i < p->n_splices; i++) {
+        CsSplice *s = &p->splices[i];
         if (s->at < pos || s->at + s->slice.length > n)
             return -EINVAL;
-        if (buf_append(&d->residual, seg + pos, s->at - pos) < 0)
+        if (buf_append(&p->residual, seg + pos, s->at - pos) < 0)
             return -ENOMEM;
         pos = s->at + s->slice.length;
-        s->at = d->residual.size;
+        s->at = p->residual.size;
     }
-    return buf_append(&d->residual, seg + pos, n - pos) < 0 ? -ENOMEM : 0;
+    return buf_append(&p->residual, seg + pos, n - pos) < 0 ? -ENOMEM : 0;
 }
 
 /* Whether the residual, with the splices' lengths put back where they say, is the segment:
  * every residual byte where the segment has it, the splices (each made for bytes equal to the
  * segment's, image_splices) filling exactly the rest. */
-static bool rebuilds(const AgentWalDedup *d, const uint8_t *seg, size_t n)
+static bool rebuilds(const Plan *p, const uint8_t *seg, size_t n)
 {
-    const uint8_t *res = d->residual.data;
+    const uint8_t *res = p->residual.data;
     uint64_t at = 0, in_seg = 0, spliced = 0;
-    for (size_t i = 0; i <= d->n_splices; i++) {
-        uint64_t to = i < d->n_splices ? d->splices[i].at : d->residual.size;
+    for (size_t i = 0; i <= p->n_splices; i++) {
+        uint64_t to = i < p->n_splices ? p->splices[i].at : p->residual.size;
         if (to < at || in_seg + (to - at) > n || memcmp(res + at, seg + in_seg, to - at) != 0)
             return false;
         in_seg += to - at;
         at = to;
-        if (i < d->n_splices) {
-            in_seg += d->splices[i].slice.length;
-            spliced += d->splices[i].slice.length;
+        if (i < p->n_splices) {
+            in_seg += p->splices[i].slice.length;
+            spliced += p->splices[i].slice.length;
         }
     }
-    return in_seg == n && spliced == d->spliced && d->residual.size + spliced == n;
+    return in_seg == n && spliced == p->spliced && p->residual.size + spliced == n;
 }
 
-/* Find the segment's images, match them and cut the residual: d->splices and d->residual, or no
- * splices when nothing is shared. */
-static int plan_segment(AgentWalDedup *d, CsWriter *w, const char *relpath, const char *prefix,
-                        const uint8_t *seg, size_t n)
+/* Find the segment's images, match them and cut the residual: p->splices and p->residual, or
+ * no splices when nothing is shared. Only running out of memory is an error. */
+static int plan_segment(const AgentWalDedup *d, Matcher *m, Plan *p, const char *relpath,
+                        const char *prefix)
 {
-    d->n_splices = 0;
-    d->spliced = 0;
+    const uint8_t *seg = p->seg.data;
+    size_t n = p->seg.size;
+    p->n_splices = 0;
+    p->spliced = 0;
+    p->stats = (AgentWalDedupStats){ .segments = 1 };
     _cleanup_free_ AgentWalImage *v = NULL;
     size_t nv = 0;
     int r = agent_wal_images_find(seg, n, &v, &nv);
     if (r == -ENOMEM)
         return r;
+    if (r < 0 || nv == 0)
+        return 0; /* not a PostgreSQL 15 segment, or no images: stored as it is */
+    p->stats.images = nv;
+    /* A fresh index snapshot per segment: one held for the whole tree would keep the index
+     * from reusing its space while the writer indexes pack after pack. */
+    r = m->rd ? cs_reader_refresh(m->rd) : cs_reader_new(d->repo, &m->rd);
     if (r < 0)
-        return 0; /* not a PostgreSQL 15 segment: stored as it is */
-    d->stats.images += nv;
-    /* A reader holding one index snapshot for the whole tree would keep the index from reusing
-     * its space while the writer indexes pack after pack. */
-    if (nv && d->rd && (r = cs_reader_refresh(d->rd)) < 0)
-        return r;
+        return r == -ENOMEM ? r : 0;
     size_t referred = 0;
     for (size_t i = 0; i < nv; i++) {
         const uint8_t *page;
         CsChunkSlice slice;
-        if ((r = stored_page(d, w, prefix, &v[i], &page, &slice)) < 0)
+        if ((r = stored_page(d, m, prefix, &v[i], &page, &slice)) < 0)
             return r;
         if (r == 0)
             continue;
-        if ((r = image_splices(d, seg, &v[i], page, &slice)) < 0)
+        if ((r = image_splices(p, seg, &v[i], page, &slice)) < 0)
             return r;
         referred += (size_t)r;
     }
-    if (d->n_splices == 0)
+    if (p->n_splices == 0)
         return 0;
-    if ((r = cut_residual(d, seg, n)) < 0 && r != -EINVAL)
+    if ((r = cut_residual(p, seg, n)) < 0 && r != -EINVAL)
         return r;
-    if (r < 0 || !rebuilds(d, seg, n)) {
+    if (r < 0 || !rebuilds(p, seg, n)) {
         log_warning("WAL segment \"%s\" does not rebuild from its full-page images as matched: "
                     "stored as it is",
                     relpath);
-        d->stats.rebuild_failures++;
-        d->n_splices = 0;
+        p->stats.rebuild_failures++;
+        p->n_splices = 0;
         return 0;
     }
-    d->stats.images_referred += referred;
-    d->stats.bytes_referred += d->spliced;
+    p->stats.images_referred = referred;
+    p->stats.bytes_referred = p->spliced;
     return 0;
 }
 
@@ -364,16 +445,17 @@ static ssize_t segment_prefix_len(const char *relpath)
     return (ssize_t)(dir_len - 6);
 }
 
-/* Read all of fd into d->seg; false when it is longer than a segment may be. */
-static int read_segment(AgentWalDedup *d, int fd, bool *ret_fits)
+
+/* Read all of fd into p->seg; p->fits false when it is longer than a segment may be. */
+static int read_segment(Plan *p, int fd)
 {
-    d->seg.size = 0;
-    *ret_fits = false;
-    if (!buf_extend(&d->seg, AGENT_WAL_DEDUP_SEG_MAX + 1))
+    p->seg.size = 0;
+    p->fits = false;
+    if (!buf_extend(&p->seg, AGENT_WAL_DEDUP_SEG_MAX + 1))
         return -ENOMEM;
     size_t got = 0;
     for (;;) {
-        ssize_t k = read(fd, d->seg.data + got, AGENT_WAL_DEDUP_SEG_MAX + 1 - got);
+        ssize_t k = read(fd, p->seg.data + got, AGENT_WAL_DEDUP_SEG_MAX + 1 - got);
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0)
@@ -384,33 +466,275 @@ static int read_segment(AgentWalDedup *d, int fd, bool *ret_fits)
         if (got > AGENT_WAL_DEDUP_SEG_MAX)
             return 0;
     }
-    d->seg.size = got;
-    *ret_fits = true;
+    p->seg.size = got;
+    p->fits = true;
     return 0;
 }
 
-int agent_wal_dedup_store_file(AgentWalDedup *d, CsWriter *w, const char *relpath, int fd,
-                               const struct stat *st, CsContentRef *ret)
+/* ---- the planner ---- */
+
+static bool is_segment_name(const char *name)
+{
+    return strlen(name) == 24 && strspn(name, "0123456789ABCDEF") == 24;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void names_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* The segment names in a directory, sorted as the walk sorts them. */
+static int list_segments(int dir_fd, char ***ret, size_t *ret_n)
+{
+    int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+    if (!dir) {
+        int r = -errno;
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+    char **v = NULL;
+    size_t n = 0, cap = 0;
+    int r = 0;
+    for (struct dirent *de; r == 0 && (de = readdir(dir));)
+        if (is_segment_name(de->d_name) &&
+            (r = GROW_ARRAY(v, cap, n, 64)) == 0 && !(v[n++] = strdup(de->d_name)))
+            r = -ENOMEM;
+    closedir(dir);
+    if (r < 0) {
+        names_free(v, n);
+        return r;
+    }
+    if (n)
+        qsort(v, n, sizeof(*v), name_cmp);
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
+/* Plan one segment of the planner's directory, read by name. */
+static int planner_plan(Planner *pl, Plan *p, const char *name)
+{
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    p->error = 0;
+    p->n_splices = 0;
+    p->stats = (AgentWalDedupStats){ 0 };
+    int fd = openat(pl->dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        p->error = -errno;
+        return 0;
+    }
+    int r = read_segment(p, fd);
+    close(fd);
+    if (r < 0 && r != -ENOMEM) {
+        p->error = r;
+        return 0;
+    }
+    if (r < 0 || !p->fits)
+        return r;
+    _cleanup_free_ char *relpath = NULL;
+    if (asprintf(&relpath, "%s/%s", pl->dir, name) < 0)
+        return -ENOMEM;
+    return plan_segment(pl->d, &pl->m, p, relpath, pl->prefix);
+}
+
+static void *planner_main(void *userdata)
+{
+    Planner *pl = userdata;
+    pthread_mutex_lock(&pl->lock);
+    while (!pl->stop && pl->next_name < pl->n_names) {
+        if (pl->n_ready >= PLANS_AHEAD) {
+            pthread_cond_wait(&pl->cond, &pl->lock);
+            continue;
+        }
+        Plan *p = pl->spare;
+        if (p)
+            pl->spare = p->next;
+        const char *name = pl->names[pl->next_name++];
+        pthread_mutex_unlock(&pl->lock);
+        int r = p ? 0 : -ENOMEM;
+        if (!p && (p = calloc(1, sizeof(*p))))
+            r = 0;
+        if (r == 0)
+            r = planner_plan(pl, p, name);
+        if (r < 0 && p)
+            p->error = r; /* the walk's thread plans it again, and reports what it meets */
+        pthread_mutex_lock(&pl->lock);
+        if (!p)
+            break;
+        p->next = NULL;
+        if (pl->ready_tail)
+            pl->ready_tail->next = p;
+        else
+            pl->ready = p;
+        pl->ready_tail = p;
+        pl->n_ready++;
+        pthread_cond_broadcast(&pl->cond);
+    }
+    pl->done = true;
+    pthread_cond_broadcast(&pl->cond);
+    pthread_mutex_unlock(&pl->lock);
+    return NULL;
+}
+
+static void planner_stop(AgentWalDedup *d)
+{
+    Planner *pl = d->planner;
+    if (!pl)
+        return;
+    pthread_mutex_lock(&pl->lock);
+    pl->stop = true;
+    pthread_cond_broadcast(&pl->cond);
+    pthread_mutex_unlock(&pl->lock);
+    pthread_join(pl->thread, NULL);
+    pthread_mutex_destroy(&pl->lock);
+    pthread_cond_destroy(&pl->cond);
+    plans_free(pl->ready);
+    plans_free(pl->spare);
+    matcher_clear(&pl->m);
+    names_free(pl->names, pl->n_names);
+    close(pl->dir_fd);
+    free(pl->dir);
+    free(pl->prefix);
+    free(pl);
+    d->planner = NULL;
+}
+
+/* Start planning the segments of directory `dir` (its path in the tree). Failing to start only
+ * means the walk's thread plans each segment itself. */
+static void planner_start(AgentWalDedup *d, int dir_fd, const char *dir, const char *prefix)
+{
+    Planner *pl = calloc(1, sizeof(*pl));
+    if (!pl)
+        return;
+    pl->d = d;
+    pl->dir_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
+    pl->dir = strdup(dir);
+    pl->prefix = strdup(prefix);
+    if (pl->dir_fd < 0 || !pl->dir || !pl->prefix ||
+        list_segments(pl->dir_fd, &pl->names, &pl->n_names) < 0) {
+        if (pl->dir_fd >= 0)
+            close(pl->dir_fd);
+        free(pl->dir);
+        free(pl->prefix);
+        free(pl);
+        return;
+    }
+    files_sort(d);
+    pthread_mutex_init(&pl->lock, NULL);
+    pthread_cond_init(&pl->cond, NULL);
+    if (pthread_create(&pl->thread, NULL, planner_main, pl) != 0) {
+        pthread_mutex_destroy(&pl->lock);
+        pthread_cond_destroy(&pl->cond);
+        names_free(pl->names, pl->n_names);
+        close(pl->dir_fd);
+        free(pl->dir);
+        free(pl->prefix);
+        free(pl);
+        return;
+    }
+    d->planner = pl;
+}
+
+/* The planner's plan of segment `name`, or NULL when it has none (a segment it did not list,
+ * or could not read: the walk's thread plans it). Plans of segments the walk did not store
+ * (gone meanwhile) are dropped. */
+static Plan *planner_take(Planner *pl, const char *name)
+{
+    Plan *p = NULL;
+    pthread_mutex_lock(&pl->lock);
+    for (;;) {
+        while (!pl->ready && !pl->done)
+            pthread_cond_wait(&pl->cond, &pl->lock);
+        if (!pl->ready)
+            break;
+        int c = strcmp(pl->ready->name, name);
+        if (c > 0)
+            break;
+        p = pl->ready;
+        pl->ready = p->next;
+        if (!pl->ready)
+            pl->ready_tail = NULL;
+        pl->n_ready--;
+        pthread_cond_broadcast(&pl->cond);
+        if (c == 0 && p->error == 0)
+            break;
+        p->next = pl->spare;
+        pl->spare = p;
+        p = NULL;
+        if (c == 0)
+            break;
+    }
+    pthread_mutex_unlock(&pl->lock);
+    return p;
+}
+
+static void planner_give_back(Planner *pl, Plan *p)
+{
+    pthread_mutex_lock(&pl->lock);
+    p->next = pl->spare;
+    pl->spare = p;
+    pthread_mutex_unlock(&pl->lock);
+}
+
+static void stats_add(AgentWalDedupStats *a, const AgentWalDedupStats *b)
+{
+    a->segments += b->segments;
+    a->images += b->images;
+    a->images_referred += b->images_referred;
+    a->bytes_referred += b->bytes_referred;
+    a->rebuild_failures += b->rebuild_failures;
+}
+
+int agent_wal_dedup_store_file(AgentWalDedup *d, CsWriter *w, const char *relpath, int dir_fd,
+                               int fd, const struct stat *st, CsContentRef *ret)
 {
     ssize_t prefix_len = segment_prefix_len(relpath);
     if (prefix_len < 0 || st->st_size > AGENT_WAL_DEDUP_SEG_MAX)
         return 0;
-    bool fits;
-    int r = read_segment(d, fd, &fits);
-    if (r < 0)
-        return log_error_errno(r, "could not read \"%s\": %m", relpath);
-    if (!fits)
-        return 0; /* grew past a segment's size while read: the tree stores it from the start */
+    const char *name = strrchr(relpath, '/') + 1;
     _cleanup_free_ char *prefix = strndup(relpath, (size_t)prefix_len);
-    if (!prefix)
+    _cleanup_free_ char *dir = strndup(relpath, (size_t)(name - 1 - relpath));
+    if (!prefix || !dir)
         return -ENOMEM;
-    d->stats.segments++;
-    const uint8_t *seg = d->seg.data;
-    size_t n = d->seg.size;
-    if ((r = plan_segment(d, w, relpath, prefix, seg, n)) < 0)
-        return r;
-    r = d->n_splices ? cs_writer_put_spliced(w, d->residual.data, d->residual.size, d->splices,
-                                             d->n_splices, ret)
-                     : cs_writer_put_spliced(w, seg, n, NULL, 0, ret);
-    return r < 0 ? r : 1;
+    if (d->planner && strcmp(d->planner->dir, dir) != 0)
+        planner_stop(d);
+    int r;
+    if (!d->planner) {
+        /* The pages the segments refer to must be readable before anyone reads them. */
+        if ((r = make_readable(d, w)) < 0)
+            return r;
+        planner_start(d, dir_fd, dir, prefix);
+    }
+    Plan *p = d->planner ? planner_take(d->planner, name) : NULL;
+    if (!p) {
+        p = &d->own_plan;
+        if ((r = read_segment(p, fd)) < 0)
+            return log_error_errno(r, "could not read \"%s\": %m", relpath);
+        if (p->fits) {
+            files_sort(d);
+            if ((r = plan_segment(d, &d->own, p, relpath, prefix)) < 0)
+                return r;
+        }
+    }
+    /* A segment that grew past a segment's size while read is left to the tree. */
+    bool fits = p->fits;
+    r = 0;
+    if (fits) {
+        stats_add(&d->stats, &p->stats);
+        r = p->n_splices ? cs_writer_put_spliced(w, p->residual.data, p->residual.size,
+                                                 p->splices, p->n_splices, ret)
+                         : cs_writer_put_spliced(w, p->seg.data, p->seg.size, NULL, 0, ret);
+    }
+    if (p != &d->own_plan)
+        planner_give_back(d->planner, p);
+    return r < 0 ? r : fits ? 1 : 0;
 }

@@ -14,8 +14,11 @@
  * as it is, with a warning: a parser bug costs space, never data. Readers need nothing new:
  * the segment's content is an ordinary list of slices.
  *
- * The first segment that refers to pages makes the writer flush (publish the pages' pack), so
- * that they can be read back; so a tree with WAL images costs one extra, smaller pack.
+ * The first segment of a pg_wal directory makes the writer flush (publish the pages' pack), so
+ * that they can be read back; so a tree with WAL costs one extra, smaller pack. Then a thread
+ * of its own reads and matches the directory's segments in name order, a segment ahead of the
+ * walk, which only puts what was planned: the walk's thread is the one that feeds the
+ * writer's workers.
  */
 #pragma once
 
@@ -47,8 +50,8 @@ DEFINE_CLEANUP_FUNC(AgentWalDedup *, agent_wal_dedup_free)
 
 /* For CsTreeParams.store_file: takes the segments in pg_wal directories (returns 1), leaves
  * every other file to the tree (0). */
-int agent_wal_dedup_store_file(AgentWalDedup *d, CsWriter *w, const char *relpath, int fd,
-                               const struct stat *st, CsContentRef *ret);
+int agent_wal_dedup_store_file(AgentWalDedup *d, CsWriter *w, const char *relpath, int dir_fd,
+                               int fd, const struct stat *st, CsContentRef *ret);
 /* For CsTreeParams.file_stored: remembers page files (entries flagged CS_ENTRY_FLAG_PAGES) by
  * path, for the segments stored after them. */
 void agent_wal_dedup_file_stored(AgentWalDedup *d, const char *relpath, const CsDirEntry *e);

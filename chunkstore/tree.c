@@ -241,14 +241,14 @@ static char *entry_relpath(const StoreCtx *ctx, const char *name)
 }
 
 /* The caller's hook, when it has one, may store the file its own way. */
-static int store_file_by_hook(StoreCtx *ctx, const char *relpath, int fd, const struct stat *st,
-                              CsContentRef *ret, bool *handled)
+static int store_file_by_hook(StoreCtx *ctx, const char *relpath, int dir_fd, int fd,
+                              const struct stat *st, CsContentRef *ret, bool *handled)
 {
     const CsTreeParams *p = ctx->params;
     *handled = false;
     if (!p || !p->store_file)
         return 0;
-    int r = p->store_file(ctx->w, relpath, fd, st, ret, p->userdata);
+    int r = p->store_file(ctx->w, relpath, dir_fd, fd, st, ret, p->userdata);
     if (r < 0)
         return r;
     *handled = r > 0;
@@ -305,7 +305,8 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const PrevDir *prev, const cha
                                  : NULL,
         };
         bool handled = false;
-        r = is_pages ? 0 : store_file_by_hook(ctx, relpath, fd, &st, &e->content, &handled);
+        r = is_pages ? 0
+                     : store_file_by_hook(ctx, relpath, dir_fd, fd, &st, &e->content, &handled);
         if (r == 0 && !handled)
             r = cs_writer_put_file(ctx->w, fd, is_pages ? CS_CHUNKING_PAGES : CS_CHUNKING_CDC,
                                    &opt, &e->content);
@@ -404,7 +405,8 @@ static int read_names(int dir_fd, char ***ret, size_t *ret_n)
         strv_free(v, n);
         return r;
     }
-    qsort(v, n, sizeof(*v), name_cmp);
+    if (n)
+        qsort(v, n, sizeof(*v), name_cmp);
     *ret = v;
     *ret_n = n;
     return 0;

@@ -66,9 +66,9 @@ typedef struct CsTreeParams {
     /* Store a regular file that is not a page file by other means: return 1 once its content
      * is put into *ret (an asynchronous put is fine: the tree's next sync resolves it), 0 to
      * have it stored as usual (from offset 0, whatever was read), or -errno to fail the tree.
-     * NULL: none. */
-    int (*store_file)(CsWriter *w, const char *relpath, int fd, const struct stat *st,
-                      CsContentRef *ret, void *userdata);
+     * dir_fd is the file's directory, open until the directory is stored. NULL: none. */
+    int (*store_file)(CsWriter *w, const char *relpath, int dir_fd, int fd,
+                      const struct stat *st, CsContentRef *ret, void *userdata);
     /* Told of every regular file once its content reference is known, which is when the walk
      * has stored its whole directory. Entries are stored in name order, depth first. NULL:
      * none. */

@@ -235,10 +235,11 @@ static int find_parent(CsRepo *repo, const char *name, const char *source, CsSna
     return pick >= 0 ? 0 : -ENOENT;
 }
 
-static int store_wal_segment(CsWriter *w, const char *relpath, int fd, const struct stat *st,
-                             CsContentRef *ret, void *userdata)
+static int store_wal_segment(CsWriter *w, const char *relpath, int dir_fd, int fd,
+                             const struct stat *st, CsContentRef *ret, void *userdata)
 {
-    return agent_wal_dedup_store_file(((StoreHooks *)userdata)->wal, w, relpath, fd, st, ret);
+    return agent_wal_dedup_store_file(((StoreHooks *)userdata)->wal, w, relpath, dir_fd, fd, st,
+                                      ret);
 }
 
 static void remember_page_file(const char *relpath, const CsDirEntry *e, void *userdata)

@@ -1,9 +1,10 @@
 /*
  * WAL segments stored with their full-page images as slices of data pages (agent/wal-dedup.c),
  * through cs_tree_store() into a real repository: a data directory with a relation file and a
- * segment laid out byte by byte, restored and compared. Only images equal to the page as it was
- * stored are referred to: not one that differs in a byte, not one of a missing file, and not
- * one that equals what the live file holds after it was stored.
+ * segment laid out byte by byte, restored and compared; and two such directories in one tree.
+ * Only images equal to the page as it was stored are referred to: not one that differs in a
+ * byte, not one of a missing file, and not one that equals what the live file holds after it
+ * was stored. A segment the walk did not list is planned and dropped.
  */
 #include "tests/unit/harness.h"
 #include "tests/unit/test-repo.h"
@@ -27,23 +28,34 @@
 
 typedef struct Fixture {
     TestRepo t;
-    char *pgdata;
+    char *root; /* the tree stored */
     AgentWalDedup *d;
     uint8_t pages[REL_PAGES][AGENT_WAL_PAGE_SIZE]; /* the relation file as stored */
     uint8_t changed[AGENT_WAL_PAGE_SIZE];         /* block 1 once the file was stored */
+    uint8_t seg[SEG_BYTES];
 } Fixture;
 
 static bool is_page_file(const char *relpath, const struct stat *st, void *userdata)
 {
     (void)st, (void)userdata;
-    return strncmp(relpath, "base/", 5) == 0;
+    return strstr(relpath, "base/") != NULL;
 }
 
-static int store_file(CsWriter *w, const char *relpath, int fd, const struct stat *st,
-                      CsContentRef *ret, void *userdata)
+/* The walk meets, in each data directory's pg_wal, a segment that was not there when the walk
+ * listed the directory: the planner, started at the first segment, plans it too, and drops that
+ * plan when the walk asks for the next one. */
+static int store_file(CsWriter *w, const char *relpath, int dir_fd, int fd,
+                      const struct stat *st, CsContentRef *ret, void *userdata)
 {
     Fixture *f = userdata;
-    return agent_wal_dedup_store_file(f->d, w, relpath, fd, st, ret);
+    size_t len = strlen(relpath);
+    if (len >= 24 && strcmp(relpath + len - 24, SEGMENT) == 0) {
+        int late = openat(dir_fd, "000000010000000000000000", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        assert_true(late >= 0);
+        ASSERT_OK(write_all(late, f->seg, sizeof(f->seg)));
+        close(late);
+    }
+    return agent_wal_dedup_store_file(f->d, w, relpath, dir_fd, fd, st, ret);
 }
 
 /* As a live server may: block 1 changes right after the relation file was read. */
@@ -51,9 +63,10 @@ static void file_stored(const char *relpath, const CsDirEntry *e, void *userdata
 {
     Fixture *f = userdata;
     agent_wal_dedup_file_stored(f->d, relpath, e);
-    if (strcmp(relpath, "base/5/16384") != 0)
+    size_t len = strlen(relpath);
+    if (len < 12 || strcmp(relpath + len - 12, "base/5/16384") != 0)
         return;
-    _cleanup_free_ char *path = path_join(f->pgdata, relpath);
+    _cleanup_free_ char *path = path_join(f->root, relpath);
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     assert_true(fd >= 0);
     assert_int_equal(pwrite(fd, f->changed, sizeof(f->changed), AGENT_WAL_PAGE_SIZE),
@@ -74,22 +87,20 @@ static void as_logged(const uint8_t *page, uint8_t *out)
     memset(out, 0x55, PAGE_HEADER_SKIP);
 }
 
-static void test_segment_refers_to_stored_pages(void **state)
+/* The relation's pages and a segment with images of them: block 0 with a hole and block 2
+ * whole (both equal from byte 10 on), block 3 with one byte off, block 1 as the live file has it
+ * after the store, and a relation that is not in the directory. A filler makes the first image
+ * cross a WAL page header. */
+static void make_contents(Fixture *f)
 {
-    Fixture *f = *state;
-    /* The relation: four pages with zeros in the holes the images leave out. */
     make_page(f->pages[0], 10, 100, 3000);
     for (unsigned k = 1; k < REL_PAGES; k++)
         make_page(f->pages[k], (unsigned)(10 + k), 0, 0);
     for (unsigned k = 0; k < REL_PAGES; k++)
         memset(f->pages[k], 0xA0 + k, PAGE_HEADER_SKIP);
     make_page(f->changed, 99, 0, 0);
-
-    /* Images: block 0 with a hole and block 2 whole (both equal from byte 10 on), block 3 with
-     * one byte off, block 1 as the live file has it after the store, and a relation that is not
-     * in the directory. Fillers make the first one cross a WAL page header. */
     static uint8_t im0[AGENT_WAL_PAGE_SIZE], im1[AGENT_WAL_PAGE_SIZE], im2[AGENT_WAL_PAGE_SIZE],
-        im3[AGENT_WAL_PAGE_SIZE], seg[SEG_BYTES];
+        im3[AGENT_WAL_PAGE_SIZE];
     as_logged(f->pages[0], im0);
     as_logged(f->changed, im1);
     as_logged(f->pages[2], im2);
@@ -107,50 +118,35 @@ static void test_segment_refers_to_stored_pages(void **state)
     (void)put_record(&s, b1, 1, 0, false, false);
     (void)put_record(&s, b2, 2, 0, false, false);
     (void)put_record(&s, b4, 1, 0, false, false);
-    lay_out(&s, 0, seg);
+    lay_out(&s, 0, f->seg);
+}
 
-    uint8_t relation[REL_PAGES * AGENT_WAL_PAGE_SIZE];
-    memcpy(relation, f->pages, sizeof(relation));
-    static const char text[] = "not WAL at all\n";
-    assert_int_equal(mkdir_p(f->pgdata, 0700), 0);
-    _cleanup_free_ char *db = path_join(f->pgdata, "base/5");
-    _cleanup_free_ char *wal = path_join(f->pgdata, "pg_wal/archive_status");
+static const char not_wal[] = "not WAL at all\n";
+
+/* A data directory at `dir` (below the tree's root) with the relation and the segment. */
+static void make_data_dir(Fixture *f, const char *dir)
+{
+    _cleanup_free_ char *top = path_join(f->root, dir);
+    _cleanup_free_ char *db = path_join(top, "base/5");
+    _cleanup_free_ char *wal = path_join(top, "pg_wal/archive_status");
     ASSERT_OK(mkdir_p(db, 0700));
     ASSERT_OK(mkdir_p(wal, 0700));
-    write_file(f->pgdata, "base/5/16384", relation, sizeof(relation));
-    write_file(f->pgdata, "pg_wal/" SEGMENT, seg, sizeof(seg));
-    write_file(f->pgdata, "pg_wal/000000010000000000000002", text, sizeof(text) - 1);
-    write_file(f->pgdata, "PG_VERSION", "15\n", 3);
+    write_file(top, "base/5/16384", f->pages, sizeof(f->pages));
+    write_file(top, "pg_wal/" SEGMENT, f->seg, sizeof(f->seg));
+    write_file(top, "pg_wal/000000010000000000000002", not_wal, sizeof(not_wal) - 1);
+    write_file(top, "PG_VERSION", "15\n", 3);
+}
 
-    CsWriter *w = NULL;
-    CsContentRef root;
-    CsTreeStats ts;
-    CsTreeParams tp = { .is_page_file = is_page_file,
-                        .store_file = store_file,
-                        .file_stored = file_stored,
-                        .userdata = f };
-    ASSERT_OK(cs_writer_new(f->t.repo, &(CsWriterParams){ .threads = 2 }, &w));
-    ASSERT_OK(cs_tree_store(w, f->pgdata, &tp, &root, &ts));
-    ASSERT_OK(cs_writer_flush(w));
-    cs_writer_free(w);
-
-    AgentWalDedupStats st;
-    agent_wal_dedup_stats(f->d, &st);
-    assert_int_equal(st.segments, 2);
-    assert_int_equal(st.images, 5);
-    assert_int_equal(st.images_referred, 2);
-    assert_int_equal(st.bytes_referred,
-                     (AGENT_WAL_PAGE_SIZE - 3000 - PAGE_HEADER_SKIP) +
-                         (AGENT_WAL_PAGE_SIZE - PAGE_HEADER_SKIP));
-    assert_int_equal(st.rebuild_failures, 0);
-
-    /* The segment's list names the relation's run. */
-    CsReader *rd = NULL;
+/* What the walk stored for the data directory at `dir`: the segment's list names the relation's
+ * run, and both restore byte for byte (the relation as it was read). */
+static void check_data_dir(Fixture *f, CsReader *rd, const CsContentRef *root, const char *dir)
+{
+    _cleanup_free_ char *rel_path = path_join(dir, "base/5/16384");
+    _cleanup_free_ char *seg_path = path_join(dir, "pg_wal/" SEGMENT);
     CsDirEntry rel_e, seg_e;
     CsContentRef rel_flat, seg_flat;
-    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
-    ASSERT_OK(cs_tree_lookup(rd, &root, "base/5/16384", &rel_e));
-    ASSERT_OK(cs_tree_lookup(rd, &root, "pg_wal/" SEGMENT, &seg_e));
+    ASSERT_OK(cs_tree_lookup(rd, root, rel_path, &rel_e));
+    ASSERT_OK(cs_tree_lookup(rd, root, seg_path, &seg_e));
     ASSERT_OK(cs_reader_flatten(rd, &rel_e.content, &rel_flat));
     ASSERT_OK(cs_reader_flatten(rd, &seg_e.content, &seg_flat));
     assert_int_equal(rel_flat.count, 1);
@@ -160,28 +156,80 @@ static void test_segment_refers_to_stored_pages(void **state)
                          CS_CHUNK_ID_SIZE) == 0;
     assert_true(naming >= 3); /* block 0 around its hole and across a header, block 2 */
 
-    /* Restored: the segment byte for byte, the relation as it was read. */
     _cleanup_free_ char *out = path_join(f->t.base, "restored");
-    ASSERT_OK(cs_tree_restore(rd, &root, out, &(CsRestoreParams){ .skip_owner = true }, NULL));
-    _cleanup_free_ char *seg_path = path_join(out, "pg_wal/" SEGMENT);
-    _cleanup_free_ char *rel_path = path_join(out, "base/5/16384");
+    _cleanup_free_ char *seg_out = path_join(out, seg_path);
+    _cleanup_free_ char *rel_out = path_join(out, rel_path);
     _cleanup_free_ char *back = NULL;
     size_t back_n = 0;
-    ASSERT_OK(read_file(seg_path, SEG_BYTES, &back, &back_n));
+    ASSERT_OK(read_file(seg_out, SEG_BYTES, &back, &back_n));
     assert_int_equal(back_n, SEG_BYTES);
-    assert_memory_equal(back, seg, SEG_BYTES);
+    assert_memory_equal(back, f->seg, SEG_BYTES);
     free(back);
     back = NULL;
-    ASSERT_OK(read_file(rel_path, sizeof(relation), &back, &back_n));
-    assert_int_equal(back_n, sizeof(relation));
-    assert_memory_equal(back, relation, sizeof(relation));
-
+    ASSERT_OK(read_file(rel_out, sizeof(f->pages), &back, &back_n));
+    assert_int_equal(back_n, sizeof(f->pages));
+    assert_memory_equal(back, f->pages, sizeof(f->pages));
     cs_dir_entry_clear(&rel_e);
     cs_dir_entry_clear(&seg_e);
     cs_content_ref_free(&rel_flat);
     cs_content_ref_free(&seg_flat);
+}
+
+/* Store the tree with the hooks, restore it to "restored", check every data directory in it. */
+static void store_and_check(Fixture *f, const char *const *dirs, size_t n_dirs)
+{
+    CsWriter *w = NULL;
+    CsContentRef root;
+    CsTreeStats ts;
+    CsTreeParams tp = { .is_page_file = is_page_file,
+                        .store_file = store_file,
+                        .file_stored = file_stored,
+                        .userdata = f };
+    ASSERT_OK(cs_writer_new(f->t.repo, &(CsWriterParams){ .threads = 2 }, &w));
+    ASSERT_OK(cs_tree_store(w, f->root, &tp, &root, &ts));
+    ASSERT_OK(cs_writer_flush(w));
+    cs_writer_free(w);
+
+    /* Per data directory: two segments (the late one is not stored), five images, two of
+     * them equal to pages as stored. */
+    AgentWalDedupStats st;
+    agent_wal_dedup_stats(f->d, &st);
+    assert_int_equal(st.segments, 2 * n_dirs);
+    assert_int_equal(st.images, 5 * n_dirs);
+    assert_int_equal(st.images_referred, 2 * n_dirs);
+    assert_int_equal(st.bytes_referred,
+                     n_dirs * ((AGENT_WAL_PAGE_SIZE - 3000 - PAGE_HEADER_SKIP) +
+                               (AGENT_WAL_PAGE_SIZE - PAGE_HEADER_SKIP)));
+    assert_int_equal(st.rebuild_failures, 0);
+
+    CsReader *rd = NULL;
+    _cleanup_free_ char *out = path_join(f->t.base, "restored");
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
+    ASSERT_OK(cs_tree_restore(rd, &root, out, &(CsRestoreParams){ .skip_owner = true }, NULL));
+    for (size_t i = 0; i < n_dirs; i++)
+        check_data_dir(f, rd, &root, dirs[i]);
     cs_content_ref_free(&root);
     cs_reader_free(rd);
+}
+
+static void test_segment_refers_to_stored_pages(void **state)
+{
+    Fixture *f = *state;
+    make_contents(f);
+    make_data_dir(f, "");
+    store_and_check(f, (const char *const[]){ "" }, 1);
+}
+
+/* Two data directories in one tree: the second one's relation files are remembered after the
+ * first one's pg_wal was planned (the planner is stopped, and a new one started), and its
+ * pages become readable by a second flush. */
+static void test_two_data_directories(void **state)
+{
+    Fixture *f = *state;
+    make_contents(f);
+    make_data_dir(f, "one");
+    make_data_dir(f, "two");
+    store_and_check(f, (const char *const[]){ "one", "two" }, 2);
 }
 
 /* Only names in pg_wal that are segments are taken; the rest is the tree's. */
@@ -203,7 +251,7 @@ static int setup(void **state)
     Fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
     test_repo_create(&f->t, "wal-dedup", PASSPHRASE);
-    f->pgdata = path_join(f->t.base, "pgdata");
+    f->root = path_join(f->t.base, "tree");
     ASSERT_OK(agent_wal_dedup_new(f->t.repo, &f->d));
     *state = f;
     return 0;
@@ -213,11 +261,12 @@ static int teardown(void **state)
 {
     Fixture *f = *state;
     agent_wal_dedup_free(f->d);
-    free(f->pgdata);
+    free(f->root);
     test_repo_destroy(&f->t);
     free(f);
     return 0;
 }
 
 RUN_TESTS(cmocka_unit_test(test_segment_names),
-          cmocka_unit_test_setup_teardown(test_segment_refers_to_stored_pages, setup, teardown))
+          cmocka_unit_test_setup_teardown(test_segment_refers_to_stored_pages, setup, teardown),
+          cmocka_unit_test_setup_teardown(test_two_data_directories, setup, teardown))

@@ -958,11 +958,11 @@ typedef struct HookLog {
     int taken, declined;
 } HookLog;
 
-static int store_file_cb(CsWriter *w, const char *relpath, int fd, const struct stat *st,
-                         CsContentRef *ret, void *userdata)
+static int store_file_cb(CsWriter *w, const char *relpath, int dir_fd, int fd,
+                         const struct stat *st, CsContentRef *ret, void *userdata)
 {
     HookLog *log = userdata;
-    (void)st;
+    (void)st, (void)dir_fd;
     char head[4];
     if (strcmp(relpath, "exec") == 0) { /* read a little, then leave it to the tree */
         assert_int_equal(read(fd, head, sizeof(head)), sizeof(head));
