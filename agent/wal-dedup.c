@@ -13,6 +13,7 @@
 #include "agent/wal-images.h"
 #include "chunkstore/read.h"
 #include "common/buf.h"
+#include "common/fs-util.h"
 #include "common/log.h"
 #include "common/macro.h"
 
@@ -478,48 +479,6 @@ static bool is_segment_name(const char *name)
     return strlen(name) == 24 && strspn(name, "0123456789ABCDEF") == 24;
 }
 
-static int name_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void names_free(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-/* The segment names in a directory, sorted as the walk sorts them. */
-static int list_segments(int dir_fd, char ***ret, size_t *ret_n)
-{
-    int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *dir = fd < 0 ? NULL : fdopendir(fd);
-    if (!dir) {
-        int r = -errno;
-        if (fd >= 0)
-            close(fd);
-        return r;
-    }
-    char **v = NULL;
-    size_t n = 0, cap = 0;
-    int r = 0;
-    for (struct dirent *de; r == 0 && (de = readdir(dir));)
-        if (is_segment_name(de->d_name) &&
-            (r = GROW_ARRAY(v, cap, n, 64)) == 0 && !(v[n++] = strdup(de->d_name)))
-            r = -ENOMEM;
-    closedir(dir);
-    if (r < 0) {
-        names_free(v, n);
-        return r;
-    }
-    if (n)
-        qsort(v, n, sizeof(*v), name_cmp);
-    *ret = v;
-    *ret_n = n;
-    return 0;
-}
-
 /* Plan one segment of the planner's directory, read by name. */
 static int planner_plan(Planner *pl, Plan *p, const char *name)
 {
@@ -585,6 +544,22 @@ static void *planner_main(void *userdata)
     return NULL;
 }
 
+/* What a planner holds, once its thread is gone or was never started. */
+static void planner_free(Planner *pl)
+{
+    pthread_mutex_destroy(&pl->lock);
+    pthread_cond_destroy(&pl->cond);
+    plans_free(pl->ready);
+    plans_free(pl->spare);
+    matcher_clear(&pl->m);
+    strv_free(pl->names, pl->n_names);
+    if (pl->dir_fd >= 0)
+        close(pl->dir_fd);
+    free(pl->dir);
+    free(pl->prefix);
+    free(pl);
+}
+
 static void planner_stop(AgentWalDedup *d)
 {
     Planner *pl = d->planner;
@@ -595,16 +570,7 @@ static void planner_stop(AgentWalDedup *d)
     pthread_cond_broadcast(&pl->cond);
     pthread_mutex_unlock(&pl->lock);
     pthread_join(pl->thread, NULL);
-    pthread_mutex_destroy(&pl->lock);
-    pthread_cond_destroy(&pl->cond);
-    plans_free(pl->ready);
-    plans_free(pl->spare);
-    matcher_clear(&pl->m);
-    names_free(pl->names, pl->n_names);
-    close(pl->dir_fd);
-    free(pl->dir);
-    free(pl->prefix);
-    free(pl);
+    planner_free(pl);
     d->planner = NULL;
 }
 
@@ -615,30 +581,20 @@ static void planner_start(AgentWalDedup *d, int dir_fd, const char *dir, const c
     Planner *pl = calloc(1, sizeof(*pl));
     if (!pl)
         return;
+    pthread_mutex_init(&pl->lock, NULL);
+    pthread_cond_init(&pl->cond, NULL);
     pl->d = d;
     pl->dir_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
     pl->dir = strdup(dir);
     pl->prefix = strdup(prefix);
     if (pl->dir_fd < 0 || !pl->dir || !pl->prefix ||
-        list_segments(pl->dir_fd, &pl->names, &pl->n_names) < 0) {
-        if (pl->dir_fd >= 0)
-            close(pl->dir_fd);
-        free(pl->dir);
-        free(pl->prefix);
-        free(pl);
+        read_dir_names(pl->dir_fd, is_segment_name, &pl->names, &pl->n_names) < 0) {
+        planner_free(pl);
         return;
     }
     files_sort(d);
-    pthread_mutex_init(&pl->lock, NULL);
-    pthread_cond_init(&pl->cond, NULL);
     if (pthread_create(&pl->thread, NULL, planner_main, pl) != 0) {
-        pthread_mutex_destroy(&pl->lock);
-        pthread_cond_destroy(&pl->cond);
-        names_free(pl->names, pl->n_names);
-        close(pl->dir_fd);
-        free(pl->dir);
-        free(pl->prefix);
-        free(pl);
+        planner_free(pl);
         return;
     }
     d->planner = pl;

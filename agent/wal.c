@@ -410,13 +410,6 @@ static int list_visit(const char *objname, uint64_t size, void *userdata)
     return 0;
 }
 
-static void strv_free(char **v, size_t n)
-{
-    for (size_t i = 0; v && i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 AgentWalReport *agent_wal_report_free(AgentWalReport *r)
 {
     if (!r)

@@ -362,56 +362,6 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const PrevDir *prev, const cha
     return 0;
 }
 
-static int name_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void strv_free(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-/* The names in a directory but "." and "..", sorted. */
-static int read_names(int dir_fd, char ***ret, size_t *ret_n)
-{
-    int fd = dup(dir_fd);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -errno;
-    }
-    char **v = NULL;
-    size_t n = 0, cap = 0;
-    int r = 0;
-    while (r == 0) {
-        errno = 0;
-        struct dirent *de = readdir(d);
-        if (!de) {
-            r = -errno;
-            break;
-        }
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if ((r = GROW_ARRAY(v, cap, n, 32)) == 0 && !(v[n++] = strdup(de->d_name)))
-            r = -ENOMEM;
-    }
-    closedir(d);
-    if (r < 0) {
-        strv_free(v, n);
-        return r;
-    }
-    if (n)
-        qsort(v, n, sizeof(*v), name_cmp);
-    *ret = v;
-    *ret_n = n;
-    return 0;
-}
-
 /* Store everything below the directory and return its entries, sorted by name. They are
  * stored in that order too, so a hook that looks at entries stored before (CsTreeParams) finds
  * "base" and "global" done when "pg_wal" comes. */
@@ -420,7 +370,7 @@ static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsD
 {
     char **names = NULL;
     size_t n_names = 0;
-    int r = read_names(dir_fd, &names, &n_names);
+    int r = read_dir_names(dir_fd, NULL, &names, &n_names);
     if (r < 0)
         return log_error_errno(r, "could not read directory \"%s\": %m", ctx->path);
     /* Entries live at stable addresses: pending asynchronous puts write into them. */

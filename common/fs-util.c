@@ -185,3 +185,53 @@ int rm_rf_at(int dir_fd, const char *name)
         r = -errno;
     return r;
 }
+
+void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int read_dir_names(int dir_fd, bool (*keep)(const char *name), char ***ret, size_t *ret_n)
+{
+    int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        int r = -errno;
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+    char **v = NULL;
+    size_t n = 0, cap = 0;
+    int r = 0;
+    while (r == 0) {
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (!de) {
+            r = -errno;
+            break;
+        }
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+            (keep && !keep(de->d_name)))
+            continue;
+        if ((r = GROW_ARRAY(v, cap, n, 32)) == 0 && !(v[n++] = strdup(de->d_name)))
+            r = -ENOMEM;
+    }
+    closedir(d);
+    if (r < 0) {
+        strv_free(v, n);
+        return r;
+    }
+    if (n)
+        qsort(v, n, sizeof(*v), name_cmp);
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}

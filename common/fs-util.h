@@ -4,6 +4,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -24,5 +25,9 @@ int mkdir_p(const char *path, mode_t mode);
 /* Remove a file, symlink or whole directory tree below dir_fd, never following symlinks.
  * An absent name is fine. */
 int rm_rf_at(int dir_fd, const char *name);
+/* The names in a directory, but "." and "..", sorted by strcmp; with `keep`, only those it keeps.
+ * *ret is malloc'd (free with strv_free), NULL when there are none. */
+int read_dir_names(int dir_fd, bool (*keep)(const char *name), char ***ret, size_t *ret_n);
+void strv_free(char **v, size_t n);
 /* Make a path with printf-style formatting; returns NULL on ENOMEM. */
 char *path_join(const char *a, const char *b);
