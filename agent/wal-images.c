@@ -273,12 +273,18 @@ int agent_wal_images_find(const uint8_t *seg, size_t n, AgentWalImage **ret, siz
             break; /* the end of the WAL, or a record continued in the next segment */
         size_t avail = MIN(tot, RECORD_HEADERS_MAX);
         copy_logical(seg, pos, avail, head);
-        uint32_t crc = crc_logical(0, seg, pos + RECORD_HEADER, tot - RECORD_HEADER);
-        if (agent_crc32c(crc, head, RECORD_CRC_AT) != get_le32(head + RECORD_CRC_AT))
-            break;
         Block blocks[MAX_BLOCK_ID + 1];
         size_t n_blocks, at;
         if (!decode_blocks(head, avail, tot, blocks, &n_blocks, &at))
+            break;
+        /* The CRC is taken of the records that have an image to report. The others are only
+         * walked over (most of the bytes: heap inserts), and a caller compares every byte it
+         * uses anyway. */
+        bool reports = false;
+        for (size_t i = 0; i < n_blocks; i++)
+            reports |= blocks[i].has_image && !blocks[i].is_compressed;
+        uint32_t crc = reports ? crc_logical(0, seg, pos + RECORD_HEADER, tot - RECORD_HEADER) : 0;
+        if (reports && agent_crc32c(crc, head, RECORD_CRC_AT) != get_le32(head + RECORD_CRC_AT))
             break;
         for (size_t i = 0; i < n_blocks; i++) {
             const Block *b = &blocks[i];

@@ -8,9 +8,11 @@
  *
  * Only records that start and end in the segment are read: the tail of a record begun in the
  * previous segment is skipped, and a record continued in the next one ends the parse. So does
- * anything that is not a well-formed record with a correct CRC-32C (the end of the WAL
- * written so far, a torn write, older WAL left in a recycled segment's tail): what comes
- * before stays found. Images compressed by wal_compression are not reported.
+ * anything that is not a well-formed record (the end of the WAL written so far, a torn write,
+ * older WAL left in a recycled segment's tail), and a record with an image to report whose
+ * CRC-32C is wrong: what comes before stays found. Records without such an image are not
+ * checked by CRC (they are most of the bytes, and nothing is taken from them). Images
+ * compressed by wal_compression are not reported.
  *
  * The layout read (PostgreSQL's src/include/access/xlogrecord.h and xlog_internal.h, XLOG
  * page magic 0xD110): every XLOG_BLCKSZ page begins with a page header (40 bytes on the

@@ -3,7 +3,8 @@
  * byte as PostgreSQL 15 writes them: images with and without a hole, split by page headers,
  * a second block of the same relation, a compressed image (not reported), a record continued
  * from the previous segment, a record with a wrong CRC and one continued in the next segment
- * (both end the parse). CRC-32C against its published check value, by table and instruction.
+ * (both end the parse; a record without images is not checked by CRC). CRC-32C against its
+ * published check value, by table and instruction.
  */
 #include "tests/unit/harness.h"
 
@@ -151,4 +152,24 @@ static void test_ends(void **state)
     assert_null(im);
 }
 
-RUN_TESTS(cmocka_unit_test(test_crc32c), cmocka_unit_test(test_images), cmocka_unit_test(test_ends))
+/* Only records with an image to report are checked by CRC: one without blocks whose CRC is wrong
+ * is walked over, and the image after it found. */
+static void test_crc_of_reported_records(void **state)
+{
+    (void)state;
+    _cleanup_(buf_free) Buf s = BUF_INIT;
+    static uint8_t seg[SEG_BYTES], page[AGENT_WAL_PAGE_SIZE];
+    (void)put_record(&s, NULL, 0, 300, false, true);
+    make_page(page, 6, 0, 0);
+    BlockSpec b[] = { { .id = 0, .rel = 16404, .block = 3, .page = page } };
+    (void)put_record(&s, b, 1, 0, false, false);
+    lay_out(&s, 0, seg);
+    _cleanup_free_ AgentWalImage *im = NULL;
+    size_t n;
+    ASSERT_OK(agent_wal_images_find(seg, SEG_BYTES, &im, &n));
+    assert_int_equal(n, 1);
+    assert_image(seg, &im[0], 16404, 3, page, 0, 0);
+}
+
+RUN_TESTS(cmocka_unit_test(test_crc32c), cmocka_unit_test(test_images), cmocka_unit_test(test_ends),
+          cmocka_unit_test(test_crc_of_reported_records))
