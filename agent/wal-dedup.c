@@ -228,7 +228,6 @@ static bool image_relpath(const char *prefix, const AgentWalImage *im, char *out
     return k > 0 && (size_t)k < n;
 }
 
-
 /* Make the pages of every file remembered so far readable: publish what the writer holds. On
  * the walk's thread (the writer is not shared), with no planner running. */
 static int make_readable(AgentWalDedup *d, CsWriter *w)
@@ -262,8 +261,10 @@ static int stored_page(const AgentWalDedup *d, Matcher *m, const char *prefix,
         return 0;
     if (m->flat_of != f) {
         flat_forget(m);
+        /* A list that cannot be read is kept as an empty one: the file's other images are not
+         * tried again. */
         if (cs_reader_flatten(m->rd, &f->ref, &m->flat) < 0)
-            return 0;
+            m->flat = (CsContentRef){ 0 };
         if (!(m->starts = cs_content_ref_offsets(&m->flat))) {
             cs_content_ref_free(&m->flat);
             return -ENOMEM;
