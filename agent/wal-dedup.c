@@ -655,8 +655,8 @@ int agent_wal_dedup_store_file(AgentWalDedup *d, CsWriter *w, const char *relpat
                                int fd, const struct stat *st, CsContentRef *ret)
 {
     ssize_t prefix_len = segment_prefix_len(relpath);
-    if (prefix_len < 0 || st->st_size > AGENT_WAL_DEDUP_SEG_MAX)
-        return 0;
+    if (prefix_len < 0 || st->st_size > AGENT_WAL_DEDUP_SEG_MAX || !cs_writer_can_slice(w))
+        return 0; /* a repository of format 2 names whole chunks only */
     const char *name = strrchr(relpath, '/') + 1;
     _cleanup_free_ char *prefix = strndup(relpath, (size_t)prefix_len);
     _cleanup_free_ char *dir = strndup(relpath, (size_t)(name - 1 - relpath));

@@ -954,6 +954,11 @@ bool cs_writer_can_delta(const CsWriter *w)
     return w->can_delta;
 }
 
+bool cs_writer_can_slice(const CsWriter *w)
+{
+    return w->can_run;
+}
+
 void cs_writer_set_progress(CsWriter *w, void (*fn)(const CsWriterStats *s, void *userdata),
                             void *userdata)
 {
@@ -1403,7 +1408,7 @@ int cs_writer_put_spliced(CsWriter *w, const void *p, size_t n, const CsSplice *
     uint64_t spliced = 0;
     for (size_t i = 0; i < n_splices; i++) {
         if (splices[i].at > n || (i && splices[i].at < splices[i - 1].at) ||
-            splices[i].slice.length == 0 || (splices[i].slice.offset && !w->can_run))
+            splices[i].slice.length == 0 || !w->can_run)
             return -EINVAL;
         spliced += splices[i].slice.length;
     }

@@ -106,7 +106,8 @@ int cs_writer_put_file(CsWriter *w, int fd, CsChunking mode, const CsPutOptions 
  * that they name stored chunks, readable by the time whatever refers to this content is).
  * Splices in order of `at` (equal ones in the order given). Asynchronous as
  * cs_writer_put_fd_async(); p may be freed as soon as this returns. -EINVAL for splices out of
- * order or past n, an empty slice, or an offset into a chunk in a repository without slices.
+ * order or past n, an empty slice, or any splice in a repository without slices
+ * (cs_writer_can_slice).
  */
 typedef struct CsSplice {
     uint64_t at;
@@ -128,6 +129,9 @@ CsRepo *cs_writer_repo(const CsWriter *w);
 /* Whether this repository takes delta records (format version 2 and later): without them a
  * file's previous pages are of no use to the writer. */
 bool cs_writer_can_delta(const CsWriter *w);
+/* Whether content lists name slices of chunks (format version 3 and later): without them an
+ * entry is a whole chunk, and cs_writer_put_spliced takes no splices. */
+bool cs_writer_can_slice(const CsWriter *w);
 /* Progress callback, called from the caller's thread at most a few times a second. */
 void cs_writer_set_progress(CsWriter *w, void (*fn)(const CsWriterStats *s, void *userdata),
                             void *userdata);

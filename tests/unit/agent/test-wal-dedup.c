@@ -232,6 +232,47 @@ static void test_two_data_directories(void **state)
     store_and_check(f, (const char *const[]){ "one", "two" }, 2);
 }
 
+/* A repository of format 2 names whole chunks only: segments are left to the tree, and the
+ * directory stores and restores as ever. */
+static void test_format2_repository(void **state)
+{
+    Fixture *f = *state;
+    f->d = agent_wal_dedup_free(f->d);
+    f->t.repo = cs_repo_close(f->t.repo);
+    _cleanup_free_ char *v2 = path_join(f->t.base, "repo-v2");
+    CsInitParams params = { .scrypt_n = 1024, .config = { .format_version = 2 } };
+    ASSERT_OK(cs_repo_init(v2, &params, &f->t.key));
+    ASSERT_OK(cs_repo_open(v2, NULL, &f->t.key, &f->t.repo));
+    ASSERT_OK(agent_wal_dedup_new(f->t.repo, &f->d));
+    make_contents(f);
+    make_data_dir(f, "");
+    CsWriter *w = NULL;
+    CsContentRef root;
+    CsTreeParams tp = { .is_page_file = is_page_file,
+                        .store_file = store_file,
+                        .file_stored = file_stored,
+                        .userdata = f };
+    ASSERT_OK(cs_writer_new(f->t.repo, &(CsWriterParams){ .threads = 2 }, &w));
+    ASSERT_OK(cs_tree_store(w, f->root, &tp, &root, NULL));
+    ASSERT_OK(cs_writer_flush(w));
+    cs_writer_free(w);
+    AgentWalDedupStats st;
+    agent_wal_dedup_stats(f->d, &st);
+    assert_int_equal(st.segments, 0);
+    CsReader *rd = NULL;
+    _cleanup_free_ char *out = path_join(f->t.base, "restored");
+    _cleanup_free_ char *seg_out = path_join(out, "pg_wal/" SEGMENT);
+    _cleanup_free_ char *back = NULL;
+    size_t back_n = 0;
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
+    ASSERT_OK(cs_tree_restore(rd, &root, out, &(CsRestoreParams){ .skip_owner = true }, NULL));
+    ASSERT_OK(read_file(seg_out, SEG_BYTES, &back, &back_n));
+    assert_int_equal(back_n, SEG_BYTES);
+    assert_memory_equal(back, f->seg, SEG_BYTES);
+    cs_reader_free(rd);
+    cs_content_ref_free(&root);
+}
+
 /* Only names in pg_wal that are segments are taken; the rest is the tree's. */
 static void test_segment_names(void **state)
 {
@@ -269,4 +310,5 @@ static int teardown(void **state)
 
 RUN_TESTS(cmocka_unit_test(test_segment_names),
           cmocka_unit_test_setup_teardown(test_segment_refers_to_stored_pages, setup, teardown),
-          cmocka_unit_test_setup_teardown(test_two_data_directories, setup, teardown))
+          cmocka_unit_test_setup_teardown(test_two_data_directories, setup, teardown),
+          cmocka_unit_test_setup_teardown(test_format2_repository, setup, teardown))

@@ -1503,6 +1503,18 @@ static void test_version2_repository(void **state)
         assert_int_equal(flat.entries[i].offset, 0);
     check_content(&g, rd, &ref, data, n, CS_CHUNKING_PAGES);
     cs_reader_free(rd);
+    /* Lists of whole chunks cannot say a part of one: no splices. */
+    CsWriter *w = NULL;
+    CsContentRef plain = { 0 };
+    ASSERT_OK(cs_writer_new(g.repo, &(CsWriterParams){ .threads = 1 }, &w));
+    assert_false(cs_writer_can_slice(w));
+    CsSplice whole = { .at = 0, .slice = flat.entries[0] };
+    ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, data, 100, &whole, 1, &plain));
+    ASSERT_OK(cs_writer_put_spliced(w, data, 100, NULL, 0, &plain));
+    ASSERT_OK(cs_writer_flush(w));
+    assert_int_equal(plain.size, 100);
+    cs_writer_free(w);
+    cs_content_ref_free(&plain);
     cs_content_ref_free(&flat);
     cs_content_ref_free(&ref);
     g.repo = cs_repo_close(g.repo);
