@@ -175,20 +175,25 @@ static void check_data_dir(Fixture *f, CsReader *rd, const CsContentRef *root, c
     cs_content_ref_free(&seg_flat);
 }
 
-/* Store the tree with the hooks, restore it to "restored", check every data directory in it. */
-static void store_and_check(Fixture *f, const char *const *dirs, size_t n_dirs)
+/* Store the tree with the hooks, as `pitr-snap store` does, and flush. */
+static void store_tree(Fixture *f, CsContentRef *root)
 {
     CsWriter *w = NULL;
-    CsContentRef root;
-    CsTreeStats ts;
     CsTreeParams tp = { .is_page_file = is_page_file,
                         .store_file = store_file,
                         .file_stored = file_stored,
                         .userdata = f };
     ASSERT_OK(cs_writer_new(f->t.repo, &(CsWriterParams){ .threads = 2 }, &w));
-    ASSERT_OK(cs_tree_store(w, f->root, &tp, &root, &ts));
+    ASSERT_OK(cs_tree_store(w, f->root, &tp, root, NULL));
     ASSERT_OK(cs_writer_flush(w));
     cs_writer_free(w);
+}
+
+/* Store the tree with the hooks, restore it to "restored", check every data directory in it. */
+static void store_and_check(Fixture *f, const char *const *dirs, size_t n_dirs)
+{
+    CsContentRef root;
+    store_tree(f, &root);
 
     /* Per data directory: two segments (the late one is not stored), five images, two of
      * them equal to pages as stored. */
@@ -246,16 +251,8 @@ static void test_format2_repository(void **state)
     ASSERT_OK(agent_wal_dedup_new(f->t.repo, &f->d));
     make_contents(f);
     make_data_dir(f, "");
-    CsWriter *w = NULL;
     CsContentRef root;
-    CsTreeParams tp = { .is_page_file = is_page_file,
-                        .store_file = store_file,
-                        .file_stored = file_stored,
-                        .userdata = f };
-    ASSERT_OK(cs_writer_new(f->t.repo, &(CsWriterParams){ .threads = 2 }, &w));
-    ASSERT_OK(cs_tree_store(w, f->root, &tp, &root, NULL));
-    ASSERT_OK(cs_writer_flush(w));
-    cs_writer_free(w);
+    store_tree(f, &root);
     AgentWalDedupStats st;
     agent_wal_dedup_stats(f->d, &st);
     assert_int_equal(st.segments, 0);
