@@ -136,13 +136,14 @@ static int cmd_key(int argc, char **argv)
     return r;
 }
 
-/* PostgreSQL relation files: base/<db>/<relfilenode>[_fsm|_vm|_init][.<segment>] and the same
- * under global/ and tablespaces. They change page by page in place, so page blocks dedupe. */
+/* What the tree's hooks in `store` need. */
 typedef struct StoreHooks {
     const CsRepo *repo;
     AgentWalDedup *wal; /* NULL: WAL segments are stored as they are */
 } StoreHooks;
 
+/* PostgreSQL relation files: base/<db>/<relfilenode>[_fsm|_vm|_init][.<segment>] and the same
+ * under global/ and tablespaces. They change page by page in place, so page blocks dedupe. */
 static bool is_relation_file(const char *relpath, const struct stat *st, void *userdata)
 {
     const CsRepo *repo = ((const StoreHooks *)userdata)->repo;
@@ -280,11 +281,11 @@ static int cmd_store(int argc, char **argv)
         if (r < 0)
             log_error_errno(r, "could not store standard input: %m");
     } else {
-        snap.kind = strdup("tree");
         /* With relation files found, so are the WAL images that copy their pages. */
         bool is_auto = strcmp(opt.page_files, "auto") == 0;
         if (is_auto && (r = agent_wal_dedup_new(repo, &wal)) < 0)
             return r;
+        snap.kind = strdup("tree");
         StoreHooks hooks = { .repo = repo, .wal = wal };
         CsTreeParams tp = { .is_page_file = is_auto ? is_relation_file : NULL,
                             .store_file = is_auto ? store_wal_segment : NULL,
