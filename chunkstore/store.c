@@ -461,14 +461,9 @@ static bool base_for(CsWriter *w, const Batch *b, size_t i, uint32_t n, CsIndexR
     if (!w->can_delta || !prev->count)
         return false;
     uint64_t at = (b->first_index + i) * (uint64_t)w->repo->config.page_size;
-    if (at >= put->previous_starts[prev->count])
+    CsChunkSlice slice;
+    if (!cs_content_slice_at(prev, put->previous_starts, at, n, &slice))
         return false;
-    size_t lo = cs_offsets_find(put->previous_starts, prev->count, at);
-    const CsChunkSlice *e = &prev->entries[lo];
-    uint64_t within = at - put->previous_starts[lo];
-    if (within + n > e->length)
-        return false;
-    CsChunkSlice slice = { .id = e->id, .offset = e->offset + (uint32_t)within, .length = n };
     if (cs_index_reader_lookup(ird, &slice.id, NULL) < 0)
         return false;
     if (!*reader && cs_reader_new(w->repo, reader) < 0)
@@ -1527,6 +1522,20 @@ uint64_t *cs_content_ref_offsets(const CsContentRef *ref)
     }
     v[ref->count] = at;
     return v;
+}
+
+bool cs_content_slice_at(const CsContentRef *ref, const uint64_t *starts, uint64_t at,
+                         uint32_t n, CsChunkSlice *ret)
+{
+    if (!ref->count || at >= starts[ref->count])
+        return false;
+    size_t i = cs_offsets_find(starts, ref->count, at);
+    const CsChunkSlice *e = &ref->entries[i];
+    uint64_t within = at - starts[i];
+    if (within + n > e->length)
+        return false;
+    *ret = (CsChunkSlice){ .id = e->id, .offset = e->offset + (uint32_t)within, .length = n };
+    return true;
 }
 
 void cs_content_ref_free(CsContentRef *ref)

@@ -45,6 +45,10 @@ void cs_content_ref_free(CsContentRef *ref);
 /* Where each entry starts in the content, and the content's size after the last (count + 1
  * values, malloc'd; NULL when out of memory). Meant for a level-0 reference. */
 uint64_t *cs_content_ref_offsets(const CsContentRef *ref);
+/* The slice naming bytes [at, at + n) of a level-0 reference whose entry starts are `starts`
+ * (cs_content_ref_offsets): false when they are not all inside one entry. */
+bool cs_content_slice_at(const CsContentRef *ref, const uint64_t *starts, uint64_t at,
+                         uint32_t n, CsChunkSlice *ret);
 int cs_content_ref_copy(const CsContentRef *ref, CsContentRef *ret);
 int cs_content_ref_encode(const CsContentRef *ref, Buf *out);
 int cs_content_ref_decode(Cursor *c, CsContentRef *ret);

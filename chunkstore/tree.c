@@ -428,8 +428,7 @@ static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsD
         cs_dir_entries_free(v, n);
         return r;
     }
-    qsort(v, n, sizeof(*v), entry_cmp);
-    *ret = v;
+    *ret = v; /* in name order already: stored in the order of read_dir_names */
     *ret_n = n;
     return 0;
 }
