@@ -1,5 +1,6 @@
 #include "agent/pagecheck.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* Pages are in the host's byte order (see the header), so fields are loaded natively. */
@@ -375,6 +376,16 @@ bool agent_relfile_is_temp(const char *name)
         s += 1 + len;
     }
     return *s == '\0';
+}
+
+void agent_relfile_name(const AgentRelFile *f, char out[AGENT_RELFILE_NAME_MAX])
+{
+    int k = snprintf(out, AGENT_RELFILE_NAME_MAX, "%u", f->relfilenode);
+    if (f->fork != AGENT_FORK_MAIN)
+        k += snprintf(out + k, AGENT_RELFILE_NAME_MAX - (size_t)k, "_%s",
+                      agent_relfork_to_string(f->fork));
+    if (f->segno)
+        snprintf(out + k, AGENT_RELFILE_NAME_MAX - (size_t)k, ".%u", f->segno);
 }
 
 uint32_t agent_relfile_first_block(const AgentRelFile *f)

@@ -160,6 +160,9 @@ bool agent_relfile_parse(const char *name, AgentRelFile *ret);
 /* Whether a bare file name is a temporary relation's file, "t<backend>_<relfilenode>" with an
  * optional fork and segment, exactly as PostgreSQL's looks_like_temp_rel_name() decides. */
 bool agent_relfile_is_temp(const char *name);
+/* The name agent_relfile_parse() reads back: "<relfilenode>[_fsm|_vm|_init][.<segno>]". */
+#define AGENT_RELFILE_NAME_MAX 32
+void agent_relfile_name(const AgentRelFile *f, char out[AGENT_RELFILE_NAME_MAX]);
 /* Block number of the file's first page: segno * AGENT_RELSEG_BLOCKS. */
 uint32_t agent_relfile_first_block(const AgentRelFile *f);
 /* "main", "fsm", "vm", "init". */

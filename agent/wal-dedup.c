@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/pagecheck.h"
+#include "agent/wal-format.h"
 #include "agent/wal-images.h"
 #include "chunkstore/read.h"
 #include "common/buf.h"
@@ -17,10 +19,6 @@
 #include "common/log.h"
 #include "common/macro.h"
 
-/* PostgreSQL's RELSEG_SIZE with its default 1 GiB segments of 8 KiB blocks: block b of a
- * relation is block b % RELSEG_BLOCKS of file "<relfilenode>.<b / RELSEG_BLOCKS>". A server
- * built otherwise only loses the sharing (its pages do not compare equal). */
-#define RELSEG_BLOCKS 131072u
 #define DEFAULT_TABLESPACE_OID 1663u /* base/ */
 #define GLOBAL_TABLESPACE_OID 1664u  /* global/ */
 /* The bytes of a page that may differ from its image: pd_lsn and pd_checksum. */
@@ -212,17 +210,20 @@ static const PageFile *file_find(const AgentWalDedup *d, const char *relpath)
 /* The data file an image's record names, below `prefix` (where pg_wal's parent is). */
 static bool image_relpath(const char *prefix, const AgentWalImage *im, char *out, size_t n)
 {
-    static const char *const forks[] = { "", "_fsm", "_vm", "_init" };
-    if (im->fork >= ARRAY_SIZE(forks))
+    if (im->fork >= _AGENT_FORK_MAX)
         return false;
-    char segno[16] = "";
-    if (im->block >= RELSEG_BLOCKS)
-        snprintf(segno, sizeof(segno), ".%u", im->block / RELSEG_BLOCKS);
+    /* A server built with other than 1 GiB segments only loses the sharing: its pages are not
+     * where this looks, and do not compare equal. */
+    AgentRelFile rf = { .relfilenode = im->rel,
+                        .fork = (AgentRelFork)im->fork,
+                        .segno = im->block / AGENT_RELSEG_BLOCKS };
+    char name[AGENT_RELFILE_NAME_MAX];
+    agent_relfile_name(&rf, name);
     int k;
     if (im->spc == DEFAULT_TABLESPACE_OID)
-        k = snprintf(out, n, "%sbase/%u/%u%s%s", prefix, im->db, im->rel, forks[im->fork], segno);
+        k = snprintf(out, n, "%sbase/%u/%s", prefix, im->db, name);
     else if (im->spc == GLOBAL_TABLESPACE_OID)
-        k = snprintf(out, n, "%sglobal/%u%s%s", prefix, im->rel, forks[im->fork], segno);
+        k = snprintf(out, n, "%sglobal/%s", prefix, name);
     else
         return false; /* other tablespaces are stored as trees of their own */
     return k > 0 && (size_t)k < n;
@@ -271,23 +272,9 @@ static int stored_page(const AgentWalDedup *d, Matcher *m, const char *prefix,
         }
         m->flat_of = f;
     }
-    uint64_t pos = (uint64_t)(im->block % RELSEG_BLOCKS) * AGENT_WAL_PAGE_SIZE;
-    size_t lo = 0, hi = m->flat.count; /* the entry holding pos: starts[lo] <= pos < starts[lo+1] */
-    if (hi == 0 || pos + AGENT_WAL_PAGE_SIZE > m->starts[hi])
-        return 0;
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (m->starts[mid] <= pos)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    if (pos + AGENT_WAL_PAGE_SIZE > m->starts[lo + 1])
-        return 0; /* the page spans two entries: not a page file as written */
-    const CsChunkSlice *e = &m->flat.entries[lo];
-    *ret_slice = (CsChunkSlice){ .id = e->id,
-                                 .offset = e->offset + (uint32_t)(pos - m->starts[lo]),
-                                 .length = AGENT_WAL_PAGE_SIZE };
+    uint64_t pos = (uint64_t)(im->block % AGENT_RELSEG_BLOCKS) * AGENT_WAL_PAGE_SIZE;
+    if (!cs_content_slice_at(&m->flat, m->starts, pos, AGENT_WAL_PAGE_SIZE, ret_slice))
+        return 0; /* past the end, or across two entries: not a page file as written */
     return cs_reader_slice(m->rd, ret_slice, ret_p) < 0 ? 0 : 1;
 }
 
@@ -433,12 +420,18 @@ static int plan_segment(const AgentWalDedup *d, Matcher *m, Plan *p, const char 
     return 0;
 }
 
+static bool is_segment_name(const char *name)
+{
+    AgentWalName n;
+    return agent_wal_name_parse(name, &n) == 0 && n.kind == AGENT_WAL_SEGMENT;
+}
+
 /* "pg_wal/000000010000000000000001" or ".../pg_wal/<24 hex digits>": the length of what comes
  * before pg_wal (the data directory's path in the tree, with its slash), or -1. */
 static ssize_t segment_prefix_len(const char *relpath)
 {
     const char *name = strrchr(relpath, '/');
-    if (!name || strlen(name + 1) != 24 || strspn(name + 1, "0123456789ABCDEF") != 24)
+    if (!name || !is_segment_name(name + 1))
         return -1;
     size_t dir_len = (size_t)(name - relpath);
     if (dir_len < 6 || memcmp(name - 6, "pg_wal", 6) != 0 ||
@@ -447,7 +440,6 @@ static ssize_t segment_prefix_len(const char *relpath)
     return (ssize_t)(dir_len - 6);
 }
 
-
 /* Read all of fd into p->seg; p->fits false when it is longer than a segment may be. */
 static int read_segment(Plan *p, int fd)
 {
@@ -455,30 +447,18 @@ static int read_segment(Plan *p, int fd)
     p->fits = false;
     if (!buf_extend(&p->seg, AGENT_WAL_DEDUP_SEG_MAX + 1))
         return -ENOMEM;
-    size_t got = 0;
-    for (;;) {
-        ssize_t k = read(fd, p->seg.data + got, AGENT_WAL_DEDUP_SEG_MAX + 1 - got);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            return -errno;
-        if (k == 0)
-            break;
-        got += (size_t)k;
-        if (got > AGENT_WAL_DEDUP_SEG_MAX)
-            return 0;
-    }
+    size_t got;
+    int r = read_full(fd, p->seg.data, AGENT_WAL_DEDUP_SEG_MAX + 1, &got);
+    if (r < 0)
+        return r;
+    if (got > AGENT_WAL_DEDUP_SEG_MAX)
+        return 0;
     p->seg.size = got;
     p->fits = true;
     return 0;
 }
 
 /* ---- the planner ---- */
-
-static bool is_segment_name(const char *name)
-{
-    return strlen(name) == 24 && strspn(name, "0123456789ABCDEF") == 24;
-}
 
 /* Plan one segment of the planner's directory, read by name. */
 static int planner_plan(Planner *pl, Plan *p, const char *name)

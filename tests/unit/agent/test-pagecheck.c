@@ -554,6 +554,9 @@ static void test_relfile_names(void **state)
         assert_int_equal(f.segno, valid[i].segno);
         assert_int_equal(agent_relfile_first_block(&f), valid[i].first_block);
         assert_false(agent_relfile_is_temp(valid[i].name));
+        char name[AGENT_RELFILE_NAME_MAX];
+        agent_relfile_name(&f, name); /* and written back as it was read */
+        assert_string_equal(name, valid[i].name);
     }
     for (size_t i = 0; i < ARRAY_SIZE(invalid); i++) {
         AgentRelFile f = { .relfilenode = 7, .fork = AGENT_FORK_VM, .segno = 7 };
