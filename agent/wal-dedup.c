@@ -29,6 +29,9 @@
 /* Segments the planner keeps ready ahead of the walk (each holds a segment and its residual),
  * besides the one it is planning and the one being put. */
 #define PLANS_AHEAD 1
+/* Planned segments lent to the writer at once, at most; past it a segment is copied into the
+ * writer's batches, so memory stays bounded whatever the writer's pace. */
+#define PLANS_LENT_MAX 2
 
 typedef struct PageFile {
     char *relpath;
@@ -55,6 +58,7 @@ typedef struct Plan {
     size_t n_splices, cap_splices;
     uint64_t spliced;         /* bytes the splices name */
     AgentWalDedupStats stats; /* what this segment adds */
+    struct AgentWalDedup *lender; /* while lent to the writer */
     struct Plan *next;
 } Plan;
 
@@ -91,6 +95,8 @@ struct AgentWalDedup {
     Plan own_plan;
     Planner *planner; /* NULL: none running */
     AgentWalDedupStats stats;
+    size_t plans_lent;
+    bool is_freed; /* by agent_wal_dedup_free while plans were lent: the last one back frees */
 };
 
 int agent_wal_dedup_new(CsRepo *repo, AgentWalDedup **ret)
@@ -137,11 +143,22 @@ static void plans_free(Plan *p)
 
 static void planner_stop(AgentWalDedup *d);
 
+static void dedup_free(AgentWalDedup *d);
+
 AgentWalDedup *agent_wal_dedup_free(AgentWalDedup *d)
 {
     if (!d)
         return NULL;
     planner_stop(d);
+    if (d->plans_lent)
+        d->is_freed = true;
+    else
+        dedup_free(d);
+    return NULL;
+}
+
+static void dedup_free(AgentWalDedup *d)
+{
     for (size_t i = 0; i < d->n_files; i++) {
         free(d->files[i].relpath);
         cs_content_ref_free(&d->files[i].ref);
@@ -150,7 +167,6 @@ AgentWalDedup *agent_wal_dedup_free(AgentWalDedup *d)
     matcher_clear(&d->own);
     plan_clear(&d->own_plan);
     free(d);
-    return NULL;
 }
 
 void agent_wal_dedup_stats(const AgentWalDedup *d, AgentWalDedupStats *ret)
@@ -622,6 +638,23 @@ static void planner_give_back(Planner *pl, Plan *p)
     pthread_mutex_unlock(&pl->lock);
 }
 
+/* CsLoan.release of a planned segment: the writer has read it. */
+static void plan_returned(void *userdata)
+{
+    Plan *p = userdata;
+    AgentWalDedup *d = p->lender;
+    p->lender = NULL;
+    d->plans_lent--;
+    if (d->planner) {
+        planner_give_back(d->planner, p);
+    } else {
+        plan_clear(p);
+        free(p);
+    }
+    if (d->is_freed && d->plans_lent == 0)
+        dedup_free(d);
+}
+
 static void stats_add(AgentWalDedupStats *a, const AgentWalDedupStats *b)
 {
     a->segments += b->segments;
@@ -667,9 +700,15 @@ int agent_wal_dedup_store_file(AgentWalDedup *d, CsWriter *w, const char *relpat
     r = 0;
     if (fits) {
         stats_add(&d->stats, &p->stats);
-        r = p->n_splices ? cs_writer_put_spliced(w, p->residual.data, p->residual.size,
-                                                 p->splices, p->n_splices, ret)
-                         : cs_writer_put_spliced(w, p->seg.data, p->seg.size, NULL, 0, ret);
+        const Buf *data = p->n_splices ? &p->residual : &p->seg;
+        if (p != &d->own_plan && d->plans_lent < PLANS_LENT_MAX) {
+            p->lender = d;
+            d->plans_lent++;
+            r = cs_writer_put_spliced(w, data->data, data->size, p->splices, p->n_splices,
+                                      &(CsLoan){ .release = plan_returned, .userdata = p }, ret);
+            return r < 0 ? r : 1;
+        }
+        r = cs_writer_put_spliced(w, data->data, data->size, p->splices, p->n_splices, NULL, ret);
     }
     if (p != &d->own_plan)
         planner_give_back(d->planner, p);

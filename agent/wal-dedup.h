@@ -18,7 +18,8 @@
  * that they can be read back; so a tree with WAL costs one extra, smaller pack. Then a thread
  * of its own reads and matches the directory's segments in name order, a segment ahead of the
  * walk, which only puts what was planned: the walk's thread is the one that feeds the
- * writer's workers.
+ * writer's workers. A planned segment is lent to the writer (CsLoan), not copied: its memory
+ * comes back to the planner once the writer has read it.
  */
 #pragma once
 
@@ -45,6 +46,8 @@ typedef struct AgentWalDedupStats {
 } AgentWalDedupStats;
 
 int agent_wal_dedup_new(CsRepo *repo, AgentWalDedup **ret);
+/* Segments still lent to a writer keep what they need alive until it gives them back (its next
+ * sync, or its free), so the two may be freed in either order. */
 AgentWalDedup *agent_wal_dedup_free(AgentWalDedup *d);
 DEFINE_CLEANUP_FUNC(AgentWalDedup *, agent_wal_dedup_free)
 

@@ -1,8 +1,10 @@
 #include "chunkstore/store.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/uio.h>
 #include <string.h>
@@ -26,7 +28,8 @@ typedef struct Cut {
 
 /* A slice of input: its chunks are hashed and deduplicated by one worker. */
 typedef struct Batch {
-    uint8_t *data;
+    uint8_t *data; /* `own`, or memory lent to the put (CsLoan) */
+    uint8_t *own;
     size_t len, cap;
     Cut *cuts;
     CsChunkId *ids;
@@ -68,11 +71,26 @@ typedef struct Put {
     CsSplice *splices;
     size_t n_splices, next_splice;
     uint64_t input_listed; /* input bytes whose entries are in the list so far */
+    /* The memory the put reads is lent (cs_writer_put_spliced): given back once every batch
+     * made of it is harvested. */
+    CsLoan loan;
+    size_t batches_out; /* submitted, not harvested yet */
+    bool is_read;       /* every batch is submitted */
     struct Put *next;
 } Put;
 
+static void put_loan_end(Put *p)
+{
+    if (p->loan.release) {
+        void (*release)(void *userdata) = p->loan.release;
+        p->loan.release = NULL;
+        release(p->loan.userdata);
+    }
+}
+
 static void put_free(Put *p)
 {
+    put_loan_end(p);
     entry_list_free(&p->l);
     cs_content_ref_free(&p->previous);
     free(p->previous_starts);
@@ -226,7 +244,7 @@ static void batch_free(Batch *b)
 {
     if (!b)
         return;
-    free(b->data);
+    free(b->own);
     free(b->cuts);
     free(b->ids);
     free(b->refs);
@@ -848,7 +866,7 @@ int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret)
     size_t carry = MAX(repo->config.chunker.max_size, repo->config.page_size);
     for (unsigned i = 0; i < 2 * w->n_threads + 1; i++) {
         Batch *b = calloc(1, sizeof(*b));
-        if (!b || !(b->data = malloc(BATCH_DATA_SIZE + carry))) {
+        if (!b || !(b->own = b->data = malloc(BATCH_DATA_SIZE + carry))) {
             batch_free(b);
             cs_writer_free(w);
             return -ENOMEM;
@@ -1067,6 +1085,8 @@ static int harvest_one(CsWriter *w)
     pthread_mutex_unlock(&w->lock);
     for (size_t i = 0; r == 0 && i < b->n_cuts; i++)
         r = put_list_add(w, b->owner, &b->refs[i]);
+    if (--b->owner->batches_out == 0 && b->owner->is_read)
+        put_loan_end(b->owner);
     w->order_head = b->next;
     if (!w->order_head)
         w->order_tail = NULL;
@@ -1097,6 +1117,7 @@ static int get_free_batch(CsWriter *w, Batch **ret)
             w->free_batches = b->next;
         pthread_mutex_unlock(&w->lock);
         if (b) {
+            b->data = b->own;
             b->len = 0;
             b->n_cuts = 0;
             b->is_done = false;
@@ -1136,6 +1157,7 @@ static void batch_submit(CsWriter *w, Batch *b)
 {
     b->first_index = b->owner->chunks_cut;
     b->owner->chunks_cut += b->n_cuts;
+    b->owner->batches_out++;
     if (w->order_tail)
         w->order_tail->next = b;
     else
@@ -1156,11 +1178,12 @@ static void batch_submit(CsWriter *w, Batch *b)
     pthread_mutex_unlock(&w->lock);
 }
 
-/* Source of input for one put: an fd or a memory buffer. */
+/* Source of input for one put: an fd or a memory buffer, copied or lent. */
 typedef struct Source {
     int fd;
     const uint8_t *p;
     size_t left;
+    bool is_lent;
     const CsReadObserver *obs;
     uint64_t offset; /* bytes read so far, for the observer */
 } Source;
@@ -1177,7 +1200,9 @@ static int source_read(Source *s, void *out, size_t n, size_t *ret_n)
         return 0;
     }
     size_t k = MIN(n, s->left);
-    if (k)
+    if (s->is_lent)
+        assert(out == s->p); /* the batch is the lent memory itself: nothing to copy */
+    else if (k)
         memcpy(out, s->p, k);
     s->p += k;
     s->left -= k;
@@ -1235,6 +1260,8 @@ static int put_level0(CsWriter *w, Source *src, CsChunking mode, Put *put)
         return r;
     b->owner = put;
     b->scan_pos = 0;
+    if (src->is_lent)
+        b->data = (uint8_t *)(uintptr_t)src->p; /* lent memory is only ever read */
     while (!is_eof) {
         size_t got;
         if ((r = source_read(src, b->data + b->len, BATCH_DATA_SIZE, &got)) < 0)
@@ -1252,7 +1279,10 @@ static int put_level0(CsWriter *w, Source *src, CsChunking mode, Put *put)
         if ((r = get_free_batch(w, &next)) < 0)
             break;
         size_t tail = b->len - chunk_start;
-        memcpy(next->data, b->data + chunk_start, tail);
+        if (src->is_lent)
+            next->data = b->data + chunk_start;
+        else
+            memcpy(next->data, b->data + chunk_start, tail);
         next->len = tail;
         next->scan_pos = b->scan_pos - chunk_start;
         next->owner = put;
@@ -1266,6 +1296,7 @@ static int put_level0(CsWriter *w, Source *src, CsChunking mode, Put *put)
     if (r < 0)
         b->n_cuts = 0;
     batch_submit(w, b);
+    put->is_read = true;
     return r;
 }
 
@@ -1398,19 +1429,29 @@ static int put_source(CsWriter *w, Source *src, CsChunking mode, bool is_meta,
 }
 
 int cs_writer_put_spliced(CsWriter *w, const void *p, size_t n, const CsSplice *splices,
-                          size_t n_splices, CsContentRef *ret)
+                          size_t n_splices, const CsLoan *loan, CsContentRef *ret)
 {
+    const CsLoan no_loan = { 0 };
+    if (!loan)
+        loan = &no_loan;
     uint64_t spliced = 0;
     for (size_t i = 0; i < n_splices; i++) {
         if (splices[i].at > n || (i && splices[i].at < splices[i - 1].at) ||
-            splices[i].slice.length == 0 || !w->can_run)
+            splices[i].slice.length == 0 || !w->can_run) {
+            if (loan->release)
+                loan->release(loan->userdata);
             return -EINVAL;
+        }
         spliced += splices[i].slice.length;
     }
     int r;
     Put *put = put_new(w, CS_CHUNKING_CDC, false, NULL, ret, &r);
-    if (!put)
+    if (!put) {
+        if (loan->release)
+            loan->release(loan->userdata);
         return r;
+    }
+    put->loan = *loan;
     if (n_splices && !(put->splices = malloc(n_splices * sizeof(*splices)))) {
         put_free(put);
         return -ENOMEM;
@@ -1419,7 +1460,7 @@ int cs_writer_put_spliced(CsWriter *w, const void *p, size_t n, const CsSplice *
         memcpy(put->splices, splices, n_splices * sizeof(*splices));
     put->n_splices = n_splices;
     __atomic_add_fetch(&w->stats.bytes_in, spliced, __ATOMIC_RELAXED);
-    Source s = { .fd = -1, .p = p, .left = n };
+    Source s = { .fd = -1, .p = p, .left = n, .is_lent = loan->release != NULL };
     return put_start(w, &s, CS_CHUNKING_CDC, put);
 }
 

@@ -109,17 +109,27 @@ int cs_writer_put_file(CsWriter *w, int fd, CsChunking mode, const CsPutOptions 
  * and its new chunks stored; the slices are only referred to, not read (the caller vouches
  * that they name stored chunks, readable by the time whatever refers to this content is).
  * Splices in order of `at` (equal ones in the order given). Asynchronous as
- * cs_writer_put_fd_async(); p may be freed as soon as this returns. -EINVAL for splices out of
- * order or past n, an empty slice, or any splice in a repository without slices
- * (cs_writer_can_slice).
+ * cs_writer_put_fd_async(). Without a loan, p is copied and may be freed as soon as this
+ * returns; with one, p is read where it is (no copy) and must stay unchanged until the loan's
+ * release is called. -EINVAL for splices out of order or past n, an empty slice, or any splice
+ * in a repository without slices (cs_writer_can_slice).
  */
 typedef struct CsSplice {
     uint64_t at;
     CsChunkSlice slice;
 } CsSplice;
 
+/* Memory lent to a put. release(userdata) is called exactly once, whatever the put's result, on
+ * the caller's thread: as soon as the writer has read the last of it, from within a later call
+ * on the writer (at the latest cs_writer_sync or cs_writer_free), or before the put returns
+ * when it fails at once. */
+typedef struct CsLoan {
+    void (*release)(void *userdata);
+    void *userdata;
+} CsLoan;
+
 int cs_writer_put_spliced(CsWriter *w, const void *p, size_t n, const CsSplice *splices,
-                          size_t n_splices, CsContentRef *ret);
+                          size_t n_splices, const CsLoan *loan, CsContentRef *ret);
 /* Like cs_writer_put_buf with content-defined chunks, for directory objects and other metadata:
  * its new chunks are grouped into records apart from file data, so reading metadata never
  * decodes file data. */

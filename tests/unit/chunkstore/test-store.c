@@ -1448,7 +1448,7 @@ static void test_put_spliced(void **state)
     CsWriter *w = NULL;
     CsWriterStats st;
     ASSERT_OK(cs_writer_new(f->repo, &(CsWriterParams){ .threads = 2 }, &w));
-    ASSERT_OK(cs_writer_put_spliced(w, plain, n, v, SPLICES, &spliced));
+    ASSERT_OK(cs_writer_put_spliced(w, plain, n, v, SPLICES, NULL, &spliced));
     ASSERT_OK(cs_writer_flush(w));
     cs_writer_stats(w, &st);
     assert_true(st.bytes_in >= want.size); /* and the chunk list stored one level down */
@@ -1459,12 +1459,12 @@ static void test_put_spliced(void **state)
     CsSplice bad[2] = { v[5], v[4] };
     CsContentRef none = { 0 };
     if (bad[0].at > bad[1].at)
-        ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, plain, n, bad, 2, &none));
+        ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, plain, n, bad, 2, NULL, &none));
     bad[0].at = n + 1;
-    ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, plain, n, bad, 1, &none));
+    ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, plain, n, bad, 1, NULL, &none));
     bad[0] = v[0];
     bad[0].slice.length = 0;
-    ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, plain, n, bad, 1, &none));
+    ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, plain, n, bad, 1, NULL, &none));
     cs_writer_free(w);
 
     CsReader *rd = NULL;
@@ -1473,6 +1473,84 @@ static void test_put_spliced(void **state)
     cs_reader_free(rd);
     buf_free(&want);
     cs_content_ref_free(&paged);
+    cs_content_ref_free(&spliced);
+}
+
+static void count_release(void *userdata)
+{
+    (*(int *)userdata)++;
+}
+
+/* Lent memory is read in place, across many batches, and given back exactly once: after the
+ * writer's last read of it (bytes scribbled over then do not reach the repository), when the
+ * put fails at once, and when the writer is freed before it is synced. */
+static void test_put_lent(void **state)
+{
+    Fixture *f = *state;
+    size_t n_pages = 40 * 8192, n = 21 * MiB + 5; /* more batches than the writer has */
+    _cleanup_free_ uint8_t *pages = random_data(n_pages);
+    _cleanup_free_ uint8_t *lent = random_data(n);
+    _cleanup_free_ uint8_t *copy = malloc(n);
+    assert_non_null(copy);
+    memcpy(copy, lent, n);
+    CsContentRef paged, plain, spliced, none = { 0 };
+    put_pages(f->repo, pages, n_pages, &paged);
+    _cleanup_free_ uint64_t *starts = cs_content_ref_offsets(&paged);
+    assert_non_null(starts);
+    /* Whole entries of the page file, at three places of the second put's 1 MiB. */
+    size_t small = MiB, at[3] = { 0, 300001, small };
+    CsSplice v[3];
+    Buf want = BUF_INIT;
+    for (size_t i = 0, pos = 0; i < 3; i++) {
+        size_t k = i % paged.count;
+        v[i] = (CsSplice){ .at = at[i], .slice = paged.entries[k] };
+        ASSERT_OK(buf_append(&want, copy + pos, at[i] - pos));
+        ASSERT_OK(buf_append(&want, pages + starts[k], paged.entries[k].length));
+        pos = at[i];
+    }
+
+    int released = 0, released_small = 0;
+    CsWriter *w = NULL;
+    ASSERT_OK(cs_writer_new(f->repo, &(CsWriterParams){ .threads = 2 }, &w));
+    ASSERT_OK(cs_writer_put_spliced(w, lent, n, NULL, 0,
+                                    &(CsLoan){ .release = count_release, .userdata = &released },
+                                    &plain));
+    ASSERT_OK(cs_writer_put_spliced(w, lent, small, v, 3,
+                                    &(CsLoan){ .release = count_release,
+                                               .userdata = &released_small },
+                                    &spliced));
+    assert_true(released <= 1 && released_small == 0);
+    ASSERT_OK(cs_writer_sync(w));
+    assert_int_equal(released, 1);
+    assert_int_equal(released_small, 1);
+    memset(lent, 0xa5, n);
+    ASSERT_OK(cs_writer_flush(w));
+
+    /* Refused at once: given back before the put returns. */
+    CsSplice bad = v[1];
+    bad.at = small + 1;
+    released = 0;
+    ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, lent, small, &bad, 1,
+                                             &(CsLoan){ .release = count_release,
+                                                        .userdata = &released },
+                                             &none));
+    assert_int_equal(released, 1);
+    /* Never synced: the writer's end gives it back. */
+    released = 0;
+    ASSERT_OK(cs_writer_put_spliced(w, lent, n, NULL, 0,
+                                    &(CsLoan){ .release = count_release, .userdata = &released },
+                                    &none));
+    cs_writer_free(w);
+    assert_int_equal(released, 1);
+
+    CsReader *rd = NULL;
+    ASSERT_OK(cs_reader_new(f->repo, &rd));
+    check_reads(f, rd, &plain, copy, n);
+    check_reads(f, rd, &spliced, want.data, want.size);
+    cs_reader_free(rd);
+    buf_free(&want);
+    cs_content_ref_free(&paged);
+    cs_content_ref_free(&plain);
     cs_content_ref_free(&spliced);
 }
 
@@ -1509,8 +1587,8 @@ static void test_version2_repository(void **state)
     ASSERT_OK(cs_writer_new(g.repo, &(CsWriterParams){ .threads = 1 }, &w));
     assert_false(cs_writer_can_slice(w));
     CsSplice whole = { .at = 0, .slice = flat.entries[0] };
-    ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, data, 100, &whole, 1, &plain));
-    ASSERT_OK(cs_writer_put_spliced(w, data, 100, NULL, 0, &plain));
+    ASSERT_ERR(EINVAL, cs_writer_put_spliced(w, data, 100, &whole, 1, NULL, &plain));
+    ASSERT_OK(cs_writer_put_spliced(w, data, 100, NULL, 0, NULL, &plain));
     ASSERT_OK(cs_writer_flush(w));
     assert_int_equal(plain.size, 100);
     cs_writer_free(w);
@@ -1615,5 +1693,6 @@ RUN_TESTS(T(test_roundtrip_threads1), T(test_group_sizes), T(test_peek_members),
           T(test_small_params_multi_pack), T(test_put_fd), T(test_put_fd_async),
           T(test_dedup_same_data), T(test_dedup_in_flight), T(test_identical_pages),
           T(test_all_zero), T(test_writer_free_without_flush), T(test_repo_open_errors),
-          T(test_reader_index_disagrees), T(test_runs), T(test_put_spliced), T(test_version2_repository),
+          T(test_reader_index_disagrees), T(test_runs), T(test_put_spliced), T(test_put_lent),
+          T(test_version2_repository),
           cmocka_unit_test(test_content_ref_codec), T(test_catalog), T(test_catalog_damaged))

@@ -973,7 +973,7 @@ static int store_file_cb(CsWriter *w, const char *relpath, int dir_fd, int fd,
         return 0;
     log->taken++;
     static const char other[] = "stored by the hook";
-    return cs_writer_put_spliced(w, other, sizeof(other) - 1, NULL, 0, ret) < 0 ? -EIO : 1;
+    return cs_writer_put_spliced(w, other, sizeof(other) - 1, NULL, 0, NULL, ret) < 0 ? -EIO : 1;
 }
 
 static void file_stored_cb(const char *relpath, const CsDirEntry *e, void *userdata)
