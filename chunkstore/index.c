@@ -1,5 +1,6 @@
 #include "chunkstore/index.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,6 +246,90 @@ int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsChunkS
     return 0;
 }
 
+/* One key of a batch of inserts: its first 8 bytes as a big-endian number, which orders ids
+ * as memcmp does but compares in one instruction, and its place in the caller's array. */
+typedef struct SortedKey {
+    uint64_t prefix;
+    const uint8_t *key; /* CS_CHUNK_ID_SIZE bytes */
+    size_t i;
+} SortedKey;
+
+/* By key, then by position: of two entries for one id, the first given is inserted first, and
+ * so is the one kept. */
+static int sorted_key_cmp(const void *a, const void *b)
+{
+    const SortedKey *x = a, *y = b;
+    if (x->prefix != y->prefix)
+        return x->prefix < y->prefix ? -1 : 1;
+    int c = memcmp(x->key, y->key, CS_CHUNK_ID_SIZE);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/*
+ * Insert n keys, keeping what the database already holds for a key (MDB_NOOVERWRITE). Ids are
+ * random, so inserting in the order given touches the tree's pages at random; in key order each
+ * insert lands next to the one before, and the keys past the database's last one (all of them,
+ * in a new repository) are appended without a search. value(i, out) encodes the value of key i
+ * into out (value_len bytes).
+ */
+static int put_all_sorted(MDB_txn *txn, MDB_dbi dbi, const uint8_t *first_key, size_t stride,
+                          size_t n, size_t value_len,
+                          void (*value)(const void *ctx, size_t i, uint8_t *out),
+                          const void *ctx)
+{
+    if (n == 0)
+        return 0;
+    _cleanup_free_ SortedKey *v = malloc(n * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *key = first_key + i * stride;
+        v[i] = (SortedKey){ .prefix = get_be64(key), .key = key, .i = i };
+    }
+    qsort(v, n, sizeof(*v), sorted_key_cmp);
+
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc)
+        return errno_from_mdb(rc);
+    uint8_t last[CS_CHUNK_ID_SIZE];
+    MDB_val k, d;
+    rc = mdb_cursor_get(cur, &k, &d, MDB_LAST);
+    bool is_empty = rc == MDB_NOTFOUND;
+    if (rc == 0 && k.mv_size == CS_CHUNK_ID_SIZE)
+        memcpy(last, k.mv_data, CS_CHUNK_ID_SIZE);
+    else if (rc == 0)
+        memset(last, 0xff, sizeof(last)); /* not an id: never append */
+    else if (!is_empty) {
+        mdb_cursor_close(cur);
+        return errno_from_mdb(rc);
+    }
+    uint8_t val[64];
+    assert(value_len <= sizeof(val));
+    for (size_t j = 0; j < n; j++) {
+        value(ctx, v[j].i, val);
+        k = mdb_val(v[j].key, CS_CHUNK_ID_SIZE);
+        d = mdb_val(val, value_len);
+        bool is_past_end = is_empty || memcmp(v[j].key, last, CS_CHUNK_ID_SIZE) > 0;
+        rc = mdb_cursor_put(cur, &k, &d, is_past_end ? MDB_APPEND : MDB_NOOVERWRITE);
+        if (rc && rc != MDB_KEYEXIST) /* MDB_APPEND: the same key twice in a row */
+            break;
+        rc = 0;
+    }
+    mdb_cursor_close(cur);
+    return errno_from_mdb(rc);
+}
+
+static void page_value(const void *ctx, size_t i, uint8_t *out)
+{
+    cs_slices_encode(out, &((const CsPageAlias *)ctx)[i].in, 1, true);
+}
+
+static void loc_value(const void *ctx, size_t i, uint8_t *out)
+{
+    cs_loc_encode(&((const CsPackEntry *)ctx)[i].loc, out);
+}
+
 static int publish_once(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
                         const CsPackEntry *entries, size_t n, const CsPageAlias *pages,
                         size_t n_pages)
@@ -253,22 +338,12 @@ static int publish_once(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
     int r = txn_begin(idx, 0, &txn);
     if (r < 0)
         return r;
-    for (size_t i = 0; i < n_pages; i++) {
-        uint8_t val[CS_SLICE_SIZE];
-        cs_slices_encode(val, &pages[i].in, 1, true);
-        MDB_val k = mdb_val(pages[i].page.bytes, CS_CHUNK_ID_SIZE), v = mdb_val(val, sizeof(val));
-        int rc = mdb_put(txn, idx->pages, &k, &v, MDB_NOOVERWRITE);
-        if (rc && rc != MDB_KEYEXIST)
-            return errno_from_mdb(rc);
-    }
-    for (size_t i = 0; i < n; i++) {
-        uint8_t loc[CS_LOC_SIZE];
-        cs_loc_encode(&entries[i].loc, loc);
-        MDB_val k = mdb_val(entries[i].id.bytes, CS_CHUNK_ID_SIZE), v = mdb_val(loc, sizeof(loc));
-        int rc = mdb_put(txn, idx->chunks, &k, &v, MDB_NOOVERWRITE);
-        if (rc && rc != MDB_KEYEXIST)
-            return errno_from_mdb(rc);
-    }
+    if (n_pages && (r = put_all_sorted(txn, idx->pages, pages[0].page.bytes, sizeof(*pages),
+                                       n_pages, CS_SLICE_SIZE, page_value, pages)) < 0)
+        return r;
+    if (n && (r = put_all_sorted(txn, idx->chunks, entries[0].id.bytes, sizeof(*entries), n,
+                                 CS_LOC_SIZE, loc_value, entries)) < 0)
+        return r;
     uint8_t pv[12];
     put_le64(pv, pack_size);
     put_le32(pv + 8, (uint32_t)n);

@@ -44,3 +44,12 @@ static inline uint64_t get_le64(const uint8_t *p)
         v = (v << 8) | p[i];
     return v;
 }
+
+/* Big-endian: numbers that order as memcmp orders their bytes (sort keys, not formats). */
+static inline uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}

@@ -240,6 +240,82 @@ static void test_index_first_location_wins(void **state)
     assert_loc_equal(&loc, &ec[0].loc);
 }
 
+/* Entries are inserted in key order, those past the index's last key appended: ids below and
+ * above what the index holds, copies of ids it holds, and an id given twice (on either side of
+ * the last key) all end where a plain insert in the order given would put them. Page aliases
+ * too. */
+static void test_index_sorted_publish(void **state)
+{
+    Fixture *f = *state;
+    CsPackId a, b;
+    random_pack(&a);
+    random_pack(&b);
+    _cleanup_free_ CsPackEntry *ea = make_entries(&a, 50);
+    _cleanup_free_ CsPackEntry *eb = make_entries(&b, 40);
+    for (size_t i = 0; i < 50; i++)
+        ea[i].id.bytes[0] = (uint8_t)(0x40 + (ea[i].id.bytes[0] & 0x7f)); /* 0x40..0xbf */
+    ASSERT_OK(cs_index_publish_pack(f->idx, &a, 1000, ea, 50));
+    for (size_t i = 0; i < 10; i++) {
+        eb[i].id.bytes[0] = 0x00;      /* below everything */
+        eb[10 + i].id.bytes[0] = 0xff; /* past the last key: appended */
+        eb[20 + i].id = ea[i].id;      /* already held: a's location stays */
+    }
+    eb[30].id = eb[12].id; /* twice, past the end: the first stays */
+    eb[31].id = eb[3].id;  /* twice, below */
+    eb[32].id = eb[25].id; /* held, and twice */
+    ASSERT_OK(cs_index_publish_pack(f->idx, &b, 2000, eb, 40));
+
+    CsChunkLoc loc;
+    for (size_t i = 0; i < 50; i++) {
+        ASSERT_OK(cs_index_lookup(f->idx, &ea[i].id, &loc));
+        assert_loc_equal(&loc, &ea[i].loc);
+    }
+    for (size_t i = 0; i < 40; i++) {
+        if (i >= 20 && i <= 32) /* copies: checked below */
+            continue;
+        ASSERT_OK(cs_index_lookup(f->idx, &eb[i].id, &loc));
+        assert_loc_equal(&loc, &eb[i].loc);
+    }
+    ASSERT_OK(cs_index_lookup(f->idx, &eb[30].id, &loc));
+    assert_loc_equal(&loc, &eb[12].loc);
+    ASSERT_OK(cs_index_lookup(f->idx, &eb[31].id, &loc));
+    assert_loc_equal(&loc, &eb[3].loc);
+    ASSERT_OK(cs_index_lookup(f->idx, &eb[32].id, &loc));
+    assert_loc_equal(&loc, &ea[5].loc);
+    CsIndexStats st;
+    ASSERT_OK(cs_index_stats(f->idx, &st));
+    assert_int_equal(st.chunks, 50 + 40 - 10 - 3);
+
+    /* Page aliases: a new table's first keys are all appended; then some below and above. */
+    CsPackId c;
+    random_pack(&c);
+    CsPageAlias pages[6];
+    for (size_t i = 0; i < 6; i++) {
+        random_buf(pages[i].page.bytes, CS_CHUNK_ID_SIZE);
+        pages[i].in = (CsChunkSlice){ .id = ea[i].id, .offset = (uint32_t)i * 8192, .length = 8192 };
+    }
+    pages[0].page.bytes[0] = 0x80;
+    pages[1].page.bytes[0] = 0x10;
+    pages[2].page = pages[0].page; /* twice: the first stays */
+    ASSERT_OK(cs_index_publish_pack_pages(f->idx, &c, 10, NULL, 0, pages, 3));
+    pages[3].page.bytes[0] = 0x05;
+    pages[4].page.bytes[0] = 0xf0;
+    pages[5].page = pages[1].page; /* held: stays */
+    CsPackId d;
+    random_pack(&d);
+    ASSERT_OK(cs_index_publish_pack_pages(f->idx, &d, 10, NULL, 0, pages + 3, 3));
+    CsIndexReader *rd = NULL;
+    ASSERT_OK(cs_index_reader_begin(f->idx, &rd));
+    const size_t want[6] = { 0, 1, 0, 3, 4, 1 };
+    for (size_t i = 0; i < 6; i++) {
+        CsChunkSlice in;
+        ASSERT_OK(cs_index_reader_lookup_page(rd, &pages[i].page, &in));
+        assert_memory_equal(in.id.bytes, pages[want[i]].in.id.bytes, CS_CHUNK_ID_SIZE);
+        assert_int_equal(in.offset, pages[want[i]].in.offset);
+    }
+    cs_index_reader_end(rd);
+}
+
 static void test_index_drop_pack(void **state)
 {
     Fixture *f = *state;
@@ -517,5 +593,6 @@ static void test_index_loc_extremes(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 RUN_TESTS(T(test_index_publish_lookup), T(test_index_first_location_wins),
+          T(test_index_sorted_publish),
           T(test_index_drop_pack), T(test_index_reopen), T(test_index_other_repo),
           T(test_index_reader_snapshot), T(test_index_loc_extremes))
