@@ -26,9 +26,13 @@
 /* What remembering page files may cost: past it, later files are not remembered (their
  * images are stored as they are). A reference is small, a list of up to 32 slices at most. */
 #define REMEMBERED_MAX (64u << 20)
-/* Segments the planner keeps ready ahead of the walk (each holds a segment and its residual),
- * besides the one it is planning and the one being put. */
-#define PLANS_AHEAD 1
+/* Threads planning segments: a segment whose images are all index pages built at once costs
+ * the planner far more (every page is read back) than the walk and the workers, and such
+ * segments come in runs; two planners keep the machine busy through them. */
+#define PLANNER_THREADS 2
+/* Segments planned ahead of the walk, ready or being planned (each holds a segment and its
+ * residual), besides the one being put. */
+#define PLANS_AHEAD 2
 /* Planned segments lent to the writer at once, at most; past it a segment is copied into the
  * writer's batches, so memory stays bounded whatever the writer's pace. */
 #define PLANS_LENT_MAX 2
@@ -51,6 +55,7 @@ typedef struct Matcher {
 /* One segment, read and matched. */
 typedef struct Plan {
     char name[32];
+    size_t index; /* of the name in the planner's list */
     int error; /* reading or planning it failed (-errno): the walk's thread plans it again */
     bool fits; /* at most AGENT_WAL_DEDUP_SEG_MAX bytes */
     Buf seg, residual;
@@ -62,15 +67,26 @@ typedef struct Plan {
     struct Plan *next;
 } Plan;
 
+typedef struct Planner Planner;
+
+typedef struct PlannerThread {
+    Planner *pl;
+    pthread_t thread;
+    bool is_running;
+    Matcher m;
+    size_t planning; /* protected by the planner's lock: index being planned, or SIZE_MAX */
+} PlannerThread;
+
 /*
  * Reads and matches the segments of one pg_wal directory in name order, the order the walk
- * stores them in, ahead of it, so that the walk's thread only puts what is planned. Page files
- * are not remembered while it runs (agent_wal_dedup_file_stored stops it first), so it reads
- * the array of them without a lock.
+ * stores them in, ahead of it, so that the walk's thread only puts what is planned. Its threads
+ * take the names in turn; plans are handed out in name order. Page files are not remembered
+ * while it runs (agent_wal_dedup_file_stored stops it first), so it reads the array of them
+ * without a lock.
  */
-typedef struct Planner {
+struct Planner {
     AgentWalDedup *d;
-    pthread_t thread;
+    PlannerThread threads[PLANNER_THREADS];
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int dir_fd;
@@ -80,11 +96,10 @@ typedef struct Planner {
     size_t n_names;
     /* protected by lock: */
     size_t next_name;
-    Plan *ready, *ready_tail, *spare;
-    size_t n_ready;
-    bool stop, done;
-    Matcher m; /* the planner thread's */
-} Planner;
+    Plan *ready, *spare; /* ready: by index */
+    size_t n_ready, n_planning, n_exited;
+    bool stop;
+};
 
 struct AgentWalDedup {
     CsRepo *repo;
@@ -477,7 +492,7 @@ static int read_segment(Plan *p, int fd)
 /* ---- the planner ---- */
 
 /* Plan one segment of the planner's directory, read by name. */
-static int planner_plan(Planner *pl, Plan *p, const char *name)
+static int planner_plan(Planner *pl, Matcher *m, Plan *p, const char *name)
 {
     snprintf(p->name, sizeof(p->name), "%s", name);
     p->error = 0;
@@ -499,46 +514,65 @@ static int planner_plan(Planner *pl, Plan *p, const char *name)
     _cleanup_free_ char *relpath = NULL;
     if (asprintf(&relpath, "%s/%s", pl->dir, name) < 0)
         return -ENOMEM;
-    return plan_segment(pl->d, &pl->m, p, relpath, pl->prefix);
+    return plan_segment(pl->d, m, p, relpath, pl->prefix);
+}
+
+static void ready_insert(Planner *pl, Plan *p)
+{
+    Plan **at = &pl->ready;
+    while (*at && (*at)->index < p->index)
+        at = &(*at)->next;
+    p->next = *at;
+    *at = p;
+    pl->n_ready++;
 }
 
 static void *planner_main(void *userdata)
 {
-    Planner *pl = userdata;
+    PlannerThread *t = userdata;
+    Planner *pl = t->pl;
     pthread_mutex_lock(&pl->lock);
     while (!pl->stop && pl->next_name < pl->n_names) {
-        if (pl->n_ready >= PLANS_AHEAD) {
+        if (pl->n_ready + pl->n_planning >= PLANS_AHEAD) {
             pthread_cond_wait(&pl->cond, &pl->lock);
             continue;
         }
         Plan *p = pl->spare;
         if (p)
             pl->spare = p->next;
-        const char *name = pl->names[pl->next_name++];
+        size_t index = pl->next_name++;
+        t->planning = index;
+        pl->n_planning++;
         pthread_mutex_unlock(&pl->lock);
         int r = p ? 0 : -ENOMEM;
         if (!p && (p = calloc(1, sizeof(*p))))
             r = 0;
         if (r == 0)
-            r = planner_plan(pl, p, name);
+            r = planner_plan(pl, &t->m, p, pl->names[index]);
         if (r < 0 && p)
             p->error = r; /* the walk's thread plans it again, and reports what it meets */
         pthread_mutex_lock(&pl->lock);
-        if (!p)
-            break;
-        p->next = NULL;
-        if (pl->ready_tail)
-            pl->ready_tail->next = p;
-        else
-            pl->ready = p;
-        pl->ready_tail = p;
-        pl->n_ready++;
+        t->planning = SIZE_MAX;
+        pl->n_planning--;
         pthread_cond_broadcast(&pl->cond);
+        if (!p)
+            break; /* the walk plans this name itself: nothing waits for it */
+        p->index = index;
+        ready_insert(pl, p);
     }
-    pl->done = true;
+    pl->n_exited++;
     pthread_cond_broadcast(&pl->cond);
     pthread_mutex_unlock(&pl->lock);
     return NULL;
+}
+
+/* The lowest index still being planned, or SIZE_MAX. */
+static size_t planning_low(const Planner *pl)
+{
+    size_t low = SIZE_MAX;
+    for (size_t i = 0; i < PLANNER_THREADS; i++)
+        low = MIN(low, pl->threads[i].planning);
+    return low;
 }
 
 /* What a planner holds, once its thread is gone or was never started. */
@@ -548,7 +582,8 @@ static void planner_free(Planner *pl)
     pthread_cond_destroy(&pl->cond);
     plans_free(pl->ready);
     plans_free(pl->spare);
-    matcher_clear(&pl->m);
+    for (size_t i = 0; i < PLANNER_THREADS; i++)
+        matcher_clear(&pl->threads[i].m);
     strv_free(pl->names, pl->n_names);
     if (pl->dir_fd >= 0)
         close(pl->dir_fd);
@@ -566,7 +601,9 @@ static void planner_stop(AgentWalDedup *d)
     pl->stop = true;
     pthread_cond_broadcast(&pl->cond);
     pthread_mutex_unlock(&pl->lock);
-    pthread_join(pl->thread, NULL);
+    for (size_t i = 0; i < PLANNER_THREADS; i++)
+        if (pl->threads[i].is_running)
+            pthread_join(pl->threads[i].thread, NULL);
     planner_free(pl);
     d->planner = NULL;
 }
@@ -590,11 +627,23 @@ static void planner_start(AgentWalDedup *d, int dir_fd, const char *dir, const c
         return;
     }
     files_sort(d);
-    if (pthread_create(&pl->thread, NULL, planner_main, pl) != 0) {
-        planner_free(pl);
+    for (size_t i = 0; i < PLANNER_THREADS; i++)
+        pl->threads[i] = (PlannerThread){ .pl = pl, .planning = SIZE_MAX };
+    d->planner = pl;
+    size_t started = 0;
+    for (size_t i = 0; i < PLANNER_THREADS; i++) {
+        PlannerThread *t = &pl->threads[i];
+        t->is_running = pthread_create(&t->thread, NULL, planner_main, t) == 0;
+        started += t->is_running;
+    }
+    if (!started) { /* no thread: the walk's thread plans every segment */
+        planner_stop(d);
         return;
     }
-    d->planner = pl;
+    pthread_mutex_lock(&pl->lock);
+    pl->n_exited += PLANNER_THREADS - started;
+    pthread_cond_broadcast(&pl->cond);
+    pthread_mutex_unlock(&pl->lock);
 }
 
 /* The planner's plan of segment `name`, or NULL when it has none (a segment it did not list,
@@ -605,7 +654,9 @@ static Plan *planner_take(Planner *pl, const char *name)
     Plan *p = NULL;
     pthread_mutex_lock(&pl->lock);
     for (;;) {
-        while (!pl->ready && !pl->done)
+        /* The first ready plan is the next one only once no earlier name is being planned. */
+        while ((!pl->ready && pl->n_exited < PLANNER_THREADS) ||
+               (pl->ready && pl->ready->index > planning_low(pl)))
             pthread_cond_wait(&pl->cond, &pl->lock);
         if (!pl->ready)
             break;
@@ -614,8 +665,6 @@ static Plan *planner_take(Planner *pl, const char *name)
             break;
         p = pl->ready;
         pl->ready = p->next;
-        if (!pl->ready)
-            pl->ready_tail = NULL;
         pl->n_ready--;
         pthread_cond_broadcast(&pl->cond);
         if (c == 0 && p->error == 0)

@@ -15,10 +15,10 @@
  * the segment's content is an ordinary list of slices.
  *
  * The first segment of a pg_wal directory makes the writer flush (publish the pages' pack), so
- * that they can be read back; so a tree with WAL costs one extra, smaller pack. Then a thread
- * of its own reads and matches the directory's segments in name order, a segment ahead of the
- * walk, which only puts what was planned: the walk's thread is the one that feeds the
- * writer's workers. A planned segment is lent to the writer (CsLoan), not copied: its memory
+ * that they can be read back; so a tree with WAL costs one extra, smaller pack. Then two
+ * threads of its own read and match the directory's segments, up to two ahead of the walk,
+ * which takes the plans in name order and only puts them: the walk's thread is the one that
+ * feeds the writer's workers. A planned segment is lent to the writer (CsLoan), not copied: its memory
  * comes back to the planner once the writer has read it.
  */
 #pragma once

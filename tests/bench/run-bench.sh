@@ -33,7 +33,9 @@ now() { date +%s.%N; }
 mbps() { python3 -c "import sys; b,t=float(sys.argv[1]),float(sys.argv[2]); print(f'{b/t/1e6:8.1f}')" "$1" "$2"; }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:6.2f}x' if b>0 else 'n/a')" "$1" "$2"; }
 dirsize() { du -sb "$1" | cut -f1; }
-timed() { local t0; t0=$(now); "$@" >/dev/null 2>&1; python3 -c "import sys; print(float(sys.argv[2])-float(sys.argv[1]))" "$t0" "$(now)"; }
+# Each command starts with no writeback left from the one before (restic and --no-sync restores
+# leave theirs to the kernel), so that no tool pays for another's writes.
+timed() { local t0; sync; t0=$(now); "$@" >/dev/null 2>&1; python3 -c "import sys; print(float(sys.argv[2])-float(sys.argv[1]))" "$t0" "$(now)"; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 row() { printf '  %-44s %10s MB/s   %s\n' "$1" "$2" "${3:-}"; }
 
