@@ -63,6 +63,7 @@ void agent_wal_segment_name(uint32_t tli, uint64_t segno, uint64_t seg_size, cha
 /* ---- the long page header at offset 0 of a segment ---- */
 
 #define AGENT_WAL_LONG_HEADER_SIZE 40 /* SizeOfXLogLongPHD on every 64-bit platform */
+#define AGENT_WAL_XLP_FIRST_IS_CONTREC 0x0001 /* the page starts inside a record */
 #define AGENT_WAL_XLP_LONG_HEADER  0x0002
 #define AGENT_WAL_XLP_ALL_FLAGS    0x0007
 #define AGENT_WAL_SEG_MIN          (1u << 20) /* WalSegMinSize */

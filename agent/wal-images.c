@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/wal-format.h"
 #include "common/endian.h"
 #include "common/macro.h"
 
@@ -57,12 +58,9 @@ uint32_t agent_crc32c(uint32_t crc, const void *p, size_t n)
 
 /* ---- the bytes after the page headers ---- */
 
-#define LONG_HEADER           40u
 #define SHORT_HEADER          24u
-#define FIRST_PAYLOAD         (AGENT_WAL_PAGE_SIZE - LONG_HEADER)
+#define FIRST_PAYLOAD         (AGENT_WAL_PAGE_SIZE - AGENT_WAL_LONG_HEADER_SIZE)
 #define PAYLOAD               (AGENT_WAL_PAGE_SIZE - SHORT_HEADER)
-#define XLP_FIRST_IS_CONTREC  0x0001
-#define XLP_LONG_HEADER       0x0002
 #define RECORD_HEADER         24u /* SizeOfXLogRecord */
 #define ALIGN8(x)             (((x) + 7) & ~(uint64_t)7) /* MAXALIGN */
 #define RECORD_CRC_AT         20u /* offsetof(XLogRecord, xl_crc) */
@@ -83,7 +81,7 @@ uint32_t agent_crc32c(uint32_t crc, const void *p, size_t n)
 static size_t physical(uint64_t l)
 {
     if (l < FIRST_PAYLOAD)
-        return LONG_HEADER + (size_t)l;
+        return AGENT_WAL_LONG_HEADER_SIZE + (size_t)l;
     l -= FIRST_PAYLOAD;
     return (size_t)(l / PAYLOAD + 1) * AGENT_WAL_PAGE_SIZE + SHORT_HEADER + (size_t)(l % PAYLOAD);
 }
@@ -124,7 +122,7 @@ static uint64_t logical_size(const uint8_t *seg, size_t n)
         bool is_first = i == 0;
         if (get_le16(h) != AGENT_WAL_PG15_MAGIC ||
             get_le64(h + 8) != first_addr + i * AGENT_WAL_PAGE_SIZE ||
-            !(get_le16(h + 2) & XLP_LONG_HEADER) != !is_first)
+            !(get_le16(h + 2) & AGENT_WAL_XLP_LONG_HEADER) != !is_first)
             break;
         size += is_first ? FIRST_PAYLOAD : PAYLOAD;
     }
@@ -252,18 +250,20 @@ int agent_wal_images_find(const uint8_t *seg, size_t n, AgentWalImage **ret, siz
     *ret_n = 0;
     if (n < AGENT_WAL_PAGE_SIZE || n > UINT32_MAX)
         return -EBADMSG;
-    uint16_t info = get_le16(seg + 2);
-    if (get_le16(seg) != AGENT_WAL_PG15_MAGIC)
+    AgentWalHeader h;
+    int r = agent_wal_header_parse(seg, n, &h);
+    if (r < 0)
+        return r;
+    if (h.magic != AGENT_WAL_PG15_MAGIC)
         return -EPROTONOSUPPORT;
-    if (!(info & XLP_LONG_HEADER))
+    if (!(h.info & AGENT_WAL_XLP_LONG_HEADER))
         return -EBADMSG;
-    if (get_le32(seg + 36) != AGENT_WAL_PAGE_SIZE)
+    if (h.blcksz != AGENT_WAL_PAGE_SIZE)
         return -EPROTONOSUPPORT;
-    uint64_t size = logical_size(seg, n), first_addr = get_le64(seg + 8);
-    uint64_t pos = (info & XLP_FIRST_IS_CONTREC) ? get_le32(seg + 16) : 0;
+    uint64_t size = logical_size(seg, n), first_addr = h.pageaddr;
+    uint64_t pos = (h.info & AGENT_WAL_XLP_FIRST_IS_CONTREC) ? h.rem_len : 0;
     AgentWalImage *images = NULL;
     size_t count = 0, cap = 0;
-    int r = 0;
     for (pos = ALIGN8(pos); size - MIN(size, pos) >= RECORD_HEADER; pos = ALIGN8(pos)) {
         /* Only the headers are copied out of the pages; the CRC is taken where the bytes are. */
         uint8_t head[RECORD_HEADERS_MAX];

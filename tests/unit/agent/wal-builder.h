@@ -122,7 +122,7 @@ static void lay_out(const Buf *s, uint32_t rem_len, uint8_t *seg)
     for (size_t i = 0; i < SEG_PAGES; i++) {
         uint8_t *h = seg + i * AGENT_WAL_PAGE_SIZE;
         put_le16(h, AGENT_WAL_PG15_MAGIC);
-        put_le16(h + 2, i == 0 ? XLP_LONG_HEADER | (rem_len ? XLP_FIRST_IS_CONTREC : 0) : 0);
+        put_le16(h + 2, i == 0 ? AGENT_WAL_XLP_LONG_HEADER | (rem_len ? AGENT_WAL_XLP_FIRST_IS_CONTREC : 0) : 0);
         put_le32(h + 4, 1);
         put_le64(h + 8, FIRST_LSN + i * AGENT_WAL_PAGE_SIZE);
         size_t header = SHORT_HEADER;
@@ -131,7 +131,7 @@ static void lay_out(const Buf *s, uint32_t rem_len, uint8_t *seg)
             put_le64(h + 24, UINT64_C(7301234567890123456));
             put_le32(h + 32, SEG_BYTES);
             put_le32(h + 36, AGENT_WAL_PAGE_SIZE);
-            header = LONG_HEADER;
+            header = AGENT_WAL_LONG_HEADER_SIZE;
         }
         size_t k = MIN(AGENT_WAL_PAGE_SIZE - header, s->size - MIN(s->size, l));
         memcpy(h + header, s->data + l, k);
