@@ -97,7 +97,7 @@ struct Planner {
     /* protected by lock: */
     size_t next_name;
     Plan *ready, *spare; /* ready: by index */
-    size_t n_ready, n_planning, n_exited;
+    size_t n_ready, n_exited;
     bool stop;
 };
 
@@ -527,13 +527,33 @@ static void ready_insert(Planner *pl, Plan *p)
     pl->n_ready++;
 }
 
+/* How many names are being planned, and the lowest of them (SIZE_MAX: none). */
+static size_t planning(const Planner *pl, size_t *ret_low)
+{
+    size_t n = 0, low = SIZE_MAX;
+    for (size_t i = 0; i < PLANNER_THREADS; i++) {
+        n += pl->threads[i].planning != SIZE_MAX;
+        low = MIN(low, pl->threads[i].planning);
+    }
+    if (ret_low)
+        *ret_low = low;
+    return n;
+}
+
+static size_t planning_low(const Planner *pl)
+{
+    size_t low;
+    planning(pl, &low);
+    return low;
+}
+
 static void *planner_main(void *userdata)
 {
     PlannerThread *t = userdata;
     Planner *pl = t->pl;
     pthread_mutex_lock(&pl->lock);
     while (!pl->stop && pl->next_name < pl->n_names) {
-        if (pl->n_ready + pl->n_planning >= PLANS_AHEAD) {
+        if (pl->n_ready + planning(pl, NULL) >= PLANS_AHEAD) {
             pthread_cond_wait(&pl->cond, &pl->lock);
             continue;
         }
@@ -542,7 +562,6 @@ static void *planner_main(void *userdata)
             pl->spare = p->next;
         size_t index = pl->next_name++;
         t->planning = index;
-        pl->n_planning++;
         pthread_mutex_unlock(&pl->lock);
         int r = p ? 0 : -ENOMEM;
         if (!p && (p = calloc(1, sizeof(*p))))
@@ -553,7 +572,6 @@ static void *planner_main(void *userdata)
             p->error = r; /* the walk's thread plans it again, and reports what it meets */
         pthread_mutex_lock(&pl->lock);
         t->planning = SIZE_MAX;
-        pl->n_planning--;
         pthread_cond_broadcast(&pl->cond);
         if (!p)
             break; /* the walk plans this name itself: nothing waits for it */
@@ -564,15 +582,6 @@ static void *planner_main(void *userdata)
     pthread_cond_broadcast(&pl->cond);
     pthread_mutex_unlock(&pl->lock);
     return NULL;
-}
-
-/* The lowest index still being planned, or SIZE_MAX. */
-static size_t planning_low(const Planner *pl)
-{
-    size_t low = SIZE_MAX;
-    for (size_t i = 0; i < PLANNER_THREADS; i++)
-        low = MIN(low, pl->threads[i].planning);
-    return low;
 }
 
 /* What a planner holds, once its thread is gone or was never started. */

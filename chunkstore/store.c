@@ -1435,17 +1435,14 @@ int cs_writer_put_spliced(CsWriter *w, const void *p, size_t n, const CsSplice *
     if (!loan)
         loan = &no_loan;
     uint64_t spliced = 0;
-    for (size_t i = 0; i < n_splices; i++) {
+    int r = 0;
+    for (size_t i = 0; r == 0 && i < n_splices; i++) {
         if (splices[i].at > n || (i && splices[i].at < splices[i - 1].at) ||
-            splices[i].slice.length == 0 || !w->can_run) {
-            if (loan->release)
-                loan->release(loan->userdata);
-            return -EINVAL;
-        }
+            splices[i].slice.length == 0 || !w->can_run)
+            r = -EINVAL;
         spliced += splices[i].slice.length;
     }
-    int r;
-    Put *put = put_new(w, CS_CHUNKING_CDC, false, NULL, ret, &r);
+    Put *put = r < 0 ? NULL : put_new(w, CS_CHUNKING_CDC, false, NULL, ret, &r);
     if (!put) {
         if (loan->release)
             loan->release(loan->userdata);

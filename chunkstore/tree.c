@@ -417,12 +417,13 @@ static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsD
         if (v[i].type == CS_ENTRY_FILE) {
             v[i].size = v[i].content.size; /* what was read, even if the file changed */
             ctx->stats->bytes += v[i].size;
-            char *relpath = p && p->file_stored ? entry_relpath(ctx, v[i].name) : NULL;
+            if (!p || !p->file_stored)
+                continue;
+            _cleanup_free_ char *relpath = entry_relpath(ctx, v[i].name);
             if (relpath)
                 p->file_stored(relpath, &v[i], p->userdata);
-            else if (p && p->file_stored)
+            else
                 r = -ENOMEM;
-            free(relpath);
         }
     if (r < 0) {
         cs_dir_entries_free(v, n);
