@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "agent/pagecheck.h"
 #include "agent/wal-dedup.h"
 #include "chunkstore/catalog.h"
 #include "chunkstore/keysource.h"
@@ -150,25 +151,8 @@ static bool is_relation_file(const char *relpath, const struct stat *st, void *u
     if (st->st_size == 0 || st->st_size % repo->config.page_size)
         return false;
     const char *base = strrchr(relpath, '/');
-    if (!base)
-        return false;
-    const char *p = base + 1;
-    if (!(*p >= '0' && *p <= '9'))
-        return false;
-    while (*p >= '0' && *p <= '9')
-        p++;
-    if (strncmp(p, "_fsm", 4) == 0 || strncmp(p, "_vm", 3) == 0)
-        p += p[1] == 'f' ? 4 : 3;
-    else if (strncmp(p, "_init", 5) == 0)
-        p += 5;
-    if (*p == '.') {
-        p++;
-        if (!*p)
-            return false;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
-    if (*p)
+    AgentRelFile rf;
+    if (!base || !agent_relfile_parse(base + 1, &rf))
         return false;
     /* The parent is a database oid directory or global/. */
     const char *parent = base;
