@@ -617,9 +617,11 @@ static void planner_stop(AgentWalDedup *d)
     d->planner = NULL;
 }
 
-/* Start planning the segments of directory `dir` (its path in the tree). Failing to start only
- * means the walk's thread plans each segment itself. */
-static void planner_start(AgentWalDedup *d, int dir_fd, const char *dir, const char *prefix)
+/* Start planning the segments of directory `dir` (its path in the tree), from `first` on: the
+ * walk has passed the names before it (unchanged segments the tree took from the previous
+ * snapshot). Failing to start only means the walk's thread plans each segment itself. */
+static void planner_start(AgentWalDedup *d, int dir_fd, const char *dir, const char *prefix,
+                          const char *first)
 {
     Planner *pl = calloc(1, sizeof(*pl));
     if (!pl)
@@ -635,6 +637,8 @@ static void planner_start(AgentWalDedup *d, int dir_fd, const char *dir, const c
         planner_free(pl);
         return;
     }
+    while (pl->next_name < pl->n_names && strcmp(pl->names[pl->next_name], first) < 0)
+        pl->next_name++;
     files_sort(d);
     for (size_t i = 0; i < PLANNER_THREADS; i++)
         pl->threads[i] = (PlannerThread){ .pl = pl, .planning = SIZE_MAX };
@@ -740,7 +744,7 @@ int agent_wal_dedup_store_file(AgentWalDedup *d, CsWriter *w, const char *relpat
         /* The pages the segments refer to must be readable before anyone reads them. */
         if ((r = make_readable(d, w)) < 0)
             return r;
-        planner_start(d, dir_fd, dir, prefix);
+        planner_start(d, dir_fd, dir, prefix, name);
     }
     Plan *p = d->planner ? planner_take(d->planner, name) : NULL;
     if (!p) {

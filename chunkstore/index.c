@@ -26,7 +26,9 @@ struct CsIndex {
     MDB_dbi packs;  /* pack id -> size u64, entries u32 */
     MDB_dbi meta;   /* "repo_id" -> 16 bytes */
     MDB_dbi pages;  /* page id -> CS_SLICE_SIZE bytes: where in a run the page is */
+    MDB_dbi files;  /* CsFileKey -> FILE_STAMP_SIZE bytes: the files cache */
     bool has_pages; /* false only in an index opened read-only before it had the database */
+    bool has_files; /* likewise */
     bool read_only;
     void *map_addr; /* LMDB's mapping of data.mdb, found in /proc/self/maps; NULL if unknown */
     size_t map_len;
@@ -110,7 +112,7 @@ int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, Cs
     int rc = mdb_env_create(&idx->env);
     if (rc)
         return errno_from_mdb(rc);
-    mdb_env_set_maxdbs(idx->env, 4);
+    mdb_env_set_maxdbs(idx->env, 5);
     mdb_env_set_maxreaders(idx->env, 512);
     mdb_env_set_mapsize(idx->env, INDEX_MAP_SIZE);
     /* NOTLS: read transactions are handed between threads of the pipeline and FUSE. */
@@ -139,6 +141,12 @@ int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, Cs
         goto fail;
     }
     idx->has_pages = rc == 0;
+    rc = mdb_dbi_open(txn, "files", create, &idx->files);
+    if (rc && rc != MDB_NOTFOUND) {
+        r = errno_from_mdb(rc);
+        goto fail;
+    }
+    idx->has_files = rc == 0;
     MDB_val k = mdb_val("repo_id", 7), v;
     rc = mdb_get(txn, idx->meta, &k, &v);
     if (rc == 0 && (v.mv_size != 16 || memcmp(v.mv_data, repo_id, 16) != 0)) {
@@ -244,6 +252,90 @@ int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsChunkS
         return -EBADMSG;
     *ret = cs_slice_decode(v.mv_data, true);
     return 0;
+}
+
+#define FILE_STAMP_SIZE 56
+
+static void file_stamp_encode(const CsFileStamp *s, uint8_t out[FILE_STAMP_SIZE])
+{
+    put_le64(out, s->generation);
+    put_le64(out + 8, s->ino);
+    put_le64(out + 16, (uint64_t)s->ctime_sec);
+    put_le32(out + 24, s->ctime_nsec);
+    put_le64(out + 28, (uint64_t)s->mtime_sec);
+    put_le32(out + 36, s->mtime_nsec);
+    put_le64(out + 40, s->size);
+    put_le64(out + 48, s->content_hash);
+}
+
+int cs_index_reader_lookup_file(CsIndexReader *rd, const CsFileKey *key, CsFileStamp *ret)
+{
+    if (!rd->idx->has_files)
+        return -ENOENT;
+    MDB_val k = mdb_val(key->bytes, sizeof(key->bytes)), v;
+    int rc = mdb_get(rd->txn, rd->idx->files, &k, &v);
+    if (rc)
+        return errno_from_mdb(rc);
+    if (v.mv_size != FILE_STAMP_SIZE)
+        return -ENOENT; /* not a record this build wrote: a cache miss */
+    const uint8_t *p = v.mv_data;
+    *ret = (CsFileStamp){ .generation = get_le64(p),
+                          .ino = get_le64(p + 8),
+                          .ctime_sec = (int64_t)get_le64(p + 16),
+                          .ctime_nsec = get_le32(p + 24),
+                          .mtime_sec = (int64_t)get_le64(p + 28),
+                          .mtime_nsec = get_le32(p + 36),
+                          .size = get_le64(p + 40),
+                          .content_hash = get_le64(p + 48) };
+    return 0;
+}
+
+int cs_index_put_files(CsIndex *idx, const CsFileKey *keys, const CsFileStamp *stamps, size_t n)
+{
+    if (idx->read_only)
+        return -EROFS;
+    _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
+    int r = txn_begin(idx, 0, &txn);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t val[FILE_STAMP_SIZE];
+        file_stamp_encode(&stamps[i], val);
+        MDB_val k = mdb_val(keys[i].bytes, sizeof(keys[i].bytes)), v = mdb_val(val, sizeof(val));
+        int rc = mdb_put(txn, idx->files, &k, &v, 0);
+        if (rc)
+            return errno_from_mdb(rc);
+    }
+    return errno_from_mdb(mdb_txn_commit(TAKE_PTR(txn)));
+}
+
+int cs_index_forget_files(CsIndex *idx, const uint8_t source[8], uint64_t keep)
+{
+    if (idx->read_only)
+        return -EROFS;
+    _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int r = txn_begin(idx, 0, &txn);
+    if (r < 0)
+        return r;
+    int rc = mdb_cursor_open(txn, idx->files, &cur);
+    if (rc)
+        return errno_from_mdb(rc);
+    uint8_t first[sizeof(((CsFileKey *)0)->bytes)] = { 0 };
+    memcpy(first, source, 8);
+    MDB_val k = mdb_val(first, sizeof(first)), v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == 0 && k.mv_size >= 8 && memcmp(k.mv_data, source, 8) == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (v.mv_size == FILE_STAMP_SIZE && get_le64(v.mv_data) == keep)
+            continue;
+        if ((rc = mdb_cursor_del(cur, 0)))
+            break;
+    }
+    mdb_cursor_close(cur);
+    if (rc && rc != MDB_NOTFOUND)
+        return errno_from_mdb(rc);
+    return errno_from_mdb(mdb_txn_commit(TAKE_PTR(txn)));
 }
 
 /* One key of a batch of inserts: its first 8 bytes as a big-endian number, which orders ids

@@ -54,6 +54,35 @@ int cs_index_publish_pack_pages(CsIndex *idx, const CsPackId *pack, uint64_t pac
 /* Where page `id` is, when a run holds it: 0, or -ENOENT. The run itself may be gone from the
  * index since (a dropped pack): look it up before relying on it. */
 int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsChunkSlice *ret);
+/*
+ * The files cache (database `files`, docs/FORMAT.md 10): how a regular file of a stored tree
+ * looked when it was read, and which content it was stored as, so that the next store of the
+ * same tree can take an unchanged file's content from the previous snapshot without reading it
+ * (chunkstore/files-cache.h). Keyed by the tree's source and the file's path in it.
+ */
+typedef struct CsFileKey {
+    uint8_t bytes[16]; /* xxh3-64 of the source's absolute path, then of the relative path */
+} CsFileKey;
+
+typedef struct CsFileStamp {
+    uint64_t generation; /* the store that wrote it: random, one per tree store */
+    uint64_t ino;
+    int64_t ctime_sec;
+    uint32_t ctime_nsec;
+    int64_t mtime_sec;
+    uint32_t mtime_nsec;
+    uint64_t size;
+    uint64_t content_hash; /* xxh3-64 of the encoded content reference (FORMAT.md 7) */
+} CsFileStamp;
+
+/* 0 and *ret, or -ENOENT (also when the index predates the database). */
+int cs_index_reader_lookup_file(CsIndexReader *rd, const CsFileKey *key, CsFileStamp *ret);
+/* Write n records in one transaction, replacing what the keys held. */
+int cs_index_put_files(CsIndex *idx, const CsFileKey *keys, const CsFileStamp *stamps, size_t n);
+/* Delete the records of source `source` (the first 8 bytes of its keys) written by another
+ * generation than `keep`: files the last store of the source did not see. */
+int cs_index_forget_files(CsIndex *idx, const uint8_t source[8], uint64_t keep);
+
 /* Number of packs indexed. */
 int cs_index_pack_count(CsIndex *idx, uint64_t *ret);
 /* 1 if the pack is indexed, 0 if not. */

@@ -12,6 +12,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "chunkstore/files-cache.h"
 #include "common/endian.h"
 #include "common/fs-util.h"
 #include "common/log.h"
@@ -173,6 +174,8 @@ typedef struct StoreCtx {
     CsWriter *w;
     const CsTreeParams *params;
     CsReader *prev_reader; /* reads the previous version; NULL: there is none */
+    bool can_delta;        /* the previous version's pages may be delta bases */
+    CsFilesCache *files;   /* NULL: not used, or given up after an error */
     CsTreeStats *stats;
     char *path; /* absolute path buffer, grown as needed */
     size_t root_len;
@@ -255,8 +258,34 @@ static int store_file_by_hook(StoreCtx *ctx, const char *relpath, int dir_fd, in
     return !*handled && lseek(fd, 0, SEEK_SET) < 0 ? -errno : 0;
 }
 
+/* The files cache is only an optimisation: when the index cannot take its records, the store
+ * goes on without it. */
+static void files_cache_failed(StoreCtx *ctx, int r)
+{
+    log_warning("the files cache could not be written (%s): every file will be read next time",
+                strerror(-r));
+    ctx->files = cs_files_cache_free(ctx->files);
+}
+
+/* The previous version's content of a file the files cache says is unchanged: 1, 0 when it
+ * has to be read, or -errno. */
+static int take_unchanged(StoreCtx *ctx, const CsDirEntry *was, const char *relpath,
+                          const struct stat *st, bool is_pages, CsDirEntry *e)
+{
+    if (!ctx->files || !was || !(was->flags & CS_ENTRY_FLAG_PAGES) != !is_pages ||
+        !cs_files_cache_unchanged(ctx->files, relpath, st, &was->content))
+        return 0;
+    int r = cs_content_ref_copy(&was->content, &e->content);
+    if (r < 0)
+        return r;
+    ctx->stats->files_cached++;
+    ctx->stats->bytes_cached += was->content.size;
+    return 1;
+}
+
+/* *st is the entry's stat from before it was read. */
 static int store_entry(StoreCtx *ctx, int dir_fd, const PrevDir *prev, const char *name,
-                       CsDirEntry *e, bool *skip)
+                       CsDirEntry *e, struct stat *ret_st, bool *skip)
 {
     struct stat st;
     int r;
@@ -284,15 +313,23 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const PrevDir *prev, const cha
                        .mtime_nsec = (uint32_t)st.st_mtim.tv_nsec };
     if (!(e->name = strdup(name)))
         return -ENOMEM;
+    *ret_st = st;
     if (S_ISREG(st.st_mode)) {
         e->type = CS_ENTRY_FILE;
+        bool is_pages = ctx->params && ctx->params->is_page_file &&
+                        ctx->params->is_page_file(relpath, &st, ctx->params->userdata);
+        e->flags = is_pages ? CS_ENTRY_FLAG_PAGES : 0;
+        const CsDirEntry *was = prev_find(prev, name, CS_ENTRY_FILE);
+        if ((r = take_unchanged(ctx, was, relpath, &st, is_pages, e)) != 0) {
+            ctx->stats->files += r > 0;
+            ctx->stats->page_files += r > 0 && is_pages;
+            return r < 0 ? r : 0;
+        }
         int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0 && errno == ENOENT)
             return entry_vanished(ctx, name, skip);
         if (fd < 0)
             return log_error_errno(-errno, "could not open \"%s/%s\": %m", ctx->path, name);
-        bool is_pages = ctx->params && ctx->params->is_page_file &&
-                        ctx->params->is_page_file(relpath, &st, ctx->params->userdata);
         posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
         /* Asynchronous: the reference is filled in by the sync before the directory object is
          * written, so the pipeline stays full across the files of a directory. */
@@ -301,8 +338,7 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const PrevDir *prev, const cha
         CsContentRef flat;
         CsPutOptions opt = {
             .observer = is_pages && ctx->params->observe_page_file ? &obs : NULL,
-            .previous = is_pages ? prev_pages(ctx, prev_find(prev, name, CS_ENTRY_FILE), &flat)
-                                 : NULL,
+            .previous = is_pages && ctx->can_delta ? prev_pages(ctx, was, &flat) : NULL,
         };
         bool handled = false;
         r = is_pages ? 0
@@ -313,7 +349,6 @@ static int store_entry(StoreCtx *ctx, int dir_fd, const PrevDir *prev, const cha
         close(fd);
         if (r < 0)
             return log_error_errno(r, "could not store \"%s/%s\": %m", ctx->path, name);
-        e->flags = is_pages ? CS_ENTRY_FLAG_PAGES : 0;
         ctx->stats->files++;
         ctx->stats->page_files += is_pages;
     } else if (S_ISDIR(st.st_mode)) {
@@ -375,8 +410,9 @@ static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsD
         return log_error_errno(r, "could not read directory \"%s\": %m", ctx->path);
     /* Entries live at stable addresses: pending asynchronous puts write into them. */
     CsDirEntry **pv = calloc(n_names ? n_names : 1, sizeof(*pv));
+    _cleanup_free_ struct stat *sts = calloc(n_names ? n_names : 1, sizeof(*sts));
     size_t n = 0;
-    if (!pv)
+    if (!pv || !sts)
         r = -ENOMEM;
     for (size_t i = 0; r == 0 && i < n_names; i++) {
         CsDirEntry *e = calloc(1, sizeof(*e));
@@ -385,7 +421,7 @@ static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsD
             break;
         }
         bool skip = false;
-        r = store_entry(ctx, dir_fd, prev, names[i], e, &skip);
+        r = store_entry(ctx, dir_fd, prev, names[i], e, &sts[n], &skip);
         if (r == 0 && !skip)
             pv[n++] = e;
         else {
@@ -413,17 +449,25 @@ static int store_dir_entries(StoreCtx *ctx, int dir_fd, const PrevDir *prev, CsD
         return r;
     }
     const CsTreeParams *p = ctx->params;
+    bool is_hooked = p && p->file_stored;
     for (size_t i = 0; r == 0 && i < n; i++)
         if (v[i].type == CS_ENTRY_FILE) {
             v[i].size = v[i].content.size; /* what was read, even if the file changed */
             ctx->stats->bytes += v[i].size;
-            if (!p || !p->file_stored)
+            if (!is_hooked && !ctx->files)
                 continue;
             _cleanup_free_ char *relpath = entry_relpath(ctx, v[i].name);
-            if (relpath)
-                p->file_stored(relpath, &v[i], p->userdata);
-            else
+            if (!relpath) {
                 r = -ENOMEM;
+                break;
+            }
+            if (is_hooked)
+                p->file_stored(relpath, &v[i], p->userdata);
+            int fr = ctx->files ? cs_files_cache_remember(ctx->files, relpath, &sts[i],
+                                                          &v[i].content)
+                                : 0;
+            if (fr < 0)
+                files_cache_failed(ctx, fr);
         }
     if (r < 0) {
         cs_dir_entries_free(v, n);
@@ -480,7 +524,14 @@ static int tree_store(CsWriter *w, const char *path, const CsTreeParams *params,
         return log_error_errno(-errno, "could not open \"%s\": %m", path);
     ctx.root_len = strlen(ctx.path);
     PrevDir prev = { 0 };
-    if (params && params->previous && cs_writer_can_delta(w)) {
+    ctx.can_delta = cs_writer_can_delta(w);
+    if (params && params->use_files_cache) {
+        int q = cs_files_cache_open(cs_writer_repo(w)->index, ctx.path, &ctx.files);
+        if (q < 0)
+            log_warning("the files cache cannot be used (%s): every file is read",
+                        strerror(-q));
+    }
+    if (params && params->previous && (ctx.can_delta || ctx.files)) {
         if (cs_reader_new(cs_writer_repo(w), &ctx.prev_reader) == 0) {
             CsDirEntry root = { .type = CS_ENTRY_DIR, .content = *params->previous };
             prev_load(&ctx, &root, &prev);
@@ -492,6 +543,12 @@ static int tree_store(CsWriter *w, const char *path, const CsTreeParams *params,
                    : store_dir_entries(&ctx, fd, &prev, ret_v, ret_n);
     if (fd >= 0)
         close(fd);
+    if (r == 0 && ctx.files) {
+        int q = cs_files_cache_commit(ctx.files);
+        if (q < 0)
+            files_cache_failed(&ctx, q);
+    }
+    cs_files_cache_free(ctx.files);
     cs_dir_entries_free(prev.v, prev.n);
     cs_reader_free(ctx.prev_reader);
     free(ctx.path);

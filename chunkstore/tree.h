@@ -43,6 +43,9 @@ typedef struct CsTreeStats {
     uint64_t files, dirs, symlinks, specials;
     uint64_t bytes;      /* regular file bytes */
     uint64_t page_files; /* files cut in page blocks */
+    /* store only: files (and their bytes) taken from the previous version unread, because the
+     * files cache says they have not changed (CsTreeParams.use_files_cache) */
+    uint64_t files_cached, bytes_cached;
     /* restore only */
     uint64_t bytes_written;   /* file bytes written (less than `bytes` in a delta restore) */
     uint64_t files_unchanged; /* delta: files whose content already matched */
@@ -63,6 +66,10 @@ typedef struct CsTreeParams {
      * the same thing); NULL: none. Page files found at the same path there are stored as deltas
      * of their previous pages (CsPutOptions.previous). */
     const CsContentRef *previous;
+    /* Take a regular file's content from `previous` without reading it when the files cache
+     * (chunkstore/files-cache.h) says the file has not changed since a store read it; and
+     * remember every file read, for the next store. The cache is kept per source path. */
+    bool use_files_cache;
     /* Store a regular file that is not a page file by other means: return 1 once its content
      * is put into *ret (an asynchronous put is fine: the tree's next sync resolves it), 0 to
      * have it stored as usual (from offset 0, whatever was read), or -errno to fail the tree.

@@ -53,3 +53,9 @@ static inline uint64_t get_be64(const uint8_t *p)
         v = (v << 8) | p[i];
     return v;
 }
+
+static inline void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}

@@ -67,6 +67,10 @@ static void usage(FILE *f)
             "      --parent=ID          store changed pages as deltas of this earlier snapshot\n"
             "                           (default: the newest of the same name, else of the\n"
             "                           same path; none: store them whole)\n"
+            "      --full-read          read every file: by default a file whose inode, size,\n"
+            "                           and change and modification times are as the last\n"
+            "                           store of the same path saw them is taken from the\n"
+            "                           parent snapshot unread\n"
             "  -j, --threads=N          worker threads (default: one per CPU)\n\n"
             "Cluster snapshots:\n"
             "      --label=L            label of the new snapshot\n"
@@ -274,6 +278,7 @@ static int cmd_store(int argc, char **argv)
         CsTreeParams tp = { .is_page_file = is_auto ? is_relation_file : NULL,
                             .store_file = is_auto ? store_wal_segment : NULL,
                             .file_stored = is_auto ? remember_page_file : NULL,
+                            .use_files_cache = !opt.full_read,
                             .userdata = &hooks };
         if ((r = cs_tree_root_attr(argv[1], &root_attr)) < 0 || !source)
             log_error_errno(r < 0 ? r : -errno, "could not stat \"%s\": %m", argv[1]);
@@ -284,7 +289,8 @@ static int cmd_store(int argc, char **argv)
             else {
                 tp.previous = q == 0 ? &parent.root : NULL;
                 if (q == 0)
-                    log_info("changed pages are stored as deltas of snapshot %s", parent.id);
+                    log_info("parent snapshot %s: unchanged files are taken from it, changed "
+                             "pages stored as deltas of it", parent.id);
                 r = cs_tree_store(w, argv[1], &tp, &snap.root, &ts);
             }
         }
@@ -306,6 +312,12 @@ static int cmd_store(int argc, char **argv)
                               (json_int_t)ws.delta_chunks, "stored_bytes",
                               (json_int_t)ws.stored_bytes, "page_files",
                               (json_int_t)ts.page_files, "seconds", secs);
+        if (snap.meta && strcmp(snap.kind, "tree") == 0) {
+            json_t *stats = json_object_get(snap.meta, "stats");
+            json_object_set_new(stats, "bytes", json_integer((json_int_t)ts.bytes));
+            json_object_set_new(stats, "files_unchanged", json_integer((json_int_t)ts.files_cached));
+            json_object_set_new(stats, "bytes_unchanged", json_integer((json_int_t)ts.bytes_cached));
+        }
         if (snap.meta && wal) {
             AgentWalDedupStats as;
             agent_wal_dedup_stats(wal, &as);
@@ -333,6 +345,8 @@ static int cmd_store(int argc, char **argv)
         else
             r = cs_catalog_add(repo, &snap);
     }
+    char parent_id[sizeof(parent.id)];
+    snprintf(parent_id, sizeof(parent_id), "%s", parent.id);
     cs_snapshot_clear(&parent);
     if (r < 0) {
         cs_snapshot_clear(&snap);
@@ -344,20 +358,28 @@ static int cmd_store(int argc, char **argv)
         cli_print_json(o);
         json_decref(o);
     } else {
-        char a[32], b[32], c[32];
+        char a[32], b[32], c[32], d[32];
         printf("snapshot %s complete: %s read in %.1f s (%.0f MB/s), %s new, %s written\n",
                snap.id, cli_size(ws.bytes_in, a, sizeof(a)), secs,
                secs > 0 ? (double)ws.bytes_in / secs / 1e6 : 0.0,
                cli_size(ws.new_bytes, b, sizeof(b)), cli_size(ws.stored_bytes, c, sizeof(c)));
+        if (ts.files_cached)
+            printf("%" PRIu64 " unchanged files (%s) taken from snapshot %s without reading "
+                   "them\n",
+                   ts.files_cached, cli_size(ts.bytes_cached, d, sizeof(d)), parent_id);
     }
     cs_snapshot_clear(&snap);
     return 0;
 }
 
-/* Bytes the snapshot holds: for a tree what was read, for a stream its length. */
+/* Bytes the snapshot holds: for a tree its files' bytes (before the files cache, what was
+ * read), for a stream its length. */
 static uint64_t snapshot_size(const CsSnapshot *s)
 {
-    json_t *v = json_object_get(json_object_get(s->meta, "stats"), "bytes_in");
+    json_t *stats = json_object_get(s->meta, "stats");
+    json_t *v = json_object_get(stats, "bytes");
+    if (!json_is_integer(v))
+        v = json_object_get(stats, "bytes_in");
     return json_is_integer(v) ? (uint64_t)json_integer_value(v) : s->root.size;
 }
 
@@ -628,7 +650,7 @@ int main(int argc, char **argv)
 {
     enum { O_PASSFILE = 256, O_KEYFILE, O_NAME, O_JSON, O_STDIN, O_FORCE, O_NOSYNC, O_PAGEFILES,
            O_CMIN, O_CAVG, O_CMAX, O_PAGESIZE, O_COMP, O_PACKSIZE, O_SCRYPTN, O_LABEL,
-           O_PARALLEL, O_RP_ONLY, O_TARGET_DIR, O_PARENT };
+           O_PARALLEL, O_RP_ONLY, O_TARGET_DIR, O_PARENT, O_FULL_READ };
     static const struct option longopts[] = {
         { "repo", required_argument, NULL, 'r' },
         { "config", required_argument, NULL, 'c' },
@@ -646,6 +668,7 @@ int main(int argc, char **argv)
         { "no-sync", no_argument, NULL, O_NOSYNC },
         { "page-files", required_argument, NULL, O_PAGEFILES },
         { "parent", required_argument, NULL, O_PARENT },
+        { "full-read", no_argument, NULL, O_FULL_READ },
         { "chunk-min", required_argument, NULL, O_CMIN },
         { "chunk-avg", required_argument, NULL, O_CAVG },
         { "chunk-max", required_argument, NULL, O_CMAX },
@@ -683,6 +706,7 @@ int main(int argc, char **argv)
         case O_NOSYNC: opt.no_sync = true; break;
         case O_PAGEFILES: opt.page_files = optarg; break;
         case O_PARENT: opt.parent = optarg; break;
+        case O_FULL_READ: opt.full_read = true; break;
         case O_CMIN: r = parse_u32(optarg, &opt.init.config.chunker.min_size); break;
         case O_CAVG: r = parse_u32(optarg, &opt.init.config.chunker.avg_size); break;
         case O_CMAX: r = parse_u32(optarg, &opt.init.config.chunker.max_size); break;

@@ -23,6 +23,7 @@ typedef struct Options {
     bool no_sync; /* restore: do not wait for the disk */
     const char *page_files; /* "auto" or "none" */
     const char *parent;     /* store: a snapshot id or name, "none", or NULL for automatic */
+    bool full_read;         /* store: read every file, even unchanged ones */
     CsInitParams init;
     /* cluster */
     const char *config_path;

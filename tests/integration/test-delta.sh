@@ -47,7 +47,7 @@ note "same name: deltas of the previous snapshot of that name"
 change_pages 1
 "$SNAP" -r "$REPO" store "$SRC" --name db --json >"$T"/b.json 2>"$T"/b.err || fail "store B failed"
 B=$(json_get id <"$T"/b.json)
-grep -q "deltas of snapshot $A" "$T"/b.err || fail "store B does not say it builds on $A"
+grep -q "parent snapshot $A" "$T"/b.err || fail "store B does not say it builds on $A"
 assert_eq "$(stats "$B" delta_chunks)" 40 "delta chunks of B"
 assert_eq "$("$SNAP" -r "$REPO" show "$B" --json | json_get meta.parent)" "$A" "parent of B"
 keep "$B"

@@ -8,7 +8,10 @@
 #     nothing to compare), the ones pglz gave up on are referred to, and the copy is
 #     byte-identical too;
 #  3. segments with a flipped byte: the images after it are not found, those before it are
-#     still referred to, and the segments restore byte for byte.
+#     still referred to, and the segments restore byte for byte;
+#  4. the same directory stored again after another index build: the files the files cache
+#     knows unchanged (old segments among them) are not read, the new segments are, with
+#     their images referred to, and the copy is byte-identical.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-pg.sh"
 
@@ -54,6 +57,7 @@ store_and_restore() { # store_and_restore DATADIR JSON REPO
 
 note "1. checksums on: index images refer to the index's pages"
 make_cluster "$T"/pg1 "$P1" on off
+sleep 1.2 # the files cache trusts change times older than a second (part 4)
 store_and_restore "$T"/pg1 "$T"/one.json "$T"/repo1
 images=$(stats_of "$T"/one.json wal_images)
 referred=$(stats_of "$T"/one.json wal_images_referred)
@@ -99,6 +103,21 @@ echo "uncompressed images $images, referred $referred; index pages $index_pages"
 # are logged as they are. Only those are reported, and referred to.
 ((images < index_pages * 9 / 10)) || fail "$images uncompressed images for $index_pages index pages"
 ((images > 0 && referred * 10 >= images * 9)) || fail "only $referred of $images images referred to"
+
+note "4. stored again after another index build: unchanged files are not read"
+pg_start "$T"/pg1 "$T"/pg1.log
+psql_at "$P1" -c "CREATE INDEX t_pad2 ON t (pad, id)" >/dev/null || fail "the second index build failed"
+pg_stop "$T"/pg1
+"$SNAP" -r "$T"/repo1 store "$T"/pg1 --name pg --json >"$T"/four.json || fail "second store of pg1 failed"
+unchanged=$(stats_of "$T"/four.json files_unchanged)
+echo "unchanged files $unchanged of $(stats_of "$T"/four.json files);" \
+    "images $(stats_of "$T"/four.json wal_images), referred $(stats_of "$T"/four.json wal_images_referred)"
+((unchanged > 0)) || fail "the second store took no file from the first"
+(($(stats_of "$T"/four.json wal_images_referred) > 0)) || fail "no image of the new index referred to"
+rm -rf "$T"/restored
+"$SNAP" -r "$T"/repo1 restore pg "$T"/restored >/dev/null || fail "restore of the second store failed"
+diff -r "$T"/pg1 "$T"/restored >/dev/null || fail "the restored copy of the second store differs"
+assert_same_tree "$T"/pg1 "$T"/restored
 
 note "3. segments with a flipped byte"
 # The middle byte of every segment flipped: a segment full of the index build's images has a
