@@ -71,18 +71,21 @@ echo "== small chunks: compressed in groups (what the repository does) or with a
 echo "== (a) first backup, (b) same input again, (c) restore: the median of $ROUNDS rounds"
 echo "   (each round runs every tool once, in turn, so a noisy moment hits all of them)"
 R="$DIR/repo-pitr" B="$DIR/repo-borg" Q="$DIR/repo-restic"
-ta=() tb=() tc=() tcn=() tab=() tbb=() taq=() tbq=() tcq=()
+ta=() tb=() tbf=() tc=() tcn=() tab=() tbb=() tbbf=() taq=() tbq=() tbqf=() tcq=()
 for ((round = 1; round <= ROUNDS; round++)); do
     rm -rf "$R" "$B" "$Q"
     "$SNAP" -q -r "$R" init
     ta+=("$(timed "$SNAP" -q -r "$R" store "$SRC" --name a)")
     tb+=("$(timed "$SNAP" -q -r "$R" store "$SRC" --name b)")
+    tbf+=("$(timed "$SNAP" -q -r "$R" store "$SRC" --name b --full-read)")
     borg init --encryption=repokey "$B" >/dev/null 2>&1
     tab+=("$(timed borg create --compression zstd,3 "$B::a" "$SRC")")
     tbb+=("$(timed borg create --compression zstd,3 "$B::b" "$SRC")")
+    tbbf+=("$(timed borg create --compression zstd,3 --files-cache=disabled "$B::c" "$SRC")")
     restic -q init --repo "$Q" >/dev/null
     taq+=("$(timed restic -q --repo "$Q" backup "$SRC")")
     tbq+=("$(timed restic -q --repo "$Q" backup "$SRC")")
+    tbqf+=("$(timed restic -q --repo "$Q" backup --force "$SRC")")
 done
 for ((round = 1; round <= ROUNDS; round++)); do
     rm -rf "$DIR/restore-pitr"; drop_caches
@@ -119,6 +122,10 @@ mrow "    restic backup" "${taq[*]}"
 mrow "(b) pitrfs same input again" "${tb[*]}" borg "${tbb[*]}" restic "${tbq[*]}"
 mrow "    borg again" "${tbb[*]}"
 mrow "    restic again" "${tbq[*]}"
+echo "   every file read again (no files cache), all duplicates:"
+mrow "(b) pitrfs again, --full-read" "${tbf[*]}" borg "${tbbf[*]}" restic "${tbqf[*]}"
+mrow "    borg again, --files-cache=disabled" "${tbbf[*]}"
+mrow "    restic again, --force" "${tbqf[*]}"
 mrow "(c) pitrfs restore (cold cache), synced" "${tc[*]}" restic "${tcq[*]}"
 mrow "    pitrfs restore --no-sync (as restic)" "${tcn[*]}" restic "${tcq[*]}"
 mrow "    restic restore (does not sync)" "${tcq[*]}"
