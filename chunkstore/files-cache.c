@@ -17,8 +17,9 @@
 /* A read transaction held for many lookups keeps LMDB from reusing pages that the writer's
  * publishes free meanwhile: renew it now and then. */
 #define LOOKUPS_PER_READ 256
-/* How much older than the store's start a change time must be to be trusted. */
-#define RACY_MARGIN_NS 1000000000ll
+/* How much older than the store's start a change time must be to be trusted: more than the
+ * coarsest timestamps of a common file system (FAT's two seconds). */
+#define RACY_MARGIN_NS 2000000000ll
 
 struct CsFilesCache {
     CsIndex *idx;

@@ -9,10 +9,10 @@
  * safe: no program can set it, every write and every metadata change moves it, so a file
  * rewritten with its old size and modification time put back is still read again.
  *
- * A change time is only trusted when it is older than the start of the store by more than a
- * second: a file written in the same clock tick as it was read, after the read, would keep a
- * change time equal to the one recorded, so such a file is not remembered and is read again
- * next time (the "racy" case git describes for its index).
+ * A change time is only trusted when it is older than the start of the store by more than two
+ * seconds (FAT keeps times in steps of two): a file written in the same clock tick as it was
+ * read, after the read, would keep a change time equal to the one recorded, so such a file is
+ * not remembered and is read again next time (the "racy" case git describes for its index).
  *
  * The records live in the local index (the database `files`, docs/FORMAT.md 10). Like the rest
  * of the index they are a cache: without them every file is read.

@@ -17,8 +17,8 @@ echo 15 >"$SRC"/PG_VERSION
 ln -s etc/conf "$SRC"/link
 stats() { "$SNAP" -r "$REPO" show "$1" --json | json_get "meta.stats.$2"; }
 keep() { mkdir -p "$T/copies/$1" && cp -a "$SRC"/. "$T/copies/$1"/; }
-# A change time is trusted once it is more than a second older than the store's start.
-settle() { sleep 1.2; }
+# A change time is trusted once it is more than two seconds older than the store's start.
+settle() { sleep 2.2; }
 
 note "first store reads everything"
 settle

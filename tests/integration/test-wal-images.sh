@@ -57,7 +57,7 @@ store_and_restore() { # store_and_restore DATADIR JSON REPO
 
 note "1. checksums on: index images refer to the index's pages"
 make_cluster "$T"/pg1 "$P1" on off
-sleep 1.2 # the files cache trusts change times older than a second (part 4)
+sleep 2.2 # the files cache trusts change times older than two seconds (part 4)
 store_and_restore "$T"/pg1 "$T"/one.json "$T"/repo1
 images=$(stats_of "$T"/one.json wal_images)
 referred=$(stats_of "$T"/one.json wal_images_referred)
