@@ -40,8 +40,9 @@ static int64_t realtime_ns(void)
     return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
 }
 
-/* Replaced by the unit tests, which cannot make a change time old. */
+/* Replaced by the unit tests, which cannot make a change time old, and want batches small. */
 static int64_t (*files_cache_clock)(void) = realtime_ns;
+static size_t files_cache_flush_at = FLUSH_AT;
 
 int cs_files_cache_open(CsIndex *idx, const char *source, CsFilesCache **ret)
 {
@@ -132,6 +133,8 @@ bool cs_files_cache_unchanged(CsFilesCache *fc, const char *relpath, const struc
 
 static int flush(CsFilesCache *fc)
 {
+    /* The write transaction should not find this thread's own old snapshot pinning pages. */
+    fc->rd = cs_index_reader_end(fc->rd);
     int r = fc->n ? cs_index_put_files(fc->idx, fc->keys, fc->stamps, fc->n) : 0;
     fc->n = 0;
     return r;
@@ -161,12 +164,11 @@ int cs_files_cache_remember(CsFilesCache *fc, const char *relpath, const struct 
         return r;
     fc->keys[fc->n] = file_key(fc, relpath);
     fc->stamps[fc->n++] = stamp;
-    return fc->n >= FLUSH_AT ? flush(fc) : 0;
+    return fc->n >= files_cache_flush_at ? flush(fc) : 0;
 }
 
 int cs_files_cache_commit(CsFilesCache *fc)
 {
-    fc->rd = cs_index_reader_end(fc->rd); /* let the deletes below reuse pages at once */
     int r = flush(fc);
     return r < 0 ? r : cs_index_forget_files(fc->idx, fc->source, fc->generation);
 }

@@ -47,6 +47,7 @@ static int setup(void **state)
     assert_int_equal(mkdir(f->src, 0755), 0);
     assert_int_equal(mkdir(sub, 0755), 0);
     files_cache_clock = clock_ahead;
+    files_cache_flush_at = 2; /* records written while the walk goes on, between lookups */
     *state = f;
     return 0;
 }
@@ -55,6 +56,7 @@ static int teardown(void **state)
 {
     Fixture *f = *state;
     files_cache_clock = realtime_ns;
+    files_cache_flush_at = FLUSH_AT;
     test_repo_destroy(&f->t);
     free(f->src);
     free(f->dst);
