@@ -312,16 +312,17 @@ static int cmd_store(int argc, char **argv)
                               (json_int_t)ws.delta_chunks, "stored_bytes",
                               (json_int_t)ws.stored_bytes, "page_files",
                               (json_int_t)ts.page_files, "seconds", secs);
-        if (snap.meta && strcmp(snap.kind, "tree") == 0) {
-            json_t *stats = json_object_get(snap.meta, "stats");
+        json_t *stats = json_object_get(snap.meta, "stats");
+        if (stats && strcmp(snap.kind, "tree") == 0) {
             json_object_set_new(stats, "bytes", json_integer((json_int_t)ts.bytes));
-            json_object_set_new(stats, "files_unchanged", json_integer((json_int_t)ts.files_cached));
-            json_object_set_new(stats, "bytes_unchanged", json_integer((json_int_t)ts.bytes_cached));
+            json_object_set_new(stats, "files_unchanged",
+                                json_integer((json_int_t)ts.files_cached));
+            json_object_set_new(stats, "bytes_unchanged",
+                                json_integer((json_int_t)ts.bytes_cached));
         }
-        if (snap.meta && wal) {
+        if (stats && wal) {
             AgentWalDedupStats as;
             agent_wal_dedup_stats(wal, &as);
-            json_t *stats = json_object_get(snap.meta, "stats");
             json_object_set_new(stats, "wal_images", json_integer((json_int_t)as.images));
             json_object_set_new(stats, "wal_images_referred",
                                 json_integer((json_int_t)as.images_referred));
