@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <lmdb.h>
@@ -19,6 +20,8 @@
 /* Address space, not disk: the file grows only as data is added. 16 GiB holds about 150 million
  * chunks (a petabyte of 8 KiB pages) and still fits the address space valgrind gives a process. */
 #define INDEX_MAP_SIZE (16ull << 30)
+/* Free space under which a failed write of the index is put down to a full file system. */
+#define INDEX_FULL_BELOW (1ull << 20)
 
 struct CsIndex {
     MDB_env *env;
@@ -73,6 +76,20 @@ static int txn_begin(CsIndex *idx, unsigned flags, MDB_txn **ret)
         rc = mdb_txn_begin(idx->env, NULL, flags, ret);
     }
     return errno_from_mdb(rc);
+}
+
+/* Commit a write transaction. LMDB reports a short write of its pages as EIO ("short write,
+ * filesystem full?" in mdb_page_flush): when the index's file system has no room left, that
+ * is what happened, and the caller is told so. */
+static int txn_commit(CsIndex *idx, MDB_txn *txn)
+{
+    int r = errno_from_mdb(mdb_txn_commit(txn));
+    int fd;
+    struct statvfs sv;
+    if (r == -EIO && mdb_env_get_fd(idx->env, &fd) == 0 && fstatvfs(fd, &sv) == 0 &&
+        (uint64_t)sv.f_bavail * sv.f_frsize < INDEX_FULL_BELOW)
+        r = -ENOSPC;
+    return r;
 }
 
 /* LMDB does not say where it mapped the file (me_mapaddr is only set with MDB_FIXEDMAP), so
@@ -160,10 +177,8 @@ int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, Cs
             goto fail;
         }
     }
-    if ((rc = mdb_txn_commit(TAKE_PTR(txn)))) {
-        r = errno_from_mdb(rc);
+    if ((r = txn_commit(idx, TAKE_PTR(txn))) < 0)
         goto fail;
-    }
     *ret = TAKE_PTR(idx);
     return 0;
 fail:
@@ -306,7 +321,7 @@ int cs_index_put_files(CsIndex *idx, const CsFileKey *keys, const CsFileStamp *s
         if (rc)
             return errno_from_mdb(rc);
     }
-    return errno_from_mdb(mdb_txn_commit(TAKE_PTR(txn)));
+    return txn_commit(idx, TAKE_PTR(txn));
 }
 
 int cs_index_forget_files(CsIndex *idx, const uint8_t source[8], uint64_t keep)
@@ -335,7 +350,7 @@ int cs_index_forget_files(CsIndex *idx, const uint8_t source[8], uint64_t keep)
     mdb_cursor_close(cur);
     if (rc && rc != MDB_NOTFOUND)
         return errno_from_mdb(rc);
-    return errno_from_mdb(mdb_txn_commit(TAKE_PTR(txn)));
+    return txn_commit(idx, TAKE_PTR(txn));
 }
 
 /* One key of a batch of inserts: its first 8 bytes as a big-endian number, which orders ids
@@ -443,7 +458,7 @@ static int publish_once(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
     int rc = mdb_put(txn, idx->packs, &k, &v, 0);
     if (rc)
         return errno_from_mdb(rc);
-    return errno_from_mdb(mdb_txn_commit(TAKE_PTR(txn)));
+    return txn_commit(idx, TAKE_PTR(txn));
 }
 
 int cs_index_publish_pack(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
@@ -522,7 +537,7 @@ int cs_index_drop_pack(CsIndex *idx, const CsPackId *pack)
     rc = mdb_del(txn, idx->packs, &k, NULL);
     if (rc && rc != MDB_NOTFOUND)
         return errno_from_mdb(rc);
-    return errno_from_mdb(mdb_txn_commit(TAKE_PTR(txn)));
+    return txn_commit(idx, TAKE_PTR(txn));
 }
 
 static int foreach(CsIndex *idx, MDB_dbi dbi, int (*fn)(const MDB_val *, const MDB_val *, void *),

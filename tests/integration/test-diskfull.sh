@@ -3,7 +3,8 @@
 # "No space left", leaves no snapshot, no spool files and no torn pack behind, and everything
 # stored before still reads. With space again, storing works.
 # Run twice: with the default pack size (the failing store never publishes a pack) and with
-# 1 MiB packs (it publishes several before the disk fills up).
+# 1 MiB packs (it publishes several before the disk fills up). Then with only the index full,
+# a few KiB left, where LMDB's write of its pages comes up short: "No space left" too.
 . "$(dirname "$0")/lib.sh"
 require mount umount mountpoint df
 [[ $(id -u) -eq 0 ]] || fail "this test mounts a tmpfs: run it as root"
@@ -71,4 +72,32 @@ scenario() { # label pack-size-args...
 
 scenario default-packs
 scenario small-packs --pack-size 1048576
+
+note "scenario index-full"
+repo=$T/repo-index
+init_repo "$repo"
+id1=$(store_id "$repo" "$T"/small --name small)
+cp -a "$repo"/index "$T"/index-copy
+mount -t tmpfs -o size=4m tmpfs "$repo"/index || fail "cannot mount a tmpfs on $repo/index"
+cleanup_hooks+=("! mountpoint -q '$repo/index' || umount -l '$repo/index'")
+cp -a "$T"/index-copy/. "$repo"/index/
+# Fill it up to 8 KiB: room for a page or two of the next commit, not for all of it.
+free_kb=$(df -k --output=avail "$repo"/index | tail -n 1 | tr -d ' ')
+dd if=/dev/zero of="$repo"/index/filler bs=1k count=$((free_kb - 8)) status=none 2>/dev/null || true
+rc=0
+"$SNAP" -r "$repo" store "$T"/bigsrc --name big >"$T"/out 2>"$T"/stderr || rc=$?
+cat "$T"/out "$T"/stderr
+[[ $rc -ne 0 ]] || fail "index-full: a store whose index cannot grow succeeded"
+grep -q "No space left" "$T"/stderr || fail "index-full: the error does not say 'No space left'"
+rm -f "$repo"/index/filler
+assert_eq "$("$SNAP" -r "$repo" list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" \
+    1 "index-full: snapshots listed after the failed store"
+rm -rf "$T"/r1
+"$SNAP" -r "$repo" restore "$id1" "$T"/r1 || fail "index-full: restore of the first snapshot failed"
+assert_same_entries "$T"/small "$T"/r1
+id2=$(store_id "$repo" "$T"/bigsrc --name big-again)
+rm -rf "$T"/r2
+"$SNAP" -r "$repo" restore "$id2" "$T"/r2 || fail "index-full: restore after space came back failed"
+cmp "$T"/bigsrc/big "$T"/r2/big || fail "index-full: the big file restored differs"
+umount "$repo"/index || fail "could not unmount $repo/index"
 echo "diskfull ok"
