@@ -453,8 +453,8 @@ static int plan_segment(const AgentWalDedup *d, Matcher *m, Plan *p, const char 
 
 static bool is_segment_name(const char *name)
 {
-    AgentWalName n;
-    return agent_wal_name_parse(name, &n) == 0 && n.kind == AGENT_WAL_SEGMENT;
+    CsWalName n;
+    return cs_wal_name_parse(name, &n) == 0 && n.kind == CS_WAL_SEGMENT;
 }
 
 /* "pg_wal/000000010000000000000001" or ".../pg_wal/<24 hex digits>": the length of what comes

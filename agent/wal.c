@@ -56,49 +56,23 @@ static const char *short_hex(const uint8_t sha[32], char out[17])
     return out;
 }
 
-static int check_names(const char *node, const char *filename, AgentWalName *ret_name,
-                       char objname[AGENT_WAL_OBJECT_NAME_MAX])
+static int check_names(const char *node, const char *filename, CsWalName *ret_name,
+                       char objname[CS_WAL_OBJECT_NAME_MAX])
 {
-    if (!agent_wal_node_is_valid(node))
+    if (!cs_wal_node_is_valid(node))
         return log_error_errno(-EINVAL,
                                "invalid node name \"%s\"\nHINT: a node name is 1 to 64 letters, "
                                "digits, '.', '_' or '-', and does not start with '.' or '-'",
                                node);
-    if (agent_wal_name_parse(filename, ret_name) < 0)
+    if (cs_wal_name_parse(filename, ret_name) < 0)
         return log_error_errno(-EINVAL,
                                "\"%s\" is not the name of a WAL segment, partial segment, "
                                "timeline history file or backup history file",
                                filename);
-    int r = agent_wal_object_name(node, ret_name, objname, AGENT_WAL_OBJECT_NAME_MAX);
+    int r = cs_wal_object_name(node, ret_name, objname, CS_WAL_OBJECT_NAME_MAX);
     if (r < 0)
         return log_error_errno(r, "object name for \"%s\" of node \"%s\" is too long", filename,
                                node);
-    return 0;
-}
-
-/* Read and open a WAL object. Does not log: -ENOENT (absent), -EBADMSG (damaged: it does not
- * open under the key, does not parse, or names another file), -EPROTONOSUPPORT, -errno. */
-static int object_load(CsRepo *repo, const char *objname, AgentWalObject *ret)
-{
-    _cleanup_free_ uint8_t *data = NULL;
-    _cleanup_(buf_free) Buf plain = BUF_INIT;
-    size_t n;
-    int r = cs_backend_get(repo->backend, objname, AGENT_WAL_OBJECT_MAX, &data, &n);
-    if (r == -EFBIG)
-        return -EBADMSG;
-    if (r < 0)
-        return r;
-    if ((r = cs_sealed_decode(repo->catalog_key, objname, data, n, &plain)) < 0)
-        return r == -EPROTONOSUPPORT ? r : -EBADMSG;
-    AgentWalObject o;
-    if ((r = agent_wal_object_decode(plain.data, plain.size, &o)) < 0)
-        return r;
-    const char *base = strrchr(objname, '/');
-    if (!base || strcmp(base + 1, o.name) != 0) {
-        agent_wal_object_clear(&o);
-        return -EBADMSG;
-    }
-    *ret = o;
     return 0;
 }
 
@@ -116,7 +90,7 @@ static int log_object_error(int r, const char *objname)
 /* ---- archive ---- */
 
 /* An archived object exists for the file: same bytes is success, other bytes an error. */
-static int compare_archived(const AgentWalObject *old, uint64_t size, const uint8_t sha[32],
+static int compare_archived(const CsWalObject *old, uint64_t size, const uint8_t sha[32],
                             const char *node, AgentWalArchiveResult *ret)
 {
     char a[17], b[17];
@@ -136,7 +110,7 @@ static int compare_archived(const AgentWalObject *old, uint64_t size, const uint
 }
 
 /* Store the bytes, then the object naming them, both under the writer's repository lock. */
-static int store_file(CsRepo *repo, const char *objname, const Mapping *m, AgentWalObject *o,
+static int store_file(CsRepo *repo, const char *objname, const Mapping *m, CsWalObject *o,
                       AgentWalArchiveResult *ret)
 {
     _cleanup_(cs_writer_freep) CsWriter *w = NULL;
@@ -156,7 +130,7 @@ static int store_file(CsRepo *repo, const char *objname, const Mapping *m, Agent
     /* The data is durable and indexed: now the object that makes it visible. */
     _cleanup_(buf_free) Buf plain = BUF_INIT;
     _cleanup_(buf_free) Buf sealed = BUF_INIT;
-    if ((r = agent_wal_object_encode(o, &plain)) < 0 ||
+    if ((r = cs_wal_object_encode(o, &plain)) < 0 ||
         (r = cs_sealed_encode(repo->catalog_key, objname, plain.data, plain.size, &sealed)) < 0)
         return log_error_errno(r, "could not encode WAL object \"%s\": %m", objname);
     r = cs_backend_put(repo->backend, objname, sealed.data, sealed.size, false);
@@ -170,8 +144,8 @@ static int store_file(CsRepo *repo, const char *objname, const Mapping *m, Agent
 int agent_wal_archive(CsRepo *repo, const char *node, const char *path, const char *filename,
                       AgentWalArchiveResult *ret)
 {
-    AgentWalName name;
-    char objname[AGENT_WAL_OBJECT_NAME_MAX];
+    CsWalName name;
+    char objname[CS_WAL_OBJECT_NAME_MAX];
     int r = check_names(node, filename, &name, objname);
     if (r < 0)
         return r;
@@ -188,10 +162,10 @@ int agent_wal_archive(CsRepo *repo, const char *node, const char *path, const ch
     if (!S_ISREG(st.st_mode))
         return log_error_errno(-EINVAL, "WAL file \"%s\" is not a regular file", path);
     uint64_t size = (uint64_t)st.st_size;
-    bool has_header = agent_wal_kind_has_header(name.kind);
-    if (has_header ? size > AGENT_WAL_SEG_MAX : size > TEXT_FILE_MAX)
+    bool has_header = cs_wal_kind_has_header(name.kind);
+    if (has_header ? size > CS_WAL_SEG_MAX : size > TEXT_FILE_MAX)
         return log_error_errno(-EFBIG, "%s \"%s\" is too large (%" PRIu64 " bytes)",
-                               agent_wal_kind_to_string(name.kind), path, size);
+                               cs_wal_kind_to_string(name.kind), path, size);
 
     /* One read of the file serves the header check, the digest and the store, so the digest
      * describes exactly the bytes stored. */
@@ -203,7 +177,7 @@ int agent_wal_archive(CsRepo *repo, const char *node, const char *path, const ch
         m = (Mapping){ .p = p, .n = (size_t)size };
         (void)madvise(p, m.n, MADV_SEQUENTIAL);
     }
-    _cleanup_(agent_wal_object_clear) AgentWalObject o = {
+    _cleanup_(cs_wal_object_clear) CsWalObject o = {
         .kind = name.kind, .size = size, .archived_at = (int64_t)time(NULL)
     };
     memcpy(o.name, name.name, sizeof(o.name));
@@ -224,8 +198,8 @@ int agent_wal_archive(CsRepo *repo, const char *node, const char *path, const ch
         return log_error_errno(r, "could not compute the SHA-256 of \"%s\": %m", path);
     res.size = size;
 
-    _cleanup_(agent_wal_object_clear) AgentWalObject old = { 0 };
-    r = object_load(repo, objname, &old);
+    _cleanup_(cs_wal_object_clear) CsWalObject old = { 0 };
+    r = cs_wal_object_load(repo, objname, &old);
     if (r == 0) {
         if ((r = compare_archived(&old, size, o.sha256, node, &res)) == 0)
             *ret = res;
@@ -237,13 +211,13 @@ int agent_wal_archive(CsRepo *repo, const char *node, const char *path, const ch
     r = store_file(repo, objname, &m, &o, &res);
     if (r == -EEXIST) {
         /* Lost a race with another archiver of the same file: its bytes decide. */
-        int q = object_load(repo, objname, &old);
+        int q = cs_wal_object_load(repo, objname, &old);
         r = q < 0 ? log_object_error(q, objname)
                   : compare_archived(&old, size, o.sha256, node, &res);
     }
     if (r == 0) {
         log_debug("archived %s \"%s\" of node \"%s\": %" PRIu64 " bytes, %" PRIu64 " new",
-                  agent_wal_kind_to_string(name.kind), filename, node, size, res.new_bytes);
+                  cs_wal_kind_to_string(name.kind), filename, node, size, res.new_bytes);
         *ret = res;
     }
     return r;
@@ -252,7 +226,7 @@ int agent_wal_archive(CsRepo *repo, const char *node, const char *path, const ch
 /* ---- restore ---- */
 
 /* Check the restored bytes in fd (size, SHA-256, page header, system identifier). */
-static int verify_restored(int fd, const AgentWalName *name, const AgentWalObject *o,
+static int verify_restored(int fd, const CsWalName *name, const CsWalObject *o,
                            const char *node)
 {
     _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -289,7 +263,7 @@ static int verify_restored(int fd, const AgentWalName *name, const AgentWalObjec
                                "archived WAL file \"%s\" of node \"%s\" fails its size or "
                                "SHA-256 check (%" PRIu64 " bytes, %" PRIu64 " expected)",
                                o->name, node, total, o->size);
-    if (!agent_wal_kind_has_header(name->kind))
+    if (!cs_wal_kind_has_header(name->kind))
         return 0;
     AgentWalHeader h;
     char why[256];
@@ -308,7 +282,7 @@ static int verify_restored(int fd, const AgentWalName *name, const AgentWalObjec
 }
 
 /* Write the archived content to fd, check it and make it durable. */
-static int restore_into(CsRepo *repo, int fd, const AgentWalName *name, const AgentWalObject *o,
+static int restore_into(CsRepo *repo, int fd, const CsWalName *name, const CsWalObject *o,
                         const char *node, const char *tmp)
 {
     _cleanup_(cs_reader_freep) CsReader *rd = NULL;
@@ -332,13 +306,13 @@ static int restore_into(CsRepo *repo, int fd, const AgentWalName *name, const Ag
 
 int agent_wal_restore(CsRepo *repo, const char *node, const char *filename, const char *target)
 {
-    AgentWalName name;
-    char objname[AGENT_WAL_OBJECT_NAME_MAX];
+    CsWalName name;
+    char objname[CS_WAL_OBJECT_NAME_MAX];
     int r = check_names(node, filename, &name, objname);
     if (r < 0)
         return r;
-    _cleanup_(agent_wal_object_clear) AgentWalObject o = { 0 };
-    r = object_load(repo, objname, &o);
+    _cleanup_(cs_wal_object_clear) CsWalObject o = { 0 };
+    r = cs_wal_object_load(repo, objname, &o);
     if (r == -ENOENT) /* the normal end of recovery: PostgreSQL asks until a file is missing */
         return log_debug_errno(r, "WAL file \"%s\" of node \"%s\" is not archived", filename,
                                node);
@@ -365,48 +339,31 @@ int agent_wal_restore(CsRepo *repo, const char *node, const char *filename, cons
         log_error_errno(r, "could not fsync the directory of \"%s\": %m", target);
     else
         log_debug("restored %s \"%s\" of node \"%s\" to \"%s\" (%" PRIu64 " bytes)",
-                  agent_wal_kind_to_string(name.kind), filename, node, target, o.size);
+                  cs_wal_kind_to_string(name.kind), filename, node, target, o.size);
     return r;
 }
 
 /* ---- check ---- */
 
 typedef struct Found {
-    AgentWalName name;
+    CsWalName name;
     char *objname;
 } Found;
 
 typedef struct ListCtx {
-    const char *prefix; /* "wal/<node>/" */
     Found *v;
     size_t n, cap;
 } ListCtx;
 
-static int list_visit(const char *objname, uint64_t size, void *userdata)
+static int list_visit(const char *objname, const CsWalName *name, void *userdata)
 {
     ListCtx *c = userdata;
-    (void)size;
-    const char *rel = objname + strlen(c->prefix);
-    const char *slash = strchr(rel, '/');
-    AgentWalName n;
-    bool ok = slash && !strchr(slash + 1, '/') && agent_wal_name_parse(slash + 1, &n) == 0;
-    if (ok) {
-        size_t dir_len = (size_t)(slash - rel);
-        if (n.kind == AGENT_WAL_HISTORY)
-            ok = dir_len == 7 && strncmp(rel, "history", 7) == 0;
-        else
-            ok = dir_len == 8 && strncmp(rel, n.name, 8) == 0;
-    }
-    if (!ok) {
-        log_warning("ignoring object \"%s\": not a WAL object name", objname);
-        return 0;
-    }
     if (GROW_ARRAY(c->v, c->cap, c->n, 256) < 0)
         return -ENOMEM;
     char *copy = strdup(objname);
     if (!copy)
         return -ENOMEM;
-    c->v[c->n++] = (Found){ .name = n, .objname = copy };
+    c->v[c->n++] = (Found){ .name = *name, .objname = copy };
     return 0;
 }
 
@@ -510,12 +467,10 @@ static int timeline_fill(AgentWalTimeline *t, const Seg *s, size_t n)
 
 int agent_wal_check(CsRepo *repo, const char *node, AgentWalReport **ret)
 {
-    if (!agent_wal_node_is_valid(node))
+    if (!cs_wal_node_is_valid(node))
         return log_error_errno(-EINVAL, "invalid node name \"%s\"", node);
-    char prefix[AGENT_WAL_OBJECT_NAME_MAX];
-    snprintf(prefix, sizeof(prefix), "wal/%s/", node);
-    ListCtx c = { .prefix = prefix };
-    int r = cs_backend_list(repo->backend, prefix, list_visit, &c);
+    ListCtx c = { 0 };
+    int r = cs_wal_list(repo, node, NULL, list_visit, &c);
     _cleanup_(agent_wal_report_freep) AgentWalReport *rep = calloc(1, sizeof(*rep));
     _cleanup_free_ Seg *segs = calloc(c.n ? c.n : 1, sizeof(*segs));
     size_t n_segs = 0;
@@ -523,21 +478,21 @@ int agent_wal_check(CsRepo *repo, const char *node, AgentWalReport **ret)
         r = -ENOMEM;
     for (size_t i = 0; r == 0 && i < c.n; i++) {
         const Found *f = &c.v[i];
-        AgentWalObject o;
-        int q = object_load(repo, f->objname, &o);
+        CsWalObject o;
+        int q = cs_wal_object_load(repo, f->objname, &o);
         if (q == -ENOMEM)
             r = q;
         else if (q < 0) {
             log_debug_errno(q, "WAL object \"%s\" could not be read: %m", f->objname);
             r = strv_push(&rep->damaged, &rep->n_damaged, f->objname);
-        } else if (o.kind == AGENT_WAL_HISTORY)
+        } else if (o.kind == CS_WAL_HISTORY)
             r = strv_push(&rep->history, &rep->n_history, o.name);
-        else if (o.kind == AGENT_WAL_BACKUP)
+        else if (o.kind == CS_WAL_BACKUP)
             r = strv_push(&rep->backup, &rep->n_backup, o.name);
         else {
             Seg s = { .tli = f->name.tli, .size = o.size,
-                      .is_partial = o.kind == AGENT_WAL_PARTIAL };
-            if (agent_wal_segno(&f->name, o.size, &s.segno) < 0)
+                      .is_partial = o.kind == CS_WAL_PARTIAL };
+            if (cs_wal_segno(&f->name, o.size, &s.segno) < 0)
                 r = strv_push(&rep->damaged, &rep->n_damaged, f->objname);
             else {
                 segs[n_segs++] = s;
@@ -556,7 +511,7 @@ int agent_wal_check(CsRepo *repo, const char *node, AgentWalReport **ret)
             }
         }
         if (q == 0)
-            agent_wal_object_clear(&o);
+            cs_wal_object_clear(&o);
     }
     for (size_t i = 0; i < c.n; i++)
         free(c.v[i].objname);
@@ -631,14 +586,14 @@ static json_t *report_json(const AgentWalReport *r)
         json_object_set_new(tj, "partial", json_integer((json_int_t)t->n_partial));
         json_object_set_new(tj, "mixed_segment_sizes", json_boolean(t->has_mixed_sizes));
         if (!t->has_mixed_sizes) {
-            agent_wal_segment_name(t->tli, t->first, t->seg_size, a);
-            agent_wal_segment_name(t->tli, t->last, t->seg_size, b);
+            cs_wal_segment_name(t->tli, t->first, t->seg_size, a);
+            cs_wal_segment_name(t->tli, t->last, t->seg_size, b);
             json_object_set_new(tj, "segment_size", json_integer((json_int_t)t->seg_size));
             json_object_set_new(tj, "first", json_string(a));
             json_object_set_new(tj, "last", json_string(b));
         }
         for (size_t k = 0; k < t->n_missing_kept; k++) {
-            agent_wal_segment_name(t->tli, t->missing[k], t->seg_size, a);
+            cs_wal_segment_name(t->tli, t->missing[k], t->seg_size, a);
             json_array_append_new(missing, json_string(a));
         }
         json_object_set_new(tj, "missing", missing);
@@ -696,8 +651,8 @@ int agent_wal_report_print(const AgentWalReport *r, bool json, FILE *f)
             fprintf(f, "%" PRIu64 " segments of different sizes: not checked\n", t->n_segments);
             continue;
         }
-        agent_wal_segment_name(t->tli, t->first, t->seg_size, a);
-        agent_wal_segment_name(t->tli, t->last, t->seg_size, b);
+        cs_wal_segment_name(t->tli, t->first, t->seg_size, a);
+        cs_wal_segment_name(t->tli, t->last, t->seg_size, b);
         fprintf(f, "%s .. %s, %" PRIu64 " segment%s", a, b, t->n_segments,
                 t->n_segments == 1 ? "" : "s");
         if (t->n_partial)
@@ -714,11 +669,11 @@ int agent_wal_report_print(const AgentWalReport *r, bool json, FILE *f)
             size_t e = k;
             while (e + 1 < t->n_missing_kept && t->missing[e + 1] == t->missing[e] + 1)
                 e++;
-            agent_wal_segment_name(t->tli, t->missing[k], t->seg_size, a);
+            cs_wal_segment_name(t->tli, t->missing[k], t->seg_size, a);
             if (e == k)
                 fprintf(f, "  missing %s\n", a);
             else {
-                agent_wal_segment_name(t->tli, t->missing[e], t->seg_size, b);
+                cs_wal_segment_name(t->tli, t->missing[e], t->seg_size, b);
                 fprintf(f, "  missing %s .. %s (%zu segments)\n", a, b, e - k + 1);
             }
             k = e + 1;

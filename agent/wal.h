@@ -5,7 +5,7 @@
  * Each archived file becomes two things: its bytes, stored through the normal pipeline
  * (content-defined chunks, deduplicated, compressed, encrypted), and one small sealed object
  * "wal/<node>/<timeline>/<file>" (history files: "wal/<node>/history/<file>") that names the
- * content and records size, SHA-256, system identifier and WAL magic (agent/wal-format.h).
+ * content and records size, SHA-256, system identifier and WAL magic (chunkstore/wal-object.h).
  * The object is written only after the data is durable, and never overwritten, so an object
  * that exists always restores, and a file once archived keeps its bytes.
  *
@@ -29,7 +29,7 @@
 #include "chunkstore/repo.h"
 
 typedef struct AgentWalArchiveResult {
-    AgentWalKind kind;
+    CsWalKind kind;
     bool is_duplicate;   /* already archived with the same bytes: nothing was written */
     int pg_version;      /* major version from the page magic; 0 for files without header */
     uint64_t size;

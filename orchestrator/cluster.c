@@ -309,10 +309,10 @@ static int wait_archived(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t
         const OrchRestorePoint *pt = &br->points[v[i].index];
         if (!pt->walfile[0])
             continue; /* citus workers: their restore point's place is not known */
-        AgentWalName wal;
-        char name[AGENT_WAL_OBJECT_NAME_MAX];
-        if (agent_wal_name_parse(pt->walfile, &wal) < 0 ||
-            agent_wal_object_name(v[i].node->name, &wal, name, sizeof(name)) < 0) {
+        CsWalName wal;
+        char name[CS_WAL_OBJECT_NAME_MAX];
+        if (cs_wal_name_parse(pt->walfile, &wal) < 0 ||
+            cs_wal_object_name(v[i].node->name, &wal, name, sizeof(name)) < 0) {
             node_fail(&v[i], -EPROTO, "restore point in an unexpected WAL file \"%s\"",
                       pt->walfile);
             return -EPROTO;

@@ -1,5 +1,5 @@
 /*
- * WAL names, page headers and WAL objects byte by byte (agent/wal-format.c), and archive /
+ * WAL page headers byte by byte (agent/wal-format.c), and archive /
  * restore / check against a real repository (agent/wal.c) with synthetic 1 MiB segments:
  * round trips, "same bytes again" and "other bytes under an archived name", a missing file,
  * gaps, and objects forged with the repository key (a name whose header does not match, a
@@ -26,78 +26,6 @@
 #define SEG_SIZE   (1u << 20)
 #define SYSID      UINT64_C(7301234567890123456)
 
-/* ---- names ---- */
-
-static void test_names(void **state)
-{
-    (void)state;
-    static const struct {
-        const char *name;
-        int kind; /* 0: refused */
-        uint32_t tli, log, seg;
-    } cases[] = {
-        { "000000010000000000000001", AGENT_WAL_SEGMENT, 1, 0, 1 },
-        { "0000000A00000003000000FF", AGENT_WAL_SEGMENT, 10, 3, 255 },
-        { "FFFFFFFFFFFFFFFFFFFFFFFF", AGENT_WAL_SEGMENT, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF },
-        { "000000020000000000000005.partial", AGENT_WAL_PARTIAL, 2, 0, 5 },
-        { "00000002.history", AGENT_WAL_HISTORY, 2, 0, 0 },
-        { "000000010000000000000002.00000028.backup", AGENT_WAL_BACKUP, 1, 0, 2 },
-        { "00000001000000000000000a", 0 },     /* lowercase: PostgreSQL never writes it */
-        { "00000001000000000000001", 0 },      /* 23 digits */
-        { "0000000100000000000000012", 0 },    /* 25 digits */
-        { "000000000000000000000001", 0 },     /* timeline 0 */
-        { "00000000.history", 0 },
-        { "0000001.history", 0 },
-        { "00000002.History", 0 },
-        { "000000010000000000000001.part", 0 },
-        { "000000010000000000000001.partial.x", 0 },
-        { "000000010000000000000002.0000028.backup", 0 },
-        { "000000010000000000000002.00000028.backups", 0 },
-        { "000000010000000000000002.0000002G.backup", 0 },
-        { "RECOVERYXLOG", 0 },
-        { "", 0 },
-        { "../000000010000000000000001", 0 },
-    };
-    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-        AgentWalName n;
-        int r = agent_wal_name_parse(cases[i].name, &n);
-        if (!cases[i].kind) {
-            if (r != -EINVAL)
-                fail_msg("\"%s\" was accepted", cases[i].name);
-            continue;
-        }
-        if (r < 0)
-            fail_msg("\"%s\" was refused", cases[i].name);
-        assert_int_equal(n.kind, cases[i].kind);
-        assert_int_equal(n.tli, cases[i].tli);
-        assert_int_equal(n.log, cases[i].log);
-        assert_int_equal(n.seg, cases[i].seg);
-        assert_string_equal(n.name, cases[i].name);
-    }
-}
-
-static void test_segno(void **state)
-{
-    (void)state;
-    AgentWalName n;
-    uint64_t segno = 0;
-    char out[25];
-    ASSERT_OK(agent_wal_name_parse("0000000100000003000000FF", &n));
-    ASSERT_OK(agent_wal_segno(&n, 16u << 20, &segno)); /* 256 segments per log id */
-    assert_int_equal(segno, 3 * 256 + 255);
-    agent_wal_segment_name(1, segno, 16u << 20, out);
-    assert_string_equal(out, "0000000100000003000000FF");
-    ASSERT_ERR(EINVAL, agent_wal_segno(&n, 1u << 30, &segno)); /* only 4 per log id */
-    ASSERT_ERR(EINVAL, agent_wal_segno(&n, 3u << 20, &segno)); /* not a power of two */
-    ASSERT_ERR(EINVAL, agent_wal_segno(&n, 512u << 10, &segno));
-    ASSERT_OK(agent_wal_segno(&n, 1u << 20, &segno));
-    assert_int_equal(segno, 3 * 4096 + 255);
-    agent_wal_segment_name(1, 4096, 1u << 20, out);
-    assert_string_equal(out, "000000010000000100000000");
-    ASSERT_OK(agent_wal_name_parse("00000002.history", &n));
-    ASSERT_ERR(EINVAL, agent_wal_segno(&n, 16u << 20, &segno));
-}
-
 /* ---- page header ---- */
 
 static void put_header(uint8_t *p, uint16_t magic, uint16_t info, uint32_t tli, uint64_t addr,
@@ -118,11 +46,11 @@ static void test_header(void **state)
 {
     (void)state;
     uint8_t h[AGENT_WAL_LONG_HEADER_SIZE];
-    AgentWalName n;
+    CsWalName n;
     AgentWalHeader hd;
     char why[256];
     const uint64_t seg16 = 16u << 20;
-    ASSERT_OK(agent_wal_name_parse("000000030000000100000002", &n));
+    ASSERT_OK(cs_wal_name_parse("000000030000000100000002", &n));
     const uint64_t start = (1 * 256 + 2) * seg16;
 
     put_header(h, 0xD110, 0x0002, 3, start, SYSID, (uint32_t)seg16, 8192);
@@ -173,7 +101,7 @@ static void test_header(void **state)
     put_header(h, 0xD110, 2, 3, start, SYSID, (uint32_t)seg16, 8192);
     ASSERT_ERR(EBADMSG, agent_wal_header_check(&n, h, 39, seg16, NULL, why, sizeof(why)));
     assert_non_null(strstr(why, "too short"));
-    ASSERT_OK(agent_wal_name_parse("00000002.history", &n));
+    ASSERT_OK(cs_wal_name_parse("00000002.history", &n));
     ASSERT_ERR(EINVAL, agent_wal_header_check(&n, h, sizeof(h), seg16, NULL, why, sizeof(why)));
 
     static const struct {
@@ -183,124 +111,6 @@ static void test_header(void **state)
                      { 0xD116, 17 }, { 0xD118, 18 }, { 0xD101, 0 },  { 0, 0 } };
     for (size_t i = 0; i < ARRAY_SIZE(versions); i++)
         assert_int_equal(agent_wal_magic_to_version(versions[i].magic), versions[i].version);
-}
-
-/* ---- WAL object ---- */
-
-static void make_object(AgentWalObject *o, const char *name, AgentWalKind kind, uint32_t count)
-{
-    *o = (AgentWalObject){ .kind = kind, .xlp_magic = agent_wal_kind_has_header(kind) ? 0xD110 : 0,
-                           .sysid = agent_wal_kind_has_header(kind) ? SYSID : 0,
-                           .archived_at = 1795269502 };
-    strcpy(o->name, name);
-    for (int i = 0; i < 32; i++)
-        o->sha256[i] = (uint8_t)(i * 7);
-    o->content.count = count;
-    o->content.entries = calloc(count ? count : 1, sizeof(*o->content.entries));
-    assert_non_null(o->content.entries);
-    for (uint32_t i = 0; i < count; i++) {
-        memset(o->content.entries[i].id.bytes, (int)i + 1, CS_CHUNK_ID_SIZE);
-        o->content.entries[i].length = 1000 + i;
-        o->content.size += 1000 + i;
-    }
-    o->size = o->content.size;
-}
-
-static void test_object(void **state)
-{
-    (void)state;
-    AgentWalObject o, d;
-    _cleanup_(buf_free) Buf b = BUF_INIT;
-    make_object(&o, "000000010000000000000002.partial", AGENT_WAL_PARTIAL, 3);
-    ASSERT_OK(agent_wal_object_encode(&o, &b));
-    assert_int_equal(b.size, AGENT_WAL_OBJECT_FIXED + 32 + 13 + 3 * 36);
-    /* The fixed part, byte by byte (docs/FORMAT.md). */
-    static const uint8_t head[16] = { 0x57, 0x41, 0x4C, 0x31, 1, 0, 0, 0, 2, 0, 0x10, 0xD1, 32, 0, 0, 0 };
-    assert_memory_equal(b.data, head, sizeof(head));
-    assert_int_equal(get_le64(b.data + 16), o.size);
-    assert_int_equal(get_le64(b.data + 24), SYSID);
-    assert_int_equal(get_le64(b.data + 32), 1795269502);
-    assert_memory_equal(b.data + 40, o.sha256, 32);
-    assert_memory_equal(b.data + 72, o.name, 32);
-    assert_int_equal(get_le64(b.data + 104), o.size); /* content reference: size, level, count */
-    assert_int_equal(b.data[112], 0);
-    assert_int_equal(get_le32(b.data + 113), 3);
-
-    ASSERT_OK(agent_wal_object_decode(b.data, b.size, &d));
-    assert_int_equal(d.kind, o.kind);
-    assert_int_equal(d.xlp_magic, 0xD110);
-    assert_int_equal(d.size, o.size);
-    assert_int_equal(d.sysid, SYSID);
-    assert_int_equal(d.archived_at, 1795269502);
-    assert_memory_equal(d.sha256, o.sha256, 32);
-    assert_string_equal(d.name, o.name);
-    assert_int_equal(d.content.count, 3);
-    assert_memory_equal(d.content.entries, o.content.entries, 3 * sizeof(*d.content.entries));
-    agent_wal_object_clear(&d);
-
-    /* Every truncation, a trailing byte, and each checked field. */
-    for (size_t n = 0; n < b.size; n++)
-        ASSERT_ERR(EBADMSG, agent_wal_object_decode(b.data, n, &d));
-    ASSERT_OK(buf_append(&b, "", 1));
-    ASSERT_ERR(EBADMSG, agent_wal_object_decode(b.data, b.size, &d));
-    b.size--;
-    static const struct {
-        size_t off;
-        uint8_t value;
-        int err;
-    } flips[] = {
-        { 0, 0x58, EBADMSG }, { 4, 2, EPROTONOSUPPORT }, { 4, 0, EBADMSG }, { 8, 1, EBADMSG },
-        { 8, 5, EBADMSG },    { 9, 1, EBADMSG },         { 12, 31, EBADMSG },
-        { 12, 0, EBADMSG },   { 16, 0, EBADMSG },        { 72, 'x', EBADMSG }, { 112, 5, EBADMSG },
-    };
-    for (size_t i = 0; i < ARRAY_SIZE(flips); i++) {
-        uint8_t saved = b.data[flips[i].off];
-        b.data[flips[i].off] = flips[i].value;
-        int r = agent_wal_object_decode(b.data, b.size, &d);
-        if (r != -flips[i].err)
-            fail_msg("byte %zu = %u: got %d", flips[i].off, flips[i].value, r);
-        b.data[flips[i].off] = saved;
-    }
-    put_le16(b.data + 10, 0); /* a partial segment without its header's magic */
-    ASSERT_ERR(EBADMSG, agent_wal_object_decode(b.data, b.size, &d));
-    agent_wal_object_clear(&o);
-
-    /* History files carry no header fields; a name of another kind is refused. */
-    buf_clear(&b);
-    make_object(&o, "00000002.history", AGENT_WAL_HISTORY, 1);
-    ASSERT_OK(agent_wal_object_encode(&o, &b));
-    ASSERT_OK(agent_wal_object_decode(b.data, b.size, &d));
-    assert_int_equal(d.xlp_magic, 0);
-    agent_wal_object_clear(&d);
-    o.kind = AGENT_WAL_SEGMENT;
-    ASSERT_ERR(EINVAL, agent_wal_object_encode(&o, &b));
-    agent_wal_object_clear(&o);
-}
-
-static void test_node_and_object_names(void **state)
-{
-    (void)state;
-    static const struct {
-        const char *node;
-        bool ok;
-    } nodes[] = {
-        { "db1", true },  { "db-1.example.com", true }, { "A_b", true },  { "", false },
-        { ".x", false },  { "-x", false },              { "a..b", false }, { "a/b", false },
-        { "a b", false }, { "x\n", false },
-        { "12345678901234567890123456789012345678901234567890123456789012345", false },
-    };
-    for (size_t i = 0; i < ARRAY_SIZE(nodes); i++)
-        if (agent_wal_node_is_valid(nodes[i].node) != nodes[i].ok)
-            fail_msg("node \"%s\"", nodes[i].node);
-    AgentWalName n;
-    char out[AGENT_WAL_OBJECT_NAME_MAX];
-    ASSERT_OK(agent_wal_name_parse("0000000200000000000000A1.partial", &n));
-    ASSERT_OK(agent_wal_object_name("db1", &n, out, sizeof(out)));
-    assert_string_equal(out, "wal/db1/00000002/0000000200000000000000A1.partial");
-    ASSERT_OK(agent_wal_name_parse("00000002.history", &n));
-    ASSERT_OK(agent_wal_object_name("db1", &n, out, sizeof(out)));
-    assert_string_equal(out, "wal/db1/history/00000002.history");
-    ASSERT_ERR(ENAMETOOLONG, agent_wal_object_name("db1", &n, out, 20));
 }
 
 /* ---- against a repository ---- */
@@ -345,7 +155,7 @@ static char *write_segment(const Fixture *f, uint64_t segno, uint32_t salt)
 static char *seg_name(uint64_t segno)
 {
     char *s = test_xmalloc(25);
-    agent_wal_segment_name(1, segno, SEG_SIZE, s);
+    cs_wal_segment_name(1, segno, SEG_SIZE, s);
     return s;
 }
 
@@ -435,20 +245,20 @@ static void test_archive_restore(void **state)
 }
 
 /* Write a sealed WAL object for `filename` of `node` as a writer with the key could. */
-static void forge(Fixture *f, const char *node, const char *filename, const AgentWalObject *like,
+static void forge(Fixture *f, const char *node, const char *filename, const CsWalObject *like,
                   uint64_t sysid, uint8_t sha_xor)
 {
-    AgentWalName n;
-    char objname[AGENT_WAL_OBJECT_NAME_MAX];
-    ASSERT_OK(agent_wal_name_parse(filename, &n));
-    ASSERT_OK(agent_wal_object_name(node, &n, objname, sizeof(objname)));
-    AgentWalObject o = *like;
+    CsWalName n;
+    char objname[CS_WAL_OBJECT_NAME_MAX];
+    ASSERT_OK(cs_wal_name_parse(filename, &n));
+    ASSERT_OK(cs_wal_object_name(node, &n, objname, sizeof(objname)));
+    CsWalObject o = *like;
     strcpy(o.name, filename);
     o.sysid = sysid;
     o.sha256[0] ^= sha_xor;
     _cleanup_(buf_free) Buf plain = BUF_INIT;
     _cleanup_(buf_free) Buf sealed = BUF_INIT;
-    ASSERT_OK(agent_wal_object_encode(&o, &plain));
+    ASSERT_OK(cs_wal_object_encode(&o, &plain));
     ASSERT_OK(cs_sealed_encode(f->repo->catalog_key, objname, plain.data, plain.size, &sealed));
     ASSERT_OK(cs_backend_put(f->repo->backend, objname, sealed.data, sealed.size, false));
 }
@@ -462,8 +272,8 @@ static void test_restore_refuses_forged(void **state)
     _cleanup_free_ char *dir = path_join(f->base, "pg_wal");
     _cleanup_free_ char *target = path_join(dir, "RECOVERYXLOG");
     ASSERT_OK(agent_wal_archive(f->repo, "n", s1, n1, &res));
-    AgentWalObject o = { 0 };
-    ASSERT_OK(object_load(f->repo, "wal/n/00000001/000000010000000000000001", &o));
+    CsWalObject o = { 0 };
+    ASSERT_OK(cs_wal_object_load(f->repo, "wal/n/00000001/000000010000000000000001", &o));
     assert_int_equal(o.sysid, SYSID);
 
     assert_int_equal(mkdir(dir, 0700), 0);
@@ -492,7 +302,7 @@ static void test_restore_refuses_forged(void **state)
     assert_string_equal(text, "old");
     free(text);
     assert_int_equal(count_entries(dir), 1);
-    agent_wal_object_clear(&o);
+    cs_wal_object_clear(&o);
 }
 
 static void test_check(void **state)
@@ -551,9 +361,7 @@ static void test_check(void **state)
     agent_wal_report_free(r);
 }
 
-RUN_TESTS(cmocka_unit_test(test_names), cmocka_unit_test(test_segno),
-          cmocka_unit_test(test_header), cmocka_unit_test(test_object),
-          cmocka_unit_test(test_node_and_object_names),
+RUN_TESTS(cmocka_unit_test(test_header),
           cmocka_unit_test_setup_teardown(test_archive_restore, setup, teardown),
           cmocka_unit_test_setup_teardown(test_restore_refuses_forged, setup, teardown),
           cmocka_unit_test_setup_teardown(test_check, setup, teardown))
