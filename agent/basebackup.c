@@ -16,6 +16,7 @@
 #include "agent/pq.h"
 #include "agent/pgdata.h"
 #include "chunkstore/catalog.h"
+#include "chunkstore/wal-object.h"
 #include "common/fs-util.h"
 #include "common/log.h"
 #include "common/macro.h"
@@ -79,15 +80,6 @@ static int query_row(Backup *b, PGresult **ret, const char *what, const char *sq
         return r;
     }
     *ret = res;
-    return 0;
-}
-
-static int parse_lsn(const char *s, uint64_t *ret)
-{
-    unsigned hi, lo;
-    if (sscanf(s, "%X/%X", &hi, &lo) != 2)
-        return -EINVAL;
-    *ret = (uint64_t)hi << 32 | lo;
     return 0;
 }
 
@@ -619,7 +611,7 @@ static int run_backup(Backup *b, CsRepo *repo)
     snprintf(res->start_lsn, sizeof(res->start_lsn), "%s", PQgetvalue(q, 0, 0));
     snprintf(res->start_wal, sizeof(res->start_wal), "%s", PQgetvalue(q, 0, 1));
     res->timeline = (uint32_t)strtoul(PQgetvalue(q, 0, 2), NULL, 10);
-    parse_lsn(res->start_lsn, &b->start_lsn);
+    cs_wal_lsn_parse(res->start_lsn, &b->start_lsn);
     log_info("node %s: backup started at %s (%s), timeline %u", p->node, res->start_lsn,
              res->start_wal, res->timeline);
 

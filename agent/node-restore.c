@@ -13,6 +13,7 @@
 #include "agent/basebackup.h"
 #include "chunkstore/catalog.h"
 #include "common/buf.h"
+#include "common/conf-setting.h"
 #include "common/fs-util.h"
 #include "common/log.h"
 #include "common/macro.h"
@@ -107,15 +108,6 @@ static int default_restore_command(const AgentRestoreParams *p, char **ret)
     return 0;
 }
 
-/* A postgresql.conf string literal: single quotes doubled. */
-static int conf_line(Buf *out, const char *key, const char *value)
-{
-    int r = buf_printf(out, "%s = '", key);
-    for (const char *p = value; r == 0 && *p; p++)
-        r = *p == '\'' ? buf_append(out, "''", 2) : buf_append(out, p, 1);
-    return r < 0 ? r : buf_append(out, "'\n", 2);
-}
-
 static int write_owned(const char *path, const void *p, size_t n, const CsDirEntry *owner)
 {
     int r = write_file_atomic(path, p, n, 0600);
@@ -150,7 +142,8 @@ static int write_recovery_settings(const AgentRestoreParams *p, const CsDirEntry
     if (r == 0)
         r = buf_printf(&conf, "# recovery settings written by pitr-agent restore at %s\n", when);
     if (r == 0)
-        r = conf_line(&conf, "restore_command", p->restore_command ? p->restore_command : cmd);
+        r = conf_append_setting(&conf, "restore_command",
+                                p->restore_command ? p->restore_command : cmd);
     /* PostgreSQL's setting for each target kind; "latest" sets none. */
     static const char *const target_keys[] = {
         [AGENT_TARGET_NAME] = "recovery_target_name",
@@ -160,15 +153,16 @@ static int write_recovery_settings(const AgentRestoreParams *p, const CsDirEntry
     };
     const char *key = target_keys[p->target_kind];
     if (r == 0 && key)
-        r = conf_line(&conf, key,
-                      p->target_kind == AGENT_TARGET_IMMEDIATE ? "immediate" : p->target_value);
+        r = conf_append_setting(&conf, key,
+                                p->target_kind == AGENT_TARGET_IMMEDIATE ? "immediate"
+                                                                         : p->target_value);
     if (r == 0 && p->target_timeline) {
         char tli[16];
         snprintf(tli, sizeof(tli), "%u", p->target_timeline);
-        r = conf_line(&conf, "recovery_target_timeline", tli);
+        r = conf_append_setting(&conf, "recovery_target_timeline", tli);
     }
     if (r == 0)
-        r = conf_line(&conf, "recovery_target_action", "promote");
+        r = conf_append_setting(&conf, "recovery_target_action", "promote");
     if (r == 0)
         r = write_owned(conf_path, conf.data, conf.size, pgdata);
     if (r == 0)

@@ -1,5 +1,6 @@
 #include "chunkstore/wal-object.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -90,6 +91,17 @@ int cs_wal_segno(const CsWalName *n, uint64_t seg_size, uint64_t *ret)
     if (n->seg >= per_id)
         return -EINVAL;
     *ret = (uint64_t)n->log * per_id + n->seg;
+    return 0;
+}
+
+int cs_wal_lsn_parse(const char *s, uint64_t *ret)
+{
+    unsigned hi, lo;
+    int end = 0;
+    if (sscanf(s, "%8X/%8X%n", &hi, &lo, &end) != 2 || s[end] != 0 ||
+        !isxdigit((unsigned char)s[0]))
+        return -EINVAL;
+    *ret = (uint64_t)hi << 32 | lo;
     return 0;
 }
 

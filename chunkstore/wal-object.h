@@ -62,6 +62,8 @@ bool cs_wal_seg_size_is_valid(uint64_t size);
 /* Segment number (log * segments-per-log-id + seg) for a segment size; -EINVAL when the
  * size is not a valid wal_segment_size or seg is out of range for it. */
 int cs_wal_segno(const CsWalName *n, uint64_t seg_size, uint64_t *ret);
+/* An LSN as PostgreSQL prints it ("16/B374D848"). -EINVAL for anything else. */
+int cs_wal_lsn_parse(const char *s, uint64_t *ret);
 /* The 24-digit segment name of (tli, segno) for a segment size; out must hold 25 bytes. */
 void cs_wal_segment_name(uint32_t tli, uint64_t segno, uint64_t seg_size, char *out);
 

@@ -7,6 +7,8 @@
 
 #include "common/log.h"
 #include "common/macro.h"
+#include "fuse/pgdata.h"
+#include "fuse/wal-dir.h"
 
 /* Entries of the mount's top directory. */
 static const struct {
@@ -15,6 +17,7 @@ static const struct {
 } top_entries[] = {
     { "snapshots", PFS_INO_SNAPSHOTS },
     { "streams", PFS_INO_STREAMS },
+    { "wal", PFS_INO_WAL },
 };
 
 /* ---- entries made from the catalog ---- */
@@ -72,6 +75,13 @@ static void view_entry(PfsFs *fs, const PfsViewEntry *ve, CsDirEntry *e)
     }
 }
 
+/* Cluster snapshots get their nodes' data directories made startable (fuse/pgdata.h). */
+static PfsSource view_source(const PfsViewEntry *ve)
+{
+    return ve->kind == PFS_VIEW_TREE && strcmp(ve->snap->kind, "cluster") == 0 ? PFS_SRC_CLUSTER
+                                                                                : PFS_SRC_STORED;
+}
+
 static void view_dir(const PfsView *v, const PfsNode *n, const PfsViewEntry **ret, size_t *ret_n)
 {
     bool is_trees = n->kind == PFS_NODE_SNAPSHOTS;
@@ -91,12 +101,15 @@ static int node_dir(PfsFs *fs, PfsNode *n, const PfsDirData **ret)
         PfsReader *rd = NULL;
         if (!dd)
             r = -ENOMEM;
-        else if ((r = pfs_reader_pool_get(fs->readers, &rd)) == 0) {
+        /* no content: a directory the mount made up (pg_wal/ when the backup has none) */
+        else if (n->e->content.count > 0 && (r = pfs_reader_pool_get(fs->readers, &rd)) == 0) {
             r = cs_dir_load(rd->rd, &n->e->content, &dd->v, &dd->n);
             pfs_reader_pool_put(fs->readers, rd);
         }
+        if (r == 0)
+            r = pfs_pgdata_amend(fs, n, dd);
         if (r < 0) {
-            free(dd);
+            pfs_dir_data_free(dd);
             _cleanup_free_ char *path = pfs_node_path(n);
             log_error_errno(r, "could not read directory \"%s\": %m", path ? path : "?");
             r = pfs_data_errno(r);
@@ -151,7 +164,8 @@ static int lookup_view(PfsFs *fs, PfsNode *parent, const char *name, PfsAttr *re
         CsDirEntry e;
         PfsNode *child;
         view_entry(fs, found, &e);
-        if ((r = pfs_inode_child(fs->inodes, parent, &e, false, true, &child)) == 0) {
+        if ((r = pfs_inode_child(fs->inodes, parent, &e, view_source(found), false, true,
+                                 &child)) == 0) {
             pfs_node_attr(fs, child, ret);
             pfs_inode_unref(fs->inodes, child);
         }
@@ -175,7 +189,32 @@ static int lookup_tree(PfsFs *fs, PfsNode *parent, const char *name, PfsAttr *re
         return -ENOENT;
     }
     PfsNode *child;
-    if ((r = pfs_inode_child(fs->inodes, parent, e, true, true, &child)) < 0)
+    if ((r = pfs_inode_child(fs->inodes, parent, e, pfs_pgdata_child_source(parent, e), true,
+                             true, &child)) < 0)
+        return r;
+    pfs_node_attr(fs, child, ret);
+    pfs_inode_unref(fs->inodes, child);
+    return 0;
+}
+
+static bool is_wal_dir(const PfsNode *n)
+{
+    return n->kind == PFS_NODE_WAL ||
+           (n->kind == PFS_NODE_ENTRY &&
+            (n->src == PFS_SRC_WAL_NODE || n->src == PFS_SRC_WAL_DIR));
+}
+
+static int lookup_wal(PfsFs *fs, PfsNode *parent, const char *name, PfsAttr *ret)
+{
+    CsDirEntry e;
+    int r = pfs_wal_dir_lookup(fs, parent, name, &e);
+    if (r < 0)
+        return r; /* a miss is not cached: WAL is archived all the time */
+    PfsNode *child;
+    r = pfs_inode_child(fs->inodes, parent, &e, pfs_wal_dir_child_source(parent), false, true,
+                        &child);
+    pfs_dir_entry_clear(&e);
+    if (r < 0)
         return r;
     pfs_node_attr(fs, child, ret);
     pfs_inode_unref(fs->inodes, child);
@@ -193,7 +232,11 @@ int pfs_dir_lookup(PfsFs *fs, uint64_t parent_ino, const char *name, PfsAttr *re
     case PFS_NODE_ROOT: r = lookup_top(fs, name, ret); break;
     case PFS_NODE_SNAPSHOTS:
     case PFS_NODE_STREAMS: r = lookup_view(fs, parent, name, ret); break;
-    case PFS_NODE_ENTRY: r = lookup_tree(fs, parent, name, ret); break;
+    case PFS_NODE_WAL: r = lookup_wal(fs, parent, name, ret); break;
+    case PFS_NODE_ENTRY:
+        r = is_wal_dir(parent) ? lookup_wal(fs, parent, name, ret)
+                               : lookup_tree(fs, parent, name, ret);
+        break;
     }
     pfs_inode_unref(fs->inodes, parent);
     return r;
@@ -212,6 +255,8 @@ int pfs_dir_open(PfsFs *fs, uint64_t ino, PfsDirHandle **ret)
         r = -ENOMEM;
     else if (n->kind == PFS_NODE_SNAPSHOTS || n->kind == PFS_NODE_STREAMS)
         pfs_catalog_get(fs->catalog, true, &dh->view);
+    else if (is_wal_dir(n))
+        r = pfs_wal_dir_list(fs, n, &dh->list);
     else if (n->kind == PFS_NODE_ENTRY) {
         const PfsDirData *dd;
         if (n->e->type != CS_ENTRY_DIR)
@@ -234,6 +279,7 @@ void pfs_dir_release(PfsFs *fs, PfsDirHandle *dh)
     if (!dh)
         return;
     pfs_view_unref(dh->view);
+    pfs_dir_data_free(dh->list);
     pfs_inode_unref(fs->inodes, dh->node);
     free(dh);
 }
@@ -254,8 +300,11 @@ int pfs_dir_read(PfsFs *fs, PfsDirHandle *dh, off_t off, bool plus, PfsDirFill f
     case PFS_NODE_ROOT: count = ARRAY_SIZE(top_entries); break;
     case PFS_NODE_SNAPSHOTS:
     case PFS_NODE_STREAMS: view_dir(dh->view, n, &ventries, &count); break;
+    case PFS_NODE_WAL:
     case PFS_NODE_ENTRY:
-        if ((r = node_dir(fs, n, &dd)) < 0)
+        if (dh->list)
+            dd = dh->list;
+        else if ((r = node_dir(fs, n, &dd)) < 0)
             return r;
         count = dd->n;
         break;
@@ -278,17 +327,25 @@ int pfs_dir_read(PfsFs *fs, PfsDirHandle *dh, off_t off, bool plus, PfsDirFill f
                 d.ino = top_entries[i].ino;
                 if (plus && (r = pfs_inode_get(fs->inodes, d.ino, &child)) == 0)
                     pfs_inode_add_lookup(fs->inodes, child);
+            } else if (dh->list) { /* the handle's listing: children copy their entry */
+                e = &dd->v[i];
+                d.name = e->name;
+                if (plus)
+                    r = pfs_inode_child(fs->inodes, n, e, pfs_wal_dir_child_source(n), false,
+                                        true, &child);
             } else if (n->kind == PFS_NODE_ENTRY) {
                 e = &dd->v[i];
                 d.name = e->name;
                 if (plus)
-                    r = pfs_inode_child(fs->inodes, n, e, true, true, &child);
+                    r = pfs_inode_child(fs->inodes, n, e, pfs_pgdata_child_source(n, e), true,
+                                        true, &child);
             } else {
                 view_entry(fs, &ventries[i], &tmp);
                 e = &tmp;
                 d.name = ventries[i].name;
                 if (plus)
-                    r = pfs_inode_child(fs->inodes, n, e, false, true, &child);
+                    r = pfs_inode_child(fs->inodes, n, e, view_source(&ventries[i]), false,
+                                        true, &child);
             }
             if (r < 0)
                 return r;

@@ -1,6 +1,7 @@
 /*
  * Directories: lookup, opendir, readdir(plus), for the mount's own directories (/, /snapshots,
- * /streams) and for the directories of tree snapshots.
+ * /streams, /wal and below it: fuse/wal-dir.h) and for the directories of tree snapshots (with
+ * what fuse/pgdata.h adds to a cluster snapshot's data directories).
  *
  * A snapshot directory is decoded (one cs_dir_load of its object) the first time it is looked
  * into or listed, and kept while its node lives; nothing else of the snapshot is read, so
@@ -8,7 +9,8 @@
  *
  * Offsets: position 0 is ".", 1 is "..", 2 + i is the i-th entry (by name). Tree directories
  * never change; /snapshots and /streams are listed from the view their handle was opened with.
- * opendir of those two, and a lookup in them that misses, first look for new snapshots.
+ * opendir of those two, and a lookup in them that misses, first look for new snapshots. The
+ * directories of /wal are listed afresh at each opendir.
  */
 #pragma once
 
@@ -19,8 +21,9 @@
 #include "fuse/pfs.h"
 
 typedef struct PfsDirHandle {
-    PfsNode *node; /* reference */
-    PfsView *view; /* /snapshots and /streams: the listing this handle shows */
+    PfsNode *node;    /* reference */
+    PfsView *view;    /* /snapshots and /streams: the listing this handle shows */
+    PfsDirData *list; /* /wal and below: the listing this handle shows (owned) */
 } PfsDirHandle;
 
 typedef struct PfsDirent {

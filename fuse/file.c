@@ -11,6 +11,7 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "fuse/pgdata.h"
 
 /* A read within this distance of the highest offset read so far continues a sequential run
  * (the kernel's asynchronous read-ahead sends requests slightly out of order). */
@@ -111,6 +112,13 @@ int pfs_file_open(PfsFs *fs, uint64_t ino, int flags, PfsFile **ret)
         return r;
     }
 
+    if (n->src == PFS_SRC_RECOVERY_CONF) {
+        f->made = pfs_pgdata_recovery_conf(n);
+        f->node = n;
+        pthread_mutex_init(&f->lock, NULL);
+        *ret = f;
+        return 0;
+    }
     pthread_mutex_lock(&n->lock);
     if (!n->map) {
         PfsReader *rd;
@@ -148,13 +156,15 @@ void pfs_file_release(PfsFs *fs, PfsFile *f)
     if (!f)
         return;
     PfsNode *n = f->node;
-    pthread_mutex_lock(&n->lock);
-    if (--n->n_open == 0) {
-        pfs_file_map_unref(n->map);
-        n->map = NULL;
+    if (f->map) {
+        pthread_mutex_lock(&n->lock);
+        if (--n->n_open == 0) {
+            pfs_file_map_unref(n->map);
+            n->map = NULL;
+        }
+        pthread_mutex_unlock(&n->lock);
+        pfs_file_map_unref(f->map);
     }
-    pthread_mutex_unlock(&n->lock);
-    pfs_file_map_unref(f->map);
     pthread_mutex_destroy(&f->lock);
     free(f);
     pfs_inode_unref(fs->inodes, n);
@@ -372,11 +382,34 @@ static bool schedule(PfsFs *fs, PfsFile *f, uint64_t off, uint64_t end, size_t f
 void pfs_read_reply_done(PfsFs *fs, PfsReadReply *rr)
 {
     for (size_t i = 0; i < rr->n; i++)
-        pfs_chunk_cache_release_spent(fs->cache, rr->pins[i], rr->is_spent[i]);
+        if (rr->pins[i])
+            pfs_chunk_cache_release_spent(fs->cache, rr->pins[i], rr->is_spent[i]);
     free(rr->iov);
     free(rr->pins);
     free(rr->is_spent);
     *rr = (PfsReadReply){ 0 };
+}
+
+/* A file the mount made up: one iovec into its bytes, nothing pinned. */
+static long read_made(const PfsFile *f, size_t size, uint64_t off, PfsReadReply *ret)
+{
+    if (off >= f->made->size || size == 0)
+        return 0;
+    size_t n = (size_t)MIN((uint64_t)size, f->made->size - off);
+    PfsReadReply rr = { .iov = calloc(1, sizeof(*rr.iov)),
+                        .pins = calloc(1, sizeof(*rr.pins)),
+                        .is_spent = calloc(1, sizeof(*rr.is_spent)),
+                        .n = 1,
+                        .bytes = n };
+    if (!rr.iov || !rr.pins || !rr.is_spent) {
+        free(rr.iov);
+        free(rr.pins);
+        free(rr.is_spent);
+        return -ENOMEM;
+    }
+    rr.iov[0] = (struct iovec){ .iov_base = f->made->data + off, .iov_len = n };
+    *ret = rr;
+    return (long)n;
 }
 
 long pfs_file_read(PfsFs *fs, PfsFile *f, size_t size, uint64_t off, PfsReadReply *ret)
@@ -384,6 +417,8 @@ long pfs_file_read(PfsFs *fs, PfsFile *f, size_t size, uint64_t off, PfsReadRepl
     PfsFileMap *m = f->map;
     *ret = (PfsReadReply){ 0 };
     atomic_fetch_add(&fs->n_reads, 1);
+    if (f->made)
+        return read_made(f, size, off, ret);
     if (off >= m->size || size == 0)
         return 0;
     uint64_t end = off + MIN((uint64_t)size, m->size - off);

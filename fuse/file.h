@@ -37,8 +37,9 @@ struct PfsFileMap {
 };
 
 typedef struct PfsFile {
-    PfsNode *node; /* reference */
-    PfsFileMap *map;
+    PfsNode *node;          /* reference */
+    PfsFileMap *map;        /* NULL for a file the mount made up: */
+    const Buf *made;        /* its bytes (fuse/pgdata.h), kept by the node's parent */
     pthread_mutex_t lock;
     uint64_t frontier; /* lock: highest end offset of the current sequential run */
     size_t ra_next;    /* lock: first chunk not yet queued for read-ahead */

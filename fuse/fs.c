@@ -170,7 +170,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     if (r < 0)
         return (void)fuse_reply_err(req, -r);
     fi->fh = (uintptr_t)dh;
-    if (dh->node->kind == PFS_NODE_ENTRY) {
+    if (dh->node->kind == PFS_NODE_ENTRY && !dh->list) { /* not below /wal */
         fi->cache_readdir = 1; /* a snapshot directory never changes */
         fi->keep_cache = 1;
     }

@@ -18,6 +18,27 @@ struct PfsInodeTable {
 
 /* ---- entries ---- */
 
+static int entry_name_cmp(const void *a, const void *b)
+{
+    return strcmp(((const CsDirEntry *)a)->name, ((const CsDirEntry *)b)->name);
+}
+
+void pfs_dir_data_sort(PfsDirData *dd)
+{
+    if (dd->n > 1)
+        qsort(dd->v, dd->n, sizeof(*dd->v), entry_name_cmp);
+}
+
+PfsDirData *pfs_dir_data_free(PfsDirData *dd)
+{
+    if (dd) {
+        cs_dir_entries_free(dd->v, dd->n);
+        buf_free(&dd->made_file);
+        free(dd);
+    }
+    return NULL;
+}
+
 void pfs_dir_entry_clear(CsDirEntry *e)
 {
     free(e->name);
@@ -133,10 +154,7 @@ static void node_destroy(PfsInodeTable *t, PfsNode *n)
 {
     if (t->free_data)
         t->free_data(n);
-    if (n->dir) {
-        cs_dir_entries_free(n->dir->v, n->dir->n);
-        free(n->dir);
-    }
+    pfs_dir_data_free(n->dir);
     if (n->is_own)
         pfs_dir_entry_clear(&n->own);
     pthread_mutex_destroy(&n->lock);
@@ -171,6 +189,8 @@ int pfs_inode_table_new(PfsNodeFreeFn free_data, PfsInodeTable **ret)
         r = add_fixed(t, PFS_INO_SNAPSHOTS, PFS_NODE_SNAPSHOTS);
     if (r == 0)
         r = add_fixed(t, PFS_INO_STREAMS, PFS_NODE_STREAMS);
+    if (r == 0)
+        r = add_fixed(t, PFS_INO_WAL, PFS_NODE_WAL);
     if (r < 0) {
         pfs_inode_table_free(t);
         return r;
@@ -301,8 +321,8 @@ static bool same_identity(const PfsNode *n, const PfsNode *parent, const CsDirEn
     return true;
 }
 
-int pfs_inode_child(PfsInodeTable *t, PfsNode *parent, const CsDirEntry *e, bool borrow, bool count,
-                    PfsNode **ret)
+int pfs_inode_child(PfsInodeTable *t, PfsNode *parent, const CsDirEntry *e, PfsSource src,
+                    bool borrow, bool count, PfsNode **ret)
 {
     uint64_t ino = pfs_inode_number(parent->ino, e);
     PfsNode *fresh = NULL;
@@ -342,7 +362,10 @@ int pfs_inode_child(PfsInodeTable *t, PfsNode *parent, const CsDirEntry *e, bool
         if (!(fresh = node_alloc()))
             return -ENOMEM;
         fresh->kind = PFS_NODE_ENTRY;
-        fresh->is_volatile = parent->kind == PFS_NODE_SNAPSHOTS || parent->kind == PFS_NODE_STREAMS;
+        fresh->src = src;
+        fresh->is_volatile = parent->kind == PFS_NODE_SNAPSHOTS ||
+                             parent->kind == PFS_NODE_STREAMS || parent->kind == PFS_NODE_WAL ||
+                             parent->src == PFS_SRC_WAL_NODE || parent->src == PFS_SRC_WAL_DIR;
         if (borrow)
             fresh->e = e;
         else {
@@ -372,6 +395,7 @@ char *pfs_node_path(const PfsNode *n)
     for (const PfsNode *p = n; p && k < ARRAY_SIZE(parts); p = p->parent) {
         const char *name = p->kind == PFS_NODE_SNAPSHOTS ? "snapshots"
                            : p->kind == PFS_NODE_STREAMS ? "streams"
+                           : p->kind == PFS_NODE_WAL     ? "wal"
                            : p->kind == PFS_NODE_ENTRY   ? p->e->name
                                                          : NULL;
         if (!name)
@@ -381,8 +405,8 @@ char *pfs_node_path(const PfsNode *n)
         if (p->kind == PFS_NODE_ENTRY && !p->parent)
             break;
     }
-    /* Entries directly below /snapshots or /streams have the fixed node as parent, so the walk
-     * ends at the root; deeper than 256 levels only the last 256 are shown. */
+    /* Entries directly below /snapshots, /streams or /wal have the fixed node as parent, so the
+     * walk ends at the root; deeper than 256 levels only the last 256 are shown. */
     char *s = malloc(len + 2);
     if (!s)
         return NULL;

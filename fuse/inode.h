@@ -24,18 +24,34 @@
 #include <pthread.h>
 
 #include "chunkstore/tree.h"
+#include "common/buf.h"
 
 #define PFS_INO_ROOT          1u
 #define PFS_INO_SNAPSHOTS     2u
 #define PFS_INO_STREAMS       3u
+#define PFS_INO_WAL           4u
 #define PFS_INO_FIRST_DYNAMIC 16u
 
 typedef enum PfsNodeKind {
     PFS_NODE_ROOT,      /* the mount's top directory */
     PFS_NODE_SNAPSHOTS, /* /snapshots (changes with the catalog) */
     PFS_NODE_STREAMS,   /* /streams (changes with the catalog) */
+    PFS_NODE_WAL,       /* /wal (changes as WAL is archived) */
     PFS_NODE_ENTRY,     /* everything else: described by a CsDirEntry */
 } PfsNodeKind;
+
+/* Where an entry node's directory listing or file bytes come from. Stored is the rule; the
+ * others are what the mount makes up around stored data (fuse/pgdata.h, fuse/wal-dir.h). */
+typedef enum PfsSource {
+    PFS_SRC_STORED,        /* a stored directory or file, shown as it is */
+    PFS_SRC_CLUSTER,       /* root of a cluster snapshot: one stored directory per node */
+    PFS_SRC_MEMBER,        /* /snapshots/<cluster>/<node>: its base backup's tree */
+    PFS_SRC_PGDATA,        /* <node>/pgdata of a cluster snapshot: startable as it is copied */
+    PFS_SRC_PG_WAL,        /* its pg_wal/: plus the archived WAL up to the restore point */
+    PFS_SRC_RECOVERY_CONF, /* its postgresql.auto.conf: plus the recovery settings */
+    PFS_SRC_WAL_NODE,      /* /wal/<node>: timeline directories and "history" */
+    PFS_SRC_WAL_DIR,       /* /wal/<node>/<timeline> or history: the archived files */
+} PfsSource;
 
 typedef struct PfsFileMap PfsFileMap;
 
@@ -43,11 +59,13 @@ typedef struct PfsFileMap PfsFileMap;
 typedef struct PfsDirData {
     CsDirEntry *v; /* sorted by name, as stored */
     size_t n;
+    Buf made_file; /* bytes of a file the mount made up here (PFS_SRC_RECOVERY_CONF) */
 } PfsDirData;
 
 typedef struct PfsNode {
     uint64_t ino;
     PfsNodeKind kind;
+    PfsSource src;          /* PFS_NODE_ENTRY */
     struct PfsNode *parent; /* holds a reference; NULL for the fixed nodes */
     const CsDirEntry *e;    /* PFS_NODE_ENTRY: in the parent's PfsDirData, or &own */
     CsDirEntry own;         /* entries made up by the mount (snapshot roots, streams, links) */
@@ -80,14 +98,15 @@ PfsNode *pfs_inode_ref(PfsInodeTable *t, PfsNode *n);
 void pfs_inode_unref(PfsInodeTable *t, PfsNode *n);
 
 /*
- * Find or create the child of `parent` that `e` describes (e->name is its name). With `borrow`
- * the node points at *e, which must live as long as the parent's directory data; otherwise e is
- * deep-copied. With `count` the kernel's lookup count is incremented (a lookup or readdirplus
- * reply will hand the node out). Children of /snapshots and /streams are volatile. Returns the
- * node with a reference the caller drops.
+ * Find or create the child of `parent` that `e` describes (e->name is its name), whose data
+ * comes from `src`. With `borrow` the node points at *e, which must live as long as the
+ * parent's directory data; otherwise e is deep-copied. With `count` the kernel's lookup count
+ * is incremented (a lookup or readdirplus reply will hand the node out). Children of
+ * /snapshots, /streams and everything below /wal are volatile. Returns the node with a
+ * reference the caller drops.
  */
-int pfs_inode_child(PfsInodeTable *t, PfsNode *parent, const CsDirEntry *e, bool borrow, bool count,
-                    PfsNode **ret);
+int pfs_inode_child(PfsInodeTable *t, PfsNode *parent, const CsDirEntry *e, PfsSource src,
+                    bool borrow, bool count, PfsNode **ret);
 /* Count one kernel lookup of a node the caller holds (the fixed directories). */
 void pfs_inode_add_lookup(PfsInodeTable *t, PfsNode *n);
 /* Drop n kernel lookups (FUSE forget). Unknown numbers are ignored. */
@@ -100,6 +119,11 @@ size_t pfs_inode_count(PfsInodeTable *t);
 
 /* The node's path below the mount ("/snapshots/<id>/a/b"), malloc'd; NULL on -ENOMEM. */
 char *pfs_node_path(const PfsNode *n);
+
+/* Sort the entries by name (strcmp), as stored directories are. */
+void pfs_dir_data_sort(PfsDirData *dd);
+/* Frees the entries, the made-up file and the PfsDirData itself. Returns NULL. */
+PfsDirData *pfs_dir_data_free(PfsDirData *dd);
 
 /* Deep copies and frees of a CsDirEntry (name, target, content list). */
 int pfs_dir_entry_copy(const CsDirEntry *src, CsDirEntry *ret);

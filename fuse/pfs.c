@@ -186,7 +186,11 @@ void pfs_node_attr(PfsFs *fs, const PfsNode *n, PfsAttr *ret)
     a.attr_timeout = fs->params.volatile_timeout;
     a.entry_timeout = fs->params.timeout;
     switch (n->kind) {
-    case PFS_NODE_ROOT: virtual_dir_attr(fs, NULL, 4, st); break;
+    case PFS_NODE_ROOT: virtual_dir_attr(fs, NULL, 5, st); break;
+    case PFS_NODE_WAL: /* changes as WAL is archived: looked at again after the short timeout */
+        virtual_dir_attr(fs, NULL, 2, st);
+        a.entry_timeout = fs->params.volatile_timeout;
+        break;
     case PFS_NODE_SNAPSHOTS:
     case PFS_NODE_STREAMS: {
         PfsView *v;

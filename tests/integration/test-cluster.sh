@@ -157,6 +157,67 @@ for s in json.load(open("'"$T"'/list.json")):
         print(s["id"], s["meta"]["csn"])')
 [[ ${#SNAPS[@]} -ge 5 ]] || fail "expected at least 5 cluster snapshots, got ${#SNAPS[@]}"
 
+note "mounted: a node's pgdata/ starts as it is copied and stops at the snapshot's CSN"
+MNT=$T/mnt
+mkdir -p "$MNT"
+"$PITR_BIN"/mount.pitrfs "$REPO" "$MNT" -o keyfile="$T"/repo.key || fail "mount.pitrfs failed"
+cleanup_hooks+=("fusermount3 -u '$MNT' 2>/dev/null || fusermount3 -uz '$MNT' 2>/dev/null")
+copy_stop() { as_pg "$PGBIN"/pg_ctl -D "$1" -m immediate stop >/dev/null 2>&1 || true; }
+# The first (full) snapshot and the last (restore point only: its nodes' base backups are the
+# full one's, so pg_wal/ spans all the WAL between the two).
+for line in "${SNAPS[0]}" "${SNAPS[-1]}"; do
+    read -r id csn <<<"$line"
+    COPY_CONNS=()
+    for n in "${NODES[@]}"; do
+        src=$MNT/snapshots/$id/$n/pgdata
+        [[ -f $src/recovery.signal && ! -s $src/recovery.signal ]] || fail "$src has no empty recovery.signal"
+        [[ -f $src/backup_label ]] || fail "$src has no backup_label"
+        grep -qx "recovery_target_name = 'pitr_csn_$csn'" "$src"/postgresql.auto.conf ||
+            fail "$src/postgresql.auto.conf does not name the restore point: $(cat "$src"/postgresql.auto.conf)"
+        walfile=$(python3 -c 'import json, sys
+s = [s for s in json.load(open(sys.argv[1])) if s["id"] == sys.argv[2]][0]
+print([x["walfile"] for x in s["meta"]["nodes"] if x["name"] == sys.argv[3]][0])' "$T"/list.json "$id" "$n")
+        [[ -f $src/pg_wal/$walfile ]] || fail "$src/pg_wal lacks $walfile, the segment of the restore point"
+        cmp -s "$src/pg_wal/$walfile" "$MNT/wal/$n/${walfile:0:8}/$walfile" ||
+            fail "$src/pg_wal/$walfile differs from /wal/$n"
+        d=$T/copy-$n
+        rm -rf "$d"
+        cp -a "$src" "$d" || fail "cp -a of $src failed"
+        [[ $(stat -c '%U %a' "$d") == "postgres 700" ]] || fail "the copy of $src is not postgres's, 0700"
+        port=$(free_port $next); next=$((port + 1))
+        cleanup_hooks+=("copy_stop '$d'")
+        # archive_mode off: the copy must not archive its new timeline as node $n
+        as_pg "$PGBIN"/pg_ctl -D "$d" -l "$T/copy-$n.log" -o "-p $port -c archive_mode=off" -w -t 90 \
+            start >/dev/null || { tail -30 "$T/copy-$n.log"; fail "the copy of $src did not start"; }
+        wait_promoted "$port" "$T/copy-$n.log"
+        grep -q "recovery stopping at restore point \"pitr_csn_$csn\"" "$T/copy-$n.log" ||
+            { tail -30 "$T/copy-$n.log"; fail "the copy of $src did not stop at its restore point"; }
+        COPY_CONNS+=("host=127.0.0.1 port=$port user=postgres dbname=postgres")
+    done
+    "$WORKLOAD" check --csn "$csn" --log "$T"/xfers.log "${COPY_CONNS[@]}" ||
+        fail "the copies of snapshot $id's pgdata/ are not consistent at CSN $csn"
+    for n in "${NODES[@]}"; do copy_stop "$T/copy-$n"; done
+done
+
+note "mounted: /wal shows every archived file of each node, byte for byte"
+assert_eq "$(ls "$MNT"/wal | tr '\n' ' ')" "coord w1 w2 " "/wal lists other nodes"
+for n in "${NODES[@]}"; do
+    assert_eq "$(cd "$MNT/wal/$n" && find . -type f | sort)" \
+        "$(cd "$REPO/wal/$n" && find . -type f ! -name '*.tmp' | sort)" "/wal/$n lists other files"
+done
+seg=$(cd "$MNT"/wal/w1/00000001 && ls | grep -E '^[0-9A-F]{24}$' | tail -n 1)
+as_pg "$AGENT" -q -r "$REPO" --key-file "$T"/repo.key -n w1 restore-wal "$seg" "$T"/seg.restored ||
+    fail "restore-wal $seg failed"
+cmp "$T"/seg.restored "$MNT/wal/w1/00000001/$seg" || fail "/wal/w1/00000001/$seg differs from restore-wal's"
+[[ $(stat -c '%a %s' "$MNT/wal/w1/00000001/$seg") == "400 $(stat -c %s "$T"/seg.restored)" ]] ||
+    fail "/wal/w1/00000001/$seg: mode or size wrong: $(stat -c '%a %s' "$MNT/wal/w1/00000001/$seg")"
+# WAL archived while mounted shows at the next listing.
+psql_at "${PORT[w1]}" -c "CREATE TABLE IF NOT EXISTS wal_probe(x int); INSERT INTO wal_probe VALUES (1)"
+next_seg=$(psql_at "${PORT[w1]}" -c "SELECT pg_walfile_name(pg_switch_wal())")
+new_seg_listed() { ls "$MNT"/wal/w1/00000001 | grep -qx "$next_seg"; }
+wait_until 60 new_seg_listed || fail "$next_seg, archived while mounted, is not listed in /wal/w1/00000001"
+fusermount3 -u "$MNT" || fail "unmount failed"
+
 note "restore to every snapshot in turn: consistent at its CSN"
 for line in "${SNAPS[@]}"; do
     read -r id csn <<<"$line"

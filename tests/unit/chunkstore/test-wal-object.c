@@ -81,6 +81,17 @@ static void test_segno(void **state)
     assert_string_equal(out, "000000010000000100000000");
     ASSERT_OK(cs_wal_name_parse("00000002.history", &n));
     ASSERT_ERR(EINVAL, cs_wal_segno(&n, 16u << 20, &segno));
+
+    uint64_t lsn;
+    ASSERT_OK(cs_wal_lsn_parse("16/B374D848", &lsn));
+    assert_int_equal(lsn, UINT64_C(0x16B374D848));
+    ASSERT_OK(cs_wal_lsn_parse("0/0", &lsn));
+    assert_int_equal(lsn, 0);
+    static const char *const bad[] = { "", "16", "16/", "/1", "1/2x", " 1/2", "-1/2", "1/-2",
+                                       "123456789/0", "g/1" };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+        if (cs_wal_lsn_parse(bad[i], &lsn) != -EINVAL)
+            fail_msg("LSN \"%s\" was accepted", bad[i]);
 }
 
 /* ---- WAL object ---- */

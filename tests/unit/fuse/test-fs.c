@@ -17,9 +17,11 @@
 #include "fuse/file.c"
 #include "fuse/inode.c"
 #include "fuse/pfs.c"
+#include "fuse/pgdata.c"
 #include "fuse/prefetch.c"
 #include "fuse/reader-pool.c"
 #include "fuse/view.c"
+#include "fuse/wal-dir.c"
 
 #include "chunkstore/catalog.h"
 #include "chunkstore/store.h"
@@ -127,51 +129,51 @@ static void test_inode_numbers_and_lifetime(void **state)
     (void)state;
     PfsInodeTable *t;
     ASSERT_OK(pfs_inode_table_new(NULL, &t));
-    assert_int_equal(pfs_inode_count(t), 3);
+    assert_int_equal(pfs_inode_count(t), 4);
     PfsNode *snaps, *dir, *file, *again;
     ASSERT_OK(pfs_inode_get(t, PFS_INO_SNAPSHOTS, &snaps));
     CsDirEntry de = entry("0123456789abcdef", CS_ENTRY_DIR, NULL);
-    ASSERT_OK(pfs_inode_child(t, snaps, &de, false, true, &dir));
+    ASSERT_OK(pfs_inode_child(t, snaps, &de, PFS_SRC_STORED, false, true, &dir));
     assert_true(dir->is_volatile);
     assert_true(dir->ino >= PFS_INO_FIRST_DYNAMIC);
     assert_int_equal(dir->ino, pfs_inode_number(PFS_INO_SNAPSHOTS, &de));
     CsDirEntry fe = entry("file", CS_ENTRY_FILE, NULL);
-    ASSERT_OK(pfs_inode_child(t, dir, &fe, false, true, &file));
+    ASSERT_OK(pfs_inode_child(t, dir, &fe, PFS_SRC_STORED, false, true, &file));
     assert_false(file->is_volatile);
     uint64_t dir_ino = dir->ino, file_ino = file->ino;
     char *path = pfs_node_path(file);
     assert_string_equal(path, "/snapshots/0123456789abcdef/file");
     free(path);
     /* Looking up the same name gives the same node. */
-    ASSERT_OK(pfs_inode_child(t, dir, &fe, false, true, &again));
+    ASSERT_OK(pfs_inode_child(t, dir, &fe, PFS_SRC_STORED, false, true, &again));
     assert_ptr_equal(again, file);
     pfs_inode_unref(t, again);
     pfs_inode_unref(t, file);
     pfs_inode_unref(t, dir);
-    assert_int_equal(pfs_inode_count(t), 5);
+    assert_int_equal(pfs_inode_count(t), 6);
     /* The kernel forgets the directory first: the file keeps it alive. */
     pfs_inode_forget(t, dir_ino, 1);
-    assert_int_equal(pfs_inode_count(t), 5);
+    assert_int_equal(pfs_inode_count(t), 6);
     pfs_inode_forget(t, file_ino, 2);
-    assert_int_equal(pfs_inode_count(t), 3);
+    assert_int_equal(pfs_inode_count(t), 4);
     PfsNode *gone;
     ASSERT_ERR(ESTALE, pfs_inode_get(t, file_ino, &gone));
     /* Looked up again later: the same numbers. */
-    ASSERT_OK(pfs_inode_child(t, snaps, &de, false, true, &dir));
-    ASSERT_OK(pfs_inode_child(t, dir, &fe, false, false, &file));
+    ASSERT_OK(pfs_inode_child(t, snaps, &de, PFS_SRC_STORED, false, true, &dir));
+    ASSERT_OK(pfs_inode_child(t, dir, &fe, PFS_SRC_STORED, false, false, &file));
     assert_int_equal(dir->ino, dir_ino);
     assert_int_equal(file->ino, file_ino);
     /* Symlinks of one name and different targets are different nodes. */
     CsDirEntry l1 = entry("name", CS_ENTRY_SYMLINK, "aaaa");
     CsDirEntry l2 = entry("name", CS_ENTRY_SYMLINK, "bbbb");
     PfsNode *n1, *n2;
-    ASSERT_OK(pfs_inode_child(t, snaps, &l1, false, true, &n1));
-    ASSERT_OK(pfs_inode_child(t, snaps, &l2, false, true, &n2));
+    ASSERT_OK(pfs_inode_child(t, snaps, &l1, PFS_SRC_STORED, false, true, &n1));
+    ASSERT_OK(pfs_inode_child(t, snaps, &l2, PFS_SRC_STORED, false, true, &n2));
     assert_true(n1 != n2 && n1->ino != n2->ino);
     pfs_inode_unref(t, n1);
     pfs_inode_unref(t, n2);
     pfs_inode_unref(t, file); /* no lookup counted: gone with its last reference */
-    assert_int_equal(pfs_inode_count(t), 6);
+    assert_int_equal(pfs_inode_count(t), 7);
     pfs_inode_unref(t, dir);
     pfs_inode_unref(t, snaps);
     pfs_inode_table_free(t); /* frees what is left, children first */
