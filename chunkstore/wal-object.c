@@ -94,12 +94,28 @@ int cs_wal_segno(const CsWalName *n, uint64_t seg_size, uint64_t *ret)
     return 0;
 }
 
+/* 1 to 8 hex digits of either case (PostgreSQL prints uppercase, %X/%X), up to `end`. */
+static const char *parse_lsn_half(const char *s, char end, uint32_t *ret)
+{
+    uint32_t v = 0;
+    size_t n = 0;
+    for (; *s && *s != end; s++, n++) {
+        int d = isdigit((unsigned char)*s) ? *s - '0'
+                : isxdigit((unsigned char)*s) ? tolower((unsigned char)*s) - 'a' + 10
+                                               : -1;
+        if (d < 0 || n == 8)
+            return NULL;
+        v = v << 4 | (uint32_t)d;
+    }
+    *ret = v;
+    return n > 0 && *s == end ? s : NULL;
+}
+
 int cs_wal_lsn_parse(const char *s, uint64_t *ret)
 {
-    unsigned hi, lo;
-    int end = 0;
-    if (sscanf(s, "%8X/%8X%n", &hi, &lo, &end) != 2 || s[end] != 0 ||
-        !isxdigit((unsigned char)s[0]))
+    uint32_t hi, lo;
+    const char *p = parse_lsn_half(s, '/', &hi);
+    if (!p || !parse_lsn_half(p + 1, 0, &lo))
         return -EINVAL;
     *ret = (uint64_t)hi << 32 | lo;
     return 0;

@@ -205,7 +205,7 @@ static int amend_pgdata(PfsFs *fs, const PfsNode *dir, const Member *m, PfsDirDa
     }
     if ((e = entry_find(dd, "standby.signal"))) { /* would ask for a standby instead */
         size_t i = (size_t)(e - dd->v);
-        cs_dir_entries_free(e, 1);
+        pfs_dir_entry_clear(e);
         memmove(e, e + 1, (dd->n - i - 1) * sizeof(*e));
         dd->n--;
     }
