@@ -7,6 +7,7 @@
  * target.
  */
 #include "tests/unit/harness.h"
+#include "tests/unit/test-wal-object.h"
 #include "tests/unit/test-repo.h"
 
 #include <dirent.h>
@@ -256,11 +257,7 @@ static void forge(Fixture *f, const char *node, const char *filename, const CsWa
     strcpy(o.name, filename);
     o.sysid = sysid;
     o.sha256[0] ^= sha_xor;
-    _cleanup_(buf_free) Buf plain = BUF_INIT;
-    _cleanup_(buf_free) Buf sealed = BUF_INIT;
-    ASSERT_OK(cs_wal_object_encode(&o, &plain));
-    ASSERT_OK(cs_sealed_encode(f->repo->catalog_key, objname, plain.data, plain.size, &sealed));
-    ASSERT_OK(cs_backend_put(f->repo->backend, objname, sealed.data, sealed.size, false));
+    test_wal_object_put(f->repo, objname, &o);
 }
 
 static void test_restore_refuses_forged(void **state)

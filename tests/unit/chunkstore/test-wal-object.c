@@ -3,6 +3,7 @@
  * cs_wal_list against a real repository: names in the wrong directory are skipped.
  */
 #include "tests/unit/harness.h"
+#include "tests/unit/test-wal-object.h"
 #include "tests/unit/test-repo.h"
 
 #include "chunkstore/catalog.h"
@@ -219,11 +220,7 @@ static void put_object(TestRepo *t, const char *objname, const char *filename, C
 {
     CsWalObject o;
     make_object(&o, filename, kind, 1);
-    _cleanup_(buf_free) Buf plain = BUF_INIT;
-    _cleanup_(buf_free) Buf sealed = BUF_INIT;
-    ASSERT_OK(cs_wal_object_encode(&o, &plain));
-    ASSERT_OK(cs_sealed_encode(t->repo->catalog_key, objname, plain.data, plain.size, &sealed));
-    ASSERT_OK(cs_backend_put(t->repo->backend, objname, sealed.data, sealed.size, false));
+    test_wal_object_put(t->repo, objname, &o);
     cs_wal_object_clear(&o);
 }
 

@@ -7,6 +7,7 @@
  * a cluster snapshot's startable pgdata/ (pg_wal/, recovery settings) and /wal.
  */
 #include "tests/unit/harness.h"
+#include "tests/unit/test-wal-object.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -582,11 +583,7 @@ static void archive(Fixture *f, const char *name, size_t n, uint8_t **ret)
     cs_writer_free(wr);
     char objname[CS_WAL_OBJECT_NAME_MAX];
     ASSERT_OK(cs_wal_object_name("db1", &w, objname, sizeof(objname)));
-    _cleanup_(buf_free) Buf plain = BUF_INIT;
-    _cleanup_(buf_free) Buf sealed = BUF_INIT;
-    ASSERT_OK(cs_wal_object_encode(&o, &plain));
-    ASSERT_OK(cs_sealed_encode(f->repo->catalog_key, objname, plain.data, plain.size, &sealed));
-    ASSERT_OK(cs_backend_put(f->repo->backend, objname, sealed.data, sealed.size, false));
+    test_wal_object_put(f->repo, objname, &o);
     cs_wal_object_clear(&o);
     if (ret)
         *ret = p;
