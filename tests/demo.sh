@@ -127,6 +127,11 @@ mkdir -p "$D/mnt"
 ls -l "$D/mnt/snapshots/" | head -12
 ls "$D/mnt/snapshots/first/coord/pgdata" | head -30 | tr '\n' ' '; echo
 du -sh --apparent-size "$D/mnt/snapshots/first/w1/pgdata"
+echo "coord's pgdata/ in snapshot 2 starts as copied (cp -a, pg_ctl start): its pg_wal/ holds"
+ls "$D/mnt/snapshots/second/coord/pgdata/pg_wal" | tr '\n' ' '; echo
+echo "and postgresql.auto.conf ends with the recovery settings:"
+tail -n 4 "$D/mnt/snapshots/second/coord/pgdata/postgresql.auto.conf" | sed 's/^/  /'
+echo "archived WAL of coord: $(ls "$D/mnt/wal/coord/00000001" | wc -l) files in mnt/wal/coord/00000001/"
 fusermount3 -u "$D/mnt"
 
 say "report: what the repository holds"
