@@ -17,7 +17,8 @@
  * and opens it. What the snapshot says about the node (restore point, its WAL file and
  * timeline, where the backup started) is read from the catalog (FORMAT.md 9.2); a snapshot
  * without it is shown as stored, with a warning. A segment that is not archived is logged and
- * left out: recovery then stops with PostgreSQL's own "could not find" error.
+ * left out: recovery then stops with PostgreSQL's own "could not find" error. A WAL object that
+ * cannot be read fails the listing of pg_wal/ (EIO, logged with the object's name).
  */
 #pragma once
 

@@ -735,11 +735,15 @@ static void test_cluster_pgdata_and_wal(void **state)
     assert_int_equal(n, 42);
     assert_memory_equal(data, history, 42);
     free(data);
-    /* Archived while mounted: the next listing has it. */
+    /* Archived while mounted: the next listing has it. A damaged object is left out of the
+     * listing and is an I/O error when looked up. */
     archive(f, "000000020000000000000007", SEG, NULL);
+    ASSERT_OK(cs_backend_put(f->repo->backend, "wal/db1/00000002/000000020000000000000008",
+                             "garbage", 7, false));
     list_dir(fs, "wal/db1/00000002", got, sizeof(got));
     assert_string_equal(got, "000000020000000000000004 000000020000000000000005 "
                              "000000020000000000000006 000000020000000000000007");
+    ASSERT_ERR(EIO, walk(fs, "wal/db1/00000002/000000020000000000000008", &a));
     free(seg2_4);
     free(history);
 }
