@@ -218,13 +218,19 @@ bool cs_wal_node_is_valid(const char *node)
     return true;
 }
 
+const char *cs_wal_object_dir(CsWalKind kind, const char *name, char buf[CS_WAL_DIR_MAX])
+{
+    if (kind == CS_WAL_HISTORY)
+        return "history";
+    snprintf(buf, CS_WAL_DIR_MAX, "%.8s", name);
+    return buf;
+}
+
 int cs_wal_object_name(const char *node, const CsWalName *name, char *out, size_t n)
 {
-    int len;
-    if (name->kind == CS_WAL_HISTORY)
-        len = snprintf(out, n, "wal/%s/history/%s", node, name->name);
-    else
-        len = snprintf(out, n, "wal/%s/%.8s/%s", node, name->name, name->name);
+    char dir[CS_WAL_DIR_MAX];
+    int len = snprintf(out, n, "wal/%s/%s/%s", node, cs_wal_object_dir(name->kind, name->name, dir),
+                       name->name);
     if (len < 0 || (size_t)len >= n)
         return -ENAMETOOLONG;
     return 0;
@@ -248,11 +254,8 @@ int cs_wal_object_load(CsRepo *repo, const char *objname, CsWalObject *ret)
     if ((r = cs_wal_object_decode(plain.data, plain.size, &o)) < 0)
         return r;
     /* The directory and file name must be the ones the recorded file is archived under. */
-    char tail[CS_WAL_NAME_MAX + 16];
-    if (o.kind == CS_WAL_HISTORY)
-        snprintf(tail, sizeof(tail), "/history/%s", o.name);
-    else
-        snprintf(tail, sizeof(tail), "/%.8s/%s", o.name, o.name);
+    char tail[CS_WAL_NAME_MAX + CS_WAL_DIR_MAX + 2], dir[CS_WAL_DIR_MAX];
+    snprintf(tail, sizeof(tail), "/%s/%s", cs_wal_object_dir(o.kind, o.name, dir), o.name);
     size_t len = strlen(objname), tail_len = strlen(tail);
     if (len <= tail_len || strcmp(objname + len - tail_len, tail) != 0) {
         cs_wal_object_clear(&o);
@@ -277,11 +280,9 @@ static int list_visit(const char *objname, uint64_t size, void *userdata)
     CsWalName n;
     bool ok = slash && !strchr(slash + 1, '/') && cs_wal_name_parse(slash + 1, &n) == 0;
     if (ok) {
-        size_t dir_len = (size_t)(slash - rel);
-        if (n.kind == CS_WAL_HISTORY)
-            ok = dir_len == 7 && strncmp(rel, "history", 7) == 0;
-        else
-            ok = dir_len == 8 && strncmp(rel, n.name, 8) == 0;
+        char buf[CS_WAL_DIR_MAX];
+        const char *dir = cs_wal_object_dir(n.kind, n.name, buf);
+        ok = strlen(dir) == (size_t)(slash - rel) && strncmp(rel, dir, strlen(dir)) == 0;
     }
     if (!ok) {
         log_warning("ignoring object \"%s\": not a WAL object name", objname);

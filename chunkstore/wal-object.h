@@ -97,6 +97,10 @@ int cs_wal_object_decode(const void *p, size_t n, CsWalObject *ret);
 
 /* 1..64 characters of [A-Za-z0-9._-], not starting with '.' or '-', without "..". */
 bool cs_wal_node_is_valid(const char *node);
+/* The directory below "wal/<node>/" that holds a file of this kind and name: "history" for
+ * timeline history files, else the file's timeline, its first 8 digits (written into buf). */
+#define CS_WAL_DIR_MAX 9
+const char *cs_wal_object_dir(CsWalKind kind, const char *name, char buf[CS_WAL_DIR_MAX]);
 /* Room for any object name of a valid node and file name. */
 #define CS_WAL_OBJECT_NAME_MAX 256
 /* "wal/<node>/<TTTTTTTT>/<file>" or "wal/<node>/history/<file>"; out holds `n` bytes.

@@ -193,6 +193,20 @@ void strv_free(char **v, size_t n)
     free(v);
 }
 
+int str_list_add(StrList *l, const char *s, size_t len)
+{
+    if (GROW_ARRAY(l->v, l->cap, l->n, 32) < 0 || !(l->v[l->n] = strndup(s, len)))
+        return -ENOMEM;
+    l->n++;
+    return 0;
+}
+
+void str_list_clear(StrList *l)
+{
+    strv_free(l->v, l->n);
+    *l = (StrList){ 0 };
+}
+
 static int name_cmp(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -208,8 +222,7 @@ int read_dir_names(int dir_fd, bool (*keep)(const char *name), char ***ret, size
             close(fd);
         return r;
     }
-    char **v = NULL;
-    size_t n = 0, cap = 0;
+    StrList names = { 0 };
     int r = 0;
     while (r == 0) {
         errno = 0;
@@ -221,17 +234,16 @@ int read_dir_names(int dir_fd, bool (*keep)(const char *name), char ***ret, size
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
             (keep && !keep(de->d_name)))
             continue;
-        if ((r = GROW_ARRAY(v, cap, n, 32)) == 0 && !(v[n++] = strdup(de->d_name)))
-            r = -ENOMEM;
+        r = str_list_add(&names, de->d_name, strlen(de->d_name));
     }
     closedir(d);
     if (r < 0) {
-        strv_free(v, n);
+        str_list_clear(&names);
         return r;
     }
-    if (n)
-        qsort(v, n, sizeof(*v), name_cmp);
-    *ret = v;
-    *ret_n = n;
+    if (names.n)
+        qsort(names.v, names.n, sizeof(*names.v), name_cmp);
+    *ret = names.v;
+    *ret_n = names.n;
     return 0;
 }

@@ -29,5 +29,15 @@ int rm_rf_at(int dir_fd, const char *name);
  * *ret is malloc'd (free with strv_free), NULL when there are none. */
 int read_dir_names(int dir_fd, bool (*keep)(const char *name), char ***ret, size_t *ret_n);
 void strv_free(char **v, size_t n);
+
+/* A growing array of owned strings, as read_dir_names() builds and object listings collect. */
+typedef struct StrList {
+    char **v;
+    size_t n, cap;
+} StrList;
+/* Append a copy of the first len bytes of s (NUL-terminated). 0 or -ENOMEM. */
+int str_list_add(StrList *l, const char *s, size_t len);
+/* Free the strings and the array; the list is empty again. */
+void str_list_clear(StrList *l);
 /* Make a path with printf-style formatting; returns NULL on ENOMEM. */
 char *path_join(const char *a, const char *b);

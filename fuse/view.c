@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "chunkstore/repo.h"
+#include "common/fs-util.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "fuse/reader-pool.h"
@@ -207,39 +208,20 @@ const PfsViewEntry *pfs_view_find(const PfsViewEntry *v, size_t n, const char *n
 
 /* ---- the refreshing source ---- */
 
-typedef struct Listing {
-    char **v;
-    size_t n, cap;
-} Listing;
-
 struct PfsCatalog {
     CsRepo *repo;
     uint64_t max_age_ms;
     pthread_mutex_t lock; /* serializes refreshes; guards everything below */
     PfsView *view;
-    Listing listing; /* sorted object names at the last reload */
+    StrList listing; /* sorted object names at the last reload */
     uint64_t checked_ms;
     atomic_uint_fast64_t pack_bytes;
 };
 
-static void listing_clear(Listing *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->v[i]);
-    free(l->v);
-    *l = (Listing){ 0 };
-}
-
 static int listing_visit(const char *name, uint64_t size, void *userdata)
 {
-    Listing *l = userdata;
     (void)size;
-    if (GROW_ARRAY(l->v, l->cap, l->n, 32) < 0)
-        return -ENOMEM;
-    if (!(l->v[l->n] = strdup(name)))
-        return -ENOMEM;
-    l->n++;
-    return 0;
+    return str_list_add(userdata, name, strlen(name));
 }
 
 static int str_cmp(const void *a, const void *b)
@@ -247,7 +229,7 @@ static int str_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static bool listing_equal(const Listing *a, const Listing *b)
+static bool listing_equal(const StrList *a, const StrList *b)
 {
     if (a->n != b->n)
         return false;
@@ -275,10 +257,10 @@ static void update_pack_bytes(PfsCatalog *c)
 /* Called with c->lock held. */
 static int refresh(PfsCatalog *c, bool is_first)
 {
-    Listing now = { 0 };
+    StrList now = { 0 };
     int r = cs_backend_list(c->repo->backend, "snapshots/", listing_visit, &now);
     if (r < 0) {
-        listing_clear(&now);
+        str_list_clear(&now);
         if (is_first)
             return r; /* at mount time the caller reports it, as the error it then is */
         return log_warning_errno(r, "could not list the snapshots of the repository: %m");
@@ -287,7 +269,7 @@ static int refresh(PfsCatalog *c, bool is_first)
         qsort(now.v, now.n, sizeof(*now.v), str_cmp);
     c->checked_ms = pfs_now_ms();
     if (!is_first && listing_equal(&now, &c->listing)) {
-        listing_clear(&now);
+        str_list_clear(&now);
         return 0;
     }
     if (!is_first) {
@@ -300,19 +282,19 @@ static int refresh(PfsCatalog *c, bool is_first)
     CsSnapshot *snaps;
     size_t n;
     if ((r = cs_catalog_list(c->repo, &snaps, &n)) < 0) {
-        listing_clear(&now);
+        str_list_clear(&now);
         return is_first ? r : log_warning_errno(r, "could not read the snapshot catalog: %m");
     }
     PfsView *v;
     if ((r = pfs_view_build(snaps, n, &v)) < 0) {
-        listing_clear(&now);
+        str_list_clear(&now);
         return r;
     }
     if (!is_first)
         log_debug("snapshot catalog changed: %zu snapshots", n);
     pfs_view_unref(c->view);
     c->view = v;
-    listing_clear(&c->listing);
+    str_list_clear(&c->listing);
     c->listing = now;
     update_pack_bytes(c);
     return 0;
@@ -343,7 +325,7 @@ PfsCatalog *pfs_catalog_free(PfsCatalog *c)
     if (!c)
         return NULL;
     pfs_view_unref(c->view);
-    listing_clear(&c->listing);
+    str_list_clear(&c->listing);
     pthread_mutex_destroy(&c->lock);
     free(c);
     return NULL;

@@ -57,28 +57,13 @@ static bool is_timeline_dir(const char *s)
 
 /* ---- listing ---- */
 
-typedef struct WalNames {
-    char **v;
-    size_t n, cap;
-} WalNames;
-
-static void wal_names_clear(WalNames *s)
+/* Add a name once: a handful of nodes or timelines, each seen for many objects. */
+static int add_distinct(StrList *l, const char *name)
 {
-    strv_free(s->v, s->n);
-    *s = (WalNames){ 0 };
-}
-
-static int wal_names_add(WalNames *s, const char *p, size_t len)
-{
-    for (size_t i = 0; i < s->n; i++) /* a handful of nodes or timelines */
-        if (strlen(s->v[i]) == len && memcmp(s->v[i], p, len) == 0)
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i], name) == 0)
             return 0;
-    if (GROW_ARRAY(s->v, s->cap, s->n, 16) < 0)
-        return -ENOMEM;
-    if (!(s->v[s->n] = strndup(p, len)))
-        return -ENOMEM;
-    s->n++;
-    return 0;
+    return str_list_add(l, name, strlen(name));
 }
 
 /* "wal/<node>/..." -> <node>, for every node with a valid name. */
@@ -92,38 +77,24 @@ static int collect_node(const char *objname, uint64_t size, void *userdata)
     _cleanup_free_ char *copy = strndup(node, (size_t)(slash - node));
     if (!copy)
         return -ENOMEM;
-    return cs_wal_node_is_valid(copy) ? wal_names_add(userdata, copy, strlen(copy)) : 0;
+    return cs_wal_node_is_valid(copy) ? add_distinct(userdata, copy) : 0;
 }
 
-/* The directory part of "wal/<node>/<dir>/<file>". */
+/* The directory below "wal/<node>/" an object is in. */
 static int collect_dir(const char *objname, const CsWalName *name, void *userdata)
 {
-    (void)name;
-    const char *file = strrchr(objname, '/');
-    const char *dir = file - 1;
-    while (dir > objname && dir[-1] != '/')
-        dir--;
-    return wal_names_add(userdata, dir, (size_t)(file - dir));
+    (void)objname;
+    char buf[CS_WAL_DIR_MAX];
+    return add_distinct(userdata, cs_wal_object_dir(name->kind, name->name, buf));
 }
-
-typedef struct Files {
-    const PfsFs *fs;
-    WalNames objnames;
-} Files;
 
 static int collect_file(const char *objname, const CsWalName *name, void *userdata)
 {
     (void)name;
-    WalNames *s = &((Files *)userdata)->objnames;
-    if (GROW_ARRAY(s->v, s->cap, s->n, 256) < 0)
-        return -ENOMEM;
-    if (!(s->v[s->n] = strdup(objname)))
-        return -ENOMEM;
-    s->n++;
-    return 0;
+    return str_list_add(userdata, objname, strlen(objname));
 }
 
-static int list_files(PfsFs *fs, const WalNames *objnames, PfsDirData *dd)
+static int list_files(PfsFs *fs, const StrList *objnames, PfsDirData *dd)
 {
     if (!(dd->v = calloc(objnames->n ? objnames->n : 1, sizeof(*dd->v))))
         return -ENOMEM;
@@ -151,8 +122,7 @@ static int list_files(PfsFs *fs, const WalNames *objnames, PfsDirData *dd)
 int pfs_wal_dir_list(PfsFs *fs, const PfsNode *dir, PfsDirData **ret)
 {
     PfsDirData *dd = calloc(1, sizeof(*dd));
-    WalNames names = { 0 };
-    Files files = { .fs = fs };
+    StrList names = { 0 }, objnames = { 0 };
     const char *node = NULL, *sub = NULL;
     int r = dd ? 0 : -ENOMEM;
     if (r == 0 && dir->kind == PFS_NODE_WAL)
@@ -161,8 +131,8 @@ int pfs_wal_dir_list(PfsFs *fs, const PfsNode *dir, PfsDirData **ret)
         wal_path(dir, &node, &sub);
         if (dir->src == PFS_SRC_WAL_NODE)
             r = cs_wal_list(fs->repo, node, NULL, collect_dir, &names);
-        else if ((r = cs_wal_list(fs->repo, node, sub, collect_file, &files)) == 0)
-            r = list_files(fs, &files.objnames, dd);
+        else if ((r = cs_wal_list(fs->repo, node, sub, collect_file, &objnames)) == 0)
+            r = list_files(fs, &objnames, dd);
     }
     if (r == 0 && names.n && !(dd->v = calloc(names.n, sizeof(*dd->v))))
         r = -ENOMEM;
@@ -170,8 +140,8 @@ int pfs_wal_dir_list(PfsFs *fs, const PfsNode *dir, PfsDirData **ret)
         dd->v[dd->n++] = dir_entry(fs, names.v[i]);
         names.v[i] = NULL;
     }
-    wal_names_clear(&names);
-    wal_names_clear(&files.objnames);
+    str_list_clear(&names);
+    str_list_clear(&objnames);
     if (r < 0) {
         pfs_dir_data_free(dd);
         log_error_errno(r, "could not list the archived WAL%s%s%s%s: %m", node ? " of node " : "",
