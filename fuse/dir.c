@@ -197,13 +197,6 @@ static int lookup_tree(PfsFs *fs, PfsNode *parent, const char *name, PfsAttr *re
     return 0;
 }
 
-static bool is_wal_dir(const PfsNode *n)
-{
-    return n->kind == PFS_NODE_WAL ||
-           (n->kind == PFS_NODE_ENTRY &&
-            (n->src == PFS_SRC_WAL_NODE || n->src == PFS_SRC_WAL_DIR));
-}
-
 static int lookup_wal(PfsFs *fs, PfsNode *parent, const char *name, PfsAttr *ret)
 {
     CsDirEntry e;
@@ -234,8 +227,8 @@ int pfs_dir_lookup(PfsFs *fs, uint64_t parent_ino, const char *name, PfsAttr *re
     case PFS_NODE_STREAMS: r = lookup_view(fs, parent, name, ret); break;
     case PFS_NODE_WAL: r = lookup_wal(fs, parent, name, ret); break;
     case PFS_NODE_ENTRY:
-        r = is_wal_dir(parent) ? lookup_wal(fs, parent, name, ret)
-                               : lookup_tree(fs, parent, name, ret);
+        r = pfs_node_is_wal_dir(parent) ? lookup_wal(fs, parent, name, ret)
+                                        : lookup_tree(fs, parent, name, ret);
         break;
     }
     pfs_inode_unref(fs->inodes, parent);
@@ -255,7 +248,7 @@ int pfs_dir_open(PfsFs *fs, uint64_t ino, PfsDirHandle **ret)
         r = -ENOMEM;
     else if (n->kind == PFS_NODE_SNAPSHOTS || n->kind == PFS_NODE_STREAMS)
         pfs_catalog_get(fs->catalog, true, &dh->view);
-    else if (is_wal_dir(n))
+    else if (pfs_node_is_wal_dir(n))
         r = pfs_wal_dir_list(fs, n, &dh->list);
     else if (n->kind == PFS_NODE_ENTRY) {
         const PfsDirData *dd;

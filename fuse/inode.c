@@ -364,8 +364,7 @@ int pfs_inode_child(PfsInodeTable *t, PfsNode *parent, const CsDirEntry *e, PfsS
         fresh->kind = PFS_NODE_ENTRY;
         fresh->src = src;
         fresh->is_volatile = parent->kind == PFS_NODE_SNAPSHOTS ||
-                             parent->kind == PFS_NODE_STREAMS || parent->kind == PFS_NODE_WAL ||
-                             parent->src == PFS_SRC_WAL_NODE || parent->src == PFS_SRC_WAL_DIR;
+                             parent->kind == PFS_NODE_STREAMS || pfs_node_is_wal_dir(parent);
         if (borrow)
             fresh->e = e;
         else {

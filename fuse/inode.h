@@ -83,6 +83,14 @@ typedef struct PfsNode {
     unsigned n_open; /* lock */
 } PfsNode;
 
+/* /wal and the directories below it: listed afresh at each opendir, their names volatile. */
+static inline bool pfs_node_is_wal_dir(const PfsNode *n)
+{
+    return n->kind == PFS_NODE_WAL ||
+           (n->kind == PFS_NODE_ENTRY &&
+            (n->src == PFS_SRC_WAL_NODE || n->src == PFS_SRC_WAL_DIR));
+}
+
 typedef struct PfsInodeTable PfsInodeTable;
 
 /* free_data is called for every node freed, to release what other modules hang on it (the
