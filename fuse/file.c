@@ -444,8 +444,9 @@ long pfs_file_read(PfsFs *fs, PfsFile *f, size_t size, uint64_t off, PfsReadRepl
         rr.iov[rr.n].iov_base = pfs_chunk_data(ch) + m->chunks[k].offset + (from - m->offsets[k]);
         rr.iov[rr.n].iov_len = (size_t)(to - from);
         /* A sequential reader that has a chunk's last byte is done with it, whether it took
-         * the chunk in one request or, for a run of pages, in several. */
-        rr.is_spent[rr.n] = is_sequential && to == m->offsets[k + 1] &&
+         * the chunk in one request or, for a run of pages, in several: the kernel's page cache
+         * has the bytes now. Under direct_io it has nothing, and the cache is all there is. */
+        rr.is_spent[rr.n] = is_sequential && !fs->params.direct_io && to == m->offsets[k + 1] &&
                             m->chunks[k].offset + m->chunks[k].length == m->chunk_len[k];
         rr.n++;
     }

@@ -30,7 +30,7 @@
 typedef struct MountOptions {
     const char *repo, *mountpoint;
     char *passphrase_file, *keyfile, *index_dir, *log_path; /* malloc'd */
-    bool foreground, debug, allow_other;
+    bool foreground, debug, allow_other, direct_io;
     size_t cache_bytes, readahead_bytes, kernel_readahead_bytes;
     unsigned threads, prefetch_threads;
     char *fuse_opts; /* options handed to libfuse unchanged (comma-separated, malloc'd) */
@@ -60,6 +60,9 @@ static void usage(FILE *f)
             "                        the kernel's read-ahead window, the size of its read\n"
             "                        requests (default 1M; needs root, else the kernel's 128K\n"
             "                        stays; 0 leaves it alone)\n"
+            "  -o direct_io          reads skip the kernel's page cache: faster for one pass\n"
+            "                        over large files (cat, cp, dd bs=1M), slower for small\n"
+            "                        reads and re-reads; no shared mmap (MAP_PRIVATE works)\n"
             "  -o threads=N          FUSE worker threads (default 16)\n"
             "  -o logfile=F          in the background, log to F instead of syslog\n"
             "  -o index_dir=D        index location (default REPO/index)\n"
@@ -201,6 +204,10 @@ static int parse_one(MountOptions *o, const char *opt)
         return parse_uint("prefetch_threads", val, 256, &o->prefetch_threads);
     if (!val && IS("allow_other")) {
         o->allow_other = true;
+        return 0;
+    }
+    if (!val && IS("direct_io")) {
+        o->direct_io = true;
         return 0;
     }
     if (!val && IS("foreground")) {
@@ -416,6 +423,7 @@ static int run(const MountOptions *o, int notify_fd)
         .catalog_max_age_ms = PFS_DEFAULT_CATALOG_AGE_MS,
         .mountpoint = abs_mnt,
         .kernel_readahead_bytes = o->kernel_readahead_bytes,
+        .direct_io = o->direct_io,
     };
     if ((r = pfs_fs_new(repo, &params, &fs)) < 0)
         goto fail;

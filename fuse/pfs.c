@@ -182,7 +182,7 @@ void pfs_node_attr(PfsFs *fs, const PfsNode *n, PfsAttr *ret)
     PfsAttr a = { .ino = n->ino };
     struct stat *st = &a.st;
     st->st_ino = (ino_t)n->ino;
-    st->st_blksize = PFS_BLKSIZE;
+    st->st_blksize = fs->params.direct_io ? PFS_DIRECT_IO_BLKSIZE : PFS_BLKSIZE;
     a.attr_timeout = fs->params.volatile_timeout;
     a.entry_timeout = fs->params.timeout;
     switch (n->kind) {

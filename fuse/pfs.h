@@ -44,6 +44,7 @@ typedef struct PfsParams {
                                   * and opendir of /snapshots or /streams always look) */
     const char *mountpoint;      /* absolute; for the kernel read-ahead window */
     size_t kernel_readahead_bytes; /* 0: leave the kernel's window (kernel-readahead.h) */
+    bool direct_io;                /* files bypass the kernel's page cache (FOPEN_DIRECT_IO) */
 } PfsParams;
 
 #define PFS_DEFAULT_CACHE_BYTES      (256u * 1024 * 1024)
@@ -53,6 +54,9 @@ typedef struct PfsParams {
 #define PFS_DEFAULT_VOLATILE_TIMEOUT 1.0
 #define PFS_DEFAULT_CATALOG_AGE_MS   1000u
 #define PFS_BLKSIZE                  (128u * 1024) /* st_blksize: cp and cat read this much */
+/* Under direct_io every read(2) is a round trip to the daemon: ask for the largest request
+ * libfuse takes (its buffer, 1 MiB), not the page-cache-friendly size above. */
+#define PFS_DIRECT_IO_BLKSIZE        (1024u * 1024)
 
 /* A record that failed to decode recently: reads of its chunks fail at once for a while instead
  * of decoding (and logging) the same damage again for every chunk and every read. */

@@ -205,6 +205,7 @@ mnt_up() { # TOOL MOUNTPOINT PATH: mount afresh and wait (at most 60 s) until PA
     mkdir -p "$mp"
     case $tool in
     pitrfs) "$MOUNT_PITRFS" "$MR" "$mp" -f -o passphrase_file="$PASSF" >>"$log" 2>&1 & ;;
+    pitrfs-dio) "$MOUNT_PITRFS" "$MR" "$mp" -f -o passphrase_file="$PASSF",direct_io >>"$log" 2>&1 & ;;
     borg) borg mount -f "$MB::a" "$mp" >>"$log" 2>&1 & ;;
     restic) restic --repo "$MQ" mount "$mp" >>"$log" 2>&1 & ;;
     esac
@@ -230,6 +231,10 @@ t_cat_warm=$(timed cat "$SRC/$FREL")
 mnt_up pitrfs "$MP_PITR" "$P_PITR"; drop_caches
 t_p_cold=$(timed cat "$P_PITR/$FREL")
 t_p_warm=$(timed cat "$P_PITR/$FREL")
+same "$P_PITR"
+mnt_up pitrfs-dio "$MP_PITR" "$P_PITR"; drop_caches
+t_d_cold=$(timed cat "$P_PITR/$FREL")
+t_d_warm=$(timed cat "$P_PITR/$FREL")
 same "$P_PITR"
 mnt_up borg "$MP_BORG" "$P_BORG"; drop_caches
 t_b_cold=$(timed cat "$P_BORG/$FREL")
@@ -274,9 +279,9 @@ MR="$DIR/mount-hex-pitr" MB="$DIR/mount-hex-borg" MQ="$DIR/mount-hex-restic"
 mount_repos "$HEXD"
 P_PITR="$MP_PITR/snapshots/a" P_BORG="$MP_BORG/${HEXD#/}" P_RESTIC="$MP_RESTIC/snapshots/latest$(realpath "$HEXD")"
 declare -A t_hex
-for tool in pitrfs borg restic; do
+for tool in pitrfs pitrfs-dio borg restic; do
     case $tool in
-    pitrfs) root=$P_PITR mp=$MP_PITR ;;
+    pitrfs | pitrfs-dio) root=$P_PITR mp=$MP_PITR ;;
     borg) root=$P_BORG mp=$MP_BORG ;;
     restic) root=$P_RESTIC mp=$MP_RESTIC ;;
     esac
@@ -293,6 +298,8 @@ echo "   checked with cmp through each mount; kernel read-ahead on the mounts: p
 echo "   borg ${ra[borg]} KiB, restic ${ra[restic]} KiB"
 row "pitrfs mount, cold (fresh mount)" "$(mbps "$FBYTES" "$t_p_cold")" "$(ratio "$t_r_cold" "$t_p_cold") restic mount, $(ratio "$t_b_cold" "$t_p_cold") borg mount (targets >= 3x)"
 row "pitrfs mount, warm (second read)" "$(mbps "$FBYTES" "$t_p_warm")" "$(ratio "$t_cat_warm" "$t_p_warm") of cat from page cache (target >= 0.50x)"
+row "pitrfs mount -o direct_io, cold" "$(mbps "$FBYTES" "$t_d_cold")" "$(ratio "$t_r_cold" "$t_d_cold") restic mount, $(ratio "$t_b_cold" "$t_d_cold") borg mount"
+row "pitrfs mount -o direct_io, second read" "$(mbps "$FBYTES" "$t_d_warm")" "$(ratio "$t_cat_warm" "$t_d_warm") of cat from page cache (chunk cache 256M, no page cache)"
 row "    borg mount, cold (fresh mount)" "$(mbps "$FBYTES" "$t_b_cold")"
 row "    restic mount, cold (fresh mount)" "$(mbps "$FBYTES" "$t_r_cold")"
 row "    cat of the original, cold" "$(mbps "$FBYTES" "$t_cat_cold")"
@@ -312,6 +319,7 @@ done
 echo "   a 1 GiB file of hex text (random bytes; compresses about 2:1), cold, fresh mount, checked"
 echo "   with cmp:"
 row "pitrfs mount, cold, 1 GiB of hex text" "$(mbps "$HBYTES" "${t_hex[pitrfs]}")" "$(ratio "${t_hex[restic]}" "${t_hex[pitrfs]}") restic mount, $(ratio "${t_hex[borg]}" "${t_hex[pitrfs]}") borg mount"
+row "pitrfs mount -o direct_io, cold, hex text" "$(mbps "$HBYTES" "${t_hex[pitrfs-dio]}")" "$(ratio "${t_hex[restic]}" "${t_hex[pitrfs-dio]}") restic mount, $(ratio "${t_hex[borg]}" "${t_hex[pitrfs-dio]}") borg mount"
 row "    borg mount, cold, 1 GiB of hex text" "$(mbps "$HBYTES" "${t_hex[borg]}")"
 row "    restic mount, cold, 1 GiB of hex text" "$(mbps "$HBYTES" "${t_hex[restic]}")"
 fi

@@ -542,6 +542,53 @@ static void test_concurrent_reads(void **state)
     assert_true(s.bytes <= (1 << 20) + (1 << 18)); /* the bound holds once nothing is pinned */
 }
 
+/* Misses of the chunk cache while `fs` reads the file at `path` from start to end. */
+static uint64_t misses_of_one_pass(PfsFs *fs, const char *path)
+{
+    PfsAttr a;
+    ASSERT_OK(walk(fs, path, &a));
+    PfsChunkCacheStats before, after;
+    pfs_chunk_cache_stats(fs->cache, &before);
+    _cleanup_free_ uint8_t *got = NULL;
+    size_t got_n;
+    read_all(fs, a.ino, 1 << 20, &got, &got_n);
+    assert_int_equal(got_n, (size_t)a.st.st_size);
+    pfs_chunk_cache_stats(fs->cache, &after);
+    return after.misses - before.misses;
+}
+
+/* Through the page cache, a sequential reader's finished chunks are let go first (the kernel
+ * has those bytes); under direct_io the chunk cache is the only cache and keeps them, so a file
+ * smaller than the cache is read again without decoding. */
+static void test_direct_io_keeps_read_chunks(void **state)
+{
+    Fixture *f = *state;
+    char path[128];
+    snprintf(path, sizeof(path), "snapshots/%s/big", f->tree_id);
+    for (int direct = 0; direct <= 1; direct++) {
+        PfsParams p = { .cache_bytes = 16 << 20, /* 5x the file; spent entries: 2 MiB of it */
+                        .readahead_bytes = 1 << 20,
+                        .prefetch_threads = 2,
+                        .timeout = 100,
+                        .volatile_timeout = 1,
+                        .catalog_max_age_ms = 60000,
+                        .direct_io = direct };
+        PfsFs *fs;
+        ASSERT_OK(pfs_fs_new(f->repo, &p, &fs));
+        ASSERT_OK(pfs_fs_start(fs));
+        PfsAttr a;
+        ASSERT_OK(walk(fs, path, &a));
+        assert_int_equal(a.st.st_blksize, direct ? PFS_DIRECT_IO_BLKSIZE : PFS_BLKSIZE);
+        assert_true(misses_of_one_pass(fs, path) > 0);
+        uint64_t again = misses_of_one_pass(fs, path);
+        if (direct)
+            assert_int_equal(again, 0);
+        else
+            assert_true(again > 0);
+        pfs_fs_free(fs);
+    }
+}
+
 static void test_new_snapshot_appears(void **state)
 {
     Fixture *f = *state;
@@ -752,4 +799,5 @@ static void test_cluster_pgdata_and_wal(void **state)
 RUN_TESTS(cmocka_unit_test(test_display_names), cmocka_unit_test(test_view_build),
           cmocka_unit_test(test_inode_numbers_and_lifetime), T(test_tree_through_the_mount),
           T(test_readdir_and_lookup_counts), T(test_concurrent_reads),
+          T(test_direct_io_keeps_read_chunks),
           T(test_new_snapshot_appears), T(test_cluster_pgdata_and_wal))
