@@ -177,14 +177,20 @@ for i in range(count):
     if i % 8 == 0:  # drop the mount's pages so that reads keep reaching the daemon
         os.posix_fadvise(b, 0, 0, os.POSIX_FADV_DONTNEED)
 PY
-pids=()
-for i in $(seq 8); do
-    f=big.bin
-    [[ $((i % 2)) -eq 0 ]] && f=pg/base/16384/16385
-    python3 "$T"/reader.py "$SRC/$f" "$MNT2/snapshots/$ID1/$f" "$i" 250 &
-    pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || fail "a concurrent reader got wrong bytes"; done
+# N readers at once below snapshot directory DIR, odd ones on big.bin, even ones on a relation
+# file, reader i with seed FIRST_SEED + i: run_readers DIR N FIRST_SEED READS_EACH
+run_readers() {
+    local dir=$1 n=$2 seed=$3 reads=$4 i f p pids=() bad=0
+    for i in $(seq "$n"); do
+        f=big.bin
+        [[ $((i % 2)) -eq 0 ]] && f=pg/base/16384/16385
+        python3 "$T"/reader.py "$SRC/$f" "$dir/$f" "$((seed + i))" "$reads" &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || bad=1; done
+    return $bad
+}
+run_readers "$MNT2/snapshots/$ID1" 8 0 250 || fail "a concurrent reader got wrong bytes"
 python3 "$T"/reader.py "$SRC"/sparse "$MNT"/snapshots/"$ID1"/sparse 99 100 || fail "sparse file reads differ"
 python3 "$T"/reader.py "$T"/stream "$MNT"/streams/dump 98 100 || fail "stream reads differ"
 
@@ -237,14 +243,7 @@ assert_eq "${BASH_REMATCH[1]}" "$((2 * $(stat -c %s "$SRC"/big.bin)))" "bytes th
 mount_fg "$MNT3" -o direct_io,cache_size=4M
 D3=$MNT3/snapshots/$ID1
 diff -r --no-dereference -x fifo -x null-dev "$SRC" "$D3" || fail "diff -r of source and direct_io mount differs"
-pids=()
-for i in $(seq 4); do
-    f=big.bin
-    [[ $((i % 2)) -eq 0 ]] && f=pg/base/16384/16385
-    python3 "$T"/reader.py "$SRC/$f" "$D3/$f" "$((i + 20))" 150 &
-    pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || fail "a concurrent reader got wrong bytes under direct_io"; done
+run_readers "$D3" 4 20 150 || fail "a concurrent reader got wrong bytes under direct_io"
 python3 - "$SRC" "$D3" <<'PY' || fail "mmap under direct_io"
 import errno, mmap, os, sys
 src, mnt = sys.argv[1], sys.argv[2]
