@@ -14,10 +14,12 @@
 static const struct {
     const char *name;
     uint64_t ino;
+    mode_t type;
 } top_entries[] = {
-    { "snapshots", PFS_INO_SNAPSHOTS },
-    { "streams", PFS_INO_STREAMS },
-    { "wal", PFS_INO_WAL },
+    { "snapshots", PFS_INO_SNAPSHOTS, S_IFDIR },
+    { "streams", PFS_INO_STREAMS, S_IFDIR },
+    { "wal", PFS_INO_WAL, S_IFDIR },
+    { "stats", PFS_INO_STATS, S_IFREG },
 };
 
 /* ---- entries made from the catalog ---- */
@@ -226,6 +228,7 @@ int pfs_dir_lookup(PfsFs *fs, uint64_t parent_ino, const char *name, PfsAttr *re
     case PFS_NODE_SNAPSHOTS:
     case PFS_NODE_STREAMS: r = lookup_view(fs, parent, name, ret); break;
     case PFS_NODE_WAL: r = lookup_wal(fs, parent, name, ret); break;
+    case PFS_NODE_STATS: r = -ENOTDIR; break;
     case PFS_NODE_ENTRY:
         r = pfs_node_is_wal_dir(parent) ? lookup_wal(fs, parent, name, ret)
                                         : lookup_tree(fs, parent, name, ret);
@@ -246,6 +249,8 @@ int pfs_dir_open(PfsFs *fs, uint64_t ino, PfsDirHandle **ret)
     PfsDirHandle *dh = calloc(1, sizeof(*dh));
     if (!dh)
         r = -ENOMEM;
+    else if (n->kind == PFS_NODE_STATS)
+        r = -ENOTDIR;
     else if (n->kind == PFS_NODE_SNAPSHOTS || n->kind == PFS_NODE_STREAMS)
         pfs_catalog_get(fs->catalog, true, &dh->view);
     else if (pfs_node_is_wal_dir(n))
@@ -291,6 +296,7 @@ int pfs_dir_read(PfsFs *fs, PfsDirHandle *dh, off_t off, bool plus, PfsDirFill f
     int r = 0;
     switch (n->kind) {
     case PFS_NODE_ROOT: count = ARRAY_SIZE(top_entries); break;
+    case PFS_NODE_STATS: return -ENOTDIR;
     case PFS_NODE_SNAPSHOTS:
     case PFS_NODE_STREAMS: view_dir(dh->view, n, &ventries, &count); break;
     case PFS_NODE_WAL:
@@ -318,6 +324,7 @@ int pfs_dir_read(PfsFs *fs, PfsDirHandle *dh, off_t off, bool plus, PfsDirFill f
             if (n->kind == PFS_NODE_ROOT) {
                 d.name = top_entries[i].name;
                 d.ino = top_entries[i].ino;
+                d.type = top_entries[i].type;
                 if (plus && (r = pfs_inode_get(fs->inodes, d.ino, &child)) == 0)
                     pfs_inode_add_lookup(fs->inodes, child);
             } else if (dh->list) { /* the handle's listing: children copy their entry */

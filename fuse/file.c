@@ -100,6 +100,19 @@ int pfs_file_open(PfsFs *fs, uint64_t ino, int flags, PfsFile **ret)
     int r = pfs_inode_get(fs->inodes, ino, &n);
     if (r < 0)
         return r;
+    if (n->kind == PFS_NODE_STATS) {
+        PfsFile *sf = calloc(1, sizeof(*sf));
+        if (!sf || (r = pfs_fs_stats_json(fs, &sf->own)) < 0) {
+            free(sf);
+            pfs_inode_unref(fs->inodes, n);
+            return r < 0 ? r : -ENOMEM;
+        }
+        sf->made = &sf->own;
+        sf->node = n;
+        pthread_mutex_init(&sf->lock, NULL);
+        *ret = sf;
+        return 0;
+    }
     if (n->kind != PFS_NODE_ENTRY || n->e->type == CS_ENTRY_DIR)
         r = -EISDIR;
     else if (n->e->type != CS_ENTRY_FILE)
@@ -166,6 +179,7 @@ void pfs_file_release(PfsFs *fs, PfsFile *f)
         pfs_file_map_unref(f->map);
     }
     pthread_mutex_destroy(&f->lock);
+    buf_free(&f->own);
     free(f);
     pfs_inode_unref(fs->inodes, n);
 }

@@ -39,7 +39,8 @@ struct PfsFileMap {
 typedef struct PfsFile {
     PfsNode *node;          /* reference */
     PfsFileMap *map;        /* NULL for a file the mount made up: */
-    const Buf *made;        /* its bytes (fuse/pgdata.h), kept by the node's parent */
+    const Buf *made;        /* its bytes: kept by the node's parent (fuse/pgdata.h) or own */
+    Buf own;                /* /stats: its bytes as they were at open */
     pthread_mutex_t lock;
     uint64_t frontier; /* lock: highest end offset of the current sequential run */
     size_t ra_next;    /* lock: first chunk not yet queued for read-ahead */

@@ -113,7 +113,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return (void)fuse_reply_err(req, -r);
     fi->fh = (uintptr_t)f;
     fi->keep_cache = 1; /* snapshots are immutable: pages cached by an earlier open stay valid */
-    fi->direct_io = fs->params.direct_io;
+    /* /stats changes all the time and says its size is 0: only direct I/O reads it whole. */
+    fi->direct_io = fs->params.direct_io || f->node->kind == PFS_NODE_STATS;
     fi->noflush = 1;
     if (fuse_reply_open(req, fi) != 0)
         pfs_file_release(fs, f); /* interrupted: no release will come */

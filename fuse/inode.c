@@ -191,6 +191,8 @@ int pfs_inode_table_new(PfsNodeFreeFn free_data, PfsInodeTable **ret)
         r = add_fixed(t, PFS_INO_STREAMS, PFS_NODE_STREAMS);
     if (r == 0)
         r = add_fixed(t, PFS_INO_WAL, PFS_NODE_WAL);
+    if (r == 0)
+        r = add_fixed(t, PFS_INO_STATS, PFS_NODE_STATS);
     if (r < 0) {
         pfs_inode_table_free(t);
         return r;
@@ -395,6 +397,7 @@ char *pfs_node_path(const PfsNode *n)
         const char *name = p->kind == PFS_NODE_SNAPSHOTS ? "snapshots"
                            : p->kind == PFS_NODE_STREAMS ? "streams"
                            : p->kind == PFS_NODE_WAL     ? "wal"
+                           : p->kind == PFS_NODE_STATS   ? "stats"
                            : p->kind == PFS_NODE_ENTRY   ? p->e->name
                                                          : NULL;
         if (!name)

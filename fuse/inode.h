@@ -30,6 +30,7 @@
 #define PFS_INO_SNAPSHOTS     2u
 #define PFS_INO_STREAMS       3u
 #define PFS_INO_WAL           4u
+#define PFS_INO_STATS         5u
 #define PFS_INO_FIRST_DYNAMIC 16u
 
 typedef enum PfsNodeKind {
@@ -37,6 +38,7 @@ typedef enum PfsNodeKind {
     PFS_NODE_SNAPSHOTS, /* /snapshots (changes with the catalog) */
     PFS_NODE_STREAMS,   /* /streams (changes with the catalog) */
     PFS_NODE_WAL,       /* /wal (changes as WAL is archived) */
+    PFS_NODE_STATS,     /* /stats: the mount's counters, written out at each open */
     PFS_NODE_ENTRY,     /* everything else: described by a CsDirEntry */
 } PfsNodeKind;
 

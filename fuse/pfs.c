@@ -1,6 +1,7 @@
 #include "fuse/pfs.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -130,6 +131,25 @@ PfsFs *pfs_fs_free(PfsFs *fs)
     return NULL;
 }
 
+int pfs_fs_stats_json(PfsFs *fs, Buf *out)
+{
+    PfsChunkCacheStats s;
+    pfs_chunk_cache_stats(fs->cache, &s);
+    json_t *o = json_pack(
+        "{s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:I, s:b}", "reads",
+        (json_int_t)atomic_load(&fs->n_reads), "read_bytes", (json_int_t)atomic_load(&fs->read_bytes),
+        "read_errors", (json_int_t)atomic_load(&fs->read_errors), "chunk_cache", "hits",
+        (json_int_t)s.hits, "misses", (json_int_t)s.misses, "waits", (json_int_t)s.waits,
+        "evictions", (json_int_t)s.evictions, "entries", (json_int_t)s.entries, "bytes",
+        (json_int_t)s.bytes, "limit", (json_int_t)fs->params.cache_bytes, "inodes",
+        (json_int_t)pfs_inode_count(fs->inodes), "direct_io", (int)fs->params.direct_io);
+    char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    int r = text ? buf_printf(out, "%s\n", text) : -ENOMEM;
+    free(text);
+    return r;
+}
+
 void pfs_fs_log_stats(PfsFs *fs)
 {
     PfsChunkCacheStats s;
@@ -187,6 +207,17 @@ void pfs_node_attr(PfsFs *fs, const PfsNode *n, PfsAttr *ret)
     a.entry_timeout = fs->params.timeout;
     switch (n->kind) {
     case PFS_NODE_ROOT: virtual_dir_attr(fs, NULL, 5, st); break;
+    case PFS_NODE_STATS: { /* size 0 and direct_io (fs.c): its bytes are made at each open */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        st->st_mode = S_IFREG | 0444;
+        st->st_nlink = 1;
+        st->st_uid = fs->params.uid;
+        st->st_gid = fs->params.gid;
+        set_time(st, now.tv_sec, (uint32_t)now.tv_nsec);
+        a.attr_timeout = 0;
+        break;
+    }
     case PFS_NODE_WAL: /* changes as WAL is archived: looked at again after the short timeout */
         virtual_dir_attr(fs, NULL, 2, st);
         a.entry_timeout = fs->params.volatile_timeout;

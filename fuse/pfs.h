@@ -103,6 +103,9 @@ void pfs_fs_stop(PfsFs *fs);
 /* Stops first if needed. Returns NULL. */
 PfsFs *pfs_fs_free(PfsFs *fs);
 void pfs_fs_log_stats(PfsFs *fs);
+/* The counters of pfs_fs_log_stats() and the cache's bound, as one JSON object and a newline,
+ * appended to out: the bytes of /stats. */
+int pfs_fs_stats_json(PfsFs *fs, Buf *out);
 
 void pfs_node_attr(PfsFs *fs, const PfsNode *n, PfsAttr *ret);
 /* S_IFREG, S_IFDIR, ... for a stored entry. */

@@ -98,6 +98,13 @@ mount_fg "$MNT"
 note "1. the mounted snapshot equals the source"
 SNAPDIR=$MNT/snapshots/$ID1
 ls -la "$MNT" "$MNT"/snapshots "$MNT"/streams
+# /stats says size 0 and is made at each open: cat must still get all of it.
+python3 - "$MNT"/stats false <<'PY' || fail "$MNT/stats is not the mount's counters as JSON"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["direct_io"] is (sys.argv[2] == "true") and d["chunk_cache"]["limit"] == 256 << 20, d
+assert d["read_errors"] == 0 and d["inodes"] >= 5, d
+PY
 diff -r --no-dereference -x fifo -x null-dev "$SRC" "$SNAPDIR" || fail "diff -r of source and mount differs"
 # Every entry: type, mode, owner, size (not of directories: the source's are its filesystem's
 # block counts), mtime to the nanosecond, symlink target, device number; and the same names.
@@ -242,6 +249,10 @@ assert_eq "${BASH_REMATCH[1]}" "$((2 * $(stat -c %s "$SRC"/big.bin)))" "bytes th
 # Then the whole tree, concurrent random reads and mmap, on a mount without debug output.
 mount_fg "$MNT3" -o direct_io,cache_size=4M
 D3=$MNT3/snapshots/$ID1
+python3 - "$MNT3"/stats true <<'PY' || fail "$MNT3/stats does not say direct_io"
+import json, sys
+assert json.load(open(sys.argv[1]))["direct_io"] is (sys.argv[2] == "true")
+PY
 diff -r --no-dereference -x fifo -x null-dev "$SRC" "$D3" || fail "diff -r of source and direct_io mount differs"
 run_readers "$D3" 4 20 150 || fail "a concurrent reader got wrong bytes under direct_io"
 python3 - "$SRC" "$D3" <<'PY' || fail "mmap under direct_io"

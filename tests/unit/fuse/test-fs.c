@@ -132,7 +132,8 @@ static void test_inode_numbers_and_lifetime(void **state)
     (void)state;
     PfsInodeTable *t;
     ASSERT_OK(pfs_inode_table_new(NULL, &t));
-    assert_int_equal(pfs_inode_count(t), 4);
+    const size_t fixed = 5; /* /, snapshots, streams, wal, stats */
+    assert_int_equal(pfs_inode_count(t), fixed);
     PfsNode *snaps, *dir, *file, *again;
     ASSERT_OK(pfs_inode_get(t, PFS_INO_SNAPSHOTS, &snaps));
     CsDirEntry de = entry("0123456789abcdef", CS_ENTRY_DIR, NULL);
@@ -153,12 +154,12 @@ static void test_inode_numbers_and_lifetime(void **state)
     pfs_inode_unref(t, again);
     pfs_inode_unref(t, file);
     pfs_inode_unref(t, dir);
-    assert_int_equal(pfs_inode_count(t), 6);
+    assert_int_equal(pfs_inode_count(t), fixed + 2);
     /* The kernel forgets the directory first: the file keeps it alive. */
     pfs_inode_forget(t, dir_ino, 1);
-    assert_int_equal(pfs_inode_count(t), 6);
+    assert_int_equal(pfs_inode_count(t), fixed + 2);
     pfs_inode_forget(t, file_ino, 2);
-    assert_int_equal(pfs_inode_count(t), 4);
+    assert_int_equal(pfs_inode_count(t), fixed);
     PfsNode *gone;
     ASSERT_ERR(ESTALE, pfs_inode_get(t, file_ino, &gone));
     /* Looked up again later: the same numbers. */
@@ -176,7 +177,7 @@ static void test_inode_numbers_and_lifetime(void **state)
     pfs_inode_unref(t, n1);
     pfs_inode_unref(t, n2);
     pfs_inode_unref(t, file); /* no lookup counted: gone with its last reference */
-    assert_int_equal(pfs_inode_count(t), 7);
+    assert_int_equal(pfs_inode_count(t), fixed + 3);
     pfs_inode_unref(t, dir);
     pfs_inode_unref(t, snaps);
     pfs_inode_table_free(t); /* frees what is left, children first */
@@ -589,6 +590,60 @@ static void test_direct_io_keeps_read_chunks(void **state)
     }
 }
 
+/* /stats read in small pieces and parsed: its read_bytes counter. */
+static json_int_t stats_read_bytes(PfsFs *fs)
+{
+    _cleanup_free_ uint8_t *text = NULL;
+    size_t n;
+    read_all(fs, PFS_INO_STATS, 100, &text, &n);
+    assert_true(n > 0 && text[n - 1] == '\n');
+    json_error_t err;
+    json_t *o = json_loadb((const char *)text, n, 0, &err);
+    assert_non_null(o);
+    json_int_t bytes = -1, limit = -1;
+    int is_direct = -1;
+    assert_int_equal(json_unpack(o, "{s:I, s:{s:I}, s:b}", "read_bytes", &bytes, "chunk_cache",
+                                 "limit", &limit, "direct_io", &is_direct),
+                     0);
+    json_decref(o);
+    assert_int_equal(limit, 1 << 20);
+    assert_false(is_direct);
+    return bytes;
+}
+
+static void test_stats_file(void **state)
+{
+    Fixture *f = *state;
+    PfsFs *fs = f->fs;
+    PfsAttr a;
+    ASSERT_OK(walk(fs, "stats", &a));
+    assert_int_equal(a.ino, PFS_INO_STATS);
+    assert_int_equal(a.st.st_mode, S_IFREG | 0444);
+    assert_int_equal(a.st.st_size, 0);
+    assert_int_equal(a.attr_timeout, 0);
+    PfsDirHandle *dh;
+    ASSERT_ERR(ENOTDIR, pfs_dir_open(fs, PFS_INO_STATS, &dh));
+    ASSERT_ERR(ENOTDIR, pfs_dir_lookup(fs, PFS_INO_STATS, "x", &a));
+    PfsFile *file;
+    ASSERT_ERR(EROFS, pfs_file_open(fs, PFS_INO_STATS, O_WRONLY, &file));
+    ASSERT_OK(pfs_dir_open(fs, PFS_INO_ROOT, &dh));
+    Names names = { .stop_after = 16 };
+    ASSERT_OK(pfs_dir_read(fs, dh, 2, false, collect, &names));
+    pfs_dir_release(fs, dh);
+    assert_int_equal(names.n, 4);
+    assert_string_equal(names.names[3], "stats");
+
+    /* The counters are the mount's own, as they are at each open. */
+    json_int_t before = stats_read_bytes(fs);
+    char path[128];
+    snprintf(path, sizeof(path), "snapshots/%s/big", f->tree_id);
+    ASSERT_OK(walk(fs, path, &a));
+    _cleanup_free_ uint8_t *got = NULL;
+    size_t got_n;
+    read_all(fs, a.ino, 65536, &got, &got_n);
+    assert_int_equal(stats_read_bytes(fs) - before, (json_int_t)got_n);
+}
+
 static void test_new_snapshot_appears(void **state)
 {
     Fixture *f = *state;
@@ -799,5 +854,5 @@ static void test_cluster_pgdata_and_wal(void **state)
 RUN_TESTS(cmocka_unit_test(test_display_names), cmocka_unit_test(test_view_build),
           cmocka_unit_test(test_inode_numbers_and_lifetime), T(test_tree_through_the_mount),
           T(test_readdir_and_lookup_counts), T(test_concurrent_reads),
-          T(test_direct_io_keeps_read_chunks),
+          T(test_direct_io_keeps_read_chunks), T(test_stats_file),
           T(test_new_snapshot_appears), T(test_cluster_pgdata_and_wal))
