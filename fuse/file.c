@@ -100,33 +100,26 @@ int pfs_file_open(PfsFs *fs, uint64_t ino, int flags, PfsFile **ret)
     int r = pfs_inode_get(fs->inodes, ino, &n);
     if (r < 0)
         return r;
-    if (n->kind == PFS_NODE_STATS) {
-        PfsFile *sf = calloc(1, sizeof(*sf));
-        if (!sf || (r = pfs_fs_stats_json(fs, &sf->own)) < 0) {
-            free(sf);
-            pfs_inode_unref(fs->inodes, n);
-            return r < 0 ? r : -ENOMEM;
-        }
-        sf->made = &sf->own;
-        sf->node = n;
-        pthread_mutex_init(&sf->lock, NULL);
-        *ret = sf;
-        return 0;
-    }
-    if (n->kind != PFS_NODE_ENTRY || n->e->type == CS_ENTRY_DIR)
+    bool is_stats = n->kind == PFS_NODE_STATS;
+    if (!is_stats && (n->kind != PFS_NODE_ENTRY || n->e->type == CS_ENTRY_DIR))
         r = -EISDIR;
-    else if (n->e->type != CS_ENTRY_FILE)
+    else if (!is_stats && n->e->type != CS_ENTRY_FILE)
         r = -EINVAL;
     PfsFile *f = r == 0 ? calloc(1, sizeof(*f)) : NULL;
     if (r == 0 && !f)
         r = -ENOMEM;
+    if (r == 0 && is_stats && (r = pfs_fs_stats_json(fs, &f->own)) < 0)
+        free(f);
     if (r < 0) {
         pfs_inode_unref(fs->inodes, n);
         return r;
     }
 
-    if (n->src == PFS_SRC_RECOVERY_CONF) {
-        f->made = pfs_pgdata_recovery_conf(n);
+    /* A file the mount made up: its bytes are at hand, no chunk list. */
+    f->made = is_stats                           ? &f->own
+              : n->src == PFS_SRC_RECOVERY_CONF ? pfs_pgdata_recovery_conf(n)
+                                                : NULL;
+    if (f->made) {
         f->node = n;
         pthread_mutex_init(&f->lock, NULL);
         *ret = f;
