@@ -50,6 +50,7 @@ typedef enum PfsSource {
     PFS_SRC_MEMBER,        /* /snapshots/<cluster>/<node>: its base backup's tree */
     PFS_SRC_PGDATA,        /* <node>/pgdata of a cluster snapshot: startable as it is copied */
     PFS_SRC_PG_WAL,        /* its pg_wal/: plus the archived WAL up to the restore point */
+    PFS_SRC_PG_TBLSPC,     /* its pg_tblspc/: the node's tablespaces in place of the links */
     PFS_SRC_RECOVERY_CONF, /* its postgresql.auto.conf: plus the recovery settings */
     PFS_SRC_WAL_NODE,      /* /wal/<node>: timeline directories and "history" */
     PFS_SRC_WAL_DIR,       /* /wal/<node>/<timeline> or history: the archived files */

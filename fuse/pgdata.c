@@ -13,6 +13,7 @@
 #include "common/macro.h"
 
 #define AUTO_CONF       "postgresql.auto.conf"
+#define TABLESPACE_MAP  "tablespace_map"
 #define AUTO_CONF_MAX   (4u << 20) /* ALTER SYSTEM's file: a few lines */
 #define SEGMENTS_MAX    (1u << 20) /* 16 TiB of 16 MiB segments: a damaged catalog entry */
 
@@ -26,6 +27,8 @@ PfsSource pfs_pgdata_child_source(const PfsNode *dir, const CsDirEntry *e)
     case PFS_SRC_PGDATA:
         if (is_dir && strcmp(e->name, "pg_wal") == 0)
             return PFS_SRC_PG_WAL;
+        if (is_dir && strcmp(e->name, "pg_tblspc") == 0)
+            return PFS_SRC_PG_TBLSPC;
         /* unless the snapshot did not say how to recover (then nothing was made up) */
         if (e->type == CS_ENTRY_FILE && strcmp(e->name, AUTO_CONF) == 0 && dir->dir &&
             dir->dir->made_file.size)
@@ -140,9 +143,79 @@ static CsDirEntry made_entry(const CsDirEntry *dir, uint8_t type, uint32_t mode)
                          .mtime_nsec = dir->mtime_nsec };
 }
 
+/* ---- pgdata/pg_tblspc/ ---- */
+
+static bool is_oid_name(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 0 && n <= 10 && strspn(name, "0123456789") == n;
+}
+
+/*
+ * Replace each link of `dd` (a stored pg_tblspc/ listing) to a tablespace that the node's backup
+ * holds by that tablespace's stored directory, <node>/tablespaces/<oid>/, as PostgreSQL's
+ * in-place tablespaces are. A copy of pgdata/ then holds its tablespaces and never reaches their
+ * original locations, where the node itself may still run. A link to a tablespace the backup
+ * lacks stays (logged when `log_missing`). Returns the number of directories dd then holds, or
+ * -errno.
+ */
+static int tablespaces_in_place(PfsFs *fs, const PfsNode *member, PfsDirData *dd,
+                                bool log_missing)
+{
+    PfsReader *rd = NULL;
+    int r = pfs_reader_pool_get(fs->readers, &rd), n_dirs = 0;
+    for (size_t i = 0; r >= 0 && i < dd->n; i++) {
+        CsDirEntry *e = &dd->v[i], ts;
+        if (e->type == CS_ENTRY_SYMLINK && is_oid_name(e->name)) {
+            char path[32];
+            snprintf(path, sizeof(path), "tablespaces/%s", e->name);
+            r = cs_tree_lookup(rd->rd, &member->e->content, path, &ts);
+            if (r == 0 && ts.type != CS_ENTRY_DIR) {
+                cs_dir_entry_clear(&ts);
+                r = -EBADMSG;
+            } else if (r == 0) {
+                free(ts.name);
+                ts.name = e->name;
+                e->name = NULL;
+                pfs_dir_entry_clear(e);
+                *e = ts;
+            } else if (r == -ENOENT) {
+                if (log_missing)
+                    log_warning("tablespace %s of node \"%s\" is not in its backup: "
+                                "pg_tblspc/%s is shown as stored, a link to \"%s\"",
+                                e->name, member->e->name, e->name, e->target);
+                r = 0;
+            }
+        }
+        n_dirs += e->type == CS_ENTRY_DIR;
+    }
+    if (rd)
+        pfs_reader_pool_put(fs->readers, rd);
+    return r < 0 ? r : n_dirs;
+}
+
+/* How many directories pgdata/pg_tblspc/ (`e`, NULL when there is none) shows. */
+static int dir_tablespaces(PfsFs *fs, const PfsNode *member, const CsDirEntry *e)
+{
+    if (!e || e->type != CS_ENTRY_DIR || e->content.count == 0)
+        return 0;
+    PfsReader *rd;
+    PfsDirData dd = { 0 };
+    int r = pfs_reader_pool_get(fs->readers, &rd);
+    if (r < 0)
+        return r;
+    r = cs_dir_load(rd->rd, &e->content, &dd.v, &dd.n);
+    pfs_reader_pool_put(fs->readers, rd);
+    if (r == 0)
+        r = tablespaces_in_place(fs, member, &dd, false);
+    cs_dir_entries_free(dd.v, dd.n);
+    return r;
+}
+
 /* ---- pgdata/ ---- */
 
-static int recovery_conf(PfsFs *fs, const Member *m, const CsDirEntry *stored, Buf *out)
+static int recovery_conf(PfsFs *fs, const Member *m, const CsDirEntry *stored,
+                         bool has_dir_tablespaces, Buf *out)
 {
     int r = 0;
     if (stored) {
@@ -173,7 +246,21 @@ static int recovery_conf(PfsFs *fs, const Member *m, const CsDirEntry *stored, B
         r = conf_append_setting(out, "recovery_target_timeline", tli);
     if (r == 0)
         r = conf_append_setting(out, "recovery_target_action", "promote");
+    /* Recovery PANICs at a directory in pg_tblspc/ unless this is on (a WARNING then). */
+    if (r == 0 && has_dir_tablespaces)
+        r = buf_printf(out, "# Its tablespaces are directories in pg_tblspc/ (in place), which "
+                            "recovery must allow.\n");
+    if (r == 0 && has_dir_tablespaces)
+        r = conf_append_setting(out, "allow_in_place_tablespaces", "on");
     return r;
+}
+
+static void entry_remove(PfsDirData *dd, CsDirEntry *e)
+{
+    size_t i = (size_t)(e - dd->v);
+    pfs_dir_entry_clear(e);
+    memmove(e, e + 1, (dd->n - i - 1) * sizeof(*e));
+    dd->n--;
 }
 
 static int amend_pgdata(PfsFs *fs, const PfsNode *dir, const Member *m, PfsDirData *dd)
@@ -181,7 +268,11 @@ static int amend_pgdata(PfsFs *fs, const PfsNode *dir, const Member *m, PfsDirDa
     CsDirEntry *conf = entry_find(dd, AUTO_CONF);
     if (conf && conf->type != CS_ENTRY_FILE)
         return -EBADMSG;
-    int r = recovery_conf(fs, m, conf, &dd->made_file);
+    int r = dir_tablespaces(fs, dir->parent, entry_find(dd, "pg_tblspc"));
+    if (r < 0)
+        return r;
+    bool has_dir_tablespaces = r > 0;
+    r = recovery_conf(fs, m, conf, has_dir_tablespaces, &dd->made_file);
     CsDirEntry *e;
     if (r == 0 && !conf) {
         CsDirEntry like = made_entry(dir->e, CS_ENTRY_FILE, S_IFREG | 0600);
@@ -203,12 +294,12 @@ static int amend_pgdata(PfsFs *fs, const PfsNode *dir, const Member *m, PfsDirDa
         if ((r = entry_add(dd, &like, "pg_wal", &e)) < 0)
             return r;
     }
-    if ((e = entry_find(dd, "standby.signal"))) { /* would ask for a standby instead */
-        size_t i = (size_t)(e - dd->v);
-        pfs_dir_entry_clear(e);
-        memmove(e, e + 1, (dd->n - i - 1) * sizeof(*e));
-        dd->n--;
-    }
+    if ((e = entry_find(dd, "standby.signal"))) /* would ask for a standby instead */
+        entry_remove(dd, e);
+    /* It would have recovery replace pg_tblspc/'s directories by links to the original
+     * locations, and write there. */
+    if (has_dir_tablespaces && (e = entry_find(dd, TABLESPACE_MAP)))
+        entry_remove(dd, e);
     pfs_dir_data_sort(dd);
     return 0;
 }
@@ -335,7 +426,8 @@ static int amend_pg_wal(PfsFs *fs, const PfsNode *dir, const Member *m, PfsDirDa
 
 int pfs_pgdata_amend(PfsFs *fs, const PfsNode *dir, PfsDirData *dd)
 {
-    if (dir->src != PFS_SRC_PGDATA && dir->src != PFS_SRC_PG_WAL)
+    if (dir->src != PFS_SRC_PGDATA && dir->src != PFS_SRC_PG_WAL &&
+        dir->src != PFS_SRC_PG_TBLSPC)
         return 0;
     const PfsNode *pgdata = dir->src == PFS_SRC_PGDATA ? dir : dir->parent;
     Member m;
@@ -346,7 +438,11 @@ int pfs_pgdata_amend(PfsFs *fs, const PfsNode *dir, PfsDirData *dd)
                     m.snapshot_id, m.node);
         return 0;
     }
-    r = dir->src == PFS_SRC_PGDATA ? amend_pgdata(fs, dir, &m, dd) : amend_pg_wal(fs, dir, &m, dd);
+    switch (dir->src) {
+    case PFS_SRC_PGDATA: r = amend_pgdata(fs, dir, &m, dd); break;
+    case PFS_SRC_PG_WAL: r = amend_pg_wal(fs, dir, &m, dd); break;
+    default: r = tablespaces_in_place(fs, pgdata->parent, dd, true); break;
+    }
     if (r < 0)
         return log_error_errno(r, "could not make the data directory of node \"%s\" in "
                                   "snapshot %s startable: %m",
