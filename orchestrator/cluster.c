@@ -478,8 +478,38 @@ out:
 
 typedef struct RestoreCtx {
     const OrchRestoreParams *p;
+    CsRepo *repo;
     const char *restore_point;
 } RestoreCtx;
+
+/* Map the tablespaces of the node's base backup to <dir>.tablespaces/<oid>, beside the copy's
+ * data directory `dir`: a copy must not write to their original locations, which the running
+ * node may be using on the same host. A backup that cannot be read gets no map: the agent then
+ * says what is wrong with it. */
+static int add_side_tablespace_map(RestoreCtx *ctx, const NodeRun *n, const char *dir, json_t *b)
+{
+    CsSnapshot base;
+    if (cs_catalog_find(ctx->repo, n->backup_id, &base) < 0)
+        return 0;
+    json_t *map = json_object(), *o;
+    size_t i;
+    int r = map ? 0 : -ENOMEM;
+    json_array_foreach (json_object_get(base.meta, "tablespaces"), i, o) {
+        const char *oid = json_string_value(json_object_get(o, "oid"));
+        char *path = NULL;
+        if (r < 0 || !oid)
+            continue;
+        if (asprintf(&path, "%s.tablespaces/%s", dir, oid) < 0 ||
+            json_object_set_new(map, oid, json_string(path)) < 0)
+            r = -ENOMEM;
+        free(path);
+    }
+    if (r == 0 && json_object_size(map) > 0)
+        r = json_object_set(b, "tablespace_map", map) < 0 ? -ENOMEM : 0;
+    json_decref(map);
+    cs_snapshot_clear(&base);
+    return r;
+}
 
 static json_t *restore_body(NodeRun *n, void *userdata)
 {
@@ -489,11 +519,13 @@ static json_t *restore_body(NodeRun *n, void *userdata)
                           (int)n->timeline, "delta", ctx->p->target_dir == NULL);
     if (b && ctx->p->target_dir) {
         char *dir = NULL;
-        if (asprintf(&dir, "%s/%s", ctx->p->target_dir, n->node->name) < 0) {
+        if (asprintf(&dir, "%s/%s", ctx->p->target_dir, n->node->name) < 0 ||
+            json_object_set_new(b, "target_dir", json_string(dir)) < 0 ||
+            add_side_tablespace_map(ctx, n, dir, b) < 0) {
+            free(dir);
             json_decref(b);
             return NULL;
         }
-        json_object_set_new(b, "target_dir", json_string(dir));
         free(dir);
     }
     return b;
@@ -608,7 +640,7 @@ int orch_snapshot_restore(const OrchConfig *cfg, CsRepo *repo, const char *spec,
                 node_fail(&v[i], r, "could not stop PostgreSQL: %s",
                           orch_agent_client_error(v[i].agent));
     }
-    RestoreCtx ctx = { .p = p, .restore_point = rp };
+    RestoreCtx ctx = { .p = p, .repo = repo, .restore_point = rp };
     log_info("restoring %zu nodes to %s", n, rp);
     r = run_jobs(v, n, "restore", restore_body, &ctx, p->parallel, p->progress);
     if (in_place) {
