@@ -8,6 +8,8 @@
 #   - a second concurrent create fails at once naming the holder (exit 5);
 #   - a create whose barrier cannot be taken (an application holds the commit lock) fails
 #     within the barrier timeout and lists nothing.
+# Worker w2 has a tablespace: the mounted pgdata/ holds it in place, and a side copy puts it
+# beside the copy; neither writes to the original location the running w2 uses.
 # Then, for every snapshot in turn: restore the whole cluster in place and check that the total
 # is unchanged, every node holds exactly the transfers with CSN <= the snapshot's, and no
 # prepared transaction is half-committed. Then the same check fails when the nodes are restored
@@ -103,6 +105,15 @@ snap() { as_pg "$SNAP" -c "$T"/pitr.yaml "$@"; }
 note "config check reaches every node and agent"
 snap config check || fail "config check failed"
 
+note "a tablespace on w2, with a table that the workload does not change"
+mkdir "$T"/ts-w2 && chown postgres: "$T"/ts-w2
+psql_at "${PORT[w2]}" -c "CREATE TABLESPACE ts_w2 LOCATION '$T/ts-w2'" \
+    -c "CREATE TABLE in_ts (id int PRIMARY KEY, v text) TABLESPACE ts_w2" \
+    -c "INSERT INTO in_ts SELECT g, md5(g::text) FROM generate_series(1, 5000) g" >/dev/null
+TS_OID=$(psql_at "${PORT[w2]}" -c "SELECT oid FROM pg_tablespace WHERE spcname = 'ts_w2'")
+in_ts_digest() { psql_at "$1" -c "SELECT count(*) || ' ' || md5(string_agg(v, ',' ORDER BY id)) FROM in_ts"; }
+IN_TS=$(in_ts_digest "${PORT[w2]}")
+
 note "workload and snapshots"
 "$WORKLOAD" setup "${CONNS[@]}" || fail "workload setup failed"
 "$WORKLOAD" run --key 7419 --log "$T"/xfers.log --windows "$T"/windows.log --gap-ms 20 \
@@ -178,6 +189,13 @@ for line in "${SNAPS[0]}" "${SNAPS[-1]}"; do
 s = [s for s in json.load(open(sys.argv[1])) if s["id"] == sys.argv[2]][0]
 print([x["walfile"] for x in s["meta"]["nodes"] if x["name"] == sys.argv[3]][0])' "$T"/list.json "$id" "$n")
         [[ -f $src/pg_wal/$walfile ]] || fail "$src/pg_wal lacks $walfile, the segment of the restore point"
+        if [[ $n == w2 ]]; then
+            [[ -d $src/pg_tblspc/$TS_OID && ! -L $src/pg_tblspc/$TS_OID ]] ||
+                fail "$src/pg_tblspc/$TS_OID is not the tablespace's directory: $(ls -l "$src"/pg_tblspc)"
+            [[ ! -e $src/tablespace_map ]] || fail "$src shows tablespace_map"
+            grep -qx "allow_in_place_tablespaces = 'on'" "$src"/postgresql.auto.conf ||
+                fail "$src/postgresql.auto.conf does not allow in-place tablespaces"
+        fi
         cmp -s "$src/pg_wal/$walfile" "$MNT/wal/$n/${walfile:0:8}/$walfile" ||
             fail "$src/pg_wal/$walfile differs from /wal/$n"
         d=$T/copy-$n
@@ -192,6 +210,12 @@ print([x["walfile"] for x in s["meta"]["nodes"] if x["name"] == sys.argv[3]][0])
         wait_promoted "$port" "$T/copy-$n.log"
         grep -q "recovery stopping at restore point \"pitr_csn_$csn\"" "$T/copy-$n.log" ||
             { tail -30 "$T/copy-$n.log"; fail "the copy of $src did not stop at its restore point"; }
+        if [[ $n == w2 ]]; then
+            assert_eq "$(in_ts_digest "$port")" "$IN_TS" "table in_ts in the copy's tablespace"
+            rel=$(psql_at "$port" -c "SELECT pg_relation_filepath('in_ts')")
+            [[ $rel == pg_tblspc/$TS_OID/* && -f $d/$rel && ! -L $d/pg_tblspc/$TS_OID ]] ||
+                fail "in_ts of the copy is not inside the copy: $rel"
+        fi
         COPY_CONNS+=("host=127.0.0.1 port=$port user=postgres dbname=postgres")
     done
     "$WORKLOAD" check --csn "$csn" --log "$T"/xfers.log "${COPY_CONNS[@]}" ||
@@ -226,6 +250,7 @@ for line in "${SNAPS[@]}"; do
     "$WORKLOAD" check --csn "$csn" --log "$T"/xfers.log "${CONNS[@]}" ||
         fail "the cluster restored to snapshot $id (CSN $csn) is not consistent"
 done
+assert_eq "$(in_ts_digest "${PORT[w2]}")" "$IN_TS" "in_ts on w2, restored in place with its tablespace"
 
 note "the same check fails for a restore to one wall-clock time on every node"
 # For each mark, the first transfer after it that was between its two commits at a known
@@ -278,6 +303,9 @@ for n in "${NODES[@]}"; do
     grep -q "recovery_target_name = 'pitr_csn_$csn'" "$T/side/$n/postgresql.auto.conf" ||
         fail "side copy of $n does not recover to pitr_csn_$csn"
 done
+assert_eq "$(cat "$T"/side/w2/tablespace_map)" "$TS_OID $T/side/w2.tablespaces/$TS_OID" \
+    "the side copy's tablespace_map"
+[[ -d $T/side/w2.tablespaces/$TS_OID/$(ls "$T"/ts-w2) ]] || fail "the side copy's tablespace is not beside it"
 # The running cluster was not touched: the workload's check still holds for the last restore.
 read -r last_id last_csn <<<"${SNAPS[2]}"
 "$WORKLOAD" check --csn "$last_csn" --log "$T"/xfers.log "${CONNS[@]}" >/dev/null ||
