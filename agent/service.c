@@ -285,7 +285,7 @@ static const char *job_errno_meaning(JobKind kind, int r)
                          "does not belong to it"
                        : "invalid restore parameters";
     case -ENOENT: return kind == JOB_RESTORE ? "no such base backup for this node" : NULL;
-    case -ENOTEMPTY: return "the target directory is not empty (use delta)";
+    case -ENOTEMPTY: return "the target directory or a tablespace location is not empty";
     case -EBADMSG: return "damaged data in the repository";
     case -EKEYREJECTED: return "wrong passphrase or key for the repository";
     case -ENOMEDIUM: return "not a repository";
