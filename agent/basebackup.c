@@ -170,6 +170,13 @@ static int list_tablespaces(Backup *b)
     if (!b->ts)
         return -ENOMEM;
     for (int i = 0; i < n; i++) {
+        /* An in-place tablespace (a directory pg_tblspc/<oid>, as in a copy started from a
+         * mounted snapshot) has a relative location: it is stored with the data directory. */
+        if (PQgetvalue(q, i, 1)[0] != '/') {
+            log_info("node %s: tablespace %s is in place (%s): stored with the data directory",
+                     b->params->node, PQgetvalue(q, i, 0), PQgetvalue(q, i, 1));
+            continue;
+        }
         Tablespace *t = &b->ts[b->n_ts++];
         t->oid = strdup(PQgetvalue(q, i, 0));
         t->location = strdup(PQgetvalue(q, i, 1));

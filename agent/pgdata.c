@@ -25,26 +25,38 @@ static const char *base_name(const char *relpath)
     return slash ? slash + 1 : relpath;
 }
 
+#define IN_PLACE_PREFIX "pg_tblspc/"
+
 /* Is the directory part of relpath (up to the last slash) a database directory: "base/<db>",
- * "global", or "<PG_version dir>/<db>" in a tablespace? */
+ * "global", or "<PG_version dir>/<db>" in a tablespace, which for an in-place tablespace is
+ * pg_tblspc/<oid>/ in the data directory? */
 static bool in_database_dir(const AgentPgdataFilter *f, const char *relpath)
 {
-    const char *name = base_name(relpath);
-    if (name == relpath)
+    const char *name = base_name(relpath), *dir = relpath;
+    bool is_tablespace = f->is_tablespace;
+    if (!is_tablespace && strncmp(dir, IN_PLACE_PREFIX, strlen(IN_PLACE_PREFIX)) == 0) {
+        const char *oid = dir + strlen(IN_PLACE_PREFIX);
+        size_t digits = strspn(oid, "0123456789");
+        if (digits == 0 || oid[digits] != '/')
+            return false;
+        dir = oid + digits + 1;
+        is_tablespace = true;
+    }
+    if (name <= dir)
         return false;
-    size_t dir_len = (size_t)(name - relpath) - 1;
-    if (!f->is_tablespace && dir_len == 6 && memcmp(relpath, "global", 6) == 0)
+    size_t dir_len = (size_t)(name - dir) - 1;
+    if (!is_tablespace && dir_len == 6 && memcmp(dir, "global", 6) == 0)
         return true;
-    const char *prefix_end = memchr(relpath, '/', dir_len);
+    const char *prefix_end = memchr(dir, '/', dir_len);
     if (!prefix_end)
         return false;
-    size_t first_len = (size_t)(prefix_end - relpath);
-    if (f->is_tablespace ? strncmp(relpath, "PG_", 3) != 0
-                         : !(first_len == 4 && memcmp(relpath, "base", 4) == 0))
+    size_t first_len = (size_t)(prefix_end - dir);
+    if (is_tablespace ? strncmp(dir, "PG_", 3) != 0
+                      : !(first_len == 4 && memcmp(dir, "base", 4) == 0))
         return false;
     /* exactly one more component of digits */
     const char *db = prefix_end + 1;
-    const char *db_end = relpath + dir_len;
+    const char *db_end = dir + dir_len;
     if (db >= db_end)
         return false;
     for (const char *p = db; p < db_end; p++)

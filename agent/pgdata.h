@@ -26,5 +26,6 @@ typedef struct AgentPgdataFilter {
 /* relpath is relative to f->root, without a leading slash. */
 bool agent_pgdata_is_excluded(const AgentPgdataFilter *f, const char *relpath,
                               const struct stat *st);
-/* A relation data file (base/<db>/, global/, or a tablespace's PG_*<db>/): fills *ret. */
+/* A relation data file (base/<db>/, global/, or a tablespace's PG_<version>/<db>/, which for an
+ * in-place tablespace is under pg_tblspc/<oid>/ in the data directory): fills *ret. */
 bool agent_pgdata_relation(const AgentPgdataFilter *f, const char *relpath, AgentRelFile *ret);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Base backup and restore of one node with a real PostgreSQL 15 (data checksums on, WAL archived
 # by pitr-agent):
-#  1. a base backup under pgbench load, with a tablespace, on top of one made before the load
-#     (changed pages are stored as deltas of it); a restore point is made while a
+#  1. a base backup under pgbench load, with a tablespace and an in-place tablespace (a
+#     directory in pg_tblspc/, as a copy started from a mounted snapshot has), on top of one
+#     made before the load (changed pages are stored as deltas of it); a restore point is made while a
 #     session holds a lock that stops writers, and pg_dump runs at that instant;
 #  2. restore to that restore point into a new data directory (the tablespace mapped elsewhere),
 #     start it on another port: its pg_dump equals the one taken at the restore point;
@@ -40,6 +41,12 @@ mkdir "$T"/ts1 && chown postgres: "$T"/ts1
 psql_at "$P1" -c "CREATE TABLESPACE ts1 LOCATION '$T/ts1'" \
     -c "CREATE TABLE in_ts (id int primary key, v text) TABLESPACE ts1" \
     -c "INSERT INTO in_ts SELECT g, md5(g::text) FROM generate_series(1, 20000) g" >/dev/null
+# ALTER SYSTEM: the restored copy's recovery needs the setting too (postgresql.auto.conf).
+psql_at "$P1" -c "ALTER SYSTEM SET allow_in_place_tablespaces = on" -c "SELECT pg_reload_conf()" \
+    -c "SET allow_in_place_tablespaces = on" -c "CREATE TABLESPACE ts_in_place LOCATION ''" \
+    -c "CREATE TABLE in_place (id int primary key, v text) TABLESPACE ts_in_place" \
+    -c "INSERT INTO in_place SELECT g, md5(g::text) FROM generate_series(1, 5000) g" >/dev/null
+IN_PLACE_OID=$(psql_at "$P1" -c "SELECT oid FROM pg_tablespace WHERE spcname = 'ts_in_place'")
 as_pg "$PGBIN"/pgbench -h 127.0.0.1 -p "$P1" -U postgres -i -s 10 -q postgres >"$T"/pgbench-init.log 2>&1 ||
     { cat "$T"/pgbench-init.log; fail "pgbench -i failed"; }
 # A first backup before the load: the one under load builds on it, storing the pages that
@@ -73,6 +80,10 @@ assert_eq "$(jq_get '["checksum_failures_total"]')" 0 "checksum failures"
 grep -q "START WAL LOCATION: $(jq_get '["start_lsn"]')" "$T"/label || { cat "$T"/label; fail "backup_label does not match"; }
 "$SNAP" -r "$REPO" cat "$BACKUP_ID" pgdata/tablespace_map | grep -q " $T/ts1\$" ||
     fail "tablespace_map does not name the tablespace"
+IN_PLACE_REL=$(psql_at "$P1" -c "SELECT pg_relation_filepath('in_place')")
+"$SNAP" -r "$REPO" cat "$BACKUP_ID" "pgdata/$IN_PLACE_REL" | cmp -s - "$PGDATA/$IN_PLACE_REL" ||
+    fail "the in-place tablespace's table $IN_PLACE_REL is not in pgdata/ of the backup"
+assert_eq "$(jq_get '["tablespaces"]')" 1 "tablespaces stored apart (ts1; the in-place one is in pgdata/)"
 "$SNAP" -r "$REPO" cat "$BACKUP_ID" pgdata/postmaster.pid >/dev/null 2>&1 &&
     fail "postmaster.pid was backed up"
 
@@ -115,6 +126,8 @@ pg_start "$T"/pg2 "$T"/pg2.log
 wait_promoted "$P2" "$T"/pg2.log
 grep -q 'recovery stopping at restore point "rp1"' "$T"/pg2.log || { tail "$T"/pg2.log; fail "recovery did not stop at rp1"; }
 [[ $(readlink "$T"/pg2/pg_tblspc/"$TS_OID") == "$T/ts1-copy" ]] || fail "pg_tblspc link not remapped"
+[[ -d $T/pg2/pg_tblspc/$IN_PLACE_OID && ! -L $T/pg2/pg_tblspc/$IN_PLACE_OID ]] ||
+    fail "the in-place tablespace was not restored in place"
 dump "$P2" >"$T"/dump-restored.sql
 diff "$T"/dump-rp1.sql "$T"/dump-restored.sql >"$T"/dump.diff || { head -20 "$T"/dump.diff; fail "the restored node differs from the restore point"; }
 echo "pg_dump at rp1 and of the restored node agree ($(wc -l <"$T"/dump-rp1.sql) lines)"
