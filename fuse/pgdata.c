@@ -151,6 +151,28 @@ static bool is_oid_name(const char *name)
     return n > 0 && n <= 10 && strspn(name, "0123456789") == n;
 }
 
+/* The stored listing of the node's tablespaces/ (empty when it has none). A directory that
+ * cannot be read is an error, never taken for an absent one: a copy would then reach the
+ * original locations. */
+static int stored_tablespaces(PfsFs *fs, const PfsNode *member, PfsDirData *ret)
+{
+    PfsReader *rd;
+    PfsDirData root = { 0 };
+    int r = pfs_reader_pool_get(fs->readers, &rd);
+    if (r < 0)
+        return r;
+    if ((r = cs_dir_load(rd->rd, &member->e->content, &root.v, &root.n)) == 0) {
+        CsDirEntry *ts = entry_find(&root, "tablespaces");
+        if (ts && ts->type != CS_ENTRY_DIR)
+            r = -EBADMSG;
+        else if (ts)
+            r = cs_dir_load(rd->rd, &ts->content, &ret->v, &ret->n);
+    }
+    pfs_reader_pool_put(fs->readers, rd);
+    cs_dir_entries_free(root.v, root.n);
+    return r;
+}
+
 /*
  * Replace each link of `dd` (a stored pg_tblspc/ listing) to a tablespace that the node's backup
  * holds by that tablespace's stored directory, <node>/tablespaces/<oid>/, as PostgreSQL's
@@ -162,35 +184,30 @@ static bool is_oid_name(const char *name)
 static int tablespaces_in_place(PfsFs *fs, const PfsNode *member, PfsDirData *dd,
                                 bool log_missing)
 {
-    PfsReader *rd = NULL;
-    int r = pfs_reader_pool_get(fs->readers, &rd), n_dirs = 0;
-    for (size_t i = 0; r >= 0 && i < dd->n; i++) {
-        CsDirEntry *e = &dd->v[i], ts;
+    PfsDirData stored = { 0 };
+    int r = stored_tablespaces(fs, member, &stored), n_dirs = 0;
+    for (size_t i = 0; r == 0 && i < dd->n; i++) {
+        CsDirEntry *e = &dd->v[i], *ts;
         if (e->type == CS_ENTRY_SYMLINK && is_oid_name(e->name)) {
-            char path[32];
-            snprintf(path, sizeof(path), "tablespaces/%s", e->name);
-            r = cs_tree_lookup(rd->rd, &member->e->content, path, &ts);
-            if (r == 0 && ts.type != CS_ENTRY_DIR) {
-                cs_dir_entry_clear(&ts);
-                r = -EBADMSG;
-            } else if (r == 0) {
-                free(ts.name);
-                ts.name = e->name;
-                e->name = NULL;
-                pfs_dir_entry_clear(e);
-                *e = ts;
-            } else if (r == -ENOENT) {
+            if (!(ts = entry_find(&stored, e->name))) {
                 if (log_missing)
                     log_warning("tablespace %s of node \"%s\" is not in its backup: "
                                 "pg_tblspc/%s is shown as stored, a link to \"%s\"",
                                 e->name, member->e->name, e->name, e->target);
-                r = 0;
+            } else if (ts->type != CS_ENTRY_DIR)
+                r = -EBADMSG;
+            else { /* the stored directory's entry under the link's name; its content moves */
+                char *name = e->name;
+                e->name = NULL;
+                pfs_dir_entry_clear(e);
+                *e = *ts;
+                e->name = name;
+                ts->content = (CsContentRef){ 0 };
             }
         }
         n_dirs += e->type == CS_ENTRY_DIR;
     }
-    if (rd)
-        pfs_reader_pool_put(fs->readers, rd);
+    cs_dir_entries_free(stored.v, stored.n);
     return r < 0 ? r : n_dirs;
 }
 
@@ -296,8 +313,8 @@ static int amend_pgdata(PfsFs *fs, const PfsNode *dir, const Member *m, PfsDirDa
     }
     if ((e = entry_find(dd, "standby.signal"))) /* would ask for a standby instead */
         entry_remove(dd, e);
-    /* It would have recovery replace pg_tblspc/'s directories by links to the original
-     * locations, and write there. */
+    /* Recovery would try to replace pg_tblspc/'s directories by links to the original
+     * locations, and fail to start (they are not empty). */
     if (has_dir_tablespaces && (e = entry_find(dd, TABLESPACE_MAP)))
         entry_remove(dd, e);
     pfs_dir_data_sort(dd);

@@ -927,6 +927,21 @@ static void test_cluster_tablespaces_in_place(void **state)
 
     snprintf(path, sizeof(path), "snapshots/%s/db1/pgdata/postgresql.auto.conf", id);
     read_path(fs, path, &data, &n);
+    /* A tablespaces/ that cannot be read as a directory (here: a file) fails the listing,
+     * rather than leaving links to the original locations (and tablespace_map) in place. */
+    _cleanup_free_ char *cl2 = path_join(f->base, "cl2");
+    static const char *const dirs2[] = { "", "/db1", "/db1/pgdata", "/db1/pgdata/pg_tblspc" };
+    make_dirs(cl2, dirs2, ARRAY_SIZE(dirs2));
+    write_random(cl2, "db1/tablespaces", 10, 0600);
+    _cleanup_free_ char *link3 = path_join(cl2, "db1/pgdata/pg_tblspc/16390");
+    assert_int_equal(symlink("/srv/ts1", link3), 0);
+    char id2[32];
+    add_cluster_snapshot(f, cl2, id2);
+    snprintf(path, sizeof(path), "snapshots/%s/db1/pgdata", id2);
+    ASSERT_OK(walk(fs, path, &a));
+    PfsAttr child;
+    ASSERT_ERR(EIO, pfs_dir_lookup(fs, a.ino, "pg_tblspc", &child));
+
     static const char tail[] = "recovery_target_action = 'promote'\n"
                                "# Its tablespaces are directories in pg_tblspc/ (in place), which "
                                "recovery must allow.\nallow_in_place_tablespaces = 'on'\n";
