@@ -196,6 +196,8 @@ static void draw_progress(const NodeRun *v, size_t n, bool redraw, const char *w
 
 /* ---- jobs on every agent ---- */
 
+/* The job's parameters for one node; NULL when they cannot be made, after node_fail() saying
+ * why (else the failure is taken for a lack of memory). */
 typedef json_t *(*JobBodyFn)(NodeRun *n, void *userdata);
 
 /* Run one job kind on the selected nodes, at most `parallel` at once, until all have finished.
@@ -218,6 +220,10 @@ static int run_jobs(NodeRun *v, size_t n, const char *kind, JobBodyFn body, void
             json_t *b = body(x, userdata);
             int r = b ? orch_agent_start_job(x->agent, kind, b, &x->job_id) : -ENOMEM;
             json_decref(b);
+            if (!b && x->error) {
+                finished++;
+                continue;
+            }
             if (r < 0) {
                 node_fail(x, r, "could not start the %s: %s", kind,
                           orch_agent_client_error(x->agent));
@@ -484,16 +490,19 @@ typedef struct RestoreCtx {
 
 /* Map the tablespaces of the node's base backup to <dir>.tablespaces/<oid>, beside the copy's
  * data directory `dir`: a copy must not write to their original locations, which the running
- * node may be using on the same host. A backup that cannot be read gets no map: the agent then
- * says what is wrong with it. */
-static int add_side_tablespace_map(RestoreCtx *ctx, const NodeRun *n, const char *dir, json_t *b)
+ * node may be using on the same host. A backup whose record cannot be read fails the node. */
+static int add_side_tablespace_map(RestoreCtx *ctx, NodeRun *n, const char *dir, json_t *b)
 {
     CsSnapshot base;
-    if (cs_catalog_find(ctx->repo, n->backup_id, &base) < 0)
-        return 0;
+    int r = cs_catalog_find(ctx->repo, n->backup_id, &base);
+    if (r < 0) {
+        node_fail(n, r, "cannot read base backup %s to place its tablespaces: %s", n->backup_id,
+                  strerror(-r));
+        return r;
+    }
     json_t *map = json_object(), *o;
     size_t i;
-    int r = map ? 0 : -ENOMEM;
+    r = map ? 0 : -ENOMEM;
     json_array_foreach (json_object_get(base.meta, "tablespaces"), i, o) {
         const char *oid = json_string_value(json_object_get(o, "oid"));
         char *path = NULL;

@@ -213,8 +213,8 @@ print([x["walfile"] for x in s["meta"]["nodes"] if x["name"] == sys.argv[3]][0])
         if [[ $n == w2 ]]; then
             assert_eq "$(in_ts_digest "$port")" "$IN_TS" "table in_ts in the copy's tablespace"
             rel=$(psql_at "$port" -c "SELECT pg_relation_filepath('in_ts')")
-            [[ $rel == pg_tblspc/$TS_OID/* && -f $d/$rel && ! -L $d/pg_tblspc/$TS_OID ]] ||
-                fail "in_ts of the copy is not inside the copy: $rel"
+            [[ $(realpath "$d/$rel") == "$d"/pg_tblspc/* ]] ||
+                fail "in_ts of the copy is not inside the copy: $d/$rel is $(realpath "$d/$rel")"
         fi
         COPY_CONNS+=("host=127.0.0.1 port=$port user=postgres dbname=postgres")
     done
@@ -305,7 +305,17 @@ for n in "${NODES[@]}"; do
 done
 assert_eq "$(cat "$T"/side/w2/tablespace_map)" "$TS_OID $T/side/w2.tablespaces/$TS_OID" \
     "the side copy's tablespace_map"
-[[ -d $T/side/w2.tablespaces/$TS_OID/$(ls "$T"/ts-w2) ]] || fail "the side copy's tablespace is not beside it"
+# Started, the side copy of w2 reads in_ts from beside itself.
+port=$(free_port $next); next=$((port + 1))
+cleanup_hooks+=("copy_stop '$T/side/w2'")
+as_pg "$PGBIN"/pg_ctl -D "$T"/side/w2 -l "$T"/side-w2.log -o "-p $port -c archive_mode=off" -w -t 90 \
+    start >/dev/null || { tail -30 "$T"/side-w2.log; fail "the side copy of w2 did not start"; }
+wait_promoted "$port" "$T"/side-w2.log
+assert_eq "$(in_ts_digest "$port")" "$IN_TS" "table in_ts in the side copy"
+rel=$(psql_at "$port" -c "SELECT pg_relation_filepath('in_ts')")
+[[ $(realpath "$T/side/w2/$rel") == "$T/side/w2.tablespaces/$TS_OID"/* ]] ||
+    fail "in_ts of the side copy is not beside it: $(realpath "$T/side/w2/$rel")"
+copy_stop "$T"/side/w2
 # The running cluster was not touched: the workload's check still holds for the last restore.
 read -r last_id last_csn <<<"${SNAPS[2]}"
 "$WORKLOAD" check --csn "$last_csn" --log "$T"/xfers.log "${CONNS[@]}" >/dev/null ||
