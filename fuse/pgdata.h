@@ -10,8 +10,8 @@
  *     pg_tblspc/<oid>/       each tablespace the backup holds (<node>/tablespaces/<oid>/), as
  *                            a directory in place of the link to its original location: a copy
  *                            holds its tablespaces and never writes where the node itself may
- *                            still run; tablespace_map, which would have recovery link them
- *                            back there, is then not shown
+ *                            still run; tablespace_map, with which recovery would try to link
+ *                            them back there (and fail), is then not shown
  *     recovery.signal        empty (a stored standby.signal is not shown)
  *     postgresql.auto.conf   the stored file, then restore_command = 'false' (pg_wal/ holds
  *                            all that recovery needs), recovery_target_name = the snapshot's

@@ -22,7 +22,7 @@
  * recovery_target_name = 'pitr_csn_<CSN>' with the restore point's timeline, and starts it;
  * the call waits until every node is promoted and reports the LSN each stopped at. With
  * target_dir, each node is laid down in <target_dir>/<node> on its own host, its tablespaces in
- * <target_dir>/<node>.tablespaces/<oid> (never their original locations), and nothing is
+ * <target_dir>/<node>.tablespaces/<oid> (not their original locations), and nothing is
  * stopped or started. Nodes that fail are named; the others are left as they are, and running
  * the restore again finishes the job.
  *
