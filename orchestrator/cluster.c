@@ -508,8 +508,9 @@ static int add_side_tablespace_map(RestoreCtx *ctx, NodeRun *n, const char *dir,
         char *path = NULL;
         if (r < 0 || !oid)
             continue;
-        if (asprintf(&path, "%s.tablespaces/%s", dir, oid) < 0 ||
-            json_object_set_new(map, oid, json_string(path)) < 0)
+        if (asprintf(&path, "%s.tablespaces/%s", dir, oid) < 0)
+            path = NULL; /* undefined after a failure */
+        if (!path || json_object_set_new(map, oid, json_string(path)) < 0)
             r = -ENOMEM;
         free(path);
     }
@@ -528,8 +529,9 @@ static json_t *restore_body(NodeRun *n, void *userdata)
                           (int)n->timeline, "delta", ctx->p->target_dir == NULL);
     if (b && ctx->p->target_dir) {
         char *dir = NULL;
-        if (asprintf(&dir, "%s/%s", ctx->p->target_dir, n->node->name) < 0 ||
-            json_object_set_new(b, "target_dir", json_string(dir)) < 0 ||
+        if (asprintf(&dir, "%s/%s", ctx->p->target_dir, n->node->name) < 0)
+            dir = NULL; /* undefined after a failure */
+        if (!dir || json_object_set_new(b, "target_dir", json_string(dir)) < 0 ||
             add_side_tablespace_map(ctx, n, dir, b) < 0) {
             free(dir);
             json_decref(b);
