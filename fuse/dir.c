@@ -100,14 +100,11 @@ static int node_dir(PfsFs *fs, PfsNode *n, const PfsDirData **ret)
     pthread_mutex_lock(&n->lock);
     if (!n->dir) {
         PfsDirData *dd = calloc(1, sizeof(*dd));
-        PfsReader *rd = NULL;
         if (!dd)
             r = -ENOMEM;
         /* no content: a directory the mount made up (pg_wal/ when the backup has none) */
-        else if (n->e->content.count > 0 && (r = pfs_reader_pool_get(fs->readers, &rd)) == 0) {
-            r = cs_dir_load(rd->rd, &n->e->content, &dd->v, &dd->n);
-            pfs_reader_pool_put(fs->readers, rd);
-        }
+        else if (n->e->content.count > 0)
+            r = pfs_fs_load_dir(fs, &n->e->content, dd);
         if (r == 0)
             r = pfs_pgdata_amend(fs, n, dd);
         if (r < 0) {

@@ -16,6 +16,17 @@
 #define HOUSEKEEPING_MS    2000u
 #define PREFETCH_QUEUE     4096u
 
+int pfs_fs_load_dir(PfsFs *fs, const CsContentRef *ref, PfsDirData *ret)
+{
+    PfsReader *rd;
+    int r = pfs_reader_pool_get(fs->readers, &rd);
+    if (r < 0)
+        return r;
+    r = cs_dir_load(rd->rd, ref, &ret->v, &ret->n);
+    pfs_reader_pool_put(fs->readers, rd);
+    return r;
+}
+
 int pfs_data_errno(int r)
 {
     /* Damage (EBADMSG), a chunk missing from the index (ENOENT), EPROTO, EFBIG, I/O errors:

@@ -116,6 +116,9 @@ int pfs_fs_readlink(PfsFs *fs, uint64_t ino, char **ret);
 int pfs_fs_statfs(PfsFs *fs, struct statvfs *ret);
 void pfs_fs_forget(PfsFs *fs, uint64_t ino, uint64_t nlookup);
 
+/* Decode the stored directory `ref` into ret->v/ret->n (sorted by name) with a pooled reader. */
+int pfs_fs_load_dir(PfsFs *fs, const CsContentRef *ref, PfsDirData *ret);
+
 /* An error reading repository data as the kernel should see it: -ENOMEM stays, anything else
  * (damage, a chunk missing from the index, I/O errors) is -EIO. */
 int pfs_data_errno(int r);

@@ -156,19 +156,15 @@ static bool is_oid_name(const char *name)
  * original locations. */
 static int stored_tablespaces(PfsFs *fs, const PfsNode *member, PfsDirData *ret)
 {
-    PfsReader *rd;
     PfsDirData root = { 0 };
-    int r = pfs_reader_pool_get(fs->readers, &rd);
-    if (r < 0)
-        return r;
-    if ((r = cs_dir_load(rd->rd, &member->e->content, &root.v, &root.n)) == 0) {
+    int r = pfs_fs_load_dir(fs, &member->e->content, &root);
+    if (r == 0) {
         CsDirEntry *ts = entry_find(&root, "tablespaces");
         if (ts && ts->type != CS_ENTRY_DIR)
             r = -EBADMSG;
         else if (ts)
-            r = cs_dir_load(rd->rd, &ts->content, &ret->v, &ret->n);
+            r = pfs_fs_load_dir(fs, &ts->content, ret);
     }
-    pfs_reader_pool_put(fs->readers, rd);
     cs_dir_entries_free(root.v, root.n);
     return r;
 }
@@ -216,13 +212,8 @@ static int dir_tablespaces(PfsFs *fs, const PfsNode *member, const CsDirEntry *e
 {
     if (!e || e->type != CS_ENTRY_DIR || e->content.count == 0)
         return 0;
-    PfsReader *rd;
     PfsDirData dd = { 0 };
-    int r = pfs_reader_pool_get(fs->readers, &rd);
-    if (r < 0)
-        return r;
-    r = cs_dir_load(rd->rd, &e->content, &dd.v, &dd.n);
-    pfs_reader_pool_put(fs->readers, rd);
+    int r = pfs_fs_load_dir(fs, &e->content, &dd);
     if (r == 0)
         r = tablespaces_in_place(fs, member, &dd, false);
     cs_dir_entries_free(dd.v, dd.n);
