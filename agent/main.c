@@ -111,10 +111,12 @@ static void usage(FILE *f)
             "  -v, --verbose            debug messages\n"
             "  -h, --help               this help\n"
             "  -V, --version            version\n\n"
-            "Exit status: 0 success, 1 failure (restore-wal: also \"not archived\", silently;\n"
-            "wal-check: gaps found), 2 wrong passphrase or key, 3 not a repository or\n"
-            "unsupported format, 4 damaged data, a WAL header that does not match its name, or\n"
-            "pages that fail their checksum during a backup, 5 repository busy, 64 usage error.\n");
+            "Exit status: 0 success, 1 failure (wal-check: gaps found), 2 wrong passphrase or\n"
+            "key, 3 not a repository or unsupported format, 4 damaged data, a WAL header that\n"
+            "does not match its name, or pages that fail their checksum during a backup,\n"
+            "5 repository busy, 64 usage error. restore-wal exits 1, silently, when the file is\n"
+            "not archived, and 128 plus the status above on any other failure, which makes\n"
+            "PostgreSQL stop recovery rather than take it for the end of the archive.\n");
 }
 
 static int open_repo(bool read_only, CsRepo **ret)
@@ -319,12 +321,23 @@ static int add_tablespace_map(const char *arg)
     return v[opt.n_ts_map - 1].oid ? 0 : -ENOMEM;
 }
 
+/* PostgreSQL takes an exit status up to 125 of restore_command for "not archived" and ends
+ * recovery there, promoting early when no target is set; above 125 it stops recovery. So
+ * every failure of restore-wal but a missing file exits 128 plus its usual status. */
+static int restore_wal_exit_code(int r)
+{
+    if (r == AGENT_WAL_NOT_ARCHIVED)
+        return EXIT_FAIL;
+    return r < 0 ? 128 + exit_code_from_errno(r) : EXIT_OK;
+}
+
 static const struct {
     const char *name;
     int (*fn)(int argc, char **argv);
+    int (*exit_code)(int r); /* NULL: exit_code_from_errno */
 } verbs[] = {
     { "archive-wal", cmd_archive_wal },
-    { "restore-wal", cmd_restore_wal },
+    { "restore-wal", cmd_restore_wal, restore_wal_exit_code },
     { "wal-check", cmd_wal_check },
     { "backup", cmd_backup },
     { "restore", cmd_restore },
@@ -439,8 +452,10 @@ int main(int argc, char **argv)
         opt.node = hostname;
     }
     for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
-        if (strcmp(argv[optind], verbs[i].name) == 0)
-            return exit_code_from_errno(verbs[i].fn(argc - optind, argv + optind));
+        if (strcmp(argv[optind], verbs[i].name) == 0) {
+            r = verbs[i].fn(argc - optind, argv + optind);
+            return verbs[i].exit_code ? verbs[i].exit_code(r) : exit_code_from_errno(r);
+        }
     log_error("unknown command \"%s\"\nHINT: see pitr-agent --help", argv[optind]);
     return EXIT_USAGE;
 }

@@ -313,9 +313,10 @@ int agent_wal_restore(CsRepo *repo, const char *node, const char *filename, cons
         return r;
     _cleanup_(cs_wal_object_clear) CsWalObject o = { 0 };
     r = cs_wal_object_load(repo, objname, &o);
-    if (r == -ENOENT) /* the normal end of recovery: PostgreSQL asks until a file is missing */
-        return log_debug_errno(r, "WAL file \"%s\" of node \"%s\" is not archived", filename,
-                               node);
+    if (r == -ENOENT) { /* the normal end of recovery: PostgreSQL asks until a file is missing */
+        log_debug("WAL file \"%s\" of node \"%s\" is not archived", filename, node);
+        return AGENT_WAL_NOT_ARCHIVED;
+    }
     if (r < 0)
         return log_object_error(r, objname);
     if (o.kind != name.kind)

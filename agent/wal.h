@@ -52,8 +52,11 @@ int agent_wal_archive(CsRepo *repo, const char *node, const char *path, const ch
  * into a temporary file beside the target, checked (size, SHA-256, page header against the
  * name, system identifier against the archived one), fsynced, renamed over the target, and
  * the directory fsynced. On any failure the target is left as it was and no temporary file
- * remains. The repository may be open read-only.
+ * remains. The repository may be open read-only. Returns AGENT_WAL_NOT_ARCHIVED when the node
+ * has no such file, the normal end of recovery, and keeps negative errnos for failures, which
+ * must stop recovery instead.
  */
+#define AGENT_WAL_NOT_ARCHIVED 1
 int agent_wal_restore(CsRepo *repo, const char *node, const char *filename, const char *target);
 
 /* ---- the archived chain of one node ---- */

@@ -81,7 +81,7 @@ for bad in 00000001000000000000000 0000000100000000000000010 0000000100000000000
     grep -q "\"$bad\" is not the name of a WAL" "$T"/stderr || fail "no clear message for the name $bad"
 done
 expect_exit 64 agent --node ../x archive-wal "$SEG1" 000000010000000000000001
-expect_exit 64 agent --node a restore-wal not-a-wal-name "$T"/x
+expect_exit 192 agent --node a restore-wal not-a-wal-name "$T"/x
 expect_exit 1 agent --node a archive-wal "$T"/does-not-exist 000000010000000000000004
 expect_exit 64 agent --node a archive-wal "$T" 000000010000000000000004
 assert_eq "$(archive_state)" "$before" "archive after refused files"
@@ -177,12 +177,12 @@ a2 archive-wal "$SEG1" 000000010000000000000001 || fail "archive into repo2 fail
 pack=$(find "$R2"/packs -name '*.pack' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
 flip_byte "$pack" $(($(stat -c %s "$pack") / 2)) 64
 mkdir "$T"/tgt
-expect_exit 4 a2 restore-wal 000000010000000000000001 "$T"/tgt/RECOVERYXLOG
+expect_exit 132 a2 restore-wal 000000010000000000000001 "$T"/tgt/RECOVERYXLOG
 grep -q 'damaged' "$T"/stderr || fail "restore-wal does not say the data is damaged"
 assert_eq "$(ls -A "$T"/tgt)" "" "files left after a failed restore"
 
 note "keys"
-expect_exit 2 env PITR_PASSPHRASE=wrong "$AGENT" -r "$REPO" --node a restore-wal 000000010000000000000001 "$T"/k
+expect_exit 130 env PITR_PASSPHRASE=wrong "$AGENT" -r "$REPO" --node a restore-wal 000000010000000000000001 "$T"/k
 "$AGENT" -r "$REPO" --node a restore-wal 000000010000000000000001 "$T"/k || fail "the passphrase does not unlock"
 expect_exit 2 env -u PITR_PASSPHRASE "$AGENT" -r "$REPO" --key-file "$T"/repo2.key --node a archive-wal "$SEG1" 000000010000000000000001
 expect_exit 3 agent -r "$T"/nowhere --node a archive-wal "$SEG1" 000000010000000000000001

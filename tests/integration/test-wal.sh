@@ -7,7 +7,10 @@
 #     archive alone, with the original pg_wal deleted, recover the latest state through
 #     restore-wal; a second copy recovers to a named restore point, promotes to a timeline
 #     whose first segment starts with pages of the parent timeline, and archives it;
-#  3. a WAL file that is not archived makes restore-wal exit 1 without a word.
+#  3. a WAL file that is not archived makes restore-wal exit 1 without a word;
+#  4. a restore-wal that fails mid-recovery (a key that does not unlock) stops recovery:
+#     PostgreSQL must not take the failure for the end of the archive and promote early;
+#     with the right key a restart then recovers the latest state.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-pg.sh"
 AGENT=$PITR_BIN/pitr-agent
@@ -24,6 +27,7 @@ AGENT_CMD="$AGENT -r $REPO --key-file $T/repo.key --node main"
 P1=$(free_port 21440)
 P2=$(free_port $((P1 + 1)))
 P3=$(free_port $((P2 + 1)))
+P4=$(free_port $((P3 + 1)))
 # Wait until the archive holds object $1 (a path below wal/main/), 60 s at most.
 wait_archived() {
     local i
@@ -46,6 +50,7 @@ as_pg "$PGBIN"/pgbench -h 127.0.0.1 -p "$P1" -U postgres -i -s 5 -q postgres >"$
 as_pg "$PGBIN"/pg_basebackup -h 127.0.0.1 -p "$P1" -U postgres -D "$T"/base -X none -c fast \
     2>"$T"/basebackup.err || { cat "$T"/basebackup.err; fail "pg_basebackup failed"; }
 as_pg cp -a "$T"/base "$T"/base2
+as_pg cp -a "$T"/base "$T"/base4
 t0=$SECONDS
 as_pg "$PGBIN"/pgbench -h 127.0.0.1 -p "$P1" -U postgres -c 4 -j 2 -T 10 postgres >"$T"/pgbench.log 2>&1 &
 bench=$!
@@ -157,4 +162,49 @@ leftover=("$T"/*pitr-*)
 # With -v the reason is there.
 expect_exit 1 agent --node main -v restore-wal 0000000100000000000000FF "$T"/missing-target
 grep -q 'not archived' "$T"/stderr || fail "restore-wal -v does not say the file is not archived"
+
+note "4. restore-wal failing mid-recovery stops recovery; a restart with the key finishes it"
+# The segments the base backup needs to become consistent come through; every later one is
+# asked for under a wrong passphrase.
+start_seg=$(sed -n 's/^START WAL LOCATION: .*(file \([0-9A-F]\{24\}\))$/\1/p' "$T"/base4/backup_label)
+[[ -n $start_seg ]] || fail "no START WAL LOCATION in the base backup's backup_label"
+limit=$(printf '%s%08X' "${start_seg:0:16}" $((16#${start_seg:16:8} + 1)))
+cat >"$T"/restore-flaky.sh <<EOF
+#!/bin/bash
+if [[ \$1 == 00000001???????????????? && \$1 > $limit ]]; then
+    exec env PITR_PASSPHRASE=wrong "$AGENT" -r "$REPO" --node main restore-wal "\$1" "\$2"
+fi
+exec $AGENT_CMD restore-wal "\$1" "\$2"
+EOF
+chmod 755 "$T"/restore-flaky.sh
+cat >>"$T"/base4/postgresql.conf <<EOF
+port = $P4
+restore_command = '$T/restore-flaky.sh %f %p'
+recovery_target_action = 'promote'
+# Timeline 1 to its end: the latest timeline (3, from part 2b) branched off before B.
+recovery_target_timeline = '1'
+EOF
+as_pg touch "$T"/base4/recovery.signal
+# pg_ctl may return once the copy is consistent and accepts connections: the failure comes
+# after that. Wait for the server to end by itself.
+as_pg "$PGBIN"/pg_ctl -D "$T"/base4 -l "$T"/pg4.log -w -t 90 start >/dev/null 2>&1 || true
+cleanup_hooks+=("as_pg '$PGBIN/pg_ctl' -D '$T/base4' -m immediate stop >/dev/null 2>&1")
+for ((i = 0; i < 600; i++)); do
+    [[ -e $T/base4/postmaster.pid ]] || break
+    sleep 0.1
+done
+[[ ! -e $T/base4/postmaster.pid ]] || {
+    tail -20 "$T"/pg4.log
+    fail "the server went on although restore-wal failed (promoted: $(psql_at "$P4" -c "SELECT NOT pg_is_in_recovery()" 2>&1))"
+}
+grep -q 'could not restore file .* from archive: child process exited with exit code 130' "$T"/pg4.log ||
+    { tail -20 "$T"/pg4.log; fail "the server log does not show restore-wal's exit status 130"; }
+grep -q 'selected new timeline ID' "$T"/pg4.log && fail "the server promoted after restore-wal failed"
+sed -i "s|^restore_command = '$T/restore-flaky.sh %f %p'|restore_command = '$AGENT_CMD restore-wal %f %p'|" "$T"/base4/postgresql.conf
+pg_start "$T"/base4 "$T"/pg4b.log
+wait_promoted "$P4" "$T"/pg4b.log
+assert_eq "$(psql_at "$P4" -c "SELECT string_agg(v, ',' ORDER BY v) FROM marker")" \
+    "A after backup,B after rp1" "markers after the interrupted recovery"
+assert_eq "$(psql_at "$P4" -c "SELECT count(*) FROM pgbench_history")" "$HISTORY_ROWS" \
+    "pgbench_history rows after the interrupted recovery"
 echo "all WAL checks passed"
