@@ -464,6 +464,32 @@ static int barrier_plain(Barrier *b, OrchBarrierResult *res)
     return 0;
 }
 
+/* Citus writes the workers' restore points without saying where. The WAL file current on a
+ * worker just after holds its point or follows it: the snapshot waits until that file is
+ * archived, which covers the point, and restores on its timeline. The LSN stays unknown. */
+static int citus_worker_positions(Barrier *b, OrchBarrierResult *res)
+{
+    const OrchConfig *cfg = b->cfg;
+    _cleanup_free_ size_t *nodes = calloc(cfg->n_nodes, sizeof(*nodes));
+    _cleanup_free_ PGresult **pos = calloc(cfg->n_nodes, sizeof(*pos));
+    if (!nodes || !pos)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_nodes; i++)
+        if (i != cfg->coordinator)
+            nodes[n++] = i;
+    int r = run_on(b, nodes, n, "SELECT '', pg_walfile_name(pg_current_wal_lsn())", NULL,
+                   "could not read the WAL position after the Citus restore point", pos);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++) {
+        if (r == 0)
+            r = restore_point_fill(cfg, nodes[i], pos[i], &res->points[nodes[i]]);
+        PQclear(pos[i]);
+    }
+    return r;
+}
+
 static int barrier_citus(Barrier *b, OrchBarrierResult *res)
 {
     size_t coord = b->cfg->coordinator;
@@ -478,7 +504,10 @@ static int barrier_citus(Barrier *b, OrchBarrierResult *res)
     if (r < 0)
         return r;
     res->held_ms = (double)(mono_now_us() - t0) / 1000.0;
-    return restore_point_fill(b->cfg, coord, pr, &res->points[coord]);
+    r = restore_point_fill(b->cfg, coord, pr, &res->points[coord]);
+    if (r < 0)
+        return r;
+    return citus_worker_positions(b, res);
 }
 
 static int barrier_none(Barrier *b, OrchBarrierResult *res)

@@ -56,8 +56,9 @@
 typedef struct OrchRestorePoint {
     char lsn[24];      /* end of the restore point record as PostgreSQL prints it ("0/3000060");
                         * "" when not known (citus: the workers) */
-    char walfile[32];  /* WAL segment holding that record (pg_walfile_name), "" when not known */
-    uint32_t timeline; /* the node's insert timeline, from walfile; 0 when not known */
+    char walfile[32];  /* WAL segment holding that record (pg_walfile_name); citus workers:
+                        * the segment current just after, which holds it or follows it */
+    uint32_t timeline; /* the node's insert timeline, from walfile */
 } OrchRestorePoint;
 
 typedef struct OrchBarrierResult {

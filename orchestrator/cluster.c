@@ -313,8 +313,6 @@ static int wait_archived(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t
     double deadline = mono_now() + (double)cfg->wal_timeout_ms / 1000.0;
     for (size_t i = 0; i < n; i++) {
         const OrchRestorePoint *pt = &br->points[v[i].index];
-        if (!pt->walfile[0])
-            continue; /* citus workers: their restore point's place is not known */
         CsWalName wal;
         char name[CS_WAL_OBJECT_NAME_MAX];
         if (cs_wal_name_parse(pt->walfile, &wal) < 0 ||
@@ -542,9 +540,15 @@ static int add_side_tablespace_map(RestoreCtx *ctx, NodeRun *n, const char *dir,
 static json_t *restore_body(NodeRun *n, void *userdata)
 {
     RestoreCtx *ctx = userdata;
-    json_t *b = json_pack("{s:s,s:s,s:s,s:i,s:b}", "backup", n->backup_id, "target_kind", "name",
-                          "target_value", ctx->restore_point, "target_timeline",
-                          (int)n->timeline, "delta", ctx->p->target_dir == NULL);
+    json_t *b = json_pack("{s:s,s:s,s:s,s:b}", "backup", n->backup_id, "target_kind", "name",
+                          "target_value", ctx->restore_point, "delta", ctx->p->target_dir == NULL);
+    /* 0: not recorded (Citus workers in snapshots of earlier versions); the agent then
+     * follows the latest timeline to the named point. */
+    if (b && n->timeline > 0 &&
+        json_object_set_new(b, "target_timeline", json_integer(n->timeline)) < 0) {
+        json_decref(b);
+        return NULL;
+    }
     if (b && ctx->p->target_dir) {
         char *dir = NULL;
         if (asprintf(&dir, "%s/%s", ctx->p->target_dir, n->node->name) < 0)
