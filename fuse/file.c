@@ -39,18 +39,36 @@ int pfs_file_map_load(CsReader *rd, const CsContentRef *ref, PfsFileMap **ret)
         cs_content_ref_free(&flat);
         return -ENOMEM;
     }
-    for (size_t i = 0; i < flat.count; i++) {
+    for (size_t i = 0; i < flat.count && r == 0; i++) {
         const CsChunkSlice *e = &flat.entries[i];
+        uint64_t need = (uint64_t)e->offset + e->length;
         /* The cache holds whole chunks, so a slice needs its chunk's length: the index has it
          * (a chunk it lacks fails when read, with the reader's message). */
         chunk_len[i] = e->length;
         if (!flat.has_slices)
             continue;
+        if (need > UINT32_MAX) {
+            char hex[2 * CS_CHUNK_ID_SIZE + 1];
+            hex_encode(e->id.bytes, CS_CHUNK_ID_SIZE, hex);
+            r = log_error_errno(-EBADMSG, "a slice of chunk %s ends past 4 GiB", hex);
+            break;
+        }
         if (i > 0 && memcmp(e->id.bytes, flat.entries[i - 1].id.bytes, CS_CHUNK_ID_SIZE) == 0)
             chunk_len[i] = chunk_len[i - 1];
-        else if (cs_reader_chunk_length(rd, &e->id, &chunk_len[i]) < 0 ||
-                 (uint64_t)e->offset + e->length > chunk_len[i])
-            chunk_len[i] = e->offset + e->length;
+        else if (cs_reader_chunk_length(rd, &e->id, &chunk_len[i]) < 0)
+            chunk_len[i] = (uint32_t)need;
+        /* A slice past its chunk's end (a damaged index or list): expecting a chunk that long
+         * makes its read fail on the length check, where reading the slice would run off the
+         * chunk's buffer. */
+        if (need > chunk_len[i])
+            chunk_len[i] = (uint32_t)need;
+    }
+    if (r < 0) {
+        free(m);
+        free(offsets);
+        free(chunk_len);
+        cs_content_ref_free(&flat);
+        return r;
     }
     atomic_init(&m->refs, 1);
     m->count = flat.count;

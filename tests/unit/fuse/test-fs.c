@@ -950,9 +950,46 @@ static void test_cluster_tablespaces_in_place(void **state)
     free(data);
 }
 
+/* A slice list that names bytes past its chunk's end (a damaged index or list) makes the map
+ * expect the chunk that long, so that its read fails on the length check instead of running
+ * off the chunk's buffer; a slice ending past 4 GiB is refused outright. */
+static void test_file_map_slice_bounds(void **state)
+{
+    Fixture *f = *state;
+    PfsFs *fs = f->fs;
+    PfsAttr a;
+    char path[256];
+    snprintf(path, sizeof(path), "snapshots/%s/big", f->tree_id);
+    ASSERT_OK(walk(fs, path, &a));
+    PfsFile *file;
+    ASSERT_OK(pfs_file_open(fs, a.ino, O_RDONLY, &file));
+    CsChunkSlice chunk = file->map->chunks[0];
+    uint32_t len = file->map->chunk_len[0];
+    pfs_file_release(fs, file);
+    assert_true(chunk.offset == 0 && chunk.length == len && len > 0);
+
+    PfsReader *rd;
+    ASSERT_OK(pfs_reader_pool_get(fs->readers, &rd));
+    CsChunkSlice two[] = { { .id = chunk.id, .offset = 0, .length = len },
+                           { .id = chunk.id, .offset = len, .length = len } };
+    CsContentRef ref = { .size = 2 * (uint64_t)len, .has_slices = true, .count = 2,
+                         .entries = two };
+    PfsFileMap *m;
+    ASSERT_OK(pfs_file_map_load(rd->rd, &ref, &m));
+    for (size_t i = 0; i < m->count; i++)
+        assert_true((uint64_t)m->chunks[i].offset + m->chunks[i].length <= m->chunk_len[i]);
+    pfs_file_map_unref(m);
+
+    CsChunkSlice wraps[] = { { .id = chunk.id, .offset = UINT32_MAX - 0xff, .length = 0x200 } };
+    ref = (CsContentRef){ .size = 0x200, .has_slices = true, .count = 1, .entries = wraps };
+    ASSERT_ERR(EBADMSG, pfs_file_map_load(rd->rd, &ref, &m));
+    pfs_reader_pool_put(fs->readers, rd);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 RUN_TESTS(cmocka_unit_test(test_display_names), cmocka_unit_test(test_view_build),
           cmocka_unit_test(test_inode_numbers_and_lifetime), T(test_tree_through_the_mount),
+          T(test_file_map_slice_bounds),
           T(test_readdir_and_lookup_counts), T(test_concurrent_reads),
           T(test_direct_io_keeps_read_chunks), T(test_stats_file),
           T(test_new_snapshot_appears), T(test_cluster_pgdata_and_wal),
