@@ -81,7 +81,9 @@ static int shell_quote(Buf *out, const char *s)
 
 static int default_restore_command(const AgentRestoreParams *p, char **ret)
 {
-    if (!p->repo_location || !p->keyfile)
+    /* The key file unlocking this agent, by option or by environment (keysource.c). */
+    const char *keyfile = p->keyfile ? p->keyfile : getenv("PITR_KEY_FILE");
+    if (!p->repo_location || !keyfile)
         return log_error_errno(-EINVAL,
                                "the server's restore_command needs a key file: give --key-file "
                                "(PostgreSQL cannot answer a passphrase prompt)");
@@ -90,8 +92,12 @@ static int default_restore_command(const AgentRestoreParams *p, char **ret)
     if (n <= 0)
         return -errno;
     exe[n] = 0;
-    _cleanup_free_ char *repo = realpath(p->repo_location, NULL);
-    _cleanup_free_ char *key = realpath(p->keyfile, NULL);
+    /* The repository's location may be written as a file:// URL (backend-local.c). */
+    const char *dir = p->repo_location;
+    if (strncmp(dir, "file://", 7) == 0)
+        dir += 7;
+    _cleanup_free_ char *repo = realpath(dir, NULL);
+    _cleanup_free_ char *key = realpath(keyfile, NULL);
     if (!repo || !key)
         return log_error_errno(-errno, "could not resolve the repository or key file path: %m");
     _cleanup_(buf_free) Buf b = BUF_INIT;
@@ -116,12 +122,11 @@ static int write_owned(const char *path, const void *p, size_t n, const CsDirEnt
     return r;
 }
 
-static int write_recovery_settings(const AgentRestoreParams *p, const CsDirEntry *pgdata)
+/* restore_command: the caller's, or made by default_restore_command(). */
+static int write_recovery_settings(const AgentRestoreParams *p, const char *restore_command,
+                                   const CsDirEntry *pgdata)
 {
-    _cleanup_free_ char *cmd = NULL;
     int r = 0;
-    if (!p->restore_command && (r = default_restore_command(p, &cmd)) < 0)
-        return r;
     _cleanup_free_ char *conf_path = path_join(p->target, "postgresql.auto.conf");
     _cleanup_free_ char *signal_path = path_join(p->target, "recovery.signal");
     _cleanup_free_ char *standby = path_join(p->target, "standby.signal");
@@ -142,8 +147,7 @@ static int write_recovery_settings(const AgentRestoreParams *p, const CsDirEntry
     if (r == 0)
         r = buf_printf(&conf, "# recovery settings written by pitr-agent restore at %s\n", when);
     if (r == 0)
-        r = conf_append_setting(&conf, "restore_command",
-                                p->restore_command ? p->restore_command : cmd);
+        r = conf_append_setting(&conf, "restore_command", restore_command);
     /* PostgreSQL's setting for each target kind; "latest" sets none. */
     static const char *const target_keys[] = {
         [AGENT_TARGET_NAME] = "recovery_target_name",
@@ -226,8 +230,14 @@ int agent_node_restore(CsRepo *repo, const AgentRestoreParams *p, AgentRestoreRe
     if (p->target_kind != AGENT_TARGET_LATEST && p->target_kind != AGENT_TARGET_IMMEDIATE &&
         (!p->target_value || !*p->target_value))
         return log_error_errno(-EINVAL, "the recovery target needs a value");
+    /* Everything that can refuse the restore is settled before the first byte is written:
+     * a data directory laid down without the settings to recover it is worse than none. */
+    _cleanup_free_ char *default_command = NULL;
+    int r = p->restore_command ? 0 : default_restore_command(p, &default_command);
+    if (r < 0)
+        return r;
     CsSnapshot snap = { 0 };
-    int r = find_backup(repo, p, &snap);
+    r = find_backup(repo, p, &snap);
     if (r < 0)
         return r;
 
@@ -291,7 +301,8 @@ int agent_node_restore(CsRepo *repo, const AgentRestoreParams *p, AgentRestoreRe
     if (r == 0 && n_ts)
         r = rewrite_tablespace_map(p, ts, n_ts, &pgdata);
     if (r == 0)
-        r = write_recovery_settings(p, &pgdata);
+        r = write_recovery_settings(p, p->restore_command ? p->restore_command : default_command,
+                                    &pgdata);
     if (r == 0) {
         memcpy(ret->snapshot_id, snap.id, sizeof(ret->snapshot_id));
         ret->bytes_written = ret->tree.bytes_written;

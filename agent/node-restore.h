@@ -54,7 +54,7 @@ typedef struct AgentRestoreParams {
      * repository location and the key file given below */
     const char *restore_command;
     const char *repo_location; /* for the default restore_command */
-    const char *keyfile;       /* for the default restore_command */
+    const char *keyfile;       /* for the default restore_command; NULL: $PITR_KEY_FILE */
     const AgentTablespaceMap *tablespace_map;
     size_t n_tablespace_map;
     unsigned threads;

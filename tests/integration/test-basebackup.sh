@@ -116,8 +116,17 @@ done
 note "2. restore to the restore point into a new directory, tablespace mapped elsewhere"
 TS_OID=$(psql_at "$P1" -c "SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'")
 mkdir "$T"/ts1-copy && chown postgres: "$T"/ts1-copy
-agent restore "$BACKUP_ID" --target-dir "$T"/pg2 --target-name rp1 \
-    --tablespace-map "$TS_OID=$T/ts1-copy" || fail "restore failed"
+# Unlocked by a passphrase, the agent cannot give the server a restore_command (PostgreSQL
+# cannot answer a prompt): refused before anything is written.
+mkdir "$T"/pg-nokey "$T"/ts1-nokey && chown postgres: "$T"/pg-nokey "$T"/ts1-nokey
+expect_exit 64 as_pg "$AGENT" -r "$REPO" -n main restore "$BACKUP_ID" --target-dir "$T"/pg-nokey \
+    --target-name rp1 --tablespace-map "$TS_OID=$T/ts1-nokey"
+grep -q 'needs a key file' "$T"/stderr || fail "a restore without a key file does not say why it is refused"
+[[ -z $(find "$T"/pg-nokey "$T"/ts1-nokey -mindepth 1) ]] || fail "a refused restore wrote into its target"
+# The key file may come from the environment, as archive_command's does.
+as_pg env -u PITR_PASSPHRASE PITR_KEY_FILE="$T"/repo.key "$AGENT" -r "$REPO" -n main restore \
+    "$BACKUP_ID" --target-dir "$T"/pg2 --target-name rp1 --tablespace-map "$TS_OID=$T/ts1-copy" ||
+    fail "restore failed"
 [[ -f $T/pg2/recovery.signal ]] || fail "recovery.signal missing"
 grep -q "recovery_target_name = 'rp1'" "$T"/pg2/postgresql.auto.conf || fail "recovery target missing"
 [[ -z $(ls "$T"/pg2/pg_wal | grep -v archive_status) ]] || fail "pg_wal is not empty"
