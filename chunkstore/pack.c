@@ -633,7 +633,9 @@ int cs_pack_read_trailer(CsBackend *b, const char *name, CsPackId *ret_id,
     uint64_t trailer_off = get_le64(footer);
     uint32_t n_chunks = get_le32(footer + 8), n_records = get_le32(footer + 12);
     size_t t_len = (size_t)n_records * CS_PACK_RECORD_REF_SIZE;
-    if (trailer_off < CS_PACK_HEADER_SIZE || trailer_off + t_len + CS_PACK_FOOTER_SIZE != size)
+    /* Subtractions, not a sum: a damaged trailer_off near 2^64 must not wrap to the size. */
+    if (t_len > size - CS_PACK_HEADER_SIZE - CS_PACK_FOOTER_SIZE ||
+        trailer_off != size - CS_PACK_FOOTER_SIZE - t_len)
         return -EBADMSG;
     _cleanup_free_ uint8_t *t = malloc(t_len + 1);
     _cleanup_(buf_free) Buf entries = BUF_INIT;

@@ -789,6 +789,20 @@ static void test_pack_truncated(void **state)
     free(tentries);
     tentries = NULL;
 
+    /* A record count and trailer offset that add up to the size only modulo 2^64: refused
+     * before anything is sized by them. */
+    uint8_t footer[CS_PACK_FOOTER_SIZE], forged[CS_PACK_FOOTER_SIZE];
+    assert_int_equal(pread(fd, footer, sizeof(footer), (off_t)(size - sizeof(footer))),
+                     (ssize_t)sizeof(footer));
+    memcpy(forged, footer, sizeof(forged));
+    put_le32(forged + 12, UINT32_MAX);
+    put_le64(forged, size - CS_PACK_FOOTER_SIZE - (uint64_t)UINT32_MAX * CS_PACK_RECORD_REF_SIZE);
+    assert_int_equal(pwrite(fd, forged, sizeof(forged), (off_t)(size - sizeof(forged))),
+                     (ssize_t)sizeof(forged));
+    ASSERT_ERR(EBADMSG, cs_pack_read_trailer(b, name, &tid, &tentries, &tn));
+    assert_int_equal(pwrite(fd, footer, sizeof(footer), (off_t)(size - sizeof(footer))),
+                     (ssize_t)sizeof(footer));
+
     /* Torn at every length from the full size down to nothing (in steps near the end). */
     for (uint64_t len = size - 1;; len = len > 200 ? len - 1 - len % 7 : len - 1) {
         assert_int_equal(ftruncate(fd, (off_t)len), 0);
