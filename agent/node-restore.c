@@ -136,10 +136,8 @@ static int write_recovery_settings(const AgentRestoreParams *p, const char *rest
     char *old = NULL;
     size_t old_n = 0;
     if (read_file(conf_path, 64 << 20, &old, &old_n) == 0) {
-        r = buf_append(&conf, old, old_n);
+        r = conf_append_without_recovery(&conf, old, old_n);
         free(old);
-        if (r == 0 && old_n && conf.data[conf.size - 1] != '\n')
-            r = buf_append(&conf, "\n", 1);
     }
     time_t now = time(NULL);
     char when[32];

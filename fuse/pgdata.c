@@ -230,12 +230,12 @@ static int recovery_conf(PfsFs *fs, const Member *m, const CsDirEntry *stored,
         PfsReader *rd;
         if ((r = pfs_reader_pool_get(fs->readers, &rd)) < 0)
             return r;
-        r = cs_reader_read_all(rd->rd, &stored->content, AUTO_CONF_MAX, out);
+        _cleanup_(buf_free) Buf old = BUF_INIT;
+        r = cs_reader_read_all(rd->rd, &stored->content, AUTO_CONF_MAX, &old);
         pfs_reader_pool_put(fs->readers, rd);
         if (r < 0)
             return r;
-        if (out->size && out->data[out->size - 1] != '\n')
-            r = buf_append(out, "\n", 1);
+        r = conf_append_without_recovery(out, (const char *)old.data, old.size);
     }
     char tli[16];
     snprintf(tli, sizeof(tli), "%" PRIu32, m->tli);
