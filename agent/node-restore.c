@@ -234,6 +234,7 @@ int agent_node_restore(CsRepo *repo, const AgentRestoreParams *p, AgentRestoreRe
     int r = p->restore_command ? 0 : default_restore_command(p, &default_command);
     if (r < 0)
         return r;
+    const char *restore_command = p->restore_command ? p->restore_command : default_command;
     CsSnapshot snap = { 0 };
     r = find_backup(repo, p, &snap);
     if (r < 0)
@@ -299,8 +300,7 @@ int agent_node_restore(CsRepo *repo, const AgentRestoreParams *p, AgentRestoreRe
     if (r == 0 && n_ts)
         r = rewrite_tablespace_map(p, ts, n_ts, &pgdata);
     if (r == 0)
-        r = write_recovery_settings(p, p->restore_command ? p->restore_command : default_command,
-                                    &pgdata);
+        r = write_recovery_settings(p, restore_command, &pgdata);
     if (r == 0) {
         memcpy(ret->snapshot_id, snap.id, sizeof(ret->snapshot_id));
         ret->bytes_written = ret->tree.bytes_written;

@@ -32,13 +32,8 @@ int pfs_file_map_load(CsReader *rd, const CsContentRef *ref, PfsFileMap **ret)
     PfsFileMap *m = calloc(1, sizeof(*m));
     uint64_t *offsets = cs_content_ref_offsets(&flat);
     uint32_t *chunk_len = malloc((flat.count ? flat.count : 1) * sizeof(*chunk_len));
-    if (!m || !offsets || !chunk_len) {
-        free(m);
-        free(offsets);
-        free(chunk_len);
-        cs_content_ref_free(&flat);
-        return -ENOMEM;
-    }
+    if (!m || !offsets || !chunk_len)
+        r = -ENOMEM;
     for (size_t i = 0; i < flat.count && r == 0; i++) {
         const CsChunkSlice *e = &flat.entries[i];
         uint64_t need = (uint64_t)e->offset + e->length;
