@@ -34,18 +34,29 @@ void cs_snapshots_free(CsSnapshot *v, size_t n)
     free(v);
 }
 
+/* The AAD of a sealed object: its name and, from version 4 on, the magic and version before
+ * it, so that a changed version byte fails the tag instead of passing for an older object. */
+static int sealed_aad(const uint8_t *h, const char *name, Buf *aad)
+{
+    if (get_le32(h + 8) >= CS_FORMAT_VERSION_KEYED && buf_append(aad, h, 12) < 0)
+        return -ENOMEM;
+    return buf_append(aad, name, strlen(name));
+}
+
 int cs_sealed_encode(const uint8_t key[32], const char *name, const void *p, size_t n, Buf *out)
 {
-    uint8_t *h = buf_extend(out, CS_SEALED_HEADER_SIZE + n + CS_TAG_SIZE);
-    if (!h)
+    size_t at = out->size;
+    if (!buf_extend(out, CS_SEALED_HEADER_SIZE + n + CS_TAG_SIZE))
         return -ENOMEM;
+    uint8_t *h = out->data + at;
     memcpy(h, CS_SEALED_MAGIC, 8);
     put_le32(h + 8, CS_FORMAT_VERSION);
     int r = cs_random_bytes(h + 12, CS_NONCE_SIZE);
-    if (r < 0)
+    _cleanup_(buf_free) Buf aad = BUF_INIT;
+    if (r < 0 || (r = sealed_aad(h, name, &aad)) < 0)
         return r;
     uint8_t *ct = h + CS_SEALED_HEADER_SIZE;
-    return cs_aead_seal(key, h + 12, name, strlen(name), p, n, ct, ct + n);
+    return cs_aead_seal(key, h + 12, aad.data, aad.size, p, n, ct, ct + n);
 }
 
 int cs_sealed_decode(const uint8_t key[32], const char *name, const void *p, size_t n, Buf *out)
@@ -60,8 +71,12 @@ int cs_sealed_decode(const uint8_t key[32], const char *name, const void *p, siz
     if (!dst)
         return -ENOMEM;
     out->size--;
+    _cleanup_(buf_free) Buf aad = BUF_INIT;
+    int r = sealed_aad(h, name, &aad);
+    if (r < 0)
+        return r;
     const uint8_t *ct = h + CS_SEALED_HEADER_SIZE;
-    int r = cs_aead_open(key, h + 12, name, strlen(name), ct, len, dst, ct + len);
+    r = cs_aead_open(key, h + 12, aad.data, aad.size, ct, len, dst, ct + len);
     dst[len] = 0;
     return r;
 }

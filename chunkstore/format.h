@@ -1,5 +1,5 @@
 /*
- * On-disk format of a pitrfs repository, version 3. docs/FORMAT.md describes every byte; this
+ * On-disk format of a pitrfs repository, version 4. docs/FORMAT.md describes every byte; this
  * header holds the constants both the code and that document refer to. All integers are
  * little-endian. A reader refuses a repository whose format_version is newer than
  * CS_FORMAT_VERSION.
@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#define CS_FORMAT_VERSION 3
+#define CS_FORMAT_VERSION 4
 /* Version 2 added delta records (CS_RECORD_FLAG_DELTA); a version 1 repository is read as it is
  * and gets no delta records, so that older builds can still read it. */
 #define CS_FORMAT_VERSION_DELTA 2
@@ -17,6 +17,12 @@
  * bases then name slices of chunks (CS_REF_FLAG_SLICES, CS_RECORD_FLAG_SLICED_BASES). A version
  * 2 repository is written as version 2. */
 #define CS_FORMAT_VERSION_RUNS 3
+/* Version 4 added keyed delta records (CS_RECORD_FLAG_FRAMED): a changed page is a delta of a
+ * page stored whole, never of another delta, each in a zstd frame of its own. Reading any
+ * version of a page then decodes one small frame and one whole page, however long the history;
+ * chained deltas (versions 2 and 3) made a read of the newest snapshot decode the records of
+ * every earlier one. A version 3 repository is written as version 3. */
+#define CS_FORMAT_VERSION_KEYED 4
 
 /* Sizes of ids and keys. */
 #define CS_CHUNK_ID_SIZE 32 /* HMAC-SHA-256 of the plaintext under the id key */
@@ -48,12 +54,23 @@
 /* The base list names slices (CS_SLICE_SIZE bytes each) instead of whole chunks (version 3).
  * Always with FLAG_DELTA. */
 #define CS_RECORD_FLAG_SLICED_BASES 0x04
+/* Version 4: base i is the base of member i alone (one base per member), and the payload is a
+ * table of frame lengths followed by one zstd frame per member, each compressed against its own
+ * base, so one member is decoded without the others or their bases. Depth is 1: the bases are
+ * stored whole. Always with FLAG_ZSTD, FLAG_DELTA and FLAG_SLICED_BASES. */
+#define CS_RECORD_FLAG_FRAMED 0x08
+#define CS_FRAME_LEN_SIZE 4 /* u32 per member at the start of a framed record's plaintext */
 #define CS_RECORD_MAX_MEMBERS 4096
 #define CS_RECORD_MAX_BASES   4096
 #define CS_RECORD_BASE_COUNT_SIZE 4 /* u32 after the member list of a delta record */
-/* Writers keep delta chains short (depth = 1 + the deepest base's depth), so reading a chunk
- * normally decodes at most this many records below it. */
+/* Writers of versions 2 and 3 kept delta chains short (depth = 1 + the deepest base's depth), so
+ * reading a chunk normally decodes at most this many records below it. */
 #define CS_DELTA_MAX_DEPTH 4
+/* Version 4 writers store a changed page whole (a new key) instead of as a delta of its key when
+ * the delta's frame would be larger than this fraction (in 1/16) of what the page costs whole,
+ * judged by the compression of the key's record: deltas of a key grow as a page drifts from it,
+ * and past this point a new key is cheaper over the next versions. */
+#define CS_DELTA_REKEY_SIXTEENTHS 6
 /* Readers follow bases through at most this many delta records, one inside the other: deeper is
  * a damaged or crafted repository (a cycle of bases, say), reported as damage. */
 #define CS_DELTA_MAX_NESTING 16

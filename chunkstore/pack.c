@@ -120,6 +120,39 @@ int cs_record_compress_prefixed(void *zstd_cctx, int level, const void *prefix, 
     return compress_result(z, raw, n, CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA, out);
 }
 
+int cs_frame_compress(void *zstd_cctx, int level, const void *base, size_t base_len,
+                      const void *raw, size_t n, Buf *out)
+{
+    ZSTD_CCtx *cctx = zstd_cctx;
+    size_t bound = ZSTD_compressBound(n);
+    buf_clear(out);
+    if (buf_reserve(out, bound) < 0)
+        return -ENOMEM;
+    unsigned wlog = 10;
+    while (wlog < 27 && (1ull << wlog) < (unsigned long long)base_len + n)
+        wlog++;
+    /* The frame's checksum is checked when it is decoded: the base is found by id through the
+     * index, and a base that is not the one it was made against must not give other bytes. */
+    size_t z = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(z))
+        z = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+    if (!ZSTD_isError(z))
+        z = ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, (int)wlog);
+    if (!ZSTD_isError(z))
+        z = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+    if (!ZSTD_isError(z))
+        z = ZSTD_CCtx_refPrefix(cctx, base, base_len);
+    if (!ZSTD_isError(z))
+        z = ZSTD_compress2(cctx, out->data, bound, raw, n);
+    ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    if (ZSTD_isError(z)) {
+        log_debug("zstd: %s", ZSTD_getErrorName(z));
+        return -EIO;
+    }
+    out->size = z;
+    return 0;
+}
+
 uint64_t cs_member_lengths_sum(const uint8_t *list, size_t n)
 {
     uint64_t sum = 0;
@@ -214,6 +247,8 @@ int cs_record_encode_delta(const uint8_t pack_key[32], const CsRecordMember *mem
         ((flags & CS_RECORD_FLAG_SLICED_BASES) && !is_delta))
         return -EINVAL;
     bool is_sliced = flags & CS_RECORD_FLAG_SLICED_BASES;
+    if ((flags & CS_RECORD_FLAG_FRAMED) && (!is_sliced || bases->n != n_members))
+        return -EINVAL; /* one base per member, each a slice */
     for (size_t i = 0; is_delta && !is_sliced && i < bases->n; i++)
         if (bases->v[i].offset != 0)
             return -EINVAL; /* only a sliced base list can say where a base starts */
@@ -282,9 +317,12 @@ static int header_len_of(const uint8_t *h, const uint8_t *base_count, size_t *re
 
 static bool flags_valid(uint8_t flags, uint8_t depth)
 {
-    if (flags & ~(CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA | CS_RECORD_FLAG_SLICED_BASES))
+    if (flags & ~(CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA | CS_RECORD_FLAG_SLICED_BASES |
+                  CS_RECORD_FLAG_FRAMED))
         return false;
     if ((flags & CS_RECORD_FLAG_SLICED_BASES) && !(flags & CS_RECORD_FLAG_DELTA))
+        return false;
+    if ((flags & CS_RECORD_FLAG_FRAMED) && !(flags & CS_RECORD_FLAG_SLICED_BASES))
         return false;
     if (flags & CS_RECORD_FLAG_DELTA)
         return (flags & CS_RECORD_FLAG_ZSTD) && depth > 0;
@@ -315,6 +353,8 @@ static int record_parse(const uint8_t *p, size_t len, RecordHeader *h)
         in->n_bases = get_le32(p + members_end);
         in->bases = p + members_end + CS_RECORD_BASE_COUNT_SIZE;
         in->base_size = base_size_of(in->flags);
+        if ((in->flags & CS_RECORD_FLAG_FRAMED) && in->n_bases != in->n_members)
+            return -EBADMSG;
         for (size_t i = 0; i < in->n_bases; i++)
             in->prefix_len += cs_record_base(in, i).length;
     }
@@ -362,6 +402,62 @@ static int decompress(ZSTD_DCtx *dctx, const void *prefix, size_t prefix_len, co
     return ZSTD_isError(z) || z != plain->size ? -EBADMSG : 0;
 }
 
+/* Check the framing and xxh3, then authenticate and decrypt the payload into `dst`. */
+static int record_open(const uint8_t pack_key[32], const uint8_t *p, size_t len, RecordHeader *h,
+                       Buf *dst)
+{
+    int r = record_parse(p, len, h);
+    if (r < 0)
+        return r;
+    buf_clear(dst);
+    if (!buf_extend(dst, h->payload_len) && h->payload_len)
+        return -ENOMEM;
+    const uint8_t *ct = p + h->header_len;
+    return cs_aead_open(pack_key, p + 16, p, h->header_len, ct, h->payload_len, dst->data,
+                        ct + h->payload_len);
+}
+
+int cs_record_open_framed(const uint8_t pack_key[32], const void *rec, size_t len, Buf *payload,
+                          CsRecordInfo *ret)
+{
+    RecordHeader h;
+    int r = record_open(pack_key, rec, len, &h, payload);
+    if (r < 0)
+        return r;
+    if (!(h.info.flags & CS_RECORD_FLAG_FRAMED) ||
+        cs_member_lengths_sum(h.info.members, h.info.n_members) != h.info.raw_len)
+        return -EBADMSG;
+    *ret = h.info;
+    return 0;
+}
+
+int cs_frames_index(const uint8_t *payload, size_t len, size_t n, uint32_t *offs)
+{
+    uint64_t at = (uint64_t)n * CS_FRAME_LEN_SIZE;
+    if (at > len)
+        return -EBADMSG;
+    for (size_t i = 0; i < n; i++) {
+        offs[i] = (uint32_t)at;
+        at += get_le32(payload + i * CS_FRAME_LEN_SIZE);
+        if (at > len)
+            return -EBADMSG;
+    }
+    offs[n] = (uint32_t)at;
+    return at == len ? 0 : -EBADMSG;
+}
+
+int cs_frame_decode(void *zstd_dctx, const void *frame, size_t frame_len, const void *base,
+                    size_t base_len, void *out, size_t out_len)
+{
+    ZSTD_DCtx *dctx = zstd_dctx;
+    size_t z = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(z))
+        z = ZSTD_DCtx_refPrefix(dctx, base, base_len);
+    if (!ZSTD_isError(z))
+        z = ZSTD_decompressDCtx(dctx, out, out_len, frame, frame_len);
+    return ZSTD_isError(z) || z != out_len ? -EBADMSG : 0;
+}
+
 int cs_record_decode_prefixed(void *zstd_dctx, const uint8_t pack_key[32], const void *rec,
                               size_t len, const void *prefix, size_t prefix_len, Buf *plain,
                               const uint8_t **ret_members, size_t *ret_n_members)
@@ -373,20 +469,16 @@ int cs_record_decode_prefixed(void *zstd_dctx, const uint8_t pack_key[32], const
         return r;
     const CsRecordInfo *in = &h.info;
     bool is_delta = in->flags & CS_RECORD_FLAG_DELTA;
-    /* A wrong prefix would decode to wrong bytes without an error: its length is the one check
-     * zstd cannot make, the chunk ids of the result (checked by the caller) are the other. */
-    if (is_delta ? (!prefix || prefix_len != in->prefix_len) : prefix_len != 0)
+    /* A framed record is decoded member by member (cs_record_open_framed). A wrong prefix would
+     * decode to wrong bytes without an error: its length is the one check zstd cannot make, the
+     * chunk ids of the result (checked by the caller) are the other. */
+    if ((in->flags & CS_RECORD_FLAG_FRAMED) ||
+        (is_delta ? (!prefix || prefix_len != in->prefix_len) : prefix_len != 0))
         return -EBADMSG;
     _cleanup_(buf_free) Buf payload = BUF_INIT;
     bool is_zstd = in->flags & CS_RECORD_FLAG_ZSTD;
     Buf *dst = is_zstd ? &payload : plain;
-    buf_clear(dst);
-    if (!buf_extend(dst, h.payload_len ? h.payload_len : 0) && h.payload_len)
-        return -ENOMEM;
-    const uint8_t *ct = p + h.header_len;
-    r = cs_aead_open(pack_key, p + 16, p, h.header_len, ct, h.payload_len, dst->data,
-                     ct + h.payload_len);
-    if (r < 0)
+    if ((r = record_open(pack_key, p, len, &h, dst)) < 0)
         return r;
     if (is_zstd) {
         buf_clear(plain);

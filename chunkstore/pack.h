@@ -124,6 +124,25 @@ int cs_record_decode(const uint8_t pack_key[32], const void *rec, size_t len, Bu
 int cs_record_decode_prefixed(void *zstd_dctx, const uint8_t pack_key[32], const void *rec,
                               size_t len, const void *prefix, size_t prefix_len, Buf *plain,
                               const uint8_t **ret_members, size_t *ret_n_members);
+/*
+ * A framed record (CS_RECORD_FLAG_FRAMED, version 4) is read member by member: this checks,
+ * authenticates and decrypts it, leaving in `payload` the frame-length table and the frames
+ * (cs_frames_index finds them) and in *ret its header (members and one base per member point
+ * into `rec`). -EBADMSG on damage or for a record that is not framed.
+ */
+int cs_record_open_framed(const uint8_t pack_key[32], const void *rec, size_t len, Buf *payload,
+                          CsRecordInfo *ret);
+/* Where the n frames of a framed payload start: offs[i] for frame i, offs[n] its end (n + 1
+ * entries). -EBADMSG unless the table and the frames tile the payload exactly. */
+int cs_frames_index(const uint8_t *payload, size_t len, size_t n, uint32_t *offs);
+/* One member's frame: `raw` compressed at `level` against `base` alone, with zstd's content
+ * checksum. Negative errno on failure. */
+int cs_frame_compress(void *zstd_cctx, int level, const void *base, size_t base_len,
+                      const void *raw, size_t n, Buf *out);
+/* Decode one frame against its base into exactly out_len bytes (its checksum checked), or
+ * -EBADMSG. */
+int cs_frame_decode(void *zstd_dctx, const void *frame, size_t frame_len, const void *base,
+                    size_t base_len, void *out, size_t out_len);
 /* A zstd decompression context for cs_record_decode_prefixed() (NULL: out of memory). */
 void *cs_zstd_dctx_new(void);
 void cs_zstd_dctx_free(void *zstd_dctx);

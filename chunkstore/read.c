@@ -19,6 +19,10 @@
  * bases are near by: once a reader meets a delta record it uses enough slots to keep each
  * record decoded once. Buffers are allocated as slots are first used. */
 #define RECORD_CACHE_SLOTS_PLAIN 4
+/* A framed delta record (version 4) decodes only the members asked for, each against one base
+ * stored whole: the record, the whole pages around it and their bases' records fit in a few
+ * slots. Chained delta records (versions 2 and 3) need many. */
+#define RECORD_CACHE_SLOTS_FRAMED 8
 #define RECORD_CACHE_SLOTS 32
 
 typedef struct CachedRecord {
@@ -26,9 +30,17 @@ typedef struct CachedRecord {
     uint8_t depth; /* delta depth (writers keep chains short with it) */
     CsPackId pack;
     uint64_t record_off;
+    uint32_t record_len; /* stored size: with plain.size, how well the record compressed */
     Buf plain;
     Buf members; /* the authenticated member list, CS_RECORD_MEMBER_SIZE bytes each */
     uint64_t last_use;
+    unsigned pins; /* a member of it is being decoded: not to be evicted */
+    /* A framed record: its decrypted frames, decoded into `plain` one member at a time. */
+    bool is_framed;
+    Buf frames;
+    Buf bases;    /* the authenticated base list, one CS_SLICE_SIZE slice per member */
+    Buf offsets;  /* uint32_t: frame offsets in `frames` (n + 1), then member offsets (n + 1) */
+    Buf decoded;  /* bool per member */
 } CachedRecord;
 
 struct CsReader {
@@ -85,8 +97,13 @@ CsReader *cs_reader_free(CsReader *rd)
     cs_zstd_dctx_free(rd->zstd_dctx);
     buf_free(&rd->raw);
     for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++) {
-        buf_free(&rd->cache[i].plain);
-        buf_free(&rd->cache[i].members);
+        CachedRecord *c = &rd->cache[i];
+        buf_free(&c->plain);
+        buf_free(&c->members);
+        buf_free(&c->frames);
+        buf_free(&c->bases);
+        buf_free(&c->offsets);
+        buf_free(&c->decoded);
     }
     free(rd);
     return NULL;
@@ -129,17 +146,24 @@ static CachedRecord *cache_find(CsReader *rd, const CsChunkLoc *loc)
     return NULL;
 }
 
+/* The least recently used slot that no decode in progress holds; NULL when every one is held
+ * (a crafted nesting of framed records deeper than the cache). */
 static CachedRecord *cache_victim(CsReader *rd)
 {
-    CachedRecord *victim = &rd->cache[0];
+    CachedRecord *victim = NULL;
     for (size_t i = 0; i < rd->n_slots; i++) {
         CachedRecord *c = &rd->cache[i];
         if (!c->is_valid)
             return c;
-        if (c->last_use < victim->last_use)
+        if (!c->pins && (!victim || c->last_use < victim->last_use))
             victim = c;
     }
     return victim;
+}
+
+static void cache_use_slots(CsReader *rd, size_t n)
+{
+    rd->n_slots = MAX(rd->n_slots, n);
 }
 
 static int chunk_get(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,
@@ -176,6 +200,100 @@ static int load_prefix(CsReader *rd, const CsRecordInfo *in, Buf *prefix)
     return 0;
 }
 
+static void cache_fill(CsReader *rd, CachedRecord *c, const CsChunkLoc *loc, uint8_t depth)
+{
+    c->is_valid = true;
+    c->depth = depth;
+    c->pack = loc->pack;
+    c->record_off = loc->record_off;
+    c->record_len = loc->record_len;
+    c->last_use = rd->clock;
+}
+
+static uint32_t *framed_offsets(const CachedRecord *c)
+{
+    return (uint32_t *)(void *)c->offsets.data;
+}
+
+/* A framed record gets its slot decrypted but not decoded: a member is decoded when it is
+ * asked for (framed_member_ready), against its own base, so a read of one page never decodes
+ * the bases of its neighbours. */
+static int framed_open(CsReader *rd, const CsChunkLoc *loc, Buf *raw, CachedRecord **ret)
+{
+    uint8_t key[32];
+    int r = cs_pack_key(rd->repo->keys.enc_key, &loc->pack, key);
+    if (r < 0)
+        return r;
+    cache_use_slots(rd, RECORD_CACHE_SLOTS_FRAMED);
+    CachedRecord *c = cache_victim(rd);
+    if (!c)
+        return -ELOOP;
+    c->is_valid = false;
+    CsRecordInfo in;
+    if ((r = cs_record_open_framed(key, raw->data, raw->size, &c->frames, &in)) < 0)
+        return r;
+    size_t n = in.n_members;
+    buf_clear(&c->members);
+    buf_clear(&c->bases);
+    buf_clear(&c->offsets);
+    buf_clear(&c->decoded);
+    buf_clear(&c->plain);
+    if (buf_append(&c->members, in.members, n * CS_RECORD_MEMBER_SIZE) < 0 ||
+        buf_append(&c->bases, in.bases, n * CS_SLICE_SIZE) < 0 ||
+        !buf_extend(&c->offsets, 2 * (n + 1) * sizeof(uint32_t)) || !buf_extend(&c->decoded, n) ||
+        !buf_extend(&c->plain, in.raw_len))
+        return -ENOMEM;
+    uint32_t *offs = framed_offsets(c), *member_off = offs + n + 1;
+    if ((r = cs_frames_index(c->frames.data, c->frames.size, n, offs)) < 0)
+        return r;
+    member_off[0] = 0;
+    for (size_t i = 0; i < n; i++)
+        member_off[i + 1] = member_off[i] + get_le32(in.members + i * CS_RECORD_MEMBER_SIZE +
+                                                     CS_CHUNK_ID_SIZE);
+    memset(c->decoded.data, 0, n);
+    cache_fill(rd, c, loc, in.depth);
+    c->is_framed = true;
+    *ret = c;
+    return 0;
+}
+
+/* Decode member i of a framed record in place, unless it is decoded already. Its base is read
+ * like any chunk (nested, bounded like a delta record's prefix); the slot is held meanwhile. */
+static int framed_member_ready(CsReader *rd, CachedRecord *c, size_t i)
+{
+    if (!c->is_framed || c->decoded.data[i])
+        return 0;
+    if (rd->nesting >= CS_DELTA_MAX_NESTING)
+        return -ELOOP;
+    size_t n = c->members.size / CS_RECORD_MEMBER_SIZE;
+    const uint32_t *offs = framed_offsets(c), *member_off = offs + n + 1;
+    CsChunkSlice base = cs_slice_decode(c->bases.data + i * CS_SLICE_SIZE, true);
+    const uint8_t *p;
+    size_t len;
+    c->pins++;
+    rd->nesting++;
+    int r = chunk_get(rd, &base.id, &p, &len, NULL);
+    rd->nesting--;
+    c->pins--;
+    if (r == 0 && (uint64_t)base.offset + base.length > len)
+        r = -EBADMSG;
+    if (r == 0)
+        r = cs_frame_decode(rd->zstd_dctx, c->frames.data + offs[i], offs[i + 1] - offs[i],
+                            p + base.offset, base.length, c->plain.data + member_off[i],
+                            member_off[i + 1] - member_off[i]);
+    if (r < 0) {
+        char name[CS_PACK_NAME_MAX], hex[2 * CS_CHUNK_ID_SIZE + 1];
+        cs_pack_name(&c->pack, name);
+        hex_encode(c->members.data + i * CS_RECORD_MEMBER_SIZE, CS_CHUNK_ID_SIZE, hex);
+        log_error("chunk %s of the delta record at offset %llu of pack \"%s\" cannot be decoded "
+                  "(its base is missing or damaged)",
+                  hex, (unsigned long long)c->record_off, name);
+        return r == -ENOENT || r == -ELOOP ? -EBADMSG : r;
+    }
+    c->decoded.data[i] = 1;
+    return 0;
+}
+
 /* Read, check and decode one record into a cache slot. `raw` holds the encrypted record; bases
  * are loaded (recursively, each with its own buffer) before the record gets its slot. */
 static int record_decode_into(CsReader *rd, const CsChunkLoc *loc, Buf *raw, CachedRecord **ret)
@@ -193,13 +311,15 @@ static int record_decode_into(CsReader *rd, const CsChunkLoc *loc, Buf *raw, Cac
         r = -EBADMSG;
     if (r < 0)
         return r;
+    if (raw->size > 4 && (raw->data[4] & CS_RECORD_FLAG_FRAMED))
+        return framed_open(rd, loc, raw, ret);
     /* Only a delta record needs its base list before decoding; the decode below checks every
      * record whole anyway, so a plain one is not parsed and hashed twice (flags: byte 4). */
     CsRecordInfo info = { 0 };
     if (raw->size > 4 && (raw->data[4] & CS_RECORD_FLAG_DELTA)) {
         if ((r = cs_record_info(raw->data, raw->size, &info)) < 0)
             return r;
-        rd->n_slots = RECORD_CACHE_SLOTS;
+        cache_use_slots(rd, RECORD_CACHE_SLOTS);
         if ((r = load_prefix(rd, &info, &prefix)) < 0) {
             char hex[2 * CS_CHUNK_ID_SIZE + 1];
             hex_encode(info.members, CS_CHUNK_ID_SIZE, hex);
@@ -213,6 +333,8 @@ static int record_decode_into(CsReader *rd, const CsChunkLoc *loc, Buf *raw, Cac
     if ((r = cs_pack_key(rd->repo->keys.enc_key, &loc->pack, key)) < 0)
         return r;
     CachedRecord *victim = cache_victim(rd);
+    if (!victim)
+        return -ELOOP;
     const uint8_t *members;
     size_t n;
     victim->is_valid = false;
@@ -223,11 +345,8 @@ static int record_decode_into(CsReader *rd, const CsChunkLoc *loc, Buf *raw, Cac
     buf_clear(&victim->members);
     if ((r = buf_append(&victim->members, members, n * CS_RECORD_MEMBER_SIZE)) < 0)
         return r;
-    victim->is_valid = true;
-    victim->depth = info.depth;
-    victim->pack = loc->pack;
-    victim->record_off = loc->record_off;
-    victim->last_use = rd->clock;
+    cache_fill(rd, victim, loc, info.depth);
+    victim->is_framed = false;
     *ret = victim;
     return 0;
 }
@@ -286,18 +405,50 @@ static bool seq_get(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, si
         memcmp(rec->pack.bytes, rd->seq.pack.bytes, CS_PACK_ID_SIZE) != 0 ||
         rd->seq.next >= rec->members.size / CS_RECORD_MEMBER_SIZE)
         return false;
-    const uint8_t *m = rec->members.data + rd->seq.next * CS_RECORD_MEMBER_SIZE;
+    size_t next = rd->seq.next;
+    uint64_t off = rd->seq.off;
+    const uint8_t *m = rec->members.data + next * CS_RECORD_MEMBER_SIZE;
     uint32_t len = get_le32(m + CS_CHUNK_ID_SIZE);
-    if (memcmp(m, id->bytes, CS_CHUNK_ID_SIZE) != 0 || rd->seq.off + len > rec->plain.size)
+    if (memcmp(m, id->bytes, CS_CHUNK_ID_SIZE) != 0 || off + len > rec->plain.size)
         return false;
-    *ret_p = rec->plain.data + rd->seq.off;
+    /* On failure the full path below reports it. Decoding a member reads its base, which
+     * moves the sequence: it is set again after. */
+    if (framed_member_ready(rd, rec, next) < 0)
+        return false;
+    *ret_p = rec->plain.data + off;
     *ret_n = len;
     if (ret_depth)
         *ret_depth = rec->depth;
     rec->last_use = ++rd->clock;
-    rd->seq.next++;
-    rd->seq.off += len;
+    seq_set(rd, rec, next + 1, off + len);
     return true;
+}
+
+/* The record holding chunk `id` (in a cache slot) and the chunk's member index there, with its
+ * place; a framed member is not decoded yet. Failures are logged. */
+static int chunk_locate(CsReader *rd, const CsChunkId *id, CsChunkLoc *loc, CachedRecord **ret,
+                        size_t *ret_member)
+{
+    char idhex[2 * CS_CHUNK_ID_SIZE + 1], name[CS_PACK_NAME_MAX];
+    int r = lookup(rd, id, loc);
+    if (r < 0) {
+        hex_encode(id->bytes, CS_CHUNK_ID_SIZE, idhex);
+        return log_error_errno(r, "chunk %s is missing from the index: %m", idhex);
+    }
+    r = record_load(rd, loc, ret);
+    long member = r == 0 ? record_member_at(*ret, id, loc) : -1;
+    if (r == 0 && member < 0)
+        r = -EBADMSG;
+    if (r == 0) {
+        *ret_member = (size_t)member;
+        return 0;
+    }
+    hex_encode(id->bytes, CS_CHUNK_ID_SIZE, idhex);
+    cs_pack_name(&loc->pack, name);
+    if (r == -EBADMSG)
+        return log_error_errno(r, "chunk %s in pack \"%s\" (record at offset %llu) is damaged",
+                               idhex, name, (unsigned long long)loc->record_off);
+    return log_error_errno(r, "could not read chunk %s from pack \"%s\": %m", idhex, name);
 }
 
 static int chunk_get(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,
@@ -307,30 +458,51 @@ static int chunk_get(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, s
         return 0;
     CsChunkLoc loc;
     CachedRecord *rec;
-    char idhex[2 * CS_CHUNK_ID_SIZE + 1], name[CS_PACK_NAME_MAX];
-    int r = lookup(rd, id, &loc);
-    if (r < 0) {
-        hex_encode(id->bytes, CS_CHUNK_ID_SIZE, idhex);
-        return log_error_errno(r, "chunk %s is missing from the index: %m", idhex);
+    size_t member;
+    int r = chunk_locate(rd, id, &loc, &rec, &member);
+    if (r == 0)
+        r = framed_member_ready(rd, rec, member);
+    if (r < 0)
+        return r;
+    *ret_p = rec->plain.data + loc.member_off;
+    *ret_n = loc.length;
+    if (ret_depth)
+        *ret_depth = rec->depth;
+    seq_set(rd, rec, member + 1, loc.member_off + loc.length);
+    return 0;
+}
+
+int cs_reader_delta_key(CsReader *rd, const CsChunkSlice *version, CsDeltaKey *ret)
+{
+    CsChunkLoc loc;
+    CachedRecord *rec;
+    size_t member;
+    int r = chunk_locate(rd, &version->id, &loc, &rec, &member);
+    if (r < 0)
+        return r;
+    if ((uint64_t)version->offset + version->length > loc.length)
+        return -EBADMSG;
+    CsChunkSlice key = *version;
+    if (rec->is_framed) {
+        /* A delta member is one page: its key is its base, when that is stored whole. */
+        key = cs_slice_decode(rec->bases.data + member * CS_SLICE_SIZE, true);
+        if (version->offset != 0 || version->length != loc.length ||
+            key.length != version->length)
+            return -EXDEV;
+        if ((r = chunk_locate(rd, &key.id, &loc, &rec, &member)) < 0)
+            return r;
+        if ((uint64_t)key.offset + key.length > loc.length)
+            return -EBADMSG;
     }
-    r = record_load(rd, &loc, &rec);
-    long member = r == 0 ? record_member_at(rec, id, &loc) : -1;
-    if (r == 0 && member < 0)
-        r = -EBADMSG;
-    if (r == 0) {
-        *ret_p = rec->plain.data + loc.member_off;
-        *ret_n = loc.length;
-        if (ret_depth)
-            *ret_depth = rec->depth;
-        seq_set(rd, rec, (size_t)member + 1, loc.member_off + loc.length);
-        return 0;
-    }
-    hex_encode(id->bytes, CS_CHUNK_ID_SIZE, idhex);
-    cs_pack_name(&loc.pack, name);
-    if (r == -EBADMSG)
-        return log_error_errno(r, "chunk %s in pack \"%s\" (record at offset %llu) is damaged",
-                               idhex, name, (unsigned long long)loc.record_off);
-    return log_error_errno(r, "could not read chunk %s from pack \"%s\": %m", idhex, name);
+    if (rec->depth != 0)
+        return -EXDEV; /* a chained delta (version 2 or 3) is no key */
+    *ret = (CsDeltaKey){ .slice = key,
+                         .p = rec->plain.data + loc.member_off + key.offset,
+                         .stored_ratio = rec->plain.size ? (double)rec->record_len /
+                                                               (double)rec->plain.size
+                                                         : 1.0 };
+    rd->seq.rec = NULL; /* moved by the lookups */
+    return 0;
 }
 
 int cs_reader_peek_members(CsReader *rd, const CsChunkLoc *loc, Buf *out, size_t *ret_index)

@@ -40,6 +40,19 @@ int cs_reader_chunk_take(CsReader *rd, const CsChunkId *id, uint8_t **ret, size_
 int cs_reader_chunk_depth(CsReader *rd, const CsChunkId *id, const uint8_t **ret_p, size_t *ret_n,
                           uint8_t *ret_depth);
 
+/* The whole page a new version of a page may be stored as a delta of (format version 4): the
+ * previous version itself when its chunk is stored whole, else, when the previous version is a
+ * delta of such a page, that page. `p` (slice.length bytes) stays valid until the next call on
+ * this reader; `stored_ratio` is the stored size of the key's record over its plaintext, what a
+ * page like it costs whole. -EXDEV when there is no such page (a chained delta of version 2
+ * or 3); -ENOENT or -EBADMSG when the version cannot be read. */
+typedef struct CsDeltaKey {
+    CsChunkSlice slice;
+    const uint8_t *p;
+    double stored_ratio;
+} CsDeltaKey;
+int cs_reader_delta_key(CsReader *rd, const CsChunkSlice *version, CsDeltaKey *ret);
+
 /*
  * The member list of the record at `loc` (CS_RECORD_MEMBER_SIZE bytes each, into *out), read
  * from the pack header without decoding the record; authenticated only when the record is

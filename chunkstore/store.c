@@ -106,14 +106,16 @@ typedef struct InflightNode {
 
 /* New chunks gathered for one record. */
 typedef struct Group {
-    Buf data;
+    Buf data;    /* the members' bytes; in a framed group, their frames */
+    uint64_t raw_len; /* the members' lengths added up */
     Buf members; /* CsRecordMember array */
     size_t n_members;
     Buf pages;   /* CsPageAlias array: the pages of the runs among the members */
     /* delta group only: */
-    Buf bases;   /* CsChunkSlice array: distinct bases, in prefix order */
+    Buf bases;   /* CsChunkSlice array: distinct bases, in prefix order; framed: one per member */
     size_t n_bases;
-    Buf prefix;  /* their plaintexts, concatenated */
+    Buf prefix;  /* their plaintexts, concatenated (not framed) */
+    Buf frame_lens; /* framed (version 4): the length of each member's frame, u32 LE */
     uint8_t depth;
 } Group;
 
@@ -229,6 +231,7 @@ struct CsWriter {
     size_t group_seal[GROUP_KINDS]; /* a group is sealed into a record at this size */
     bool can_delta;            /* the repository's format has delta records */
     bool can_run;              /* ... and runs and slices (version 3) */
+    bool can_key;              /* ... and keyed deltas in framed records (version 4) */
     BufPool data_pool;   /* group data, prefixes and record payloads: up to a group's size */
     BufPool member_pool; /* member and base lists: up to CS_RECORD_MAX_* entries */
 
@@ -360,13 +363,24 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
     rec->n_members = g->n_members;
     rec->pages = g->pages;
     g->pages = (Buf)BUF_INIT;
-    rec->raw_len = (uint32_t)g->data.size;
+    rec->raw_len = (uint32_t)g->raw_len;
     rec->payload = pool_get(&w->data_pool);
     int level = w->repo->config.zstd_level;
-    int r = g->n_bases ? cs_record_compress_prefixed(cctx, level, g->prefix.data, g->prefix.size,
-                                                     g->data.data, g->data.size, &rec->payload)
-                       : cs_record_compress(cctx, level, g->data.data, g->data.size,
-                                            &rec->payload);
+    bool is_framed = g->frame_lens.size != 0;
+    int r;
+    if (is_framed) {
+        /* The frames are compressed already: the table of their lengths, then the frames. */
+        buf_clear(&rec->payload);
+        r = buf_append(&rec->payload, g->frame_lens.data, g->frame_lens.size);
+        if (r == 0)
+            r = buf_append(&rec->payload, g->data.data, g->data.size);
+        if (r == 0)
+            r = CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA | CS_RECORD_FLAG_FRAMED;
+    } else if (g->n_bases)
+        r = cs_record_compress_prefixed(cctx, level, g->prefix.data, g->prefix.size, g->data.data,
+                                        g->data.size, &rec->payload);
+    else
+        r = cs_record_compress(cctx, level, g->data.data, g->data.size, &rec->payload);
     if (r > 0 && (r & CS_RECORD_FLAG_DELTA)) {
         if (w->can_run)
             r |= CS_RECORD_FLAG_SLICED_BASES;
@@ -378,6 +392,7 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
     pool_put(&w->data_pool, &g->data);
     pool_put(&w->data_pool, &g->prefix);
     pool_put(&w->member_pool, &g->bases);
+    buf_free(&g->frame_lens);
     *g = (Group){ 0 };
     if (r < 0) {
         record_free(w, rec);
@@ -387,11 +402,13 @@ static int group_seal(CsWriter *w, ZSTD_CCtx *cctx, Group *g)
     return record_push(w, rec);
 }
 
-/* The base of a chunk in a delta group: its bytes join the prefix once per group. */
+/* The base of a chunk in a delta group: its bytes join the prefix once per group. In a framed
+ * group (version 4) the chunk comes as its frame, compressed against this base alone. */
 typedef struct Base {
     CsChunkSlice slice;
     const uint8_t *p; /* its bytes */
     uint8_t depth;
+    const Buf *frame; /* framed only */
 } Base;
 
 static bool same_slice(const CsChunkSlice *a, const CsChunkSlice *b)
@@ -402,6 +419,12 @@ static bool same_slice(const CsChunkSlice *a, const CsChunkSlice *b)
 
 static int group_add_base(Group *g, const Base *base)
 {
+    if (base->frame) {
+        CsChunkSlice *m = (CsChunkSlice *)(void *)g->bases.data;
+        m[g->n_bases++] = base->slice;
+        g->depth = 1;
+        return buf_append_le32(&g->frame_lens, (uint32_t)base->frame->size);
+    }
     const CsChunkSlice *b = (const CsChunkSlice *)(void *)g->bases.data;
     /* Repeated bases (an all-zero page, say) are usually adjacent: a short look back finds them. */
     for (size_t i = g->n_bases; i > 0 && i + 16 > g->n_bases; i--)
@@ -448,7 +471,9 @@ static int group_add(CsWriter *w, ZSTD_CCtx *cctx, int kind, const NewChunk *c)
     }
     if (r == 0 && base)
         r = group_add_base(g, base);
-    for (size_t i = 0; r == 0 && i < c->n_parts; i++)
+    if (r == 0 && base && base->frame)
+        r = buf_append(&g->data, base->frame->data, base->frame->size);
+    for (size_t i = 0; r == 0 && !(base && base->frame) && i < c->n_parts; i++)
         r = buf_append(&g->data, c->parts[i].iov_base, c->parts[i].iov_len);
     if (r == 0 && c->n_pages)
         r = buf_append(&g->pages, c->pages, c->n_pages * sizeof(*c->pages));
@@ -457,7 +482,8 @@ static int group_add(CsWriter *w, ZSTD_CCtx *cctx, int kind, const NewChunk *c)
         m[g->n_members].id = *c->id;
         m[g->n_members].length = c->length;
         g->n_members++;
-        if (g->data.size >= w->group_seal[kind] || g->n_members == CS_RECORD_MAX_MEMBERS ||
+        g->raw_len += c->length;
+        if (g->raw_len >= w->group_seal[kind] || g->n_members == CS_RECORD_MAX_MEMBERS ||
             g->n_bases == CS_RECORD_MAX_BASES) {
             full = *g;
             *g = (Group){ 0 };
@@ -469,10 +495,26 @@ static int group_add(CsWriter *w, ZSTD_CCtx *cctx, int kind, const NewChunk *c)
     return r;
 }
 
+/* Version 4: page i of batch b (n bytes at p) as a frame compressed against the key of its
+ * previous version `prev`, when that is small enough to be worth it: a page that drifted far
+ * from its key is stored whole and becomes the next versions' key. */
+static bool keyed_base_for(CsWriter *w, CsReader *reader, ZSTD_CCtx *cctx, const CsChunkSlice *prev,
+                           const uint8_t *p, uint32_t n, Buf *frame, Base *ret)
+{
+    CsDeltaKey key;
+    if (cs_reader_delta_key(reader, prev, &key) < 0 || key.slice.length != n)
+        return false;
+    int r = cs_frame_compress(cctx, w->repo->config.zstd_level, key.p, n, p, n, frame);
+    if (r < 0 || (double)frame->size * 16.0 > CS_DELTA_REKEY_SIXTEENTHS * n * key.stored_ratio)
+        return false;
+    *ret = (Base){ .slice = key.slice, .p = key.p, .depth = 0, .frame = frame };
+    return true;
+}
+
 /* The previous version of page i of batch b, when it can serve as a delta base: indexed,
  * readable, the same length, and not at the end of a long chain. */
 static bool base_for(CsWriter *w, const Batch *b, size_t i, uint32_t n, CsIndexReader *ird,
-                     CsReader **reader, Base *ret)
+                     CsReader **reader, ZSTD_CCtx *cctx, Buf *frame, Base *ret)
 {
     const Put *put = b->owner;
     const CsContentRef *prev = &put->previous;
@@ -486,6 +528,8 @@ static bool base_for(CsWriter *w, const Batch *b, size_t i, uint32_t n, CsIndexR
         return false;
     if (!*reader && cs_reader_new(w->repo, reader) < 0)
         return false;
+    if (w->can_key)
+        return keyed_base_for(w, *reader, cctx, &slice, b->data + b->cuts[i].off, n, frame, ret);
     const uint8_t *p;
     size_t len;
     uint8_t depth;
@@ -629,6 +673,7 @@ static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, CsReader **re
     if (runs && (!seen || !copies))
         return -ENOMEM;
     size_t n_copies = 0; /* resolved once every run of the batch is stored */
+    _cleanup_(buf_free) Buf frame = BUF_INIT; /* a delta page's frame (version 4) */
     for (size_t i = 0; i < b->n_cuts; i++) {
         const uint8_t *p = b->data + b->cuts[i].off;
         uint32_t n = b->cuts[i].len;
@@ -643,7 +688,7 @@ static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, CsReader **re
         if (runs && page_in_run(rd, &b->ids[i], &b->refs[i]))
             continue;
         Base base;
-        if (b->owner->previous.count && base_for(w, b, i, n, rd, reader, &base)) {
+        if (b->owner->previous.count && base_for(w, b, i, n, rd, reader, cctx, &frame, &base)) {
             if ((r = store_single(w, cctx, b, i, GROUP_DELTA, &base, &cnt)) < 0)
                 return r;
         } else if (runs) {
@@ -823,6 +868,7 @@ int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret)
     w->repo_lock = lock;
     w->can_delta = repo->config.format_version >= CS_FORMAT_VERSION_DELTA;
     w->can_run = repo->config.format_version >= CS_FORMAT_VERSION_RUNS;
+    w->can_key = repo->config.format_version >= CS_FORMAT_VERSION_KEYED;
     for (size_t k = 0; k < GROUP_KINDS; k++)
         w->group_seal[k] = repo->config.group_size;
     w->group_seal[GROUP_DATA] = MIN((size_t)repo->config.group_size * DATA_GROUP_FACTOR,

@@ -17,15 +17,25 @@ typedef struct TestRepo {
     CsRepo *repo; /* open */
 } TestRepo;
 
-/* `what` names the temporary directory; `passphrase` must outlive the TestRepo. */
-static inline void test_repo_create(TestRepo *t, const char *what, const char *passphrase)
+/* `what` names the temporary directory; `passphrase` must outlive the TestRepo. A repository
+ * of an older format (`version`, 0 for the newest) is written as that version. */
+static inline void test_repo_create_version(TestRepo *t, const char *what, const char *passphrase,
+                                            uint32_t version)
 {
     t->base = test_mkdtemp(what);
     t->location = path_join(t->base, "repo");
     assert_non_null(t->location);
     t->key = (CsKeySource){ .passphrase = passphrase, .passphrase_len = strlen(passphrase) };
-    ASSERT_OK(cs_repo_init(t->location, &(CsInitParams){ .scrypt_n = 1024 }, &t->key));
+    CsInitParams params = { .scrypt_n = 1024, .config = { .format_version = version } };
+    ASSERT_OK(cs_repo_init(t->location, &params, &t->key));
     ASSERT_OK(cs_repo_open(t->location, NULL, &t->key, &t->repo));
+    if (version)
+        assert_int_equal(t->repo->config.format_version, version);
+}
+
+static inline void test_repo_create(TestRepo *t, const char *what, const char *passphrase)
+{
+    test_repo_create_version(t, what, passphrase, 0);
 }
 
 static inline void test_repo_destroy(TestRepo *t)

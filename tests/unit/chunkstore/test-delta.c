@@ -1,10 +1,13 @@
 /*
- * Delta records: pages that changed since the previous backup, compressed against their
- * previous version. The record codec (a reference prefix made of the bases, its checks), the
- * pack trailer of a pack holding delta records, and whole generations of a page file stored
- * through the pipeline with a previous tree: every generation restores byte for byte, chains
- * stop at CS_DELTA_MAX_DEPTH, a damaged base fails reads (never wrong bytes) but not new
- * backups, and records whose bases form a cycle are reported as damaged.
+ * Delta records: pages that changed since the previous backup, compressed against an earlier
+ * version. The record codecs (a reference prefix made of the bases, versions 2 and 3; one frame
+ * per member against its own base, version 4), the pack trailer of a pack holding delta
+ * records, and whole generations of a page file stored through the pipeline with a previous
+ * tree: every generation restores byte for byte; version 3 chains stop at CS_DELTA_MAX_DEPTH;
+ * version 4 deltas are made against a page stored whole (the key), whatever the history, and a
+ * page that drifted from its key becomes a new one; a damaged base fails the pages made
+ * against it (never wrong bytes), not their neighbours nor new backups; and records whose bases
+ * form a cycle are reported as damaged.
  */
 #include "tests/unit/harness.h"
 #include "tests/unit/test-repo.h"
@@ -42,6 +45,19 @@ static void fill_page(uint8_t *p, uint32_t page_no)
         size_t k = MIN((size_t)n, PAGE - off);
         memcpy(p + off, line, k);
         off += k;
+    }
+}
+
+/* A page that compresses like a table of real rows (about 2:1): numbered rows of hex text. */
+static void fill_page_hex(uint8_t *p, uint32_t page_no)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull * (page_no + 1);
+    for (size_t off = 0; off < PAGE; off += 32) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        char line[64];
+        snprintf(line, sizeof(line), "%04u %016llx bal %06u\n", page_no % 10000,
+                 (unsigned long long)x, (unsigned)(off / 32));
+        memcpy(p + off, line, 32);
     }
 }
 
@@ -183,6 +199,108 @@ static void test_delta_record(void **state)
     buf_free(&bad);
 }
 
+/* Version 4: one frame per member, each against its own base, decoded one at a time. */
+static void test_framed_record(void **state)
+{
+    (void)state;
+    uint8_t key[32], base[2][PAGE], page[2][PAGE];
+    ASSERT_OK(cs_random_bytes(key, sizeof(key)));
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    void *dctx = cs_zstd_dctx_new();
+    Buf frames[2] = { BUF_INIT, BUF_INIT }, payload = BUF_INIT, rec = BUF_INIT, open = BUF_INIT;
+    CsRecordMember m[2] = { { .length = PAGE }, { .length = PAGE } };
+    CsChunkSlice b[2] = { { .offset = PAGE, .length = PAGE }, { .length = PAGE } };
+    for (int i = 0; i < 2; i++) {
+        fill_page(base[i], (uint32_t)i + 10);
+        memcpy(page[i], base[i], PAGE);
+        touch_page(page[i], (unsigned)i + 1);
+        ASSERT_OK(cs_random_bytes(m[i].id.bytes, CS_CHUNK_ID_SIZE));
+        ASSERT_OK(cs_random_bytes(b[i].id.bytes, CS_CHUNK_ID_SIZE));
+        ASSERT_OK(cs_frame_compress(cctx, 3, base[i], PAGE, page[i], PAGE, &frames[i]));
+        assert_true(frames[i].size < PAGE / 20);
+        ASSERT_OK(buf_append_le32(&payload, (uint32_t)frames[i].size));
+    }
+    for (int i = 0; i < 2; i++)
+        ASSERT_OK(buf_append(&payload, frames[i].data, frames[i].size));
+    uint8_t flags = CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA | CS_RECORD_FLAG_SLICED_BASES |
+                    CS_RECORD_FLAG_FRAMED;
+    CsRecordBases bases = { .v = b, .n = 2, .depth = 1 };
+    ASSERT_OK(cs_record_encode_delta(key, m, 2, &bases, flags, 2 * PAGE, payload.data,
+                                     payload.size, &rec));
+    CsRecordInfo in;
+    ASSERT_OK(cs_record_open_framed(key, rec.data, rec.size, &open, &in));
+    assert_int_equal(in.n_members, 2);
+    assert_int_equal(in.n_bases, 2);
+    assert_int_equal(in.raw_len, 2 * PAGE);
+    assert_int_equal(open.size, payload.size);
+    uint32_t offs[3];
+    ASSERT_OK(cs_frames_index(open.data, open.size, 2, offs));
+    /* Member 1 first: each decodes alone, against its own base. */
+    uint8_t out[PAGE];
+    for (int i = 1; i >= 0; i--) {
+        CsChunkSlice back = cs_record_base(&in, (size_t)i);
+        assert_int_equal(back.offset, b[i].offset);
+        ASSERT_OK(cs_frame_decode(dctx, open.data + offs[i], offs[i + 1] - offs[i], base[i], PAGE,
+                                  out, PAGE));
+        assert_memory_equal(out, page[i], PAGE);
+    }
+    /* Against the other member's base (same length), the frame's checksum fails: no wrong
+     * bytes. A short output is refused too. */
+    ASSERT_ERR(EBADMSG, cs_frame_decode(dctx, open.data + offs[0], offs[1] - offs[0], base[1],
+                                        PAGE, out, PAGE));
+    ASSERT_ERR(EBADMSG, cs_frame_decode(dctx, open.data + offs[0], offs[1] - offs[0], base[0],
+                                        PAGE, out, PAGE - 1));
+    /* A framed record is not decoded whole, and a plain one is not opened as framed. */
+    Buf plain = BUF_INIT;
+    const uint8_t *mp;
+    size_t mn;
+    ASSERT_ERR(EBADMSG, cs_record_decode_prefixed(dctx, key, rec.data, rec.size, base[0], PAGE,
+                                                  &plain, &mp, &mn));
+    Buf plain_rec = BUF_INIT;
+    ASSERT_OK(cs_record_encode(key, m, 1, 0, PAGE, page[0], PAGE, &plain_rec));
+    ASSERT_ERR(EBADMSG, cs_record_open_framed(key, plain_rec.data, plain_rec.size, &open, &in));
+    /* A frame table that does not tile the payload is damage. */
+    uint8_t table[8];
+    put_le32(table, 1000000);
+    put_le32(table + 4, 0);
+    ASSERT_ERR(EBADMSG, cs_frames_index(table, sizeof(table), 2, offs));
+    ASSERT_ERR(EBADMSG, cs_frames_index(open.data, open.size - 1, 2, offs));
+    ASSERT_ERR(EBADMSG, cs_frames_index(open.data, 4, 2, offs));
+    /* One base per member, as slices; the flag means nothing without them. */
+    Buf junk = BUF_INIT;
+    CsRecordBases one = { .v = b, .n = 1, .depth = 1 };
+    ASSERT_ERR(EINVAL, cs_record_encode_delta(key, m, 2, &one, flags, 2 * PAGE, payload.data,
+                                              payload.size, &junk));
+    ASSERT_ERR(EINVAL, cs_record_encode_delta(key, m, 2, &bases,
+                                              (uint8_t)(flags & ~CS_RECORD_FLAG_SLICED_BASES),
+                                              2 * PAGE, payload.data, payload.size, &junk));
+    Buf bad = BUF_INIT;
+    ASSERT_OK(buf_append(&bad, rec.data, rec.size));
+    bad.data[4] = CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA | CS_RECORD_FLAG_FRAMED;
+    put_le64(bad.data + bad.size - 8, XXH3_64bits(bad.data, bad.size - 8));
+    ASSERT_ERR(EBADMSG, cs_record_verify(bad.data, bad.size));
+    /* The authenticated header: a changed base list fails the tag. */
+    buf_clear(&bad);
+    ASSERT_OK(buf_append(&bad, rec.data, rec.size));
+    bad.data[CS_RECORD_HEADER_SIZE + 2 * CS_RECORD_MEMBER_SIZE + CS_RECORD_BASE_COUNT_SIZE] ^= 1;
+    put_le64(bad.data + bad.size - 8, XXH3_64bits(bad.data, bad.size - 8));
+    ASSERT_OK(cs_record_verify(bad.data, bad.size));
+    ASSERT_ERR(EBADMSG, cs_record_open_framed(key, bad.data, bad.size, &open, &in));
+    assert_int_equal(junk.size, 0);
+
+    ZSTD_freeCCtx(cctx);
+    cs_zstd_dctx_free(dctx);
+    for (int i = 0; i < 2; i++)
+        buf_free(&frames[i]);
+    buf_free(&payload);
+    buf_free(&rec);
+    buf_free(&open);
+    buf_free(&plain);
+    buf_free(&plain_rec);
+    buf_free(&junk);
+    buf_free(&bad);
+}
+
 /* The index can be rebuilt from a pack holding delta records. */
 static void test_delta_pack_trailer(void **state)
 {
@@ -288,10 +406,10 @@ typedef struct Fixture {
     uint8_t *file; /* the page file's current content */
 } Fixture;
 
-static int setup(void **state)
+static int setup_version(void **state, uint32_t version)
 {
     Fixture *f = calloc(1, sizeof(*f));
-    test_repo_create(&f->t, "delta", PASSPHRASE);
+    test_repo_create_version(&f->t, "delta", PASSPHRASE, version);
     f->src = path_join(f->t.base, "src");
     assert_int_equal(mkdir(f->src, 0755), 0);
     _cleanup_free_ char *d = path_join(f->src, "base");
@@ -301,6 +419,17 @@ static int setup(void **state)
         fill_page(f->file + (size_t)i * PAGE, i);
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_version(state, 0);
+}
+
+/* Version 3 repositories keep their chained deltas. */
+static int setup_v3(void **state)
+{
+    return setup_version(state, CS_FORMAT_VERSION_RUNS);
 }
 
 static int teardown(void **state)
@@ -533,7 +662,148 @@ static void test_delta_damaged_base(void **state)
     cs_content_ref_free(&r2);
 }
 
+/* Every page of a stored generation's page file, as the reader gives it; true when each is the
+ * expected bytes. */
+static CsContentRef generation_flat(CsReader *rd, const CsContentRef *root)
+{
+    CsDirEntry e;
+    ASSERT_OK(cs_tree_lookup(rd, root, "base/16384", &e));
+    CsContentRef flat;
+    ASSERT_OK(cs_reader_flatten(rd, &e.content, &flat));
+    cs_dir_entry_clear(&e);
+    return flat;
+}
+
+static bool same_slice(const CsChunkSlice *a, const CsChunkSlice *b)
+{
+    return a->offset == b->offset && a->length == b->length &&
+           memcmp(a->id.bytes, b->id.bytes, CS_CHUNK_ID_SIZE) == 0;
+}
+
+/* Version 4: the same pages change in every generation, yet every delta is made against the
+ * page as generation 0 stored it (depth 1, one frame to decode), and every generation restores.
+ * A page rewritten whole becomes a new key, and its next change is a delta of that. */
+static void test_keyed_generations(void **state)
+{
+    Fixture *f = *state;
+    enum { GENERATIONS = 8, REWRITTEN = 150, REWRITE_AT = 4 };
+    CsContentRef roots[GENERATIONS];
+    uint8_t *expect[GENERATIONS];
+    CsWriterStats st[GENERATIONS];
+    /* Rows that compress like real ones: a delta of a few rows stays far below a whole page. */
+    for (uint32_t i = 0; i < PAGES; i++)
+        fill_page_hex(f->file + (size_t)i * PAGE, i);
+    for (unsigned g = 0; g < GENERATIONS; g++) {
+        if (g > 0)
+            for (unsigned i = 0; i < CHANGED; i++)
+                touch_page(f->file + (size_t)changed_pages[i] * PAGE, g);
+        if (g == REWRITE_AT) /* other bytes altogether: no delta of its key is worth it */
+            ASSERT_OK(cs_random_bytes(f->file + (size_t)REWRITTEN * PAGE, PAGE));
+        write_src(f);
+        expect[g] = test_xmalloc(PAGES * PAGE);
+        memcpy(expect[g], f->file, PAGES * PAGE);
+        st[g] = store_generation(f, g ? &roots[g - 1] : NULL, &roots[g]);
+    }
+    for (unsigned g = 0; g < GENERATIONS; g++) {
+        unsigned want = g == 0 ? 0 : g == REWRITE_AT ? CHANGED - 1 : CHANGED;
+        if (st[g].delta_chunks != want)
+            fail_msg("generation %u: %llu delta chunks, expected %u", g,
+                     (unsigned long long)st[g].delta_chunks, want);
+    }
+
+    CsReader *rd = NULL;
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
+    Buf out = BUF_INIT;
+    for (unsigned g = GENERATIONS; g-- > 0;) {
+        read_generation(rd, &roots[g], &out);
+        assert_int_equal(out.size, PAGES * PAGE);
+        if (memcmp(out.data, expect[g], out.size) != 0)
+            fail_msg("generation %u does not read back", g);
+    }
+    /* The newest generation's changed pages: depth 1, and their key is generation 0's page
+     * (generation REWRITE_AT's for the rewritten one), which is stored whole. */
+    CsContentRef flat0 = generation_flat(rd, &roots[0]);
+    CsContentRef flat_rw = generation_flat(rd, &roots[REWRITE_AT]);
+    CsContentRef newest = generation_flat(rd, &roots[GENERATIONS - 1]);
+    for (unsigned i = 0; i < CHANGED; i++) {
+        uint32_t k = changed_pages[i];
+        CsChunkSlice s = page_at(&newest, k);
+        const uint8_t *p;
+        size_t n;
+        uint8_t depth;
+        ASSERT_OK(cs_reader_chunk_depth(rd, &s.id, &p, &n, &depth));
+        assert_int_equal(depth, 1);
+        CsDeltaKey key;
+        ASSERT_OK(cs_reader_delta_key(rd, &s, &key));
+        CsChunkSlice want = page_at(k == REWRITTEN ? &flat_rw : &flat0, k);
+        if (!same_slice(&key.slice, &want))
+            fail_msg("page %u: its key is not the page stored whole", k);
+        assert_memory_equal(key.p, k == REWRITTEN ? expect[REWRITE_AT] + (size_t)k * PAGE
+                                                  : expect[0] + (size_t)k * PAGE,
+                            PAGE);
+        ASSERT_OK(cs_reader_chunk_depth(rd, &key.slice.id, &p, &n, &depth));
+        assert_int_equal(depth, 0);
+    }
+    /* A delta costs a fraction of the page stored whole. */
+    assert_true(st[GENERATIONS - 1].stored_bytes < st[0].stored_bytes / 4);
+
+    buf_free(&out);
+    cs_content_ref_free(&flat0);
+    cs_content_ref_free(&flat_rw);
+    cs_content_ref_free(&newest);
+    cs_reader_free(rd);
+    for (unsigned g = 0; g < GENERATIONS; g++) {
+        cs_content_ref_free(&roots[g]);
+        free(expect[g]);
+    }
+}
+
+/* Version 4: a damaged key fails only the pages made against it. Pages 3 and 64 are deltas in
+ * one record; page 3's key (pages 0..63 of generation 0) is damaged, page 64's is not. */
+static void test_keyed_damaged_neighbour(void **state)
+{
+    Fixture *f = *state;
+    CsContentRef r0, r1;
+    write_src(f);
+    store_generation(f, NULL, &r0);
+    touch_page(f->file + 3 * PAGE, 1);
+    touch_page(f->file + 64 * PAGE, 1);
+    write_src(f);
+    assert_int_equal(store_generation(f, &r0, &r1).delta_chunks, 2);
+
+    CsReader *rd = NULL;
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
+    CsContentRef flat0 = generation_flat(rd, &r0), flat1 = generation_flat(rd, &r1);
+    CsChunkSlice d3 = page_at(&flat1, 3), d64 = page_at(&flat1, 64);
+    CsIndexReader *ir;
+    CsChunkLoc l3, l64;
+    ASSERT_OK(cs_index_reader_begin(f->t.repo->index, &ir));
+    ASSERT_OK(cs_index_reader_lookup(ir, &d3.id, &l3));
+    ASSERT_OK(cs_index_reader_lookup(ir, &d64.id, &l64));
+    cs_index_reader_end(ir);
+    assert_int_equal(l3.record_off, l64.record_off); /* the premise: one record */
+    cs_reader_free(rd);
+    CsChunkSlice key3 = page_at(&flat0, 3);
+    damage_record_of(f, &key3.id);
+
+    ASSERT_OK(cs_reader_new(f->t.repo, &rd));
+    const uint8_t *p;
+    ASSERT_OK(read_page(rd, &flat1, 64, &p));
+    assert_memory_equal(p, f->file + 64 * PAGE, PAGE);
+    ASSERT_ERR(EBADMSG, read_page(rd, &flat1, 3, &p));
+    ASSERT_OK(read_page(rd, &flat1, 64, &p));
+    assert_memory_equal(p, f->file + 64 * PAGE, PAGE);
+    cs_reader_free(rd);
+
+    cs_content_ref_free(&flat0);
+    cs_content_ref_free(&flat1);
+    cs_content_ref_free(&r0);
+    cs_content_ref_free(&r1);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-RUN_TESTS(cmocka_unit_test(test_delta_record), cmocka_unit_test(test_delta_pack_trailer),
-          cmocka_unit_test(test_delta_base_cycle),
-          T(test_delta_generations), T(test_delta_damaged_base))
+#define T3(fn) cmocka_unit_test_setup_teardown(fn, setup_v3, teardown)
+RUN_TESTS(cmocka_unit_test(test_delta_record), cmocka_unit_test(test_framed_record),
+          cmocka_unit_test(test_delta_pack_trailer), cmocka_unit_test(test_delta_base_cycle),
+          T3(test_delta_generations), T3(test_delta_damaged_base), T(test_delta_damaged_base),
+          T(test_keyed_generations), T(test_keyed_damaged_neighbour))
