@@ -505,6 +505,20 @@ int cs_reader_delta_key(CsReader *rd, const CsChunkSlice *version, CsDeltaKey *r
     return 0;
 }
 
+bool cs_reader_record_is_framed(CsReader *rd, const CsChunkLoc *loc)
+{
+    CachedRecord *hit = cache_find(rd, loc);
+    if (hit)
+        return hit->is_framed;
+    char name[CS_PACK_NAME_MAX];
+    uint8_t h[5];
+    size_t got;
+    cs_pack_name(&loc->pack, name);
+    return cs_backend_get_range(rd->repo->backend, name, loc->record_off, h, sizeof(h), &got) ==
+                   0 &&
+           got == sizeof(h) && get_le32(h) == CS_RECORD_MAGIC && (h[4] & CS_RECORD_FLAG_FRAMED);
+}
+
 int cs_reader_peek_members(CsReader *rd, const CsChunkLoc *loc, Buf *out, size_t *ret_index)
 {
     buf_clear(out);

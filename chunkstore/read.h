@@ -61,6 +61,11 @@ int cs_reader_delta_key(CsReader *rd, const CsChunkSlice *version, CsDeltaKey *r
  */
 int cs_reader_peek_members(CsReader *rd, const CsChunkLoc *loc, Buf *out, size_t *ret_index);
 
+/* Whether the record at `loc` is a framed delta record (format version 4), whose members fail
+ * or succeed one by one: a member whose base is damaged says nothing of its neighbours. A plan
+ * only, like cs_reader_peek_members(): false when the header cannot be read. */
+bool cs_reader_record_is_framed(CsReader *rd, const CsChunkLoc *loc);
+
 /* Let go of the index snapshot the reader holds (a long-lived reader keeps the index from
  * reusing space); the next lookup starts a fresh one. */
 int cs_reader_refresh(CsReader *rd);

@@ -290,12 +290,14 @@ static int load_group(PfsFs *fs, PfsReader *rd, const PfsFileMap *m, size_t k, P
         }
     }
     int r = fill(rd, &m->chunks[k].id, ch);
-    if (r == -EBADMSG && has_loc)
+    /* Same record: if chunk k failed, so do they (and one log line is enough); but the members
+     * of a framed delta record fail one by one, when their own base is damaged. */
+    bool is_record_bad = r < 0 && !(has_loc && cs_reader_record_is_framed(rd->rd, &lk));
+    if (r == -EBADMSG && is_record_bad)
         note_bad_record(fs, &lk);
     pfs_chunk_cache_complete(fs->cache, ch, r);
     for (size_t i = 0; i < ns; i++) {
-        /* Same record: if chunk k failed, so do they (and one log line is enough). */
-        int rs = r < 0 ? r : fill(rd, &m->chunks[sib_index[i]].id, sib[i]);
+        int rs = is_record_bad ? r : fill(rd, &m->chunks[sib_index[i]].id, sib[i]);
         pfs_chunk_cache_complete(fs->cache, sib[i], rs);
         pfs_chunk_cache_release(fs->cache, sib[i]);
     }

@@ -5,8 +5,9 @@
  * file under packs/ when none is given): the trailer must read (cs_pack_read_trailer), the id
  * in the header must match the file name, and every record the trailer points to must pass
  * cs_record_verify (framing and xxh3). Prints "ok NAME (N chunks, M records)" or
- * "damaged NAME: reason" per pack and a summary line; exits 1 if any pack is damaged, 2 on
- * usage or I/O errors.
+ * "damaged NAME: reason" per pack, a line counting the records by kind ("records: P plain,
+ * C chained delta (deepest D), F framed delta (deepest E)") and a summary line; exits 1 if any
+ * pack is damaged, 2 on usage or I/O errors.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,7 +20,24 @@
 typedef struct Ctx {
     CsBackend *b;
     unsigned ok, damaged;
+    unsigned long plain, chained, framed;
+    unsigned chained_depth, framed_depth; /* the deepest seen */
 } Ctx;
+
+static void count_kind(Ctx *ctx, const uint8_t *rec, size_t len)
+{
+    CsRecordInfo in;
+    if (cs_record_info(rec, len, &in) < 0)
+        return;
+    if (in.flags & CS_RECORD_FLAG_FRAMED) {
+        ctx->framed++;
+        ctx->framed_depth = in.depth > ctx->framed_depth ? in.depth : ctx->framed_depth;
+    } else if (in.flags & CS_RECORD_FLAG_DELTA) {
+        ctx->chained++;
+        ctx->chained_depth = in.depth > ctx->chained_depth ? in.depth : ctx->chained_depth;
+    } else
+        ctx->plain++;
+}
 
 static int check_one(Ctx *ctx, const char *name)
 {
@@ -64,6 +82,8 @@ static int check_one(Ctx *ctx, const char *name)
             r = -EBADMSG;
         if (r == 0)
             r = cs_record_verify(rec, loc->record_len);
+        if (r == 0)
+            count_kind(ctx, rec, loc->record_len);
         if (r < 0)
             printf("damaged %s: record at offset %llu: %s\n", name,
                    (unsigned long long)loc->record_off, strerror(-r));
@@ -107,6 +127,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "pack-check: %s\n", strerror(-r));
         return 2;
     }
+    printf("records: %lu plain, %lu chained delta (deepest %u), %lu framed delta (deepest %u)\n",
+           ctx.plain, ctx.chained, ctx.chained_depth, ctx.framed, ctx.framed_depth);
     printf("%u packs ok, %u damaged\n", ctx.ok, ctx.damaged);
     return ctx.damaged ? 1 : 0;
 }

@@ -2,7 +2,10 @@
 # Delta records through the command line: a data directory stored again after some pages
 # changed stores those pages as deltas of the previous snapshot (chosen by name, else by path,
 # or by --parent), writes a fraction of what a store without a parent writes, and every
-# snapshot restores byte for byte, also after the index is rebuilt from the packs alone.
+# snapshot restores byte for byte, also after the index is rebuilt from the packs alone. A week
+# of daily changes to the same pages leaves every delta at depth 1 (framed records against
+# pages stored whole, format version 4: no chains), and every day restores and reads through
+# the mount byte for byte.
 . "$(dirname "$0")/lib.sh"
 
 REPO=$T/repo
@@ -23,14 +26,15 @@ with open(sys.argv[1], "wb") as f:
         f.write(rows[:page])
 PY
 echo "not a page file" >"$SRC"/PG_VERSION
-# change_pages GENERATION: rewrite one row's balance in 40 pages, as UPDATEs would.
+# change_pages GENERATION [SET]: rewrite one row's balance in 40 pages, as UPDATEs would; the
+# pages are chosen by SET (default: by the generation).
 change_pages() {
-    python3 - "$SRC"/base/5/16384 "$1" <<'PY'
+    python3 - "$SRC"/base/5/16384 "$1" "${2:-$1}" <<'PY'
 import sys
-path, gen = sys.argv[1], int(sys.argv[2])
+path, gen, pages = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 with open(path, "r+b") as f:
     for k in range(40):
-        page = (k * 13 + gen) % 512
+        page = (k * 13 + pages) % 512
         f.seek(page * 8192 + 1000 + (gen % 5) * 64)
         f.write(b"%08d" % (gen * 7919 + k))
 PY
@@ -77,11 +81,39 @@ grep -q "no-such-snapshot" "$T"/stderr || fail "the error does not name the miss
 assert_eq "$("$SNAP" -r "$REPO" list --json | json_get 5.id 2>/dev/null || echo none)" none \
     "a refused store added a snapshot"
 
+note "a week of history under one name: the same pages change every day"
+WEEK=()
+for day in 1 2 3 4 5 6 7; do
+    change_pages $((day + 10)) 4
+    WEEK+=("$(store_id "$REPO" "$SRC" --name week)")
+    keep "${WEEK[-1]}"
+done
+[[ $(stats "${WEEK[-1]}" delta_chunks) -ge 40 ]] || fail "day 7 stored no deltas"
+"$(helper pack-check)" "$REPO" >"$T"/pack-check.out || { cat "$T"/pack-check.out; fail "pack-check"; }
+grep '^records:' "$T"/pack-check.out
+grep -q '^records: .* 0 chained delta (deepest 0), [1-9][0-9]* framed delta (deepest 1)$' \
+    "$T"/pack-check.out || fail "delta records are chained or deeper than 1: $(grep '^records:' "$T"/pack-check.out)"
+
 note "every snapshot restores byte for byte"
-for id in "$A" "$B" "$C" "$D" "$E"; do
+for id in "$A" "$B" "$C" "$D" "$E" "${WEEK[@]}"; do
     "$SNAP" -q -r "$REPO" restore "$id" "$T/r-$id" || fail "restore of $id failed"
     assert_same_entries "$T/copies/$id" "$T/r-$id"
 done
+
+note "every day of the week reads through the mount byte for byte"
+[[ -c /dev/fuse ]] || fail "/dev/fuse is missing: FUSE mounts cannot be tested"
+mkdir -p "$T"/mnt
+"$PITR_BIN"/mount.pitrfs "$REPO" "$T"/mnt -f 2>"$T"/mount.log &
+MOUNT_PID=$!
+unmount_week() { fusermount3 -u "$T"/mnt 2>/dev/null || fusermount3 -uz "$T"/mnt 2>/dev/null; kill $MOUNT_PID 2>/dev/null; return 0; }
+cleanup_hooks+=(unmount_week)
+for i in $(seq 100); do mountpoint -q "$T"/mnt && break; sleep 0.1; done
+mountpoint -q "$T"/mnt || fail "the mount did not come up: $(cat "$T"/mount.log)"
+for id in "${WEEK[@]}"; do
+    cmp "$T/copies/$id"/base/5/16384 "$T"/mnt/snapshots/"$id"/base/5/16384 ||
+        fail "day snapshot $id reads other bytes through the mount"
+done
+unmount_week
 
 note "again with the index rebuilt from the packs"
 rm -rf "$REPO"/index "$T"/r-*
