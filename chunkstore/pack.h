@@ -135,12 +135,11 @@ int cs_record_open_framed(const uint8_t pack_key[32], const void *rec, size_t le
 /* Where the n frames of a framed payload start: offs[i] for frame i, offs[n] its end (n + 1
  * entries). -EBADMSG unless the table and the frames tile the payload exactly. */
 int cs_frames_index(const uint8_t *payload, size_t len, size_t n, uint32_t *offs);
-/* One member's frame: `raw` compressed at `level` against `base` alone, with zstd's content
- * checksum. Negative errno on failure. */
+/* One member's frame: `raw` compressed at `level` against `base` alone. Negative errno on
+ * failure. */
 int cs_frame_compress(void *zstd_cctx, int level, const void *base, size_t base_len,
                       const void *raw, size_t n, Buf *out);
-/* Decode one frame against its base into exactly out_len bytes (its checksum checked), or
- * -EBADMSG. */
+/* Decode one frame against its base into exactly out_len bytes, or -EBADMSG. */
 int cs_frame_decode(void *zstd_dctx, const void *frame, size_t frame_len, const void *base,
                     size_t base_len, void *out, size_t out_len);
 /* A zstd decompression context for cs_record_decode_prefixed() (NULL: out of memory). */

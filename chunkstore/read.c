@@ -24,6 +24,7 @@
  * slots. Chained delta records (versions 2 and 3) need many. */
 #define RECORD_CACHE_SLOTS_FRAMED 8
 #define RECORD_CACHE_SLOTS 32
+#define RECENT_LOOKUPS 8
 
 typedef struct CachedRecord {
     bool is_valid;
@@ -53,6 +54,15 @@ struct CsReader {
     unsigned nesting; /* delta records being decoded, one inside the other */
     uint64_t clock;
     bool has_synced; /* the index was brought up to date with the packs once for a miss */
+    /* The places of the chunks looked up last. Reading a snapshot with deltas alternates
+     * between a few chunks (a run of whole pages, the deltas between its pages, and the run
+     * again as their key): they are found again without the index. A place found here is
+     * checked against the record's authenticated member list like any other. */
+    struct {
+        CsChunkId id;
+        CsChunkLoc loc;
+    } recent[RECENT_LOOKUPS];
+    unsigned recent_next;
     /* Where the last chunk returned ends: files are mostly read in the order their chunks were
      * stored, so the next chunk asked for is usually the next member of the same record, found
      * without an index lookup. */
@@ -114,7 +124,26 @@ CsRepo *cs_reader_repo(const CsReader *rd)
     return rd->repo;
 }
 
+static int index_lookup(CsReader *rd, const CsChunkId *id, CsChunkLoc *loc);
+
 static int lookup(CsReader *rd, const CsChunkId *id, CsChunkLoc *loc)
+{
+    for (unsigned i = 0; i < RECENT_LOOKUPS; i++)
+        if (memcmp(rd->recent[i].id.bytes, id->bytes, CS_CHUNK_ID_SIZE) == 0 &&
+            rd->recent[i].loc.record_len) {
+            *loc = rd->recent[i].loc;
+            return 0;
+        }
+    int r = index_lookup(rd, id, loc);
+    if (r == 0) {
+        unsigned k = rd->recent_next++ % RECENT_LOOKUPS;
+        rd->recent[k].id = *id;
+        rd->recent[k].loc = *loc;
+    }
+    return r;
+}
+
+static int index_lookup(CsReader *rd, const CsChunkId *id, CsChunkLoc *loc)
 {
     int r = cs_index_reader_lookup(rd->index, id, loc);
     if (r == -ENOENT) {
@@ -614,6 +643,7 @@ int cs_reader_slice(CsReader *rd, const CsChunkSlice *e, const uint8_t **ret_p)
 
 int cs_reader_refresh(CsReader *rd)
 {
+    memset(rd->recent, 0, sizeof(rd->recent));
     return cs_index_reader_refresh(rd->index);
 }
 

@@ -105,7 +105,12 @@ note "every day of the week reads through the mount byte for byte"
 mkdir -p "$T"/mnt
 "$PITR_BIN"/mount.pitrfs "$REPO" "$T"/mnt -f 2>"$T"/mount.log &
 MOUNT_PID=$!
-unmount_week() { fusermount3 -u "$T"/mnt 2>/dev/null || fusermount3 -uz "$T"/mnt 2>/dev/null; kill $MOUNT_PID 2>/dev/null; return 0; }
+# The mount process must be gone before the index is removed below (it holds it open).
+unmount_week() {
+    fusermount3 -u "$T"/mnt 2>/dev/null || fusermount3 -uz "$T"/mnt 2>/dev/null || true
+    kill $MOUNT_PID 2>/dev/null || true # it may have exited with the unmount
+    wait $MOUNT_PID 2>/dev/null || true
+}
 cleanup_hooks+=(unmount_week)
 for i in $(seq 100); do mountpoint -q "$T"/mnt && break; sleep 0.1; done
 mountpoint -q "$T"/mnt || fail "the mount did not come up: $(cat "$T"/mount.log)"
