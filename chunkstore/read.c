@@ -63,6 +63,7 @@ struct CsReader {
         CsChunkLoc loc;
     } recent[RECENT_LOOKUPS];
     unsigned recent_next;
+    CsBaseSource base_source; /* get == NULL: bases come from the record cache */
     /* Where the last chunk returned ends: files are mostly read in the order their chunks were
      * stored, so the next chunk asked for is usually the next member of the same record, found
      * without an index lookup. */
@@ -299,9 +300,13 @@ static int framed_member_ready(CsReader *rd, CachedRecord *c, size_t i)
     CsChunkSlice base = cs_slice_decode(c->bases.data + i * CS_SLICE_SIZE, true);
     const uint8_t *p;
     size_t len;
+    void *pin = NULL;
+    const CsBaseSource *src = &rd->base_source;
     c->pins++;
     rd->nesting++;
-    int r = chunk_get(rd, &base.id, &p, &len, NULL);
+    int r = src->get ? src->get(src->userdata, rd, &base.id, &p, &len, &pin) : 1;
+    if (r == 1)
+        r = chunk_get(rd, &base.id, &p, &len, NULL);
     rd->nesting--;
     c->pins--;
     if (r == 0 && (uint64_t)base.offset + base.length > len)
@@ -310,6 +315,8 @@ static int framed_member_ready(CsReader *rd, CachedRecord *c, size_t i)
         r = cs_frame_decode(rd->zstd_dctx, c->frames.data + offs[i], offs[i + 1] - offs[i],
                             p + base.offset, base.length, c->plain.data + member_off[i],
                             member_off[i + 1] - member_off[i]);
+    if (pin)
+        src->put(src->userdata, pin);
     if (r < 0) {
         char name[CS_PACK_NAME_MAX], hex[2 * CS_CHUNK_ID_SIZE + 1];
         cs_pack_name(&c->pack, name);
@@ -532,6 +539,11 @@ int cs_reader_delta_key(CsReader *rd, const CsChunkSlice *version, CsDeltaKey *r
                                                          : 1.0 };
     rd->seq.rec = NULL; /* moved by the lookups */
     return 0;
+}
+
+void cs_reader_set_base_source(CsReader *rd, const CsBaseSource *src)
+{
+    rd->base_source = src ? *src : (CsBaseSource){ 0 };
 }
 
 bool cs_reader_record_is_framed(CsReader *rd, const CsChunkLoc *loc)

@@ -54,6 +54,22 @@ typedef struct CsDeltaKey {
 int cs_reader_delta_key(CsReader *rd, const CsChunkSlice *version, CsDeltaKey *ret);
 
 /*
+ * Where a reader gets the bases of framed delta members (format version 4), when not from its
+ * own record cache: the mount gives its chunk cache, so that a page stored whole is decoded
+ * once for every thread, whether it is read or serves as a key. get() gives the whole chunk
+ * `id` (pinned until put(pin)) and returns 0, or 1 to let the reader decode it itself, or a
+ * negative errno. It may call back into the reader it is given (to decode the chunk): the
+ * member being decoded stays held meanwhile.
+ */
+typedef struct CsBaseSource {
+    int (*get)(void *userdata, CsReader *rd, const CsChunkId *id, const uint8_t **ret_p,
+               size_t *ret_n, void **ret_pin);
+    void (*put)(void *userdata, void *pin);
+    void *userdata;
+} CsBaseSource;
+void cs_reader_set_base_source(CsReader *rd, const CsBaseSource *src);
+
+/*
  * The member list of the record at `loc` (CS_RECORD_MEMBER_SIZE bytes each, into *out), read
  * from the pack header without decoding the record; authenticated only when the record is
  * decoded in this reader already. Good for planning (which neighbours of a chunk share its

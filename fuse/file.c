@@ -242,6 +242,52 @@ static void note_bad_record(PfsFs *fs, const CsChunkLoc *loc)
     pthread_mutex_unlock(&fs->bad_lock);
 }
 
+int pfs_file_base_get(void *userdata, CsReader *rd, const CsChunkId *id, const uint8_t **ret_p,
+                      size_t *ret_n, void **ret_pin)
+{
+    PfsFs *fs = userdata;
+    uint32_t len;
+    int r = cs_reader_chunk_length(rd, id, &len);
+    if (r < 0)
+        return 1; /* the reader says what is missing */
+    PfsChunk *ch;
+    int st = pfs_chunk_cache_acquire(fs->cache, id, len, &ch);
+    if (st < 0)
+        return st == -ENOMEM ? 1 : st;
+    if (st == PFS_CHUNK_LOADING) {
+        /* Waiting here, with this thread's own entries reserved, could deadlock on a repository
+         * whose bases loop; decoding it again costs only time. */
+        pfs_chunk_cache_release(fs->cache, ch);
+        return 1;
+    }
+    if (st == PFS_CHUNK_RESERVED) {
+        uint8_t *p;
+        size_t n;
+        r = cs_reader_chunk_take(rd, id, &p, &n);
+        if (r == 0 && n != len) {
+            free(p);
+            r = -EBADMSG;
+        }
+        if (r == 0)
+            pfs_chunk_cache_adopt(ch, p);
+        pfs_chunk_cache_complete(fs->cache, ch, r);
+        if (r < 0) {
+            pfs_chunk_cache_release(fs->cache, ch);
+            return r;
+        }
+    }
+    *ret_p = pfs_chunk_data(ch);
+    *ret_n = pfs_chunk_size(ch);
+    *ret_pin = ch;
+    return 0;
+}
+
+void pfs_file_base_put(void *userdata, void *pin)
+{
+    PfsFs *fs = userdata;
+    pfs_chunk_cache_release(fs->cache, pin);
+}
+
 /* Whether chunk j of m is member `at` of the record whose member list is `members`. */
 static bool is_member_at(const Buf *members, size_t at, const PfsFileMap *m, size_t j)
 {

@@ -73,3 +73,10 @@ void pfs_file_node_free(PfsNode *n);
 /* Read-ahead jobs (PfsPrefetchJob: ptr = a PfsFileMap reference, index = chunk). */
 void pfs_file_prefetch_run(const PfsPrefetchJob *job, void *fs);
 void pfs_file_prefetch_drop(const PfsPrefetchJob *job, void *fs);
+/* The readers' base source (CsBaseSource, userdata = the PfsFs): the keys of delta pages come
+ * from the chunk cache, decoded into it when missing, so a page run stored whole is decoded
+ * once whether it is read or serves as the key of deltas, by any thread. An entry another
+ * thread is loading is not waited for (the reader decodes it itself). */
+int pfs_file_base_get(void *fs, CsReader *rd, const CsChunkId *id, const uint8_t **ret_p,
+                      size_t *ret_n, void **ret_pin);
+void pfs_file_base_put(void *fs, void *pin);

@@ -507,6 +507,11 @@ int main(int argc, char **argv)
      * to the kernel only to fault it in again on the next fill (measured on a cold 1 GiB read:
      * half the page faults, about 7% less CPU). */
     mallopt(M_TRIM_THRESHOLD, (int)MIN(o.cache_bytes, (size_t)INT_MAX));
+    /* One arena: chunks are decoded by one thread and freed by another, and with an arena per
+     * thread each kept its own high-water mark on top of the cache (reading the newest of 7
+     * days of a 256 MiB file: 355 MiB peak RSS with the default 256 MiB cache, 300 MiB with one
+     * arena, at the same speed). */
+    mallopt(M_ARENA_MAX, 1);
     int notify_fd = -1;
     if (!o.foreground && (r = pfs_daemon_fork(&notify_fd)) < 0) {
         log_error_errno(r, "could not fork: %m");

@@ -63,7 +63,10 @@ int pfs_fs_new(CsRepo *repo, const PfsParams *params, PfsFs **ret)
     if (r == 0)
         r = pfs_chunk_cache_new(fs->params.cache_bytes, &fs->cache);
     if (r == 0)
-        r = pfs_reader_pool_new(repo, READER_MAX_AGE_MS, READER_MAX_IDLE_MS, &fs->readers);
+        r = pfs_reader_pool_new(repo, &(CsBaseSource){ .get = pfs_file_base_get,
+                                                       .put = pfs_file_base_put,
+                                                       .userdata = fs },
+                                READER_MAX_AGE_MS, READER_MAX_IDLE_MS, &fs->readers);
     if (r == 0 && (r = pfs_catalog_new(repo, fs->params.catalog_max_age_ms, &fs->catalog)) < 0)
         log_error_errno(r, "could not read the snapshots of the repository: %m");
     if (r < 0) {

@@ -11,6 +11,7 @@
 
 struct PfsReaderPool {
     CsRepo *repo;
+    CsBaseSource bases;
     uint64_t max_age_ms, max_idle_ms;
     pthread_mutex_t lock;
     PfsReader *free; /* lock: stack, most recently used first */
@@ -34,14 +35,16 @@ static void reader_free(PfsReader *r)
     free(r);
 }
 
-static int reader_new(CsRepo *repo, PfsReader **ret)
+static int reader_new(CsRepo *repo, const CsBaseSource *bases, PfsReader **ret)
 {
     PfsReader *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
     int rc = cs_reader_new(repo, &r->rd);
-    if (rc == 0)
+    if (rc == 0) {
+        cs_reader_set_base_source(r->rd, bases);
         rc = cs_index_reader_begin(repo->index, &r->ix);
+    }
     if (rc < 0) {
         reader_free(r);
         return rc;
@@ -51,13 +54,14 @@ static int reader_new(CsRepo *repo, PfsReader **ret)
     return 0;
 }
 
-int pfs_reader_pool_new(CsRepo *repo, unsigned max_age_ms, unsigned max_idle_ms,
-                        PfsReaderPool **ret)
+int pfs_reader_pool_new(CsRepo *repo, const CsBaseSource *bases, unsigned max_age_ms,
+                        unsigned max_idle_ms, PfsReaderPool **ret)
 {
     PfsReaderPool *p = calloc(1, sizeof(*p));
     if (!p)
         return -ENOMEM;
     p->repo = repo;
+    p->bases = bases ? *bases : (CsBaseSource){ 0 };
     p->max_age_ms = max_age_ms;
     p->max_idle_ms = max_idle_ms;
     pthread_mutex_init(&p->lock, NULL);
@@ -102,7 +106,7 @@ int pfs_reader_pool_get(PfsReaderPool *p, PfsReader **ret)
         *ret = r;
         return 0;
     }
-    int rc = reader_new(p->repo, &r);
+    int rc = reader_new(p->repo, &p->bases, &r);
     if (rc < 0) {
         pthread_mutex_lock(&p->lock);
         p->count--;

@@ -29,8 +29,9 @@ typedef struct PfsReader {
 
 typedef struct PfsReaderPool PfsReaderPool;
 
-int pfs_reader_pool_new(CsRepo *repo, unsigned max_age_ms, unsigned max_idle_ms,
-                        PfsReaderPool **ret);
+/* `bases` (may be NULL) is where the pool's readers get the bases of delta pages. */
+int pfs_reader_pool_new(CsRepo *repo, const CsBaseSource *bases, unsigned max_age_ms,
+                        unsigned max_idle_ms, PfsReaderPool **ret);
 /* All readers must have been put back. Returns NULL. */
 PfsReaderPool *pfs_reader_pool_free(PfsReaderPool *p);
 int pfs_reader_pool_get(PfsReaderPool *p, PfsReader **ret);
