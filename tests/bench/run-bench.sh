@@ -13,6 +13,14 @@
 #               with the range over the rounds in brackets)
 #   BENCH_AGENT set to 0 to skip the base backup of a running node (pitr-agent, pg_basebackup,
 #               pgbackrest; pgbench -s 100)
+#   BENCH_HISTORY set to 0 to skip the history of daily backups: a week of pgbench churn, each
+#               day's pg_basebackup copy stored by pitrfs, borg and restic, then the first, middle
+#               and newest snapshot restored and read through each tool's mount (at the defaults
+#               about 25 GB of scratch space, and 10-20 minutes a filler variant on 2 cores)
+#   BENCH_HISTORY_SCALE   pgbench scale of the history (default 100)
+#   BENCH_HISTORY_DAYS    days of churn after day 0 (default 7)
+#   BENCH_HISTORY_FILLERS the pgbench_accounts.filler variants, each a history of its own (default
+#               "realistic stock": text that compresses about 4:1 like real rows, and pgbench's blanks)
 set -euo pipefail
 BUILD=${BUILD:-build}
 SNAP="$PWD/$BUILD/bin/pitr-snap"
@@ -23,6 +31,10 @@ DAYS=${BENCH_DAYS:-1}
 MAIN=${BENCH_MAIN:-1}
 MOUNT=${BENCH_MOUNT:-1}
 AGENT_BENCH=${BENCH_AGENT:-1}
+HISTORY=${BENCH_HISTORY:-1}
+HSCALE=${BENCH_HISTORY_SCALE:-100}
+HDAYS=${BENCH_HISTORY_DAYS:-7}
+HFILLERS=${BENCH_HISTORY_FILLERS:-realistic stock}
 ROUNDS=${BENCH_ROUNDS:-3}
 AGENT="$PWD/$BUILD/bin/pitr-agent"
 export PITR_PASSPHRASE=bench-passphrase BORG_PASSPHRASE=bench-passphrase RESTIC_PASSWORD=bench-passphrase
@@ -49,6 +61,48 @@ make_pgdata() { # DIR SCALE PORT
     su postgres -c "$PGBIN/pgbench -h 127.0.0.1 -p $port -i -s $scale -q postgres >/dev/null 2>&1"
     su postgres -c "$PGBIN/pg_ctl -D $d -m fast stop >/dev/null"
     touch "$d.scale-$scale"
+}
+
+MOUNT_PITRFS="$PWD/$BUILD/bin/mount.pitrfs"
+rm -f "$DIR"/mount-*.log
+PASSF="$DIR/mount-passphrase"; (umask 077; printf '%s\n' "$PITR_PASSPHRASE" > "$PASSF")
+declare -A ra # each mount's kernel read-ahead, as mnt_up found it
+# One mount at a time, each in the foreground of a background job so that its process is known;
+# mnt_down (also the EXIT trap) unmounts it and ends the process.
+mnt_pid="" mnt_dir=""
+mnt_down() {
+    local i
+    [[ -n $mnt_dir ]] && { fusermount3 -u "$mnt_dir" 2>/dev/null || fusermount3 -uz "$mnt_dir" 2>/dev/null || true; }
+    if [[ -n $mnt_pid ]]; then
+        for ((i = 0; i < 100; i++)); do kill -0 "$mnt_pid" 2>/dev/null || break; sleep 0.1; done
+        kill "$mnt_pid" 2>/dev/null || true
+        wait "$mnt_pid" 2>/dev/null || true
+        [[ -n $mnt_dir ]] && { fusermount3 -u "$mnt_dir" 2>/dev/null || true; }
+    fi
+    mnt_pid="" mnt_dir=""
+}
+# The repositories are $MR (pitrfs), $MB (borg; archive $MA, default a) and $MQ (restic).
+mnt_up() { # TOOL MOUNTPOINT PATH: mount afresh and wait (at most 60 s) until PATH is there
+    local tool=$1 mp=$2 want=$3 log="$DIR/mount-$1.log" end=$((SECONDS + 60))
+    mnt_down
+    fusermount3 -u "$mp" 2>/dev/null || true # left over from an interrupted run
+    mkdir -p "$mp"
+    case $tool in
+    pitrfs) "$MOUNT_PITRFS" "$MR" "$mp" -f -o passphrase_file="$PASSF" >>"$log" 2>&1 & ;;
+    pitrfs-dio) "$MOUNT_PITRFS" "$MR" "$mp" -f -o passphrase_file="$PASSF",direct_io >>"$log" 2>&1 & ;;
+    borg) borg mount -f "$MB::${MA:-a}" "$mp" >>"$log" 2>&1 & ;;
+    restic) restic --repo "$MQ" mount "$mp" >>"$log" 2>&1 & ;;
+    esac
+    mnt_pid=$! mnt_dir=$mp
+    while ((SECONDS < end)); do
+        [[ -e $want ]] && { ra[$tool]=$(cat "/sys/class/bdi/$(mountpoint -d "$mp")/read_ahead_kb" 2>/dev/null || echo '?'); return 0; }
+        if ! kill -0 "$mnt_pid" 2>/dev/null; then
+            echo "error: $tool mount on $mp ended before $want appeared; $log ends with:" >&2
+            tail -5 "$log" >&2; exit 1
+        fi
+        sleep 0.1
+    done
+    echo "error: $tool mount: $want did not appear on $mp within 60 s (log: $log)" >&2; exit 1
 }
 
 if [[ $MAIN != 0 ]]; then
@@ -175,51 +229,12 @@ else
     MR="$DIR/mount-repo-pitr" MB="$DIR/mount-repo-borg" MQ="$DIR/mount-repo-restic"
     mount_repos "$SRC"
 fi
-MOUNT_PITRFS="$PWD/$BUILD/bin/mount.pitrfs"
-rm -f "$DIR"/mount-*.log
-PASSF="$DIR/mount-passphrase"; (umask 077; printf '%s\n' "$PITR_PASSPHRASE" > "$PASSF")
 MP_PITR="$DIR/mnt-pitr" MP_BORG="$DIR/mnt-borg" MP_RESTIC="$DIR/mnt-restic"
 # The data directory's root as each mount shows it: pitrfs by snapshot name, borg and restic
 # under the absolute path that was backed up.
 P_PITR="$MP_PITR/snapshots/a" P_BORG="$MP_BORG/${SRC#/}" P_RESTIC="$MP_RESTIC/snapshots/latest$(realpath "$SRC")"
 read -r FBYTES FREL < <(find "$SRC/base" -type f -printf '%s base/%P\n' | sort -n | tail -1)
 
-# One mount at a time, each in the foreground of a background job so that its process is known;
-# mnt_down (also the EXIT trap) unmounts it and ends the process.
-mnt_pid="" mnt_dir=""
-mnt_down() {
-    local i
-    [[ -n $mnt_dir ]] && { fusermount3 -u "$mnt_dir" 2>/dev/null || fusermount3 -uz "$mnt_dir" 2>/dev/null || true; }
-    if [[ -n $mnt_pid ]]; then
-        for ((i = 0; i < 100; i++)); do kill -0 "$mnt_pid" 2>/dev/null || break; sleep 0.1; done
-        kill "$mnt_pid" 2>/dev/null || true
-        wait "$mnt_pid" 2>/dev/null || true
-        [[ -n $mnt_dir ]] && { fusermount3 -u "$mnt_dir" 2>/dev/null || true; }
-    fi
-    mnt_pid="" mnt_dir=""
-}
-mnt_up() { # TOOL MOUNTPOINT PATH: mount afresh and wait (at most 60 s) until PATH is there
-    local tool=$1 mp=$2 want=$3 log="$DIR/mount-$1.log" end=$((SECONDS + 60))
-    mnt_down
-    fusermount3 -u "$mp" 2>/dev/null || true # left over from an interrupted run
-    mkdir -p "$mp"
-    case $tool in
-    pitrfs) "$MOUNT_PITRFS" "$MR" "$mp" -f -o passphrase_file="$PASSF" >>"$log" 2>&1 & ;;
-    pitrfs-dio) "$MOUNT_PITRFS" "$MR" "$mp" -f -o passphrase_file="$PASSF",direct_io >>"$log" 2>&1 & ;;
-    borg) borg mount -f "$MB::a" "$mp" >>"$log" 2>&1 & ;;
-    restic) restic --repo "$MQ" mount "$mp" >>"$log" 2>&1 & ;;
-    esac
-    mnt_pid=$! mnt_dir=$mp
-    while ((SECONDS < end)); do
-        [[ -e $want ]] && { ra[$tool]=$(cat "/sys/class/bdi/$(mountpoint -d "$mp")/read_ahead_kb" 2>/dev/null || echo '?'); return 0; }
-        if ! kill -0 "$mnt_pid" 2>/dev/null; then
-            echo "error: $tool mount on $mp ended before $want appeared; $log ends with:" >&2
-            tail -5 "$log" >&2; exit 1
-        fi
-        sleep 0.1
-    done
-    echo "error: $tool mount: $want did not appear on $mp within 60 s (log: $log)" >&2; exit 1
-}
 trap mnt_down EXIT
 trap 'exit 130' INT TERM
 declare -A ra t_ls n_ls t_tar b_tar
@@ -373,6 +388,191 @@ row "pitr-agent backup, second" "$(mbps "$NB" "$t_p2")" "repository +$s_p2 bytes
 echo "  second backup adds: pitr-agent/pgbackrest incremental $(ratio "$s_p2" "$s_r2") (target <= 0.40x)"
 su postgres -c "$PGBIN/pg_ctl -D $APGD -m fast stop >/dev/null"
 trap - EXIT
+fi
+
+if [[ $HISTORY != 0 ]]; then
+echo "== history: pgbench -s $HSCALE, day 0 then $HDAYS days of 30000 pgbench transactions, an UPDATE of"
+echo "   2% of pgbench_accounts (aid % 50 = day) spread over the whole table, VACUUM and CHECKPOINT;"
+echo "   each day a pg_basebackup -Fp copy, made again at the same path, is stored by pitrfs, borg"
+echo "   (zstd,3, repokey: fixed 8 KiB chunks, and the default chunker) and restic. Then the first,"
+echo "   middle and newest snapshot are restored (cold cache; pitrfs --no-sync, as restic) and the"
+echo "   pgbench_accounts relation is read with cat through each tool's mount (fresh, cold)"
+for tool in borg restic zstd su "$PGBIN/pg_basebackup" "$PGBIN/pgbench" "$SNAP" "$MOUNT_PITRFS"; do
+    command -v "$tool" >/dev/null || { echo "error: history: $tool is not installed (make deps-bench, make)" >&2; exit 1; }
+done
+H="$(realpath "$DIR")/history" HPORT=55436
+HPG="$H/pgdata" HCOPY="$H/copy" HR="$H/repo-pitr" HBF="$H/repo-borg-fixed" HBD="$H/repo-borg" HQ="$H/repo-restic"
+hist_pg="" # the data directory of the running server, for hist_cleanup
+hist_cleanup() {
+    mnt_down
+    [[ -n $hist_pg ]] && { su postgres -c "$PGBIN/pg_ctl -D $hist_pg -m fast stop" >/dev/null 2>&1 || true; }
+    hist_pg=""
+    rm -rf --one-file-system "$H"
+}
+# Whatever the EXIT trap did before this section it still does, after hist_cleanup.
+trap_action() { eval "set -- $(trap -p "$1")"; printf '%s' "${3:-}"; }
+hist_prev_exit=$(trap_action EXIT)
+trap -- "hist_cleanup${hist_prev_exit:+; $hist_prev_exit}" EXIT
+trap 'exit 130' INT TERM
+hpg_start() { # DATADIR
+    su postgres -c "$PGBIN/pg_ctl -D $1 -o '-p $HPORT -k /tmp -c listen_addresses=127.0.0.1' -l $1.log -w start >/dev/null"
+    hist_pg=$1
+}
+hpg_stop() { su postgres -c "$PGBIN/pg_ctl -D $hist_pg -m fast stop >/dev/null"; hist_pg=""; }
+hpsql() { su postgres -c "$PGBIN/psql -h 127.0.0.1 -p $HPORT -qAt -v ON_ERROR_STOP=1 -c \"$1\" postgres"; }
+# hrun OUT CMD...: run CMD with its standard output to OUT; sets HT to the seconds it took and HM
+# to its peak RSS in KiB (of CMD or anything it waited for, as time -f %M). A failing CMD ends the
+# script, showing the end of its standard error.
+hrun() {
+    local out=$1; shift; sync
+    python3 -c '
+import resource, subprocess, sys, time
+t0 = time.monotonic()
+with open(sys.argv[1], "wb") as out, open(sys.argv[2], "wb") as err:
+    rc = subprocess.call(sys.argv[4:], stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+t = time.monotonic() - t0
+if rc:
+    sys.stderr.write(open(sys.argv[2], errors="replace").read()[-2000:])
+    sys.exit(f"error: history: {sys.argv[4]} exited with status {rc}")
+with open(sys.argv[3], "w") as f:
+    f.write(f"{t:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\n")
+' "$out" "$H/last.err" "$H/last.time" "$@"
+    read -r HT HM < "$H/last.time"
+}
+# relfiles ROOT REL: sets files to REL and its further segments REL.1, REL.2... found under ROOT
+relfiles() { local f; files=("$2"); for f in "$1/$2".[0-9]*; do [[ -e $f ]] && files+=("${f#"$1"/}"); done; return 0; }
+bsum() { stat -c %s "$@" | awk '{ s += $1 } END { print s }'; }
+gb() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1e9:.2f} GB')" "$1"; }
+# The day-0 data directory of a filler variant, made once and kept (like make_pgdata's):
+# realistic: filler = an md5, a shorter one, a word and a year (about 4:1 with zstd -3, where the
+# stock blank filler is about 40:1), then VACUUM FULL so the table is rewritten densely.
+hist_pgdata() { # VARIANT DIR
+    local v=$1 d=$2
+    [[ -f $d/PG_VERSION && -f $d.ready ]] && return 0
+    rm -rf "$d" "$d.ready"
+    su postgres -c "$PGBIN/initdb -D $d -k -A trust >/dev/null"
+    hpg_start "$d"
+    su postgres -c "$PGBIN/pgbench -h 127.0.0.1 -p $HPORT -i -s $HSCALE -q postgres >/dev/null 2>&1"
+    if [[ $v == realistic ]]; then
+        hpsql "UPDATE pgbench_accounts SET filler = md5(aid::text) || ' ' || left(md5((aid * 7)::text), 8) || ' ' || (ARRAY['retail', 'wholesale', 'online', 'branch'])[1 + aid % 4] || ' customer since ' || (2000 + aid % 24)::text"
+        hpsql "VACUUM FULL pgbench_accounts"
+    fi
+    hpsql "CHECKPOINT"
+    hpg_stop
+    touch "$d.ready"
+}
+for variant in $HFILLERS; do
+    [[ $variant == realistic || $variant == stock ]] || { echo "error: BENCH_HISTORY_FILLERS: unknown variant $variant" >&2; exit 1; }
+    echo "-- filler: $variant"
+    hist_t0=$SECONDS
+    mnt_down; [[ -z $hist_pg ]] || hpg_stop
+    rm -rf --one-file-system "$H"; mkdir -p "$H"; chown postgres "$H"
+    HCACHE="$DIR/history-pgdata-$variant-s$HSCALE"
+    hist_pgdata "$variant" "$HCACHE"
+    cp -a "$HCACHE" "$HPG"
+    hpg_start "$HPG"
+    "$SNAP" -q -r "$HR" init
+    borg init --encryption=repokey "$HBF" >/dev/null 2>&1
+    borg init --encryption=repokey "$HBD" >/dev/null 2>&1
+    restic -q init --repo "$HQ" >/dev/null
+    declare -A hid=() qid=() hrel=()
+    for ((day = 0; day <= HDAYS; day++)); do
+        if ((day > 0)); then
+            su postgres -c "$PGBIN/pgbench -h 127.0.0.1 -p $HPORT -n -c 2 -j 2 -t 15000 postgres >/dev/null 2>&1"
+            hpsql "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 50 = $((day % 50))"
+            hpsql "VACUUM"; hpsql "CHECKPOINT"
+        fi
+        hrel[$day]=$(hpsql "SELECT pg_relation_filepath('pgbench_accounts')")
+        rm -rf "$HCOPY"
+        su postgres -c "$PGBIN/pg_basebackup -h 127.0.0.1 -p $HPORT -D $HCOPY -Fp -X fetch -c fast"
+        if ((day == 0)); then
+            relfiles "$HCOPY" "${hrel[0]}" # the main fork of pgbench_accounts, all its segments
+            rb=$(bsum "${files[@]/#/$HCOPY/}")
+            zb=$(cat "${files[@]/#/$HCOPY/}" | zstd -3 -T0 -c | wc -c)
+            zr=$(python3 -c "import sys; print(f'{int(sys.argv[1]) / int(sys.argv[2]):.1f}')" "$rb" "$zb")
+            echo "  pgbench_accounts (${files[*]}): $rb bytes, zstd -3 ${zr}:1 (realistic: 3-5:1)"
+            if [[ $variant == realistic ]] && ! python3 -c "import sys; sys.exit(0 if 3 <= float(sys.argv[1]) <= 5 else 1)" "$zr"; then
+                echo "error: history: the realistic filler compresses ${zr}:1, not 3-5:1" >&2; exit 1
+            fi
+        fi
+        hrun "$H/store.json" "$SNAP" -q -r "$HR" store --json "$HCOPY" --name pgdata; st_p=$HT sm_p=$HM
+        hid[$day]=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['id'])" "$H/store.json")
+        read -r sb dc < <(python3 -c "import json, sys; s = json.load(open(sys.argv[1]))['stats']; print(s['stored_bytes'], s['delta_chunks'])" "$H/store.json")
+        hrun /dev/null borg create --compression zstd,3 --chunker-params fixed,8192 "$HBF::day$day" "$HCOPY"; st_bf=$HT sm_bf=$HM
+        hrun /dev/null borg create --compression zstd,3 "$HBD::day$day" "$HCOPY"; st_bd=$HT sm_bd=$HM
+        hrun "$H/restic.json" restic -q --repo "$HQ" backup --json "$HCOPY"; st_q=$HT sm_q=$HM
+        qid[$day]=$(python3 -c "import json, sys; print([json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')][-1]['snapshot_id'])" "$H/restic.json")
+        printf '  day %d, copy %s: store s (peak RSS MiB): pitrfs %.1f (%d)  borg fixed,8192 %.1f (%d)  borg %.1f (%d)  restic %.1f (%d)\n' \
+            "$day" "$(du -sh "$HCOPY" | cut -f1)" "$st_p" $((sm_p / 1024)) "$st_bf" $((sm_bf / 1024)) "$st_bd" $((sm_bd / 1024)) "$st_q" $((sm_q / 1024))
+        printf '         repository bytes: pitrfs %11s  borg fixed,8192 %11s  borg %11s  restic %11s  (pitrfs +%s, %s delta pages)\n' \
+            "$(dirsize "$HR/packs")" "$(dirsize "$HBF")" "$(dirsize "$HBD")" "$(dirsize "$HQ")" "$sb" "$dc"
+    done
+    hpg_stop
+    p=$(dirsize "$HR/packs") bf=$(dirsize "$HBF") bd=$(dirsize "$HBD") rq=$(dirsize "$HQ")
+    echo "  pitrfs local index cache (LMDB, rebuildable, not counted): $(dirsize "$HR/index") bytes"
+    echo "  after day $HDAYS: pitrfs/borg-fixed-8k $(ratio "$p" "$bf") (target <= 0.60x), pitrfs/borg $(ratio "$p" "$bd"), pitrfs/restic $(ratio "$p" "$rq")"
+    rs_last=$(ratio "$p" "$bf")
+
+    # The first, middle and newest snapshot: restore and read through the mounts.
+    MR=$HR MB=$HBF MQ=$HQ
+    MP_PITR="$H/mnt-pitr" MP_BORG="$H/mnt-borg" MP_RESTIC="$H/mnt-restic"
+    declare -A sz=() t_rp=() t_rb=() t_rq=() cb=() t_mp=() t_mb=() t_mq=()
+    sel=(0 $((HDAYS / 2)) "$HDAYS")
+    for day in $(printf '%s\n' "${sel[@]}" | sort -nu); do
+        RP="$H/restore-pitr" RB="$H/restore-borg" RQ="$H/restore-restic"
+        rm -rf "$RP" "$RB" "$RQ"; mkdir -p "$RB"
+        drop_caches; hrun /dev/null "$SNAP" -q -r "$HR" restore --no-sync "${hid[$day]}" "$RP"; t_rp[$day]=$HT m_rp=$HM
+        drop_caches; hrun /dev/null sh -c 'cd "$1" && exec borg extract "$2"' sh "$RB" "$HBF::day$day"; t_rb[$day]=$HT
+        drop_caches; hrun /dev/null restic -q --repo "$HQ" restore "${qid[$day]}" --target "$RQ"; t_rq[$day]=$HT
+        sync
+        sz[$day]=$(dirsize "$RP")
+        diff -r "$RP" "$RB/${HCOPY#/}" >/dev/null || { echo "error: history: day $day: pitrfs restore differs from borg extract" >&2; exit 1; }
+        diff -r "$RP" "$RQ/${HCOPY#/}" >/dev/null || { echo "error: history: day $day: pitrfs restore differs from restic restore" >&2; exit 1; }
+        relfiles "$RP" "${hrel[$day]}"
+        cb[$day]=$(bsum "${files[@]/#/$RP/}")
+        MA="day$day"
+        for tool in pitrfs borg restic; do
+            case $tool in
+            pitrfs) mp=$MP_PITR root="$MP_PITR/snapshots/${hid[$day]}" ;;
+            borg) mp=$MP_BORG root="$MP_BORG/${HCOPY#/}" ;;
+            restic) mp=$MP_RESTIC root="$MP_RESTIC/ids/${qid[$day]}$HCOPY" ;;
+            esac
+            mnt_up "$tool" "$mp" "$root/${files[0]}"
+            drop_caches
+            hrun /dev/null cat "${files[@]/#/$root/}"
+            case $tool in
+            pitrfs) t_mp[$day]=$HT; m_mp=$(awk '/VmHWM/ {print $2}' "/proc/$mnt_pid/status") ;;
+            borg) t_mb[$day]=$HT ;;
+            restic) t_mq[$day]=$HT ;;
+            esac
+            for f in "${files[@]}"; do
+                cmp "$RP/$f" "$root/$f" || { echo "error: history: day $day: $f through the $tool mount differs" >&2; exit 1; }
+            done
+        done
+        mnt_down
+        rm -rf "$RP" "$RB" "$RQ"
+        echo "  day $day: restore of $(gb "${sz[$day]}") (the three trees identical), cat of ${files[*]} ($(gb "${cb[$day]}"), checked)"
+        row "pitrfs restore --no-sync" "$(mbps "${sz[$day]}" "${t_rp[$day]}")" "$(ratio "${t_rq[$day]}" "${t_rp[$day]}") restic restore, $(ratio "${t_rb[$day]}" "${t_rp[$day]}") borg extract; peak RSS $((m_rp / 1024)) MiB"
+        row "    borg extract (fixed,8192)" "$(mbps "${sz[$day]}" "${t_rb[$day]}")"
+        row "    restic restore" "$(mbps "${sz[$day]}" "${t_rq[$day]}")"
+        row "pitrfs mount, cat pgbench_accounts" "$(mbps "${cb[$day]}" "${t_mp[$day]}")" "$(ratio "${t_mb[$day]}" "${t_mp[$day]}") borg mount, $(ratio "${t_mq[$day]}" "${t_mp[$day]}") restic mount; mount VmHWM $((m_mp / 1024)) MiB"
+        row "    borg mount (fixed,8192), cat" "$(mbps "${cb[$day]}" "${t_mb[$day]}")"
+        row "    restic mount, cat" "$(mbps "${cb[$day]}" "${t_mq[$day]}")"
+    done
+    # speed of the newest over the first: (bytes/time) / (bytes/time)
+    nf() { python3 -c "import sys; a, ta, b, tb = map(float, sys.argv[1:]); print(f'{(a / ta) / (b / tb):6.2f}x')" "$@"; }
+    n=$HDAYS
+    echo "  $variant filler, newest (day $n) against the targets:"
+    printf '    %-44s %s   (target >= 1.50x)\n' "pitrfs restore / restic restore" "$(ratio "${t_rq[$n]}" "${t_rp[$n]}")"
+    printf '    %-44s %s   (target >= 2.00x)\n' "pitrfs mount cat / borg mount cat" "$(ratio "${t_mb[$n]}" "${t_mp[$n]}")"
+    printf '    %-44s %s   (target >= 0.80x)\n' "pitrfs restore, newest / first (day 0)" "$(nf "${sz[$n]}" "${t_rp[$n]}" "${sz[0]}" "${t_rp[0]}")"
+    printf '    %-44s %s   (target >= 0.80x)\n' "pitrfs mount cat, newest / first (day 0)" "$(nf "${cb[$n]}" "${t_mp[$n]}" "${cb[0]}" "${t_mp[0]}")"
+    printf '    %-44s %s   (target <= 0.60x)\n' "repository pitrfs / borg fixed,8192" "$rs_last"
+    echo "  ($variant filler: $((SECONDS - hist_t0)) s in all)"
+done
+hist_cleanup
+if [[ -n $hist_prev_exit ]]; then trap -- "$hist_prev_exit" EXIT; else trap - EXIT; fi
+trap - INT TERM
 fi
 
 [[ $DAYS == 0 ]] && exit 0
