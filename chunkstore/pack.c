@@ -94,16 +94,16 @@ int cs_record_compress(void *zstd_cctx, int level, const void *raw, size_t n, Bu
     return compress_result(z, raw, n, CS_RECORD_FLAG_ZSTD, out);
 }
 
-int cs_record_compress_prefixed(void *zstd_cctx, int level, const void *prefix, size_t prefix_len,
-                                const void *raw, size_t n, Buf *out)
+/* One zstd frame of raw (n bytes) with `prefix` as its reference prefix, into out (which holds
+ * ZSTD_compressBound(n) bytes): its length, or a zstd error code. The prefix is referenced for
+ * this one frame only; the window must reach back over all of it, or matches against early
+ * bases would be lost. No content checksum: the frame and its bases' ids are authenticated
+ * (GCM), the bases' bytes are those of their ids (authenticated in their own records), and the
+ * lengths are checked; the checksum would cost a third of the time a page's frame takes to
+ * decode. */
+static size_t compress_prefixed(ZSTD_CCtx *cctx, int level, const void *prefix,
+                                size_t prefix_len, const void *raw, size_t n, uint8_t *out)
 {
-    ZSTD_CCtx *cctx = zstd_cctx;
-    size_t bound = ZSTD_compressBound(n);
-    buf_clear(out);
-    if (buf_reserve(out, MAX(bound, n)) < 0)
-        return -ENOMEM;
-    /* The prefix is referenced for this one frame only; the window must reach back over all of
-     * it, or matches against early bases would be lost. */
     unsigned wlog = 10;
     while (wlog < 27 && (1ull << wlog) < (unsigned long long)prefix_len + n)
         wlog++;
@@ -115,35 +115,28 @@ int cs_record_compress_prefixed(void *zstd_cctx, int level, const void *prefix, 
     if (!ZSTD_isError(z))
         z = ZSTD_CCtx_refPrefix(cctx, prefix, prefix_len);
     if (!ZSTD_isError(z))
-        z = ZSTD_compress2(cctx, out->data, bound, raw, n);
+        z = ZSTD_compress2(cctx, out, ZSTD_compressBound(n), raw, n);
     ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    return z;
+}
+
+int cs_record_compress_prefixed(void *zstd_cctx, int level, const void *prefix, size_t prefix_len,
+                                const void *raw, size_t n, Buf *out)
+{
+    buf_clear(out);
+    if (buf_reserve(out, MAX(ZSTD_compressBound(n), n)) < 0)
+        return -ENOMEM;
+    size_t z = compress_prefixed(zstd_cctx, level, prefix, prefix_len, raw, n, out->data);
     return compress_result(z, raw, n, CS_RECORD_FLAG_ZSTD | CS_RECORD_FLAG_DELTA, out);
 }
 
 int cs_frame_compress(void *zstd_cctx, int level, const void *base, size_t base_len,
                       const void *raw, size_t n, Buf *out)
 {
-    ZSTD_CCtx *cctx = zstd_cctx;
-    size_t bound = ZSTD_compressBound(n);
     buf_clear(out);
-    if (buf_reserve(out, bound) < 0)
+    if (buf_reserve(out, ZSTD_compressBound(n)) < 0)
         return -ENOMEM;
-    unsigned wlog = 10;
-    while (wlog < 27 && (1ull << wlog) < (unsigned long long)base_len + n)
-        wlog++;
-    /* No content checksum: the frame and its base's id are authenticated (GCM), the base's
-     * bytes are those of that id (authenticated in their own record), and the lengths are
-     * checked; the checksum would cost a third of the time a frame takes to decode. */
-    size_t z = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
-    if (!ZSTD_isError(z))
-        z = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
-    if (!ZSTD_isError(z))
-        z = ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, (int)wlog);
-    if (!ZSTD_isError(z))
-        z = ZSTD_CCtx_refPrefix(cctx, base, base_len);
-    if (!ZSTD_isError(z))
-        z = ZSTD_compress2(cctx, out->data, bound, raw, n);
-    ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    size_t z = compress_prefixed(zstd_cctx, level, base, base_len, raw, n, out->data);
     if (ZSTD_isError(z)) {
         log_debug("zstd: %s", ZSTD_getErrorName(z));
         return -EIO;

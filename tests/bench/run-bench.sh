@@ -466,6 +466,8 @@ for variant in $HFILLERS; do
     echo "-- filler: $variant"
     hist_t0=$SECONDS
     mnt_down; [[ -z $hist_pg ]] || hpg_stop
+    # A mount left by an interrupted run would stop the removal (another file system).
+    for m in "$H"/mnt-*; do [[ -d $m ]] && { fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || true; }; done
     rm -rf --one-file-system "$H"; mkdir -p "$H"; chown postgres "$H"
     HCACHE="$DIR/history-pgdata-$variant-s$HSCALE"
     hist_pgdata "$variant" "$HCACHE"
