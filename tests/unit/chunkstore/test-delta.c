@@ -478,6 +478,18 @@ static void read_generation(CsReader *rd, const CsContentRef *root, Buf *out)
     cs_dir_entry_clear(&e);
 }
 
+/* Every one of n stored generations reads back as expected, the newest first. */
+static void check_generations(CsReader *rd, const CsContentRef *roots, uint8_t *const *expect,
+                              unsigned n, Buf *out)
+{
+    for (unsigned g = n; g-- > 0;) {
+        read_generation(rd, &roots[g], out);
+        assert_int_equal(out->size, PAGES * PAGE);
+        if (memcmp(out->data, expect[g], out->size) != 0)
+            fail_msg("generation %u does not read back", g);
+    }
+}
+
 /* The slice of a flattened page-file list that holds page k (entries are runs of pages, or
  * single pages). */
 static CsChunkSlice page_at(const CsContentRef *flat, size_t k)
@@ -537,12 +549,7 @@ static void test_delta_generations(void **state)
     CsReader *rd = NULL;
     ASSERT_OK(cs_reader_new(f->t.repo, &rd));
     Buf out = BUF_INIT;
-    for (unsigned g = GENERATIONS; g-- > 0;) {
-        read_generation(rd, &roots[g], &out);
-        assert_int_equal(out.size, PAGES * PAGE);
-        if (memcmp(out.data, expect[g], out.size) != 0)
-            fail_msg("generation %u does not read back", g);
-    }
+    check_generations(rd, roots, expect, GENERATIONS, &out);
     CsDirEntry e;
     ASSERT_OK(cs_tree_lookup(rd, &roots[CS_DELTA_MAX_DEPTH], "base/16384", &e));
     CsContentRef flat;
@@ -713,12 +720,7 @@ static void test_keyed_generations(void **state)
     CsReader *rd = NULL;
     ASSERT_OK(cs_reader_new(f->t.repo, &rd));
     Buf out = BUF_INIT;
-    for (unsigned g = GENERATIONS; g-- > 0;) {
-        read_generation(rd, &roots[g], &out);
-        assert_int_equal(out.size, PAGES * PAGE);
-        if (memcmp(out.data, expect[g], out.size) != 0)
-            fail_msg("generation %u does not read back", g);
-    }
+    check_generations(rd, roots, expect, GENERATIONS, &out);
     /* The newest generation's changed pages: depth 1, and their key is generation 0's page
      * (generation REWRITE_AT's for the rewritten one), which is stored whole. */
     CsContentRef flat0 = generation_flat(rd, &roots[0]);
