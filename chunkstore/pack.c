@@ -394,13 +394,10 @@ static int decompress(ZSTD_DCtx *dctx, const void *prefix, size_t prefix_len, co
     return ZSTD_isError(z) || z != plain->size ? -EBADMSG : 0;
 }
 
-/* Check the framing and xxh3, then authenticate and decrypt the payload into `dst`. */
-static int record_open(const uint8_t pack_key[32], const uint8_t *p, size_t len, RecordHeader *h,
-                       Buf *dst)
+/* Authenticate and decrypt the payload of a record record_parse() checked into `dst`. */
+static int record_decrypt(const uint8_t pack_key[32], const uint8_t *p, const RecordHeader *h,
+                          Buf *dst)
 {
-    int r = record_parse(p, len, h);
-    if (r < 0)
-        return r;
     buf_clear(dst);
     if (!buf_extend(dst, h->payload_len) && h->payload_len)
         return -ENOMEM;
@@ -413,7 +410,9 @@ int cs_record_open_framed(const uint8_t pack_key[32], const void *rec, size_t le
                           CsRecordInfo *ret)
 {
     RecordHeader h;
-    int r = record_open(pack_key, rec, len, &h, payload);
+    int r = record_parse(rec, len, &h);
+    if (r == 0)
+        r = record_decrypt(pack_key, rec, &h, payload);
     if (r < 0)
         return r;
     if (!(h.info.flags & CS_RECORD_FLAG_FRAMED) ||
@@ -470,7 +469,7 @@ int cs_record_decode_prefixed(void *zstd_dctx, const uint8_t pack_key[32], const
     _cleanup_(buf_free) Buf payload = BUF_INIT;
     bool is_zstd = in->flags & CS_RECORD_FLAG_ZSTD;
     Buf *dst = is_zstd ? &payload : plain;
-    if ((r = record_open(pack_key, p, len, &h, dst)) < 0)
+    if ((r = record_decrypt(pack_key, p, &h, dst)) < 0)
         return r;
     if (is_zstd) {
         buf_clear(plain);
