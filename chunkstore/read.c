@@ -537,7 +537,6 @@ int cs_reader_delta_key(CsReader *rd, const CsChunkSlice *version, CsDeltaKey *r
                          .stored_ratio = rec->plain.size ? (double)rec->record_len /
                                                                (double)rec->plain.size
                                                          : 1.0 };
-    rd->seq.rec = NULL; /* moved by the lookups */
     return 0;
 }
 

@@ -439,8 +439,9 @@ static int group_add_base(Group *g, const Base *base)
     return 0;
 }
 
-/* A new chunk for a group: its bytes in one or more parts (a run's pages), its base when it is
- * a delta, the page aliases when it is a run. */
+/* A new chunk for a group: what the record stores of it in one or more parts (a run's pages; a
+ * framed delta's frame), its length, its base when it is a delta, the page aliases when it is a
+ * run. */
 typedef struct NewChunk {
     const CsChunkId *id;
     const struct iovec *parts;
@@ -471,9 +472,7 @@ static int group_add(CsWriter *w, ZSTD_CCtx *cctx, int kind, const NewChunk *c)
     }
     if (r == 0 && base)
         r = group_add_base(g, base);
-    if (r == 0 && base && base->frame)
-        r = buf_append(&g->data, base->frame->data, base->frame->size);
-    for (size_t i = 0; r == 0 && !(base && base->frame) && i < c->n_parts; i++)
+    for (size_t i = 0; r == 0 && i < c->n_parts; i++)
         r = buf_append(&g->data, c->parts[i].iov_base, c->parts[i].iov_len);
     if (r == 0 && c->n_pages)
         r = buf_append(&g->pages, c->pages, c->n_pages * sizeof(*c->pages));
@@ -561,6 +560,8 @@ static int store_single(CsWriter *w, ZSTD_CCtx *cctx, Batch *b, size_t i, int ki
     if (r != 0)
         return r < 0 ? r : 0;
     struct iovec part = { .iov_base = b->data + b->cuts[i].off, .iov_len = n };
+    if (base && base->frame)
+        part = (struct iovec){ .iov_base = base->frame->data, .iov_len = base->frame->size };
     NewChunk c = { .id = &b->ids[i], .parts = &part, .n_parts = 1, .length = n, .base = base };
     if ((r = group_add(w, cctx, kind, &c)) < 0)
         return r;
