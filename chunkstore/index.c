@@ -35,11 +35,14 @@ struct CsIndex {
     bool read_only;
     void *map_addr; /* LMDB's mapping of data.mdb, found in /proc/self/maps; NULL if unknown */
     size_t map_len;
+    unsigned release_every; /* cs_index_bound_memory(); 0: never */
+    unsigned long touches;  /* lookups and inserts so far (atomic) */
 };
 
 struct CsIndexReader {
     CsIndex *idx;
     MDB_txn *txn;
+    bool is_paused; /* txn reset: holds no snapshot until the next refresh */
 };
 
 DEFINE_CLEANUP_FUNC(MDB_txn *, mdb_txn_abort)
@@ -197,8 +200,24 @@ CsIndex *cs_index_close(CsIndex *idx)
     return NULL;
 }
 
-static int lookup_in(MDB_txn *txn, MDB_dbi dbi, const CsChunkId *id, CsChunkLoc *ret)
+/* One lookup or insert: it maps a leaf page, and the kernel's fault-around maps its
+ * neighbours with it (64 KiB). */
+static void touched(CsIndex *idx)
 {
+    if (idx->release_every &&
+        __atomic_add_fetch(&idx->touches, 1, __ATOMIC_RELAXED) % idx->release_every == 0)
+        cs_index_release_memory(idx);
+}
+
+void cs_index_bound_memory(CsIndex *idx, unsigned release_every)
+{
+    idx->release_every = release_every;
+}
+
+static int lookup_in(CsIndex *idx, MDB_txn *txn, MDB_dbi dbi, const CsChunkId *id,
+                     CsChunkLoc *ret)
+{
+    touched(idx);
     MDB_val k = mdb_val(id->bytes, CS_CHUNK_ID_SIZE), v;
     int rc = mdb_get(txn, dbi, &k, &v);
     if (rc)
@@ -212,7 +231,7 @@ int cs_index_lookup(CsIndex *idx, const CsChunkId *id, CsChunkLoc *ret)
     int r = txn_begin(idx, MDB_RDONLY, &txn);
     if (r < 0)
         return r;
-    return lookup_in(txn, idx->chunks, id, ret);
+    return lookup_in(idx, txn, idx->chunks, id, ret);
 }
 
 int cs_index_reader_begin(CsIndex *idx, CsIndexReader **ret)
@@ -230,18 +249,29 @@ int cs_index_reader_begin(CsIndex *idx, CsIndexReader **ret)
 
 int cs_index_reader_lookup(CsIndexReader *rd, const CsChunkId *id, CsChunkLoc *ret)
 {
-    return lookup_in(rd->txn, rd->idx->chunks, id, ret);
+    return lookup_in(rd->idx, rd->txn, rd->idx->chunks, id, ret);
+}
+
+void cs_index_reader_pause(CsIndexReader *rd)
+{
+    if (!rd->is_paused && rd->txn)
+        mdb_txn_reset(rd->txn);
+    rd->is_paused = true;
 }
 
 int cs_index_reader_refresh(CsIndexReader *rd)
 {
-    mdb_txn_reset(rd->txn);
-    int rc = mdb_txn_renew(rd->txn);
+    cs_index_reader_pause(rd);
+    int rc = rd->txn ? mdb_txn_renew(rd->txn) : MDB_MAP_RESIZED;
     if (rc == MDB_MAP_RESIZED) {
-        mdb_txn_abort(rd->txn);
+        if (rd->txn)
+            mdb_txn_abort(rd->txn);
         rd->txn = NULL;
-        return txn_begin(rd->idx, MDB_RDONLY, &rd->txn);
+        int r = txn_begin(rd->idx, MDB_RDONLY, &rd->txn);
+        rd->is_paused = r < 0;
+        return r;
     }
+    rd->is_paused = rc != 0;
     return errno_from_mdb(rc);
 }
 
@@ -259,6 +289,7 @@ int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsChunkS
 {
     if (!rd->idx->has_pages)
         return -ENOENT;
+    touched(rd->idx);
     MDB_val k = mdb_val(id->bytes, CS_CHUNK_ID_SIZE), v;
     int rc = mdb_get(rd->txn, rd->idx->pages, &k, &v);
     if (rc)
@@ -379,7 +410,7 @@ static int sorted_key_cmp(const void *a, const void *b)
  * in a new repository) are appended without a search. value(i, out) encodes the value of key i
  * into out (value_len bytes).
  */
-static int put_all_sorted(MDB_txn *txn, MDB_dbi dbi, const uint8_t *first_key, size_t stride,
+static int put_all_sorted(CsIndex *idx, MDB_txn *txn, MDB_dbi dbi, const uint8_t *first_key, size_t stride,
                           size_t n, size_t value_len,
                           void (*value)(const void *ctx, size_t i, uint8_t *out),
                           const void *ctx)
@@ -414,6 +445,7 @@ static int put_all_sorted(MDB_txn *txn, MDB_dbi dbi, const uint8_t *first_key, s
     uint8_t val[64];
     assert(value_len <= sizeof(val));
     for (size_t j = 0; j < n; j++) {
+        touched(idx);
         value(ctx, v[j].i, val);
         k = mdb_val(v[j].key, CS_CHUNK_ID_SIZE);
         d = mdb_val(val, value_len);
@@ -437,28 +469,51 @@ static void loc_value(const void *ctx, size_t i, uint8_t *out)
     cs_loc_encode(&((const CsPackEntry *)ctx)[i].loc, out);
 }
 
-static int publish_once(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
-                        const CsPackEntry *entries, size_t n, const CsPageAlias *pages,
-                        size_t n_pages)
+/* Rows written per write transaction when a pack is published. Ids are random, so every row
+ * lands on its own leaf page once the index is large, and LMDB holds each page a transaction
+ * changes in memory until the commit: one transaction for a pack of 100,000 pages made a
+ * backup's memory grow with the index (the whole chunks table was dirty at once). Smaller
+ * transactions write some leaf pages more than once; the bound keeps memory flat. */
+#define PUBLISH_ROWS_PER_TXN 8192
+
+/* The pages' rows [*page_i, ...) then the chunks' rows [*chunk_i, ...), at most
+ * PUBLISH_ROWS_PER_TXN of them in one transaction, and the pack's row in the transaction that
+ * writes the last: until it is there the pack counts as not indexed, and a sync after a crash
+ * indexes it again. */
+static int publish_part(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
+                        const CsPackEntry *entries, size_t n, size_t *chunk_i,
+                        const CsPageAlias *pages, size_t n_pages, size_t *page_i)
 {
     _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
     int r = txn_begin(idx, 0, &txn);
     if (r < 0)
         return r;
-    if (n_pages && (r = put_all_sorted(txn, idx->pages, pages[0].page.bytes, sizeof(*pages),
-                                       n_pages, CS_SLICE_SIZE, page_value, pages)) < 0)
+    size_t room = PUBLISH_ROWS_PER_TXN;
+    size_t k = MIN(room, n_pages - *page_i);
+    if (k && (r = put_all_sorted(idx, txn, idx->pages, pages[*page_i].page.bytes, sizeof(*pages),
+                                 k, CS_SLICE_SIZE, page_value, pages + *page_i)) < 0)
         return r;
-    if (n && (r = put_all_sorted(txn, idx->chunks, entries[0].id.bytes, sizeof(*entries), n,
-                                 CS_LOC_SIZE, loc_value, entries)) < 0)
+    *page_i += k;
+    room -= k;
+    k = MIN(room, n - *chunk_i);
+    if (k && (r = put_all_sorted(idx, txn, idx->chunks, entries[*chunk_i].id.bytes,
+                                 sizeof(*entries), k, CS_LOC_SIZE, loc_value,
+                                 entries + *chunk_i)) < 0)
         return r;
-    uint8_t pv[12];
-    put_le64(pv, pack_size);
-    put_le32(pv + 8, (uint32_t)n);
-    MDB_val k = mdb_val(pack->bytes, CS_PACK_ID_SIZE), v = mdb_val(pv, sizeof(pv));
-    int rc = mdb_put(txn, idx->packs, &k, &v, 0);
-    if (rc)
-        return errno_from_mdb(rc);
-    return txn_commit(idx, TAKE_PTR(txn));
+    *chunk_i += k;
+    if (*page_i == n_pages && *chunk_i == n) {
+        uint8_t pv[12];
+        put_le64(pv, pack_size);
+        put_le32(pv + 8, (uint32_t)n);
+        MDB_val key = mdb_val(pack->bytes, CS_PACK_ID_SIZE), v = mdb_val(pv, sizeof(pv));
+        int rc = mdb_put(txn, idx->packs, &key, &v, 0);
+        if (rc)
+            return errno_from_mdb(rc);
+    }
+    if ((r = txn_commit(idx, TAKE_PTR(txn))) < 0)
+        return r;
+    cs_index_release_memory(idx);
+    return 0;
 }
 
 int cs_index_publish_pack(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
@@ -473,7 +528,13 @@ int cs_index_publish_pack_pages(CsIndex *idx, const CsPackId *pack, uint64_t pac
 {
     if (idx->read_only)
         return -EROFS;
-    return publish_once(idx, pack, pack_size, entries, n, pages, n_pages);
+    size_t chunk_i = 0, page_i = 0;
+    do {
+        int r = publish_part(idx, pack, pack_size, entries, n, &chunk_i, pages, n_pages, &page_i);
+        if (r < 0)
+            return r;
+    } while (chunk_i < n || page_i < n_pages);
+    return 0;
 }
 
 void cs_index_release_memory(CsIndex *idx)

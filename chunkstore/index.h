@@ -4,8 +4,10 @@
  *
  * One CsIndex per repository per process (LMDB forbids opening one environment twice in a
  * process). Any number of processes may use it at once: LMDB serializes writers, and readers
- * never block. Lookups are thread-safe. A pack's chunks are published in one write
- * transaction, only after the pack itself is durable.
+ * never block. Lookups are thread-safe. A pack's chunks are published only after the pack
+ * itself is durable, in bounded write transactions; the pack's own row comes with the last, so
+ * a pack that is listed has all its chunks indexed, and one cut short by a crash is not listed
+ * and is indexed again by the next sync.
  */
 #pragma once
 
@@ -31,10 +33,14 @@ int cs_index_reader_begin(CsIndex *idx, CsIndexReader **ret);
 int cs_index_reader_lookup(CsIndexReader *rd, const CsChunkId *id, CsChunkLoc *ret);
 /* Refresh to see commits made since begin (cheap: LMDB txn reset/renew). */
 int cs_index_reader_refresh(CsIndexReader *rd);
+/* Let go of the read snapshot until the next refresh (no lookups before it). A snapshot held
+ * while its owner idles keeps LMDB from reusing the pages later commits free, so the file
+ * grows with every commit made meanwhile. */
+void cs_index_reader_pause(CsIndexReader *rd);
 CsIndexReader *cs_index_reader_end(CsIndexReader *rd);
 
-/* Publish a durable pack's chunks in one transaction. Chunks already indexed keep their older
- * location (the newer copy is garbage for gc). */
+/* Publish a durable pack's chunks (see above). Chunks already indexed keep their older location
+ * (the newer copy is garbage for gc). */
 int cs_index_publish_pack(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
                           const CsPackEntry *entries, size_t n);
 /*
@@ -47,7 +53,7 @@ typedef struct CsPageAlias {
     CsChunkId page;
     CsChunkSlice in; /* the run's id, the page's offset in it, its length */
 } CsPageAlias;
-/* cs_index_publish_pack(), with the page aliases of the runs in the pack, in one transaction. */
+/* cs_index_publish_pack(), with the page aliases of the runs in the pack. */
 int cs_index_publish_pack_pages(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
                                 const CsPackEntry *entries, size_t n, const CsPageAlias *pages,
                                 size_t n_pages);
@@ -94,6 +100,10 @@ int cs_index_drop_pack(CsIndex *idx, const CsPackId *pack);
  * cache). Dedup lookups touch the whole index; without this a long backup's RSS would grow with
  * the repository. */
 void cs_index_release_memory(CsIndex *idx);
+/* Release (as above) after every `release_every` lookups and inserts, so that a process's RSS
+ * stays bounded however large the index grows (each one maps up to 64 KiB of it); 0 turns it
+ * off. Set once, before other threads use the index. */
+void cs_index_bound_memory(CsIndex *idx, unsigned release_every);
 
 typedef struct CsIndexStats {
     uint64_t chunks;

@@ -658,6 +658,11 @@ int cs_reader_refresh(CsReader *rd)
     return cs_index_reader_refresh(rd->index);
 }
 
+void cs_reader_pause(CsReader *rd)
+{
+    cs_index_reader_pause(rd->index);
+}
+
 static int list_append_from(const uint8_t *p, size_t n, size_t size, CsChunkSlice **v,
                             size_t *count, size_t *cap)
 {

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/macro.h"
 
+#define INDEX_TOUCHES_PER_RELEASE 512 /* at most 32 MiB of the index mapped at once */
 #define BATCH_DATA_SIZE (4u << 20) /* new input bytes per batch; a carried tail comes on top */
 #define INFLIGHT_BUCKETS 65536u
 
@@ -743,6 +744,11 @@ static void *worker_main(void *userdata)
         pthread_mutex_unlock(&w->lock);
         if (!failed && (r = batch_process(w, b, rd, &reader, cctx)) < 0)
             set_error(w, r);
+        /* batch_process() refreshes both; idle, they would pin the index's freed pages. */
+        if (rd)
+            cs_index_reader_pause(rd);
+        if (reader)
+            cs_reader_pause(reader);
         pthread_mutex_lock(&w->lock);
         b->is_done = true;
         pthread_cond_broadcast(&w->cond);
@@ -860,6 +866,9 @@ int cs_writer_new(CsRepo *repo, const CsWriterParams *params, CsWriter **ret)
                                cs_backend_location(repo->backend));
     /* Spool files of writers that died are only garbage now that we hold the lock. */
     cs_backend_sweep(repo->backend);
+    /* Dedup looks up every page it stores: without a bound the backup's RSS would grow with
+     * the index, that is with the repository's history. */
+    cs_index_bound_memory(repo->index, INDEX_TOUCHES_PER_RELEASE);
     CsWriter *w = calloc(1, sizeof(*w));
     if (!w) {
         cs_lock_release(lock);

@@ -565,6 +565,58 @@ static void test_index_reader_snapshot(void **state)
     assert_null(cs_index_reader_end(NULL));
 }
 
+/* A pack larger than one write transaction's rows (8,192): published in parts, the pack's row
+ * with the last, every chunk and page findable; under a memory bound that releases the map
+ * every few lookups, lookups still answer. A paused reader looks up again after a refresh and
+ * then sees what was published meanwhile. */
+static void test_index_large_pack(void **state)
+{
+    Fixture *f = *state;
+    enum { N = 20000, N_PAGES = 9000 };
+    CsPackId a, b;
+    random_pack(&a);
+    random_pack(&b);
+    cs_index_bound_memory(f->idx, 7);
+    _cleanup_free_ CsPackEntry *ea = make_entries(&a, N);
+    _cleanup_free_ CsPageAlias *pages = calloc(N_PAGES, sizeof(*pages));
+    assert_non_null(pages);
+    for (size_t i = 0; i < N_PAGES; i++) {
+        random_buf(pages[i].page.bytes, CS_CHUNK_ID_SIZE);
+        pages[i].in = (CsChunkSlice){ .id = ea[i].id, .offset = (uint32_t)i, .length = 8192 };
+    }
+    CsIndexReader *rd = NULL;
+    ASSERT_OK(cs_index_reader_begin(f->idx, &rd));
+    cs_index_reader_pause(rd);
+    cs_index_reader_pause(rd); /* twice is fine */
+    ASSERT_OK(cs_index_publish_pack_pages(f->idx, &a, 12345, ea, N, pages, N_PAGES));
+    uint64_t n_packs;
+    ASSERT_OK(cs_index_pack_count(f->idx, &n_packs));
+    assert_int_equal(n_packs, 1);
+    assert_int_equal(cs_index_has_pack(f->idx, &a), 1);
+    CsIndexStats st;
+    ASSERT_OK(cs_index_stats(f->idx, &st));
+    assert_int_equal(st.chunks, N);
+    assert_true(st.pack_bytes == 12345);
+
+    ASSERT_OK(cs_index_reader_refresh(rd));
+    CsChunkLoc loc;
+    for (size_t i = 0; i < N; i++) {
+        ASSERT_OK(cs_index_reader_lookup(rd, &ea[i].id, &loc));
+        assert_loc_equal(&loc, &ea[i].loc);
+    }
+    for (size_t i = 0; i < N_PAGES; i++) {
+        CsChunkSlice in;
+        ASSERT_OK(cs_index_reader_lookup_page(rd, &pages[i].page, &in));
+        assert_memory_equal(in.id.bytes, ea[i].id.bytes, CS_CHUNK_ID_SIZE);
+        assert_int_equal(in.offset, i);
+    }
+    /* Pages only, more than one transaction of them, and no chunks. */
+    ASSERT_OK(cs_index_publish_pack_pages(f->idx, &b, 1, NULL, 0, pages, N_PAGES));
+    assert_int_equal(cs_index_has_pack(f->idx, &b), 1);
+    cs_index_reader_pause(rd);
+    assert_null(cs_index_reader_end(rd));
+}
+
 static void test_index_loc_extremes(void **state)
 {
     Fixture *f = *state;
@@ -595,4 +647,4 @@ static void test_index_loc_extremes(void **state)
 RUN_TESTS(T(test_index_publish_lookup), T(test_index_first_location_wins),
           T(test_index_sorted_publish),
           T(test_index_drop_pack), T(test_index_reopen), T(test_index_other_repo),
-          T(test_index_reader_snapshot), T(test_index_loc_extremes))
+          T(test_index_reader_snapshot), T(test_index_large_pack), T(test_index_loc_extremes))
