@@ -100,6 +100,7 @@
 #define CS_INFO_KEY_CHECK   "pitrfs key check v1"
 #define CS_INFO_WRAP_KEY    "pitrfs wrap key v1"
 #define CS_INFO_RUN_KEY     "pitrfs run id key v1"
+#define CS_INFO_PAGE_ROW_KEY "pitrfs page row key v1"
 
 /* Defaults (recorded in config at init, so changing them here never changes a repository). */
 #define CS_DEFAULT_PAGE_SIZE  8192u

@@ -39,6 +39,8 @@ struct CsIndex {
     unsigned long touches;  /* lookups and inserts so far (atomic) */
 };
 
+#define PAGE_ROW_SIZE (CS_SLICE_SIZE + CS_PAGE_ROW_TAG_SIZE) /* version 4; 40 bytes before */
+
 struct CsIndexReader {
     CsIndex *idx;
     MDB_txn *txn;
@@ -285,7 +287,7 @@ CsIndexReader *cs_index_reader_end(CsIndexReader *rd)
     return NULL;
 }
 
-int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsChunkSlice *ret)
+int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsPageAlias *ret)
 {
     if (!rd->idx->has_pages)
         return -ENOENT;
@@ -294,9 +296,11 @@ int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsChunkS
     int rc = mdb_get(rd->txn, rd->idx->pages, &k, &v);
     if (rc)
         return errno_from_mdb(rc);
-    if (v.mv_size != CS_SLICE_SIZE)
-        return -EBADMSG;
-    *ret = cs_slice_decode(v.mv_data, true);
+    if (v.mv_size != PAGE_ROW_SIZE)
+        return -ENOENT;
+    ret->page = *id;
+    ret->in = cs_slice_decode(v.mv_data, true);
+    memcpy(ret->tag, (const uint8_t *)v.mv_data + CS_SLICE_SIZE, CS_PAGE_ROW_TAG_SIZE);
     return 0;
 }
 
@@ -451,9 +455,17 @@ static int put_all_sorted(CsIndex *idx, MDB_txn *txn, MDB_dbi dbi, const uint8_t
         d = mdb_val(val, value_len);
         bool is_past_end = is_empty || memcmp(v[j].key, last, CS_CHUNK_ID_SIZE) > 0;
         rc = mdb_cursor_put(cur, &k, &d, is_past_end ? MDB_APPEND : MDB_NOOVERWRITE);
-        if (rc && rc != MDB_KEYEXIST) /* MDB_APPEND: the same key twice in a row */
+        if (rc == MDB_KEYEXIST) { /* also MDB_APPEND: the same key twice in a row */
+            /* A row of an earlier layout (an untagged page row) gives way. */
+            MDB_val held;
+            rc = mdb_get(txn, dbi, &k, &held);
+            if (rc == 0 && held.mv_size != value_len) {
+                d = mdb_val(val, value_len);
+                rc = mdb_put(txn, dbi, &k, &d, 0);
+            }
+        }
+        if (rc)
             break;
-        rc = 0;
     }
     mdb_cursor_close(cur);
     return errno_from_mdb(rc);
@@ -461,7 +473,9 @@ static int put_all_sorted(CsIndex *idx, MDB_txn *txn, MDB_dbi dbi, const uint8_t
 
 static void page_value(const void *ctx, size_t i, uint8_t *out)
 {
-    cs_slices_encode(out, &((const CsPageAlias *)ctx)[i].in, 1, true);
+    const CsPageAlias *a = &((const CsPageAlias *)ctx)[i];
+    cs_slices_encode(out, &a->in, 1, true);
+    memcpy(out + CS_SLICE_SIZE, a->tag, CS_PAGE_ROW_TAG_SIZE);
 }
 
 static void loc_value(const void *ctx, size_t i, uint8_t *out)
@@ -491,7 +505,7 @@ static int publish_part(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
     size_t room = PUBLISH_ROWS_PER_TXN;
     size_t k = MIN(room, n_pages - *page_i);
     if (k && (r = put_all_sorted(idx, txn, idx->pages, pages[*page_i].page.bytes, sizeof(*pages),
-                                 k, CS_SLICE_SIZE, page_value, pages + *page_i)) < 0)
+                                 k, PAGE_ROW_SIZE, page_value, pages + *page_i)) < 0)
         return r;
     *page_i += k;
     room -= k;

@@ -49,17 +49,20 @@ int cs_index_publish_pack(CsIndex *idx, const CsPackId *pack, uint64_t pack_size
  * with its place in the run. Only a writer that knows the pages can say this: an index rebuilt
  * from the packs (without the key) lacks these entries, which costs deduplication, not data.
  */
+#define CS_PAGE_ROW_TAG_SIZE 16
 typedef struct CsPageAlias {
     CsChunkId page;
     CsChunkSlice in; /* the run's id, the page's offset in it, its length */
+    uint8_t tag[CS_PAGE_ROW_TAG_SIZE]; /* cs_page_row_tag(): the index stores, never checks */
 } CsPageAlias;
 /* cs_index_publish_pack(), with the page aliases of the runs in the pack. */
 int cs_index_publish_pack_pages(CsIndex *idx, const CsPackId *pack, uint64_t pack_size,
                                 const CsPackEntry *entries, size_t n, const CsPageAlias *pages,
                                 size_t n_pages);
-/* Where page `id` is, when a run holds it: 0, or -ENOENT. The run itself may be gone from the
- * index since (a dropped pack): look it up before relying on it. */
-int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsChunkSlice *ret);
+/* Where page `id` is, when a run holds it: 0, or -ENOENT (also for a row of another size: the
+ * untagged rows of earlier versions are not trusted). The caller checks ret->tag, and the run
+ * itself may be gone from the index since (a dropped pack): look it up before relying on it. */
+int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsPageAlias *ret);
 /*
  * The files cache (database `files`, docs/FORMAT.md 10): how a regular file of a stored tree
  * looked when it was read, and which content it was stored as, so that the next store of the

@@ -318,6 +318,8 @@ static void repo_derive(CsRepo *repo)
                    strlen(CS_INFO_CATALOG_KEY), repo->catalog_key, 32);
     cs_hkdf_sha256(repo->keys.id_key, 32, NULL, 0, CS_INFO_RUN_KEY, strlen(CS_INFO_RUN_KEY),
                    repo->run_key, 32);
+    cs_hkdf_sha256(repo->keys.id_key, 32, NULL, 0, CS_INFO_PAGE_ROW_KEY,
+                   strlen(CS_INFO_PAGE_ROW_KEY), repo->page_row_key, 32);
 }
 
 CsRepo *cs_repo_close(CsRepo *repo)
@@ -329,6 +331,7 @@ CsRepo *cs_repo_close(CsRepo *repo)
     explicit_bzero(&repo->keys, sizeof(repo->keys));
     explicit_bzero(repo->catalog_key, sizeof(repo->catalog_key));
     explicit_bzero(repo->run_key, sizeof(repo->run_key));
+    explicit_bzero(repo->page_row_key, sizeof(repo->page_row_key));
     free(repo);
     return NULL;
 }
@@ -523,6 +526,17 @@ int cs_repo_index_sync(CsRepo *repo, bool full, uint64_t *ret_packs)
 int cs_chunk_id(const CsRepo *repo, const void *p, size_t n, CsChunkId *ret)
 {
     return cs_hmac_sha256(repo->keys.id_key, sizeof(repo->keys.id_key), p, n, ret->bytes);
+}
+
+int cs_page_row_tag(const CsRepo *repo, const CsChunkId *page, const CsChunkSlice *in,
+                    uint8_t tag[CS_PAGE_ROW_TAG_SIZE])
+{
+    uint8_t msg[CS_CHUNK_ID_SIZE + CS_SLICE_SIZE], mac[32];
+    memcpy(msg, page->bytes, CS_CHUNK_ID_SIZE);
+    cs_slices_encode(msg + CS_CHUNK_ID_SIZE, in, 1, true);
+    int r = cs_hmac_sha256(repo->page_row_key, sizeof(repo->page_row_key), msg, sizeof(msg), mac);
+    memcpy(tag, mac, CS_PAGE_ROW_TAG_SIZE);
+    return r;
 }
 
 int cs_run_id(const CsRepo *repo, const CsChunkId *pages, size_t n, CsChunkId *ret)

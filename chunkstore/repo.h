@@ -63,7 +63,8 @@ typedef struct CsRepo {
     CsKeys keys;
     CsGearTable gear;
     uint8_t catalog_key[32];
-    uint8_t run_key[32]; /* HMAC key of run ids, derived from the id key */
+    uint8_t run_key[32];      /* HMAC key of run ids, derived from the id key */
+    uint8_t page_row_key[32]; /* HMAC key of the index's page rows, likewise */
     bool read_only;
 } CsRepo;
 
@@ -72,6 +73,12 @@ int cs_chunk_id(const CsRepo *repo, const void *p, size_t n, CsChunkId *ret);
 /* A run's id (format version 3): HMAC-SHA-256 of its pages' ids, concatenated, under the run key.
  * A different key from chunk ids, so no chunk's bytes can be made to collide with a run. */
 int cs_run_id(const CsRepo *repo, const CsChunkId *pages, size_t n, CsChunkId *ret);
+/* The tag of the index row that says where a run holds a page (CsPageAlias): HMAC-SHA-256,
+ * under the page row key, of the page id and the slice, cut to CS_PAGE_ROW_TAG_SIZE bytes. The
+ * index is a cache anyone can damage; a writer refers to a page by its place in a run only
+ * when the row's tag checks, so a damaged row can cost deduplication, never bytes. */
+int cs_page_row_tag(const CsRepo *repo, const CsChunkId *page, const CsChunkSlice *in,
+                    uint8_t tag[CS_PAGE_ROW_TAG_SIZE]);
 
 /* Create a repository at `location` (absent or empty directory). */
 int cs_repo_init(const char *location, const CsInitParams *params, const CsKeySource *key);

@@ -13,6 +13,7 @@
 
 #include <zstd.h>
 
+#include "chunkstore/crypto.h"
 #include "chunkstore/read.h"
 #include "common/endian.h"
 #include "common/fs-util.h"
@@ -595,6 +596,8 @@ static int store_run(CsWriter *w, ZSTD_CCtx *cctx, CsIndexReader *rd, Batch *b,
         parts[k] = (struct iovec){ .iov_base = b->data + cut->off, .iov_len = cut->len };
         pages[k] = (CsPageAlias){ .page = ids[k],
                                   .in = { .id = run, .offset = off, .length = cut->len } };
+        if ((r = cs_page_row_tag(w->repo, &ids[k], &pages[k].in, pages[k].tag)) < 0)
+            return r;
         b->refs[pending[k]] = pages[k].in;
         off += cut->len;
     }
@@ -640,13 +643,19 @@ static long seen_before(SeenPages *seen, const Batch *b, size_t i)
 
 /* Where the page with this id already is, as a run's page (version 3): only while the run is
  * still indexed. */
-static bool page_in_run(CsIndexReader *rd, const CsChunkId *id, CsChunkSlice *ret)
+/* Whether a run already holds page `id` (of `len` bytes), and where. The index row must carry
+ * the tag only a writer with the keys can make (cs_page_row_tag), else a damaged row would
+ * make this snapshot refer to other bytes for good. */
+static bool page_in_run(const CsRepo *repo, CsIndexReader *rd, const CsChunkId *id,
+                        uint32_t len, CsChunkSlice *ret)
 {
-    CsChunkSlice at;
-    if (cs_index_reader_lookup_page(rd, id, &at) < 0 ||
-        cs_index_reader_lookup(rd, &at.id, NULL) < 0)
+    CsPageAlias at;
+    uint8_t tag[CS_PAGE_ROW_TAG_SIZE];
+    if (cs_index_reader_lookup_page(rd, id, &at) < 0 || at.in.length != len ||
+        cs_page_row_tag(repo, id, &at.in, tag) < 0 || !cs_memeq(tag, at.tag, sizeof(tag)) ||
+        cs_index_reader_lookup(rd, &at.in.id, NULL) < 0)
         return false;
-    *ret = at;
+    *ret = at.in;
     return true;
 }
 
@@ -687,7 +696,7 @@ static int batch_process(CsWriter *w, Batch *b, CsIndexReader *rd, CsReader **re
             continue;
         if (r != -ENOENT)
             return r;
-        if (runs && page_in_run(rd, &b->ids[i], &b->refs[i]))
+        if (runs && page_in_run(repo, rd, &b->ids[i], n, &b->refs[i]))
             continue;
         Base base;
         if (b->owner->previous.count && base_for(w, b, i, n, rd, reader, cctx, &frame, &base)) {

@@ -292,6 +292,7 @@ static void test_index_sorted_publish(void **state)
     CsPageAlias pages[6];
     for (size_t i = 0; i < 6; i++) {
         random_buf(pages[i].page.bytes, CS_CHUNK_ID_SIZE);
+        random_buf(pages[i].tag, CS_PAGE_ROW_TAG_SIZE);
         pages[i].in = (CsChunkSlice){ .id = ea[i].id, .offset = (uint32_t)i * 8192, .length = 8192 };
     }
     pages[0].page.bytes[0] = 0x80;
@@ -308,10 +309,11 @@ static void test_index_sorted_publish(void **state)
     ASSERT_OK(cs_index_reader_begin(f->idx, &rd));
     const size_t want[6] = { 0, 1, 0, 3, 4, 1 };
     for (size_t i = 0; i < 6; i++) {
-        CsChunkSlice in;
+        CsPageAlias in;
         ASSERT_OK(cs_index_reader_lookup_page(rd, &pages[i].page, &in));
-        assert_memory_equal(in.id.bytes, pages[want[i]].in.id.bytes, CS_CHUNK_ID_SIZE);
-        assert_int_equal(in.offset, pages[want[i]].in.offset);
+        assert_memory_equal(in.in.id.bytes, pages[want[i]].in.id.bytes, CS_CHUNK_ID_SIZE);
+        assert_int_equal(in.in.offset, pages[want[i]].in.offset);
+        assert_memory_equal(in.tag, pages[want[i]].tag, CS_PAGE_ROW_TAG_SIZE);
     }
     cs_index_reader_end(rd);
 }
@@ -605,10 +607,10 @@ static void test_index_large_pack(void **state)
         assert_loc_equal(&loc, &ea[i].loc);
     }
     for (size_t i = 0; i < N_PAGES; i++) {
-        CsChunkSlice in;
+        CsPageAlias in;
         ASSERT_OK(cs_index_reader_lookup_page(rd, &pages[i].page, &in));
-        assert_memory_equal(in.id.bytes, ea[i].id.bytes, CS_CHUNK_ID_SIZE);
-        assert_int_equal(in.offset, i);
+        assert_memory_equal(in.in.id.bytes, ea[i].id.bytes, CS_CHUNK_ID_SIZE);
+        assert_int_equal(in.in.offset, i);
     }
     /* Pages only, more than one transaction of them, and no chunks. */
     ASSERT_OK(cs_index_publish_pack_pages(f->idx, &b, 1, NULL, 0, pages, N_PAGES));

@@ -1336,12 +1336,15 @@ static void test_runs(void **state)
     ASSERT_OK(cs_index_reader_begin(f->repo->index, &ix));
     for (size_t k = 0; k < PAGES; k += 7) {
         CsChunkId id;
-        CsChunkSlice at;
+        CsPageAlias at;
+        uint8_t tag[CS_PAGE_ROW_TAG_SIZE];
         const uint8_t *p;
         ASSERT_OK(cs_chunk_id(f->repo, data + k * 8192, 8192, &id));
         ASSERT_OK(cs_index_reader_lookup_page(ix, &id, &at));
-        assert_int_equal(at.length, 8192);
-        ASSERT_OK(cs_reader_slice(rd, &at, &p));
+        assert_int_equal(at.in.length, 8192);
+        ASSERT_OK(cs_page_row_tag(f->repo, &id, &at.in, tag));
+        assert_memory_equal(tag, at.tag, sizeof(tag));
+        ASSERT_OK(cs_reader_slice(rd, &at.in, &p));
         assert_memory_equal(p, data + k * 8192, 8192);
         ASSERT_ERR(ENOENT, cs_index_reader_lookup(ix, &id, NULL)); /* not a chunk of its own */
     }
