@@ -59,6 +59,12 @@ static int errno_from_mdb(int rc)
         log_error("the index is full (%llu GiB)", INDEX_MAP_SIZE >> 30);
         return -ENOSPC;
     case MDB_READERS_FULL: return -EAGAIN;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+        log_debug("lmdb: %s", mdb_strerror(rc));
+        return -EBADMSG;
     default:
         if (rc > 0)
             return -rc;
@@ -122,6 +128,29 @@ static void find_map(CsIndex *idx, const char *dir)
     fclose(f);
 }
 
+/* LMDB maps the file and follows page numbers up to the last one its meta page names: a file
+ * cut shorter than that (a full disk, a bad copy) would kill the process with SIGBUS at the
+ * first read past the end. Refuse it as damage instead. */
+static int check_file_size(CsIndex *idx)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    int fd;
+    struct stat sb;
+    int rc = mdb_env_info(idx->env, &info);
+    if (rc || (rc = mdb_env_stat(idx->env, &st)) || (rc = mdb_env_get_fd(idx->env, &fd)))
+        return errno_from_mdb(rc);
+    if (fstat(fd, &sb) < 0)
+        return -errno;
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    if ((uint64_t)sb.st_size < need) {
+        log_debug("index: data.mdb has %lld bytes, its meta page needs %llu", (long long)sb.st_size,
+                  (unsigned long long)need);
+        return -EBADMSG;
+    }
+    return 0;
+}
+
 int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, CsIndex **ret)
 {
     int r;
@@ -142,6 +171,10 @@ int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, Cs
     if (rc) {
         mdb_env_close(idx->env);
         return errno_from_mdb(rc);
+    }
+    if ((r = check_file_size(idx)) < 0) {
+        mdb_env_close(idx->env);
+        return r;
     }
     int dead;
     mdb_reader_check(idx->env, &dead);

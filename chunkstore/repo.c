@@ -311,6 +311,19 @@ static int keys_from_file(const char *path, const CsRepoConfig *c, CsKeys *ret)
     return 0;
 }
 
+/* The files LMDB keeps in an index directory (and nothing else the directory may hold). */
+static int drop_index_files(const char *index_dir)
+{
+    static const char *const names[] = { "data.mdb", "lock.mdb" };
+    _cleanup_close_ int fd = open(index_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        if (unlinkat(fd, names[i], 0) < 0 && errno != ENOENT)
+            return -errno;
+    return 0;
+}
+
 static void repo_derive(CsRepo *repo)
 {
     cs_gear_table_from_key(repo->keys.chunker_key, &repo->gear);
@@ -397,11 +410,21 @@ int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySo
         return r;
     if (!index_dir)
         return -ENOMEM;
-    bool had_index = access(index_dir, F_OK) == 0;
+    bool had_index = access(index_dir, F_OK) == 0, was_damaged = false;
     /* The index is a cache that any process may bring up to date, readers included; only a
      * user who cannot write it gets it read-only (and as it is). */
     bool can_write_index = true;
     r = cs_index_open(index_dir, repo->config.repo_id, false, &repo->index);
+    if (r == -EBADMSG && had_index) {
+        /* A cache: a damaged one is dropped and rebuilt, as a missing one is. */
+        log_warning("index \"%s\" is damaged: rebuilding it from the packs", index_dir);
+        if ((r = drop_index_files(index_dir)) < 0)
+            return log_error_errno(r, "could not remove the damaged index \"%s\": %m",
+                                   index_dir);
+        had_index = false;
+        was_damaged = true;
+        r = cs_index_open(index_dir, repo->config.repo_id, false, &repo->index);
+    }
     if ((r == -EACCES || r == -EROFS) && had_index) {
         can_write_index = false;
         r = cs_index_open(index_dir, repo->config.repo_id, true, &repo->index);
@@ -409,6 +432,11 @@ int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySo
     if (r == -EXDEV)
         return log_error_errno(r, "index \"%s\" belongs to another repository\nHINT: the index "
                                   "is a cache: remove it and it is rebuilt from the packs",
+                               index_dir);
+    if (r == -EBADMSG)
+        return log_error_errno(r, "index \"%s\" is damaged and cannot be rebuilt here: %m\nHINT: "
+                                  "the index is a cache: remove it (as its owner) and it is "
+                                  "rebuilt from the packs",
                                index_dir);
     if (r < 0)
         return log_error_errno(r, "could not open index \"%s\": %m", index_dir);
@@ -423,8 +451,8 @@ int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySo
         if ((r = cs_repo_index_sync(repo, false, &n)) < 0)
             return r;
         if (n > 0 && !had_index)
-            log_info("index \"%s\" was missing: rebuilt it from %llu packs", index_dir,
-                     (unsigned long long)n);
+            log_info("index \"%s\" was %s: rebuilt it from %llu packs", index_dir,
+                     was_damaged ? "damaged" : "missing", (unsigned long long)n);
         else if (n > 0)
             log_info("indexed %llu packs the index did not know", (unsigned long long)n);
     }
