@@ -108,6 +108,11 @@
 #define CS_DEFAULT_PACK_SIZE  (32u * 1024 * 1024)
 #define CS_DEFAULT_GROUP_SIZE (512u * 1024) /* tests/helpers/bench-smallchunks measures why */
 #define CS_MAX_GROUP_SIZE     (16u << 20)
+/* The largest record a writer makes: a group is sealed once it reaches its size, so it holds
+ * less than CS_MAX_GROUP_SIZE plus one chunk (at most 16 MiB, chunker.c). A reader refuses a
+ * larger raw length, or a larger stored record, as damage before it allocates for one. */
+#define CS_RECORD_MAX_RAW  (32u << 20)
+#define CS_RECORD_MAX_SIZE (CS_RECORD_MAX_RAW + (1u << 20)) /* zstd's bound, header, bases */
 #define CS_DEFAULT_SCRYPT_N   65536u
 #define CS_DEFAULT_SCRYPT_R   8u
 #define CS_DEFAULT_SCRYPT_P   1u

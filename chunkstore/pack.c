@@ -329,6 +329,8 @@ static int record_parse(const uint8_t *p, size_t len, RecordHeader *h)
     *in = (CsRecordInfo){ .flags = p[4], .depth = p[5], .n_members = get_le16(p + 6),
                           .raw_len = get_le32(p + 8) };
     h->payload_len = get_le32(p + 12);
+    if (in->raw_len > CS_RECORD_MAX_RAW || len > CS_RECORD_MAX_SIZE)
+        return -EBADMSG;
     size_t members_end = CS_RECORD_HEADER_SIZE + in->n_members * CS_RECORD_MEMBER_SIZE;
     if (in->n_members == 0 || !flags_valid(in->flags, in->depth))
         return -EBADMSG;
@@ -399,15 +401,15 @@ static int record_decrypt(const uint8_t pack_key[32], const uint8_t *p, const Re
                           Buf *dst)
 {
     buf_clear(dst);
-    if (!buf_extend(dst, h->payload_len) && h->payload_len)
+    if (!buf_extend(dst, h->payload_len))
         return -ENOMEM;
     const uint8_t *ct = p + h->header_len;
     return cs_aead_open(pack_key, p + 16, p, h->header_len, ct, h->payload_len, dst->data,
                         ct + h->payload_len);
 }
 
-int cs_record_open_framed(const uint8_t pack_key[32], const void *rec, size_t len, Buf *payload,
-                          CsRecordInfo *ret)
+int cs_record_open(const uint8_t pack_key[32], const void *rec, size_t len, Buf *payload,
+                   CsRecordInfo *ret)
 {
     RecordHeader h;
     int r = record_parse(rec, len, &h);
@@ -415,11 +417,48 @@ int cs_record_open_framed(const uint8_t pack_key[32], const void *rec, size_t le
         r = record_decrypt(pack_key, rec, &h, payload);
     if (r < 0)
         return r;
-    if (!(h.info.flags & CS_RECORD_FLAG_FRAMED) ||
-        cs_member_lengths_sum(h.info.members, h.info.n_members) != h.info.raw_len)
+    /* The lengths are authenticated; they must tile the plaintext exactly. */
+    if (cs_member_lengths_sum(h.info.members, h.info.n_members) != h.info.raw_len)
         return -EBADMSG;
     *ret = h.info;
     return 0;
+}
+
+int cs_record_open_framed(const uint8_t pack_key[32], const void *rec, size_t len, Buf *payload,
+                          CsRecordInfo *ret)
+{
+    int r = cs_record_open(pack_key, rec, len, payload, ret);
+    if (r < 0)
+        return r;
+    return ret->flags & CS_RECORD_FLAG_FRAMED ? 0 : -EBADMSG;
+}
+
+int cs_record_expand(void *zstd_dctx, const CsRecordInfo *in, Buf *payload, const void *prefix,
+                     size_t prefix_len, Buf *plain)
+{
+    bool is_delta = in->flags & CS_RECORD_FLAG_DELTA;
+    /* A framed record is decoded member by member (cs_frame_decode). A wrong prefix would
+     * decode to wrong bytes without an error: its length is the one check zstd cannot make, the
+     * chunk ids of the result (checked by the caller) are the other. */
+    if ((in->flags & CS_RECORD_FLAG_FRAMED) ||
+        (is_delta ? (!prefix || prefix_len != in->prefix_len) : prefix_len != 0))
+        return -EBADMSG;
+    if (!(in->flags & CS_RECORD_FLAG_ZSTD)) {
+        if (payload->size != in->raw_len)
+            return -EBADMSG;
+        buf_swap(payload, plain);
+        return 0;
+    }
+    buf_clear(plain);
+    if (!buf_extend(plain, in->raw_len))
+        return -ENOMEM;
+    ZSTD_DCtx *own = zstd_dctx ? NULL : ZSTD_createDCtx();
+    if (!zstd_dctx && !own)
+        return -ENOMEM;
+    int r = decompress(zstd_dctx ? zstd_dctx : own, is_delta ? prefix : NULL, prefix_len, payload,
+                       plain);
+    ZSTD_freeDCtx(own);
+    return r;
 }
 
 int cs_frames_index(const uint8_t *payload, size_t len, size_t n, uint32_t *offs)
@@ -453,43 +492,15 @@ int cs_record_decode_prefixed(void *zstd_dctx, const uint8_t pack_key[32], const
                               size_t len, const void *prefix, size_t prefix_len, Buf *plain,
                               const uint8_t **ret_members, size_t *ret_n_members)
 {
-    const uint8_t *p = rec;
-    RecordHeader h;
-    int r = record_parse(p, len, &h);
+    _cleanup_(buf_free) Buf payload = BUF_INIT;
+    CsRecordInfo in;
+    int r = cs_record_open(pack_key, rec, len, &payload, &in);
+    if (r == 0)
+        r = cs_record_expand(zstd_dctx, &in, &payload, prefix, prefix_len, plain);
     if (r < 0)
         return r;
-    const CsRecordInfo *in = &h.info;
-    bool is_delta = in->flags & CS_RECORD_FLAG_DELTA;
-    /* A framed record is decoded member by member (cs_record_open_framed). A wrong prefix would
-     * decode to wrong bytes without an error: its length is the one check zstd cannot make, the
-     * chunk ids of the result (checked by the caller) are the other. */
-    if ((in->flags & CS_RECORD_FLAG_FRAMED) ||
-        (is_delta ? (!prefix || prefix_len != in->prefix_len) : prefix_len != 0))
-        return -EBADMSG;
-    _cleanup_(buf_free) Buf payload = BUF_INIT;
-    bool is_zstd = in->flags & CS_RECORD_FLAG_ZSTD;
-    Buf *dst = is_zstd ? &payload : plain;
-    if ((r = record_decrypt(pack_key, p, &h, dst)) < 0)
-        return r;
-    if (is_zstd) {
-        buf_clear(plain);
-        if (!buf_extend(plain, in->raw_len) && in->raw_len)
-            return -ENOMEM;
-        ZSTD_DCtx *own = zstd_dctx ? NULL : ZSTD_createDCtx();
-        if (!zstd_dctx && !own)
-            return -ENOMEM;
-        r = decompress(zstd_dctx ? zstd_dctx : own, is_delta ? prefix : NULL, prefix_len,
-                       &payload, plain);
-        ZSTD_freeDCtx(own);
-        if (r < 0)
-            return r;
-    } else if (h.payload_len != in->raw_len)
-        return -EBADMSG;
-    /* The lengths are authenticated; they must tile the plaintext exactly. */
-    if (cs_member_lengths_sum(in->members, in->n_members) != in->raw_len)
-        return -EBADMSG;
-    *ret_members = in->members;
-    *ret_n_members = in->n_members;
+    *ret_members = in.members;
+    *ret_n_members = in.n_members;
     return 0;
 }
 

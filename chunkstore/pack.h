@@ -125,6 +125,18 @@ int cs_record_decode_prefixed(void *zstd_dctx, const uint8_t pack_key[32], const
                               size_t len, const void *prefix, size_t prefix_len, Buf *plain,
                               const uint8_t **ret_members, size_t *ret_n_members);
 /*
+ * The two halves of cs_record_decode_prefixed(), for a reader that must not act on a record's
+ * base list before the record is authenticated. cs_record_open() checks, authenticates and
+ * decrypts: `payload` holds what was encrypted (still compressed) and *ret the header (members
+ * and bases point into `rec`, which must outlive it). cs_record_expand() then decompresses it
+ * against `prefix` (the bases' plaintexts, as for cs_record_decode_prefixed) into `plain`; it
+ * may take payload's buffer. -EBADMSG on damage.
+ */
+int cs_record_open(const uint8_t pack_key[32], const void *rec, size_t len, Buf *payload,
+                   CsRecordInfo *ret);
+int cs_record_expand(void *zstd_dctx, const CsRecordInfo *in, Buf *payload, const void *prefix,
+                     size_t prefix_len, Buf *plain);
+/*
  * A framed record (CS_RECORD_FLAG_FRAMED, version 4) is read member by member: this checks,
  * authenticates and decrypts it, leaving in `payload` the frame-length table and the frames
  * (cs_frames_index finds them) and in *ret its header (members and one base per member point

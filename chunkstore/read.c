@@ -206,7 +206,7 @@ static int load_prefix(CsReader *rd, const CsRecordInfo *in, Buf *prefix)
 {
     if (rd->nesting >= CS_DELTA_MAX_NESTING)
         return -ELOOP;
-    if (!buf_extend(prefix, in->prefix_len) && in->prefix_len)
+    if (!buf_extend(prefix, in->prefix_len))
         return -ENOMEM;
     prefix->size = 0;
     rd->nesting++;
@@ -336,8 +336,17 @@ static int record_decode_into(CsReader *rd, const CsChunkLoc *loc, Buf *raw, Cac
 {
     char name[CS_PACK_NAME_MAX];
     cs_pack_name(&loc->pack, name);
-    _cleanup_(buf_free) Buf prefix = BUF_INIT;
+    _cleanup_(buf_free) Buf prefix = BUF_INIT, payload = BUF_INIT;
     buf_clear(raw);
+    /* The location comes from the index, a cache: its numbers size a buffer and a read only
+     * within what the format allows. */
+    if (loc->record_len < CS_RECORD_HEADER_SIZE + CS_RECORD_TRAILER_SIZE ||
+        loc->record_len > CS_RECORD_MAX_SIZE || loc->record_off > (uint64_t)INT64_MAX - loc->record_len) {
+        log_error("the index names a record of %u bytes at offset %llu of pack \"%s\": not a "
+                  "record (the index is damaged; remove it and it is rebuilt from the packs)",
+                  loc->record_len, (unsigned long long)loc->record_off, name);
+        return -EBADMSG;
+    }
     if (!buf_extend(raw, loc->record_len))
         return -ENOMEM;
     size_t got;
@@ -349,12 +358,15 @@ static int record_decode_into(CsReader *rd, const CsChunkLoc *loc, Buf *raw, Cac
         return r;
     if (raw->size > 4 && (raw->data[4] & CS_RECORD_FLAG_FRAMED))
         return framed_open(rd, loc, raw, ret);
-    /* Only a delta record needs its base list before decoding; the decode below checks every
-     * record whole anyway, so a plain one is not parsed and hashed twice (flags: byte 4). */
-    CsRecordInfo info = { 0 };
-    if (raw->size > 4 && (raw->data[4] & CS_RECORD_FLAG_DELTA)) {
-        if ((r = cs_record_info(raw->data, raw->size, &info)) < 0)
-            return r;
+    uint8_t key[32];
+    if ((r = cs_pack_key(rd->repo->keys.enc_key, &loc->pack, key)) < 0)
+        return r;
+    /* Authenticated before anything in it is acted on: a delta record's base list drives
+     * reads of other records. */
+    CsRecordInfo info;
+    if ((r = cs_record_open(key, raw->data, raw->size, &payload, &info)) < 0)
+        return r;
+    if (info.flags & CS_RECORD_FLAG_DELTA) {
         cache_use_slots(rd, RECORD_CACHE_SLOTS);
         if ((r = load_prefix(rd, &info, &prefix)) < 0) {
             char hex[2 * CS_CHUNK_ID_SIZE + 1];
@@ -365,21 +377,17 @@ static int record_decode_into(CsReader *rd, const CsChunkLoc *loc, Buf *raw, Cac
             return r == -ENOENT || r == -ELOOP ? -EBADMSG : r;
         }
     }
-    uint8_t key[32];
-    if ((r = cs_pack_key(rd->repo->keys.enc_key, &loc->pack, key)) < 0)
-        return r;
     CachedRecord *victim = cache_victim(rd);
     if (!victim)
         return -ELOOP;
-    const uint8_t *members;
-    size_t n;
     victim->is_valid = false;
-    r = cs_record_decode_prefixed(rd->zstd_dctx, key, raw->data, raw->size, prefix.data,
-                                  prefix.size, &victim->plain, &members, &n);
+    r = cs_record_expand(rd->zstd_dctx, &info, &payload, prefix.data, prefix.size,
+                         &victim->plain);
     if (r < 0)
         return r;
     buf_clear(&victim->members);
-    if ((r = buf_append(&victim->members, members, n * CS_RECORD_MEMBER_SIZE)) < 0)
+    if ((r = buf_append(&victim->members, info.members, info.n_members * CS_RECORD_MEMBER_SIZE)) <
+        0)
         return r;
     cache_fill(rd, victim, loc, info.depth);
     victim->is_framed = false;

@@ -32,9 +32,18 @@ int buf_reserve(Buf *b, size_t extra)
     return 0;
 }
 
+void buf_swap(Buf *a, Buf *b)
+{
+    Buf t = *a;
+    *a = *b;
+    *b = t;
+}
+
 uint8_t *buf_extend(Buf *b, size_t n)
 {
-    if (buf_reserve(b, n) < 0)
+    /* Even for n == 0 the result is a valid pointer (never NULL + 0): callers tell failure by
+     * NULL alone. */
+    if (buf_reserve(b, n ? n : !b->data) < 0)
         return NULL;
     uint8_t *p = b->data + b->size;
     b->size += n;

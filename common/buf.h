@@ -27,6 +27,8 @@ int buf_append_le16(Buf *b, uint16_t v);
 int buf_append_le32(Buf *b, uint32_t v);
 int buf_append_le64(Buf *b, uint64_t v);
 void buf_clear(Buf *b);
+/* Exchange the contents of two buffers (no copy). */
+void buf_swap(Buf *a, Buf *b);
 
 /*
  * Bounded reader over a byte range, pg_basebackup's GetCopyData* idea: every get checks the

@@ -43,6 +43,19 @@ note "data.mdb overwritten with garbage"
 head -c 65536 /dev/urandom >"$INDEX"
 check_reads garbage
 
+note "locations in the index that no record can have: damage (exit 4), never EINVAL or ENOMEM"
+TAMPER=$(helper index-tamper)
+for field in "chunks-record-off 0xfffffffffffffff0" "chunks-record-len 0" "chunks-record-len 0xffffffff"; do
+    cp -a "$REPO" "$T"/tampered
+    # shellcheck disable=SC2086
+    "$TAMPER" "$T"/tampered/index $field >/dev/null || fail "index-tamper $field changed nothing"
+    rc=0
+    "$SNAP" -r "$T"/tampered restore "$ID" "$T"/tampered-out --no-sync 2>"$T"/tampered.err || rc=$?
+    [[ $rc -eq 4 ]] || fail "restore with index $field exited $rc, expected 4: $(cat "$T"/tampered.err)"
+    grep -q "index is damaged" "$T"/tampered.err || fail "the error for $field does not name the index: $(cat "$T"/tampered.err)"
+    rm -rf "$T"/tampered "$T"/tampered-out
+done
+
 note "cut short, and the user running the command cannot rebuild it: a clear error, exit 4"
 chmod a+x "$T"
 chmod -R a+rX "$REPO"

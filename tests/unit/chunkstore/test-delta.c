@@ -175,6 +175,31 @@ static void test_delta_record(void **state)
     assert_memory_equal(plain.data, page, PAGE);
     buf_free(&srec);
 
+    /* In two halves: authenticated first, so a reader acts on no base list that is not the
+     * writer's; then expanded against the bases. */
+    Buf payload = BUF_INIT;
+    CsRecordInfo oin;
+    ASSERT_OK(cs_record_open(key, rec.data, rec.size, &payload, &oin));
+    assert_int_equal(oin.n_bases, 1);
+    assert_memory_equal(oin.bases, b.id.bytes, CS_CHUNK_ID_SIZE);
+    ASSERT_OK(cs_record_expand(NULL, &oin, &payload, base, PAGE, &plain));
+    assert_memory_equal(plain.data, page, PAGE);
+    Buf forged = BUF_INIT;
+    ASSERT_OK(buf_append(&forged, rec.data, rec.size));
+    size_t base_at = CS_RECORD_HEADER_SIZE + CS_RECORD_MEMBER_SIZE + CS_RECORD_BASE_COUNT_SIZE;
+    forged.data[base_at] ^= 1; /* another base, with a checksum to match */
+    put_le64(forged.data + forged.size - 8, XXH3_64bits(forged.data, forged.size - 8));
+    ASSERT_OK(cs_record_verify(forged.data, forged.size)); /* framing alone cannot tell */
+    ASSERT_ERR(EBADMSG, cs_record_open(key, forged.data, forged.size, &payload, &oin));
+    /* A raw length past what any writer makes is refused before anything is allocated. */
+    buf_clear(&forged);
+    ASSERT_OK(buf_append(&forged, rec.data, rec.size));
+    put_le32(forged.data + 8, CS_RECORD_MAX_RAW + 1);
+    put_le64(forged.data + forged.size - 8, XXH3_64bits(forged.data, forged.size - 8));
+    ASSERT_ERR(EBADMSG, cs_record_verify(forged.data, forged.size));
+    buf_free(&forged);
+    buf_free(&payload);
+
     /* The depth byte must agree with the flags, even with a valid checksum. */
     Buf bad = BUF_INIT;
     for (int variant = 0; variant < 3; variant++) {
