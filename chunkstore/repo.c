@@ -24,7 +24,21 @@
 #define KEYFILE_HEADER "pitrfs keyfile"
 #define KEY_OBJECT     "keys/passphrase"
 #define TEXT_MAX       65536
-#define SCRYPT_N_MAX   (1u << 22) /* 4 GiB of memory at r = 8: refuse more when unlocking */
+#define SCRYPT_N_MAX   (1u << 22) /* 4 GiB of memory at r = 8 */
+#define SCRYPT_R_MAX   32u
+#define SCRYPT_P_MAX   16u
+/* What unlocking may cost, the most `init` can ask for (N = 2^22, r = 8, p = 1): a key object
+ * asking for more is refused, not obeyed (it could ask for 16 GiB and hours of CPU). */
+#define SCRYPT_MEM_MAX  (UINT64_C(128) * 8 * SCRYPT_N_MAX)
+#define SCRYPT_WORK_MAX (UINT64_C(8) * SCRYPT_N_MAX) /* N * r * p */
+
+/* The scrypt parameters this build derives keys with, at init and when unlocking alike. */
+static bool scrypt_params_valid(uint64_t n, uint64_t r, uint64_t p)
+{
+    return n >= 1024 && n <= SCRYPT_N_MAX && (n & (n - 1)) == 0 && r >= 1 &&
+           r <= SCRYPT_R_MAX && p >= 1 && p <= SCRYPT_P_MAX && 128 * r * n <= SCRYPT_MEM_MAX &&
+           n * r * p <= SCRYPT_WORK_MAX;
+}
 
 /* Find "name = value" in a text object; copies the value (trimmed) into out. */
 static int kv_get(const char *text, const char *name, char *out, size_t out_size)
@@ -198,11 +212,17 @@ int cs_repo_init(const char *location, const CsInitParams *params, const CsKeySo
         return log_error_errno(-EINVAL, "pack size must be at least 1 MiB");
 
     uint64_t sn = params->scrypt_n ? params->scrypt_n : CS_DEFAULT_SCRYPT_N;
-    if (sn < 1024 || sn > SCRYPT_N_MAX || (sn & (sn - 1)))
-        return log_error_errno(-EINVAL, "invalid scrypt N %llu: a power of two from 1024 to %u",
-                               (unsigned long long)sn, SCRYPT_N_MAX);
     uint64_t sr = params->scrypt_r ? params->scrypt_r : CS_DEFAULT_SCRYPT_R;
     uint64_t sp = params->scrypt_p ? params->scrypt_p : CS_DEFAULT_SCRYPT_P;
+    if (!scrypt_params_valid(sn, sr, sp))
+        return log_error_errno(-EINVAL,
+                               "invalid scrypt parameters N=%llu r=%llu p=%llu: N a power of two "
+                               "from 1024 to %u, r 1 to %u, p 1 to %u, at most %llu MiB and "
+                               "N*r*p at most %llu",
+                               (unsigned long long)sn, (unsigned long long)sr,
+                               (unsigned long long)sp, SCRYPT_N_MAX, SCRYPT_R_MAX, SCRYPT_P_MAX,
+                               (unsigned long long)(SCRYPT_MEM_MAX >> 20),
+                               (unsigned long long)SCRYPT_WORK_MAX);
 
     CsKeys keys;
     uint8_t salt[32], nonce[CS_NONCE_SIZE], wrap[32], tag[CS_TAG_SIZE], wrapped[sizeof(keys)];
@@ -282,8 +302,8 @@ static int keys_unwrap(CsBackend *b, const CsRepoConfig *c, const CsKeySource *s
         kv_get_hex(t, "wrapped", wrapped, sizeof(wrapped)) < 0 ||
         kv_get_hex(t, "tag", tag, sizeof(tag)) < 0)
         return -EBADMSG;
-    if (sn > SCRYPT_N_MAX || sr > 32 || sp > 16)
-        return -EBADMSG; /* refuse parameters that would exhaust memory */
+    if (!scrypt_params_valid(sn, sr, sp))
+        return -EBADMSG;
     if ((r = wrap_key_derive(src, salt, sn, sr, sp, wrap)) < 0)
         return r;
     r = cs_aead_open(wrap, nonce, c->repo_id, 16, wrapped, sizeof(wrapped), ret, tag);

@@ -139,4 +139,17 @@ snapshot_repo "$T"/after
 diff "$T"/before "$T"/after || fail "init on an existing repository changed it"
 "$SNAP" -r "$REPO" restore "$ID" "$T"/final || fail "restore after the refused init failed"
 assert_same_entries "$T"/src "$T"/final
+note "scrypt parameters a key object may not ask for: damage (exit 4) at once, before any work"
+for params in "4194304 32 16" "1048576 32 16" "1000 8 1" "0 8 1" "1 8 1" "1024 0 1" "1024 8 0" \
+    "1024 33 1" "1024 8 17"; do
+    read -r n r p <<<"$params"
+    cp -a "$REPO" "$T"/kdf
+    sed -i -e "s/^scrypt_n = .*/scrypt_n = $n/" -e "s/^scrypt_r = .*/scrypt_r = $r/" \
+        -e "s/^scrypt_p = .*/scrypt_p = $p/" "$T"/kdf/keys/passphrase
+    rc=0
+    timeout 20 "$SNAP" -r "$T"/kdf list >/dev/null 2>"$T"/kdf.err || rc=$?
+    [[ $rc -eq 4 ]] || fail "list with scrypt N=$n r=$r p=$p exited $rc, expected 4: $(cat "$T"/kdf.err)"
+    rm -rf "$T"/kdf
+done
+
 echo "keys ok"
