@@ -647,6 +647,10 @@ int cs_record_read_members(CsBackend *b, const char *name, uint64_t off, uint32_
                            Buf *members)
 {
     buf_clear(members);
+    /* off and len come from a trailer or the index: numbers no record can have are damage,
+     * not a read the backend refuses (EINVAL). */
+    if (len > CS_RECORD_MAX_SIZE || off > (uint64_t)INT64_MAX - len)
+        return -EBADMSG;
     uint8_t h[CS_RECORD_HEADER_SIZE];
     size_t got;
     int r = cs_backend_get_range(b, name, off, h, sizeof(h), &got);
@@ -678,7 +682,7 @@ int cs_record_read_members(CsBackend *b, const char *name, uint64_t off, uint32_
 static int trailer_record(CsBackend *b, const char *name, const CsPackId *id, uint64_t off,
                           uint32_t len, uint64_t trailer_off, Buf *entries)
 {
-    if (off < CS_PACK_HEADER_SIZE || off + len > trailer_off)
+    if (off < CS_PACK_HEADER_SIZE || off > trailer_off || len > trailer_off - off)
         return -EBADMSG;
     _cleanup_(buf_free) Buf m = BUF_INIT;
     int r = cs_record_read_members(b, name, off, len, &m);

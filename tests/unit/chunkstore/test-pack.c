@@ -803,6 +803,37 @@ static void test_pack_truncated(void **state)
     assert_int_equal(pwrite(fd, footer, sizeof(footer), (off_t)(size - sizeof(footer))),
                      (ssize_t)sizeof(footer));
 
+    /* A trailer entry whose offset plus length wraps past 2^64 to inside the pack, with the
+     * trailer's checksum to match: refused, not read. */
+    uint8_t t0[CS_PACK_RECORD_REF_SIZE], tw[CS_PACK_RECORD_REF_SIZE];
+    size_t t_len = ARRAY_SIZE(recs) * CS_PACK_RECORD_REF_SIZE;
+    _cleanup_free_ uint8_t *tr = malloc(t_len);
+    assert_non_null(tr);
+    assert_int_equal(pread(fd, tr, t_len, (off_t)trailer_off), (ssize_t)t_len);
+    memcpy(t0, tr, sizeof(t0));
+    memcpy(tw, t0, sizeof(tw));
+    put_le64(tw, UINT64_MAX - 15);
+    put_le32(tw + 8, 64);
+    memcpy(tr, tw, sizeof(tw));
+    memcpy(forged, footer, sizeof(forged));
+    put_le64(forged + 16, XXH3_64bits(tr, t_len));
+    assert_int_equal(pwrite(fd, tr, t_len, (off_t)trailer_off), (ssize_t)t_len);
+    assert_int_equal(pwrite(fd, forged, sizeof(forged), (off_t)(size - sizeof(forged))),
+                     (ssize_t)sizeof(forged));
+    ASSERT_ERR(EBADMSG, cs_pack_read_trailer(b, name, &tid, &tentries, &tn));
+    memcpy(tr, t0, sizeof(t0));
+    assert_int_equal(pwrite(fd, tr, t_len, (off_t)trailer_off), (ssize_t)t_len);
+    assert_int_equal(pwrite(fd, footer, sizeof(footer), (off_t)(size - sizeof(footer))),
+                     (ssize_t)sizeof(footer));
+    ASSERT_OK(cs_pack_read_trailer(b, name, &tid, &tentries, &tn));
+    free(tentries);
+    tentries = NULL;
+    /* Members read at places no record can have: damage, never a refused read (EINVAL). */
+    Buf members = BUF_INIT;
+    ASSERT_ERR(EBADMSG, cs_record_read_members(b, name, UINT64_MAX - 15, 64, &members));
+    ASSERT_ERR(EBADMSG, cs_record_read_members(b, name, CS_PACK_HEADER_SIZE, UINT32_MAX, &members));
+    buf_free(&members);
+
     /* Torn at every length from the full size down to nothing (in steps near the end). */
     for (uint64_t len = size - 1;; len = len > 200 ? len - 1 - len % 7 : len - 1) {
         assert_int_equal(ftruncate(fd, (off_t)len), 0);
