@@ -166,18 +166,63 @@ int cs_backend_put(CsBackend *b, const char *name, const void *p, size_t n, bool
     return cs_spool_publish(s, name);
 }
 
+static const char *file_type_name(mode_t mode)
+{
+    switch (mode & S_IFMT) {
+    case S_IFDIR: return "a directory";
+    case S_IFIFO: return "a FIFO";
+    case S_IFSOCK: return "a socket";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    default: return "not a regular file";
+    }
+}
+
+static int log_not_regular(const CsBackend *b, const char *name, mode_t mode)
+{
+    return log_error_errno(-EBADMSG, "object \"%s\" of repository \"%s\" is %s, not a regular "
+                                     "file",
+                           name, b->root, file_type_name(mode));
+}
+
+/* Objects are regular files. Anything else in an object's place (a FIFO, a device, a
+ * directory) is damage: it is refused before a read can block on it. Symlinks are followed,
+ * as they always were: what they point to is checked the same way. */
+static int open_object(CsBackend *b, const char *name, struct stat *ret_st)
+{
+    _cleanup_free_ char *path = object_path(b, name);
+    if (!path)
+        return -ENOMEM;
+    struct stat st;
+    int fd = open_regular(AT_FDCWD, path, 0, &st);
+    if (fd == -EISDIR || fd == -EBADFD)
+        return log_not_regular(b, name, st.st_mode);
+    if (fd >= 0 && ret_st)
+        *ret_st = st;
+    return fd;
+}
+
 int cs_backend_get(CsBackend *b, const char *name, size_t max, uint8_t **ret, size_t *ret_n)
 {
     if (!name_is_valid(name))
         return -EINVAL;
-    _cleanup_free_ char *path = object_path(b, name);
-    if (!path)
+    struct stat st = { 0 };
+    _cleanup_close_ int fd = open_object(b, name, &st);
+    if (fd < 0)
+        return fd;
+    if ((uint64_t)st.st_size > max)
+        return -EFBIG;
+    _cleanup_free_ uint8_t *data = malloc((size_t)st.st_size + 1);
+    if (!data)
         return -ENOMEM;
-    char *data;
-    int r = read_file(path, max, &data, ret_n);
+    size_t n;
+    int r = read_full(fd, data, (size_t)st.st_size, &n);
     if (r < 0)
         return r;
-    *ret = (uint8_t *)data;
+    data[n] = 0; /* text objects are parsed as strings */
+    *ret = TAKE_PTR(data);
+    if (ret_n)
+        *ret_n = n;
     return 0;
 }
 
@@ -203,12 +248,9 @@ static int fd_cache_pin(CsBackend *b, const char *name)
     }
     pthread_mutex_unlock(&b->fd_lock);
 
-    _cleanup_free_ char *path = object_path(b, name);
-    if (!path)
-        return -ENOMEM;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open_object(b, name, NULL);
     if (fd < 0)
-        return -errno;
+        return fd;
     if (victim < 0)
         return FD_CACHE_SLOTS + fd; /* cache full of busy fds: caller owns this one */
 
@@ -271,6 +313,8 @@ int cs_backend_stat(CsBackend *b, const char *name, uint64_t *ret_size)
     struct stat st;
     if (stat(path, &st) < 0)
         return -errno;
+    if (!S_ISREG(st.st_mode))
+        return log_not_regular(b, name, st.st_mode);
     if (ret_size)
         *ret_size = (uint64_t)st.st_size;
     return 0;
@@ -306,6 +350,9 @@ static int list_dir(CsBackend *b, const char *rel, CsBackendListFn fn, void *use
             r = list_dir(b, child, fn, userdata);
         else if (S_ISREG(st.st_mode) && !strstr(de->d_name, ".tmp"))
             r = fn(child, (uint64_t)st.st_size, userdata);
+        else if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+            log_warning("ignoring \"%s\" in repository \"%s\": it is %s, not an object",
+                        child, b->root, file_type_name(st.st_mode));
     }
     closedir(d);
     return r;

@@ -111,6 +111,28 @@ int write_file_atomic(const char *path, const void *p, size_t n, mode_t mode)
     return fsync_dir_of(path);
 }
 
+int open_regular(int dir_fd, const char *path, int flags, struct stat *ret_st)
+{
+    _cleanup_close_ int fd = openat(dir_fd, path,
+                                    O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | flags);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (ret_st)
+        *ret_st = st;
+    if (S_ISDIR(st.st_mode))
+        return -EISDIR;
+    if (!S_ISREG(st.st_mode))
+        return -EBADFD;
+    /* Regular files ignore O_NONBLOCK today; a reader must never see EAGAIN should that change. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+        return -errno;
+    return TAKE_FD(fd);
+}
+
 int read_file(const char *path, size_t max, char **ret, size_t *ret_n)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 int write_all(int fd, const void *p, size_t n);
@@ -18,6 +19,13 @@ int fsync_dir_of(const char *path);
 int fsync_dir(const char *dir);
 /* Create `path` with contents p[0..n) so that after a crash it is either absent/old or complete. */
 int write_file_atomic(const char *path, const void *p, size_t n, mode_t mode);
+/* Open an existing file read-only for its contents, never blocking on what it turns out to be:
+ * O_NONBLOCK at open (a FIFO without a writer, a device), cleared once the file is known to be
+ * regular. `flags` adds open flags (O_NOFOLLOW). *ret_st (may be NULL) describes the file,
+ * also one that is refused.
+ * Returns the fd, -EISDIR for a directory, -EBADFD for anything else that is not a regular
+ * file (FIFO, socket, device), or the -errno of open/fstat. */
+int open_regular(int dir_fd, const char *path, int flags, struct stat *ret_st);
 /* Read a whole (small) file; *ret is NUL-terminated for convenience and must be freed. */
 int read_file(const char *path, size_t max, char **ret, size_t *ret_n);
 /* mkdir -p with the given mode; existing directories are fine. */
