@@ -89,11 +89,12 @@ static int read_pgdata_sysid(const char *pgdata, uint64_t *ret)
     _cleanup_free_ char *path = path_join(pgdata, "global/pg_control");
     if (!path)
         return -ENOMEM;
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* (a FIFO in its place must fail the backup, not hang it) */
+    _cleanup_close_ int fd = open_regular(AT_FDCWD, path, 0, NULL);
     uint64_t v;
     size_t n;
     if (fd < 0)
-        return -errno;
+        return fd;
     int r = read_full(fd, &v, sizeof(v), &n);
     if (r < 0)
         return r;
@@ -251,7 +252,7 @@ static AgentPageVerdict recheck_page(const AgentPageBad *bad, void *userdata)
     AgentPageVerdict v = bad->verdict;
     AgentPageChecksums sums = bad->sums;
     _cleanup_free_ char *path = path_join(b->filter->root, b->cur_relpath);
-    _cleanup_close_ int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    _cleanup_close_ int fd = path ? open_regular(AT_FDCWD, path, 0, NULL) : -1;
     uint8_t page[AGENT_PAGE_SIZE];
     size_t n;
     if (fd >= 0 && pread_full(fd, page, sizeof(page), bad->file_offset, &n) == 0) {

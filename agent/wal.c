@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,16 +27,16 @@ DEFINE_CLEANUP_FUNC(EVP_MD_CTX *, EVP_MD_CTX_free)
 
 /* ---- helpers ---- */
 
-typedef struct Mapping {
-    void *p;
+/* The bytes of the file being archived, read once into memory. */
+typedef struct FileBytes {
+    uint8_t *p;
     size_t n;
-} Mapping;
+} FileBytes;
 
-static void mapping_clear(Mapping *m)
+static void file_bytes_clear(FileBytes *f)
 {
-    if (m->p)
-        munmap(m->p, m->n);
-    *m = (Mapping){ 0 };
+    free(f->p);
+    *f = (FileBytes){ 0 };
 }
 
 static int sha256_buf(const void *p, size_t n, uint8_t out[32])
@@ -89,6 +88,41 @@ static int log_object_error(int r, const char *objname)
 
 /* ---- archive ---- */
 
+static bool same_version(const struct stat *a, const struct stat *b)
+{
+    return a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+           a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* Read the st->st_size bytes of fd. A file that changes meanwhile (truncated, rewritten) is
+ * refused as damage: what was read may be neither the old nor the new contents. */
+static int read_whole(int fd, const char *path, const struct stat *st, FileBytes *ret)
+{
+    size_t size = (size_t)st->st_size;
+    if (size == 0)
+        return 0;
+    _cleanup_free_ uint8_t *p = malloc(size);
+    if (!p)
+        return log_error_errno(-ENOMEM, "out of memory for WAL file \"%s\" (%zu bytes)", path,
+                               size);
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    size_t got;
+    int r = pread_full(fd, p, size, 0, &got);
+    if (r < 0)
+        return log_error_errno(r, "could not read WAL file \"%s\": %m", path);
+    struct stat after;
+    if (fstat(fd, &after) < 0)
+        return log_error_errno(-errno, "could not stat WAL file \"%s\": %m", path);
+    if (got != size || !same_version(st, &after))
+        return log_error_errno(-EBADMSG,
+                               "WAL file \"%s\" changed while it was read (%zu bytes when "
+                               "opened, %zu read, %" PRIu64 " now): not archived",
+                               path, size, got, (uint64_t)after.st_size);
+    *ret = (FileBytes){ .p = TAKE_PTR(p), .n = size };
+    return 0;
+}
+
 /* An archived object exists for the file: same bytes is success, other bytes an error. */
 static int compare_archived(const CsWalObject *old, uint64_t size, const uint8_t sha[32],
                             const char *node, AgentWalArchiveResult *ret)
@@ -110,7 +144,7 @@ static int compare_archived(const CsWalObject *old, uint64_t size, const uint8_t
 }
 
 /* Store the bytes, then the object naming them, both under the writer's repository lock. */
-static int store_file(CsRepo *repo, const char *objname, const Mapping *m, CsWalObject *o,
+static int store_file(CsRepo *repo, const char *objname, const FileBytes *m, CsWalObject *o,
                       AgentWalArchiveResult *ret)
 {
     _cleanup_(cs_writer_freep) CsWriter *w = NULL;
@@ -118,7 +152,7 @@ static int store_file(CsRepo *repo, const char *objname, const Mapping *m, CsWal
     if (r < 0)
         return r == -EBUSY ? r : log_error_errno(r, "could not start the store pipeline: %m");
     static const uint8_t empty;
-    /* (an empty file has no mapping; the pipeline wants a pointer even for 0 bytes) */
+    /* (an empty file has no buffer; the pipeline wants a pointer even for 0 bytes) */
     if ((r = cs_writer_put_buf(w, m->p ? m->p : &empty, m->n, CS_CHUNKING_CDC, &o->content)) < 0 ||
         (r = cs_writer_flush(w)) < 0)
         return log_error_errno(r, "could not store WAL file \"%s\": %m", o->name);
@@ -153,14 +187,12 @@ int agent_wal_archive(CsRepo *repo, const char *node, const char *path, const ch
         return log_error_errno(-EROFS, "repository is open read-only");
     AgentWalArchiveResult res = { .kind = name.kind };
 
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return log_error_errno(-errno, "could not open WAL file \"%s\": %m", path);
     struct stat st;
-    if (fstat(fd, &st) < 0)
-        return log_error_errno(-errno, "could not stat WAL file \"%s\": %m", path);
-    if (!S_ISREG(st.st_mode))
+    _cleanup_close_ int fd = open_regular(AT_FDCWD, path, 0, &st);
+    if (fd == -EISDIR || fd == -EBADFD)
         return log_error_errno(-EINVAL, "WAL file \"%s\" is not a regular file", path);
+    if (fd < 0)
+        return log_error_errno(fd, "could not open WAL file \"%s\": %m", path);
     uint64_t size = (uint64_t)st.st_size;
     bool has_header = cs_wal_kind_has_header(name.kind);
     if (has_header ? size > CS_WAL_SEG_MAX : size > TEXT_FILE_MAX)
@@ -168,15 +200,11 @@ int agent_wal_archive(CsRepo *repo, const char *node, const char *path, const ch
                                cs_wal_kind_to_string(name.kind), path, size);
 
     /* One read of the file serves the header check, the digest and the store, so the digest
-     * describes exactly the bytes stored. */
-    _cleanup_(mapping_clear) Mapping m = { 0 };
-    if (size > 0) {
-        void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED)
-            return log_error_errno(-errno, "could not read WAL file \"%s\": %m", path);
-        m = (Mapping){ .p = p, .n = (size_t)size };
-        (void)madvise(p, m.n, MADV_SEQUENTIAL);
-    }
+     * describes exactly the bytes stored. Read, never mapped: a mapped file that shrinks
+     * under the reader kills it with SIGBUS. */
+    _cleanup_(file_bytes_clear) FileBytes m = { 0 };
+    if ((r = read_whole(fd, path, &st, &m)) < 0)
+        return r;
     _cleanup_(cs_wal_object_clear) CsWalObject o = {
         .kind = name.kind, .size = size, .archived_at = (int64_t)time(NULL)
     };
