@@ -1,11 +1,13 @@
 /*
- * mount.pitrfs: option parsing and FUSE session setup; the filesystem is in libpitrfs.
+ * mount.pitrfs: the checks before mounting and the FUSE session; the command line is parsed by
+ * fuse/mount-options.c, the filesystem is in libpitrfs.
  *
- *   mount.pitrfs REPO MOUNTPOINT [-f] [-d] [-o OPTIONS]
+ *   mount.pitrfs REPO MOUNTPOINT [-sfnv] [-d] [-o OPTIONS]
  *   mount -t pitrfs REPO MOUNTPOINT -o OPTIONS        (mount(8) runs this as its helper)
  *
- * Exit status as pitr-snap's: 0 mounted (or, with -f, unmounted cleanly), 1 failure, 2 wrong
- * passphrase or key, 3 not a repository, 4 damaged data, 5 busy, 64 usage error.
+ * Exit status as pitr-snap's: 0 mounted (with -o foreground: mounted and unmounted cleanly;
+ * with -f: checked, not mounted), 1 failure, 2 wrong passphrase or key, 3 not a repository,
+ * 4 damaged data, 5 busy, 64 usage error.
  */
 #include <errno.h>
 #include <limits.h>
@@ -20,28 +22,18 @@
 #include "chunkstore/repo.h"
 #include "common/exit-code.h"
 #include "common/log.h"
-#include "common/parse.h"
 #include "common/version.h"
 #include "common/macro.h"
 #include "fuse/daemon.h"
 #include "fuse/fs.h"
-
-
-typedef struct MountOptions {
-    const char *repo, *mountpoint;
-    char *passphrase_file, *keyfile, *index_dir, *log_path; /* malloc'd */
-    bool foreground, debug, allow_other, direct_io;
-    size_t cache_bytes, readahead_bytes, kernel_readahead_bytes;
-    unsigned threads, prefetch_threads;
-    char *fuse_opts; /* options handed to libfuse unchanged (comma-separated, malloc'd) */
-} MountOptions;
+#include "fuse/mount-options.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "mount.pitrfs mounts a pitrfs repository read-only.\n\n"
             "Usage:\n"
-            "  mount.pitrfs REPO MOUNTPOINT [-f] [-d] [-o OPTION[,OPTION]...]\n"
+            "  mount.pitrfs REPO MOUNTPOINT [-sfnv] [-d] [-o OPTION[,OPTION]...]\n"
             "  mount -t pitrfs REPO MOUNTPOINT [-o OPTION[,OPTION]...]\n\n"
             "Layout: MOUNTPOINT/snapshots/<id>/... (tree snapshots), snapshots/<name> and\n"
             "snapshots/latest (symlinks), streams/<id> and streams/<name> (stream snapshots),\n"
@@ -66,8 +58,17 @@ static void usage(FILE *f)
             "  -o threads=N          FUSE worker threads (default 16)\n"
             "  -o logfile=F          in the background, log to F instead of syslog\n"
             "  -o index_dir=D        index location (default REPO/index)\n"
-            "  -o foreground, -f     stay in the foreground, log to stderr\n"
-            "  -o debug, -d          log every FUSE request (implies -f)\n"
+            "  -o foreground, --foreground\n"
+            "                        stay in the foreground, log to stderr\n"
+            "  -o debug, -d, --debug log every FUSE request (implies foreground)\n"
+            "  -o context=\"CTX\"      SELinux contexts (also fscontext=, defcontext=,\n"
+            "                        rootcontext=, seclabel): passed to the kernel; dropped\n"
+            "                        when SELinux is not enabled, as mount(8) does\n"
+            "  -f                    fake: check the options, the mount point and the\n"
+            "                        repository, mount nothing (as for mount(8))\n"
+            "  -s                    sloppy: ignore unknown -o options, with a warning\n"
+            "  -v                    verbose: debug messages\n"
+            "  -n                    no mtab (mount(8) passes it): ignored\n"
             "  -h, --help            this help\n"
             "  -V, --version         version\n\n"
             "Unmount with 'umount MOUNTPOINT' or 'fusermount3 -u MOUNTPOINT'.\n"
@@ -75,275 +76,9 @@ static void usage(FILE *f)
             "4 damaged data, 64 usage error.\n");
 }
 
-/* "256M", "1G", "65536", "512KiB". */
-static int parse_size(const char *key, const char *s, size_t *ret)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *s == '-')
-        return log_error_errno(-EINVAL, "invalid size \"%s\" for %s", s, key);
-    unsigned shift = 0;
-    switch (*end) {
-    case 'k':
-    case 'K':
-        shift = 10;
-        end++;
-        break;
-    case 'm':
-    case 'M':
-        shift = 20;
-        end++;
-        break;
-    case 'g':
-    case 'G':
-        shift = 30;
-        end++;
-        break;
-    case 't':
-    case 'T':
-        shift = 40;
-        end++;
-        break;
-    default: break;
-    }
-    if (shift && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
-        end += strlen(end);
-    if (*end || (shift && v > (ULLONG_MAX >> shift)) || (v << shift) > SIZE_MAX)
-        return log_error_errno(-EINVAL, "invalid size \"%s\" for %s", s, key);
-    *ret = (size_t)(v << shift);
-    return 0;
-}
-
-static int parse_uint(const char *key, const char *s, unsigned max, unsigned *ret)
-{
-    unsigned long long v;
-    if (parse_unsigned(s, 1, max, &v) < 0)
-        return log_error_errno(-EINVAL, "invalid value \"%s\" for %s (1 to %u)", s, key, max);
-    *ret = (unsigned)v;
-    return 0;
-}
-
-static int set_string(char **dst, const char *value, const char *key)
-{
-    if (!*value)
-        return log_error_errno(-EINVAL, "%s needs a value", key);
-    free(*dst);
-    return (*dst = strdup(value)) ? 0 : -ENOMEM;
-}
-
-static int add_fuse_opt(MountOptions *o, const char *opt)
-{
-    char *s;
-    if (asprintf(&s, "%s%s%s", o->fuse_opts ? o->fuse_opts : "", o->fuse_opts ? "," : "", opt) < 0)
-        return -ENOMEM;
-    free(o->fuse_opts);
-    o->fuse_opts = s;
-    return 0;
-}
-
-/* Options that mount(8) and fstab use for themselves, or that mean nothing for a read-only
- * file system: accepted and ignored. ("rw" from "defaults" is ignored too: always read-only.) */
-static bool is_ignored(const char *opt)
-{
-    static const char *const names[] = { "defaults", "auto", "noauto", "user", "users", "nouser",
-                                         "owner", "group", "nofail", "_netdev", "ro", "rw",
-                                         "default_permissions",
-                                         /* nothing is written, so access times never change: */
-                                         "atime", "noatime", "relatime", "norelatime",
-                                         "strictatime", "nostrictatime", "diratime", "nodiratime",
-                                         "lazytime", "nolazytime" };
-    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-        if (strcmp(opt, names[i]) == 0)
-            return true;
-    return strncmp(opt, "x-", 2) == 0 || strncmp(opt, "comment=", 8) == 0;
-}
-
-/* Mount flags libfuse passes to the kernel as they are. */
-static bool is_passed(const char *opt)
-{
-    static const char *const names[] = { "allow_root", "auto_unmount", "dev",    "nodev",
-                                         "suid",       "nosuid",       "exec",   "noexec",
-                                         "sync",       "async",        "dirsync" };
-    static const char *const prefixes[] = { "context=", "fscontext=", "defcontext=",
-                                            "rootcontext=" };
-    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-        if (strcmp(opt, names[i]) == 0)
-            return true;
-    for (size_t i = 0; i < ARRAY_SIZE(prefixes); i++)
-        if (strncmp(opt, prefixes[i], strlen(prefixes[i])) == 0)
-            return true;
-    return false;
-}
-
-static int parse_one(MountOptions *o, const char *opt)
-{
-    const char *eq = strchr(opt, '=');
-    size_t klen = eq ? (size_t)(eq - opt) : strlen(opt);
-    const char *val = eq ? eq + 1 : NULL;
-#define IS(k) (klen == strlen(k) && strncmp(opt, k, klen) == 0)
-    if (!*opt)
-        return 0;
-    if (val && IS("passphrase_file"))
-        return set_string(&o->passphrase_file, val, "passphrase_file");
-    if (val && (IS("keyfile") || IS("key_file")))
-        return set_string(&o->keyfile, val, "keyfile");
-    if (val && IS("index_dir"))
-        return set_string(&o->index_dir, val, "index_dir");
-    if (val && IS("logfile"))
-        return set_string(&o->log_path, val, "logfile");
-    if (val && IS("cache_size"))
-        return parse_size("cache_size", val, &o->cache_bytes);
-    if (val && IS("readahead"))
-        return parse_size("readahead", val, &o->readahead_bytes);
-    if (val && IS("kernel_readahead"))
-        return parse_size("kernel_readahead", val, &o->kernel_readahead_bytes);
-    if (val && IS("threads"))
-        return parse_uint("threads", val, 1024, &o->threads);
-    if (val && IS("prefetch_threads"))
-        return parse_uint("prefetch_threads", val, 256, &o->prefetch_threads);
-    if (!val && IS("allow_other")) {
-        o->allow_other = true;
-        return 0;
-    }
-    if (!val && IS("direct_io")) {
-        o->direct_io = true;
-        return 0;
-    }
-    if (!val && IS("foreground")) {
-        o->foreground = true;
-        return 0;
-    }
-    if (!val && IS("debug")) {
-        o->debug = o->foreground = true;
-        return 0;
-    }
-#undef IS
-    if (is_ignored(opt))
-        return 0;
-    if (is_passed(opt))
-        return add_fuse_opt(o, opt);
-    return log_error_errno(-EINVAL, "unknown mount option \"%s\"\nHINT: see mount.pitrfs --help",
-                           opt);
-}
-
-/* Split "a,b=\"x,y\",c" at commas outside double quotes (libmount's quoting); quotes go. */
-static int parse_option_string(MountOptions *o, const char *s)
-{
-    _cleanup_free_ char *cur = malloc(strlen(s) + 1);
-    if (!cur)
-        return -ENOMEM;
-    size_t n = 0;
-    bool quoted = false;
-    for (const char *p = s;; p++) {
-        if (*p == '"') {
-            quoted = !quoted;
-            continue;
-        }
-        if (*p == 0 || (*p == ',' && !quoted)) {
-            cur[n] = 0;
-            int r = parse_one(o, cur);
-            if (r < 0)
-                return r;
-            n = 0;
-            if (*p == 0)
-                break;
-            continue;
-        }
-        cur[n++] = *p;
-    }
-    if (quoted)
-        return log_error_errno(-EINVAL, "unbalanced quote in mount options \"%s\"", s);
-    return 0;
-}
-
-/*
- * Parsed by hand rather than with getopt: mount(8) puts the flags after the operands
- * ("SPEC DIR -sfnv -o opts -t type"), and getopt would stop there under POSIXLY_CORRECT.
- * Returns 1 when --help or --version was handled.
- */
-static int parse_args(int argc, char **argv, MountOptions *o)
-{
-    const char *pos[2];
-    int n_pos = 0, r;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 1;
-        }
-        if (strcmp(a, "--version") == 0) {
-            printf("mount.pitrfs %s\n", PITR_VERSION);
-            return 1;
-        }
-        if (strcmp(a, "--foreground") == 0) {
-            o->foreground = true;
-            continue;
-        }
-        if (strcmp(a, "--debug") == 0) {
-            o->debug = o->foreground = true;
-            continue;
-        }
-        if (strcmp(a, "--") == 0) {
-            for (i++; i < argc; i++) {
-                if (n_pos == 2)
-                    return log_error_errno(-EINVAL, "too many arguments\nHINT: see --help");
-                pos[n_pos++] = argv[i];
-            }
-            break;
-        }
-        if (a[0] != '-' || a[1] == 0) {
-            if (n_pos == 2)
-                return log_error_errno(-EINVAL, "too many arguments\nHINT: see --help");
-            pos[n_pos++] = a;
-            continue;
-        }
-        for (const char *c = a + 1; *c; c++) {
-            switch (*c) {
-            case 'o':
-            case 't':
-            case 'N': {
-                const char *val = c[1] ? c + 1 : (i + 1 < argc ? argv[++i] : NULL);
-                if (!val)
-                    return log_error_errno(-EINVAL, "option -%c needs a value", *c);
-                if (*c == 'o' && (r = parse_option_string(o, val)) < 0)
-                    return r;
-                if (*c == 'N')
-                    return log_error_errno(-EINVAL, "mounting in another namespace (-N) is not "
-                                                    "supported");
-                c += strlen(c) - 1; /* the rest of this argument was the value */
-                break;
-            }
-            case 'f': o->foreground = true; break;
-            case 'd': o->debug = o->foreground = true; break;
-            case 's': /* mount(8): sloppy */
-            case 'n': /* mount(8): no mtab */
-            case 'v': /* mount(8): verbose */ break;
-            case 'h': usage(stdout); return 1;
-            case 'V': printf("mount.pitrfs %s\n", PITR_VERSION); return 1;
-            default: return log_error_errno(-EINVAL, "unknown option -%c\nHINT: see --help", *c);
-            }
-        }
-    }
-    if (n_pos != 2)
-        return log_error_errno(-EINVAL, "usage: mount.pitrfs REPO MOUNTPOINT [-o OPTIONS]");
-    o->repo = pos[0];
-    o->mountpoint = pos[1];
-    return 0;
-}
-
-static void options_free(MountOptions *o)
-{
-    free(o->passphrase_file);
-    free(o->keyfile);
-    free(o->index_dir);
-    free(o->log_path);
-    free(o->fuse_opts);
-}
-
 DEFINE_CLEANUP_FUNC(PfsFs *, pfs_fs_free)
 
-static int open_repo(const MountOptions *o, CsRepo **ret)
+static int open_repo(const PfsMountOptions *o, CsRepo **ret)
 {
     return cs_repo_unlock(o->repo, o->passphrase_file, o->keyfile,
                           &(CsOpenParams){ .read_only = true, .index_dir = o->index_dir }, ret);
@@ -359,7 +94,7 @@ static int check_mountpoint(const char *path)
     return 0;
 }
 
-static int build_fuse_args(const MountOptions *o, const char *fsname, struct fuse_args *args)
+static int build_fuse_args(const PfsMountOptions *o, const char *fsname, struct fuse_args *args)
 {
     char *opts = NULL;
     _cleanup_free_ char *fsname_opt = NULL;
@@ -376,7 +111,7 @@ static int build_fuse_args(const MountOptions *o, const char *fsname, struct fus
     return bad ? -ENOMEM : 0;
 }
 
-static void log_mounted(PfsFs *fs, const MountOptions *o)
+static void log_mounted(PfsFs *fs, const PfsMountOptions *o)
 {
     PfsView *v;
     size_t trees = 0, streams = 0;
@@ -392,7 +127,7 @@ static void log_mounted(PfsFs *fs, const MountOptions *o)
 
 /* Everything after option parsing. notify_fd >= 0: we are the forked child of a background
  * mount and must report to the parent. Returns the exit status. */
-static int run(const MountOptions *o, int notify_fd)
+static int run(const PfsMountOptions *o, int notify_fd)
 {
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
     _cleanup_(pfs_fs_freep) PfsFs *fs = NULL;
@@ -405,8 +140,7 @@ static int run(const MountOptions *o, int notify_fd)
     bool is_mounted = false, has_handlers = false;
     int r, status;
 
-    /* The mount point first: a typo should not cost a passphrase prompt. */
-    if ((r = check_mountpoint(o->mountpoint)) < 0 || (r = open_repo(o, &repo)) < 0)
+    if ((r = open_repo(o, &repo)) < 0)
         goto fail;
     if (!abs_mnt) {
         r = log_error_errno(-errno, "mount point \"%s\": %m", o->mountpoint);
@@ -485,24 +219,46 @@ out:
     return status;
 }
 
+/*
+ * What can be checked without mounting, before the fork: the mount point (a typo should not
+ * cost a passphrase prompt), the repository without its keys, and that the key file or the
+ * passphrase file can be read. A fake mount (-f) stops after this.
+ */
+static int check_before_mount(const PfsMountOptions *o)
+{
+    int r;
+    if ((r = check_mountpoint(o->mountpoint)) < 0 || (r = cs_repo_probe(o->repo)) < 0)
+        return r;
+    if (o->keyfile) { /* a key file wins over passphrase_file=, as in every program */
+        if (access(o->keyfile, R_OK) < 0)
+            return log_error_errno(-errno, "could not read key file \"%s\": %m", o->keyfile);
+        return 0;
+    }
+    if (o->passphrase_file && access(o->passphrase_file, R_OK) < 0)
+        return log_error_errno(-errno, "could not read passphrase file \"%s\": %m",
+                               o->passphrase_file);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    MountOptions o = { .cache_bytes = PFS_DEFAULT_CACHE_BYTES,
-                       .readahead_bytes = PFS_DEFAULT_READAHEAD_BYTES,
-                       .kernel_readahead_bytes = PFS_DEFAULT_KERNEL_READAHEAD,
-                       .threads = 16 };
+    PfsMountOptions o;
+    int status;
+    pfs_mount_options_init(&o);
     log_set_program("mount.pitrfs");
     /* Cached chunks (up to 256 KiB each) come and go all the time: keep them in the heap,
      * where freed memory is reused, rather than in fresh mmaps that fault in zeroed pages on
      * every fill (measured: about 10% of a sequential read's CPU time). */
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
-    int r = parse_args(argc, argv, &o);
-    if (r != 0) {
-        options_free(&o);
-        return r > 0 ? EXIT_OK : EXIT_USAGE;
+    int r = pfs_mount_options_parse(argc, argv, pfs_selinux_is_enabled(), &o);
+    if (r == PFS_MOUNT_HELP)
+        usage(stdout);
+    else if (r == PFS_MOUNT_VERSION)
+        printf("mount.pitrfs %s\n", PITR_VERSION);
+    if (r != PFS_MOUNT_RUN) {
+        pfs_mount_options_clear(&o);
+        return r < 0 ? exit_code_from_errno(r) : EXIT_OK;
     }
-    if (o.debug)
-        log_set_level(LOG_LEVEL_DEBUG);
     /* The cache may hold cache_size bytes anyway: memory freed below that is not handed back
      * to the kernel only to fault it in again on the next fill (measured on a cold 1 GiB read:
      * half the page faults, about 7% less CPU). */
@@ -513,13 +269,17 @@ int main(int argc, char **argv)
      * arena, at the same speed). */
     mallopt(M_ARENA_MAX, 1);
     int notify_fd = -1;
-    if (!o.foreground && (r = pfs_daemon_fork(&notify_fd)) < 0) {
+    if ((r = check_before_mount(&o)) < 0)
+        status = exit_code_from_errno(r);
+    else if (o.is_fake) {
+        log_debug("fake mount (-f): \"%s\" is not mounted on \"%s\"", o.repo, o.mountpoint);
+        status = EXIT_OK;
+    } else if (!o.foreground && (r = pfs_daemon_fork(&notify_fd)) < 0) {
         log_error_errno(r, "could not fork: %m");
-        options_free(&o);
-        return EXIT_FAIL;
-    }
-    int status = run(&o, notify_fd);
-    options_free(&o);
+        status = EXIT_FAIL;
+    } else
+        status = run(&o, notify_fd);
+    pfs_mount_options_clear(&o);
     pfs_daemon_log_close();
     return status;
 }

@@ -103,7 +103,7 @@ done
 note "every day of the week reads through the mount byte for byte"
 [[ -c /dev/fuse ]] || fail "/dev/fuse is missing: FUSE mounts cannot be tested"
 mkdir -p "$T"/mnt
-"$PITR_BIN"/mount.pitrfs "$REPO" "$T"/mnt -f 2>"$T"/mount.log &
+"$PITR_BIN"/mount.pitrfs "$REPO" "$T"/mnt --foreground 2>"$T"/mount.log &
 MOUNT_PID=$!
 # The mount process must be gone before the index is removed below (it holds it open).
 unmount_week() {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Mounting and unmounting mount.pitrfs: a wrong passphrase exits 2 with nothing mounted (also in
-# the background, the default); other failures get their exit codes; mount(8) and fstab run it
-# as their helper with -o passphrase_file=; umount, SIGTERM, unmount of a busy mount, and
-# kill -9 of the daemon followed by fusermount3 -u all end without hanging or leaving a mount.
+# the background, the default); other failures get their exit codes; mount(8)'s helper flags
+# (-f fake mounts nothing, -s sloppy, -n, -v, -t), a double-quoted context= with a comma, an
+# unknown option named with a one-line hint; mount(8) and fstab run it as their helper with
+# -o passphrase_file=; umount, SIGTERM, unmount of a busy mount, and kill -9 of the daemon
+# followed by fusermount3 -u all end without hanging or leaving a mount.
 . "$(dirname "$0")/lib.sh"
 require fusermount3 mountpoint mount umount timeout
 MOUNT="$PITR_BIN/mount.pitrfs"
@@ -55,7 +57,7 @@ note "7. failures exit with their codes and mount nothing"
 PITR_PASSPHRASE=wrong expect_exit 2 "$MOUNT" "$REPO" "$MNT"
 grep -q "wrong passphrase" "$T"/stderr || fail "no 'wrong passphrase' message"
 not_mounted "wrong passphrase (background)"
-PITR_PASSPHRASE=wrong expect_exit 2 "$MOUNT" "$REPO" "$MNT" -f
+PITR_PASSPHRASE=wrong expect_exit 2 "$MOUNT" "$REPO" "$MNT" --foreground
 not_mounted "wrong passphrase (foreground)"
 expect_exit 2 env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" -o passphrase_file="$T"/wrong-pass
 not_mounted "wrong passphrase file"
@@ -68,6 +70,74 @@ expect_exit 64 "$MOUNT" "$REPO" "$MNT" -o cache_size=lots
 expect_exit 64 "$MOUNT" "$REPO" "$MNT" -o kernel_readahead=-1
 pgrep -f -- "mount.pitrfs $REPO" && fail "a failed mount left a process behind"
 not_mounted "after the failures"
+
+note "7. an unknown option is named, with a one-line hint instead of the help"
+expect_exit 64 "$MOUNT" "$REPO" "$MNT" --bogus
+grep -qx "mount.pitrfs: error: unknown option '--bogus'" "$T"/stderr ||
+    fail "the error does not name the option --bogus"
+grep -qx "HINT: see mount.pitrfs --help" "$T"/stderr || fail "no hint to --help"
+assert_eq "$(wc -l <"$T"/stderr)" 2 "lines said about --bogus"
+expect_exit 64 "$MOUNT" "$REPO" "$MNT" -o passphrase_file="$T"/pass -x
+grep -q "unknown option '-x'" "$T"/stderr || fail "the error does not name the option -x"
+expect_exit 64 "$MOUNT" "$REPO" "$MNT" -t ext4
+not_mounted "unknown options"
+
+note "7. -f is mount(8)'s fake mount: everything is checked, nothing is mounted"
+# (timeout: a -f that mounted in the foreground would not return)
+expect_exit 0 timeout 10 "$MOUNT" "$REPO" "$MNT" -f
+not_mounted "-f"
+# As mount(8) passes its flags to a helper, after the operands; -v says what happened.
+expect_exit 0 timeout 10 env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" -s -f -n -v \
+    -o passphrase_file="$T"/pass,noauto -t pitrfs
+grep -q "fake mount (-f)" "$T"/stderr || fail "-f -v did not say that nothing was mounted"
+not_mounted "-sfnv"
+pgrep -f -- "mount.pitrfs $REPO" && fail "a fake mount left a process behind"
+# What a mount would refuse, -f refuses with the same exit codes.
+expect_exit 64 "$MOUNT" "$REPO" "$MNT" -f -o no_such_option
+expect_exit 64 "$MOUNT" "$REPO" "$MNT" -f -o cache_size=lots
+expect_exit 1 "$MOUNT" "$REPO" "$T"/no-such-dir -f
+expect_exit 3 "$MOUNT" "$T"/src "$MNT" -f
+expect_exit 1 env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" -f -o passphrase_file="$T"/no-such-file
+expect_exit 1 "$MOUNT" "$REPO" "$MNT" -f -o keyfile="$T"/no-such-key
+not_mounted "fake mounts that fail"
+
+note "7. -s: unknown -o options are ignored with a warning"
+expect_exit 0 "$MOUNT" "$REPO" "$MNT" -s -o no_such_option,cache_size=64M
+grep -q 'warning: ignoring unknown mount option "no_such_option"' "$T"/stderr ||
+    fail "-s did not warn about the unknown option"
+mountpoint -q "$MNT" || fail "-s: nothing is mounted"
+assert_eq "$(cat "$MNT"/snapshots/src/hello)" hello "read through the -s mount"
+timeout 10 fusermount3 -u "$MNT" || fail "unmount of the -s mount failed"
+not_mounted "unmount of the -s mount"
+
+note "7. a double-quoted context= with a comma, as mount(8) passes it"
+CONTEXT='context="system_u:object_r:tmp_t:s0:c127,c456"'
+if [[ -e /sys/fs/selinux/enforce ]]; then
+    # SELinux decides: the context is passed to the kernel whole; a refusal is the kernel's,
+    # never libfuse's "unknown option" for the part after the comma.
+    rc=0
+    env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" -n -o "passphrase_file=$T/pass,$CONTEXT" \
+        -t pitrfs 2>"$T"/stderr || rc=$?
+    cat "$T"/stderr
+    grep -q "unknown option" "$T"/stderr && fail "the quoted context was split at its comma"
+    if [[ $rc -eq 0 ]]; then
+        grep " $MNT " /proc/mounts | grep -q "c127,c456" || fail "the context is not on the mount"
+        timeout 10 fusermount3 -u "$MNT" || fail "unmount of the context= mount failed"
+    else
+        grep -q "could not mount" "$T"/stderr || fail "a refused context= gave no clear message"
+    fi
+else
+    # No SELinux: the kernel would refuse the mount with it; dropped, as mount(8) drops it.
+    expect_exit 0 env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" -n -v \
+        -o "passphrase_file=$T/pass,$CONTEXT,cache_size=64M" -t pitrfs
+    grep -q "ignoring mount option $CONTEXT: SELinux is not enabled" "$T"/stderr ||
+        fail "-v did not say that the context was dropped"
+    mountpoint -q "$MNT" || fail "the context= mount: nothing is mounted"
+    grep " $MNT " /proc/mounts | grep -q context && fail "a context is on the mount without SELinux"
+    cmp "$T"/src/big "$MNT"/snapshots/src/big || fail "read through the context= mount differs"
+    timeout 10 fusermount3 -u "$MNT" || fail "unmount of the context= mount failed"
+fi
+not_mounted "the context= mount"
 
 note "7. mount(8): mount -t pitrfs REPO DIR -o passphrase_file=F"
 # $HELPER is shared by every checkout on this machine: one test run at a time uses it (the
@@ -117,10 +187,16 @@ if [[ -L $HELPER || -e $HELPER ]]; then
     [[ $rc -ne 0 ]] || fail "mount with a wrong passphrase file succeeded"
     grep -q "wrong passphrase" "$T"/stderr || fail "mount(8) did not show the helper's error"
     not_mounted "mount(8) with a wrong passphrase"
+
+    note "7. mount -f: mount(8)'s fake mount passes -f to the helper, which mounts nothing"
+    env -u PITR_PASSPHRASE timeout 10 mount -f -t pitrfs "$REPO" "$MNT" \
+        -o passphrase_file="$T"/pass || fail "mount -f -t pitrfs failed"
+    not_mounted "mount -f"
+    pgrep -f -- "mount.pitrfs $REPO" && fail "mount -f left a process behind"
 fi
 
 note "8. SIGTERM unmounts cleanly"
-"$MOUNT" "$REPO" "$MNT" -f 2>"$T"/fg.log &
+"$MOUNT" "$REPO" "$MNT" --foreground 2>"$T"/fg.log &
 pid=$!
 for i in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.1; done
 mountpoint -q "$MNT" || fail "foreground mount did not come up: $(cat "$T"/fg.log)"

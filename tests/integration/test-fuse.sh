@@ -29,7 +29,7 @@ mount_fg() {
     local mnt=$1 i log="$T/mount-${#MOUNTS[@]}.log"; shift
     mkdir -p "$mnt"
     MOUNTS+=("$mnt")
-    "$MOUNT" "$REPO" "$mnt" -f "$@" 2>"$log" &
+    "$MOUNT" "$REPO" "$mnt" --foreground "$@" 2>"$log" &
     PIDS+=($!)
     for i in $(seq 100); do
         mountpoint -q "$mnt" && return 0
