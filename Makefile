@@ -5,6 +5,7 @@
 #   make bench      benchmarks with references measured in the same run
 #   make asan       the unit and integration tests under AddressSanitizer/UBSan
 #   make valgrind   the unit tests under valgrind memcheck
+#   make fuzz       every libFuzzer target of tests/fuzz/ for FUZZ_SECONDS (60) each, in build-fuzz
 .DEFAULT_GOAL := all
 comma := ,
 BUILD ?= build
@@ -18,6 +19,8 @@ DEB_BUILD := build-essential pkg-config libssl-dev libzstd-dev libxxhash-dev lib
 DEB_TEST  := zstd xxhash fuse3 lmdb-utils python3 python3-cryptography-vectors postgresql-15 valgrind \
              postgresql-client-15 e2fsprogs util-linux procps openssl curl strace
 DEB_BENCH := borgbackup restic pgbackrest openssl
+# libFuzzer and its sanitizer runtimes come with clang (tests/fuzz/, `make fuzz`, part of check).
+DEB_FUZZ  := clang-14 libclang-rt-14-dev
 PKGS := libcrypto libzstd libxxhash lmdb jansson
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
@@ -93,7 +96,7 @@ $(UNIT_TESTS) $(TEST_HELPERS):
 
 # Install only what is missing, so a machine that has everything never touches apt.
 deps:
-	@missing=$$(for p in $(DEB_BUILD) $(DEB_TEST) $(DEB_EXTRA); do \
+	@missing=$$(for p in $(DEB_BUILD) $(DEB_TEST) $(DEB_FUZZ) $(DEB_EXTRA); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "installing:" $$missing; \
@@ -106,6 +109,7 @@ deps-bench:
 check: deps
 	@$(MAKE) --no-print-directory build-tests check-headers check-layering
 	@BUILD=$(BUILD) tests/run-tests.sh
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)
 
 asan:
 	@$(MAKE) --no-print-directory check SAN=address,undefined
@@ -117,6 +121,39 @@ valgrind: deps
 	  if PITR_TEST_DATA=tests/data valgrind -q --error-exitcode=99 --leak-check=full \
 	     --errors-for-leak-kinds=definite,indirect $$t >$(BUILD)/test-logs/$$(basename $$t).valgrind.log 2>&1; then echo ok; \
 	  else echo FAIL; tail -30 $(BUILD)/test-logs/$$(basename $$t).valgrind.log; exit 1; fi; done
+
+# ---- fuzzing (tests/fuzz/README.md) ----
+# The library and the targets are built again by clang with libFuzzer's coverage and
+# AddressSanitizer/UBSan, in a build directory of their own (a sub-make with BUILD and CC
+# changed, so the same rules serve). `make fuzz` fails on any crash, leak, hang or broken
+# promise; check runs every target for CHECK_FUZZ_SECONDS.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+CHECK_FUZZ_SECONDS ?= 5
+# clang's -Wformat=2 also flags the vsnprintf of a function that passes its own format on.
+FUZZ_CLANG_ONLY := -Wno-format-nonliteral
+FUZZ_SAN := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_TARGETS := $(filter-out fuzz-common make-seeds,$(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/*.c)))
+FUZZERS := $(patsubst %,$(BUILD)/tests/fuzz/%,$(FUZZ_TARGETS))
+FUZZ_DEPS := $(BUILD)/tests/fuzz/fuzz-common.o $(BUILD)/liborchestrator.a $(BUILD)/libagent.a $(LIBS)
+$(FUZZERS): $(BUILD)/tests/fuzz/%: $(BUILD)/tests/fuzz/%.o $(FUZZ_DEPS)
+	@mkdir -p $(@D) && $(CC) $(subst fuzzer-no-link,fuzzer,$(SAN_FLAGS)) $(CFLAGS) $(LDFLAGS) -pthread -o $@ \
+	    $(filter %.o,$^) $(LAYER_ARCHIVES) $(PKG_LIBS) $(ORCH_LIBS)
+$(BUILD)/tests/fuzz/make-seeds: $(BUILD)/tests/fuzz/make-seeds.o $(FUZZ_DEPS)
+	@mkdir -p $(@D) && $(CC) $(SAN_FLAGS) $(CFLAGS) $(LDFLAGS) -pthread -o $@ \
+	    $(filter %.o,$^) $(LAYER_ARCHIVES) $(PKG_LIBS) $(ORCH_LIBS)
+fuzz-build-here: $(FUZZERS) $(BUILD)/tests/fuzz/make-seeds
+fuzz-build: deps
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) \
+	    CFLAGS="-g $(FUZZ_CLANG_ONLY)" SAN_FLAGS="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" fuzz-build-here
+fuzz-run: fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run-fuzz.sh $(FUZZ_TARGETS)
+fuzz:
+	@$(MAKE) --no-print-directory fuzz-run
+# Rewrite the committed seed corpora (tests/fuzz/*/corpus) from the generator.
+fuzz-seeds: fuzz-build
+	@$(FUZZ_BUILD)/tests/fuzz/make-seeds tests/fuzz
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory all $(TEST_HELPERS)
@@ -152,5 +189,6 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 clean:
 	rm -rf build build-*
-.PHONY: all build-tests deps deps-bench check asan valgrind bench demo check-headers check-layering install format clean
+.PHONY: all build-tests deps deps-bench check asan valgrind bench demo check-headers check-layering install format clean \
+        fuzz fuzz-run fuzz-build fuzz-build-here fuzz-seeds
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
