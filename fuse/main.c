@@ -41,8 +41,9 @@ static void usage(FILE *f)
             "In a cluster snapshot, <id>/<node>/pgdata/ starts as it is copied: it recovers\n"
             "to the snapshot's restore point.\n\n"
             "Options:\n"
-            "  -o passphrase_file=F  read the passphrase from F (else $PITR_PASSPHRASE, else a\n"
-            "                        prompt on the terminal)\n"
+            "  -o passphrase_file=F  read the passphrase from F, a file or a pipe such as\n"
+            "                        <(...) (else $PITR_PASSPHRASE, else a prompt on the\n"
+            "                        terminal)\n"
             "  -o keyfile=F          unlock with a key file made by 'pitr-snap key export'\n"
             "  -o allow_other        let other users in (as the stored permissions allow)\n"
             "  -o cache_size=SIZE    decompressed-chunk cache (default 256M; K, M, G suffixes)\n"
@@ -78,10 +79,18 @@ static void usage(FILE *f)
 
 DEFINE_CLEANUP_FUNC(PfsFs *, pfs_fs_free)
 
-static int open_repo(const PfsMountOptions *o, CsRepo **ret)
+/* `passphrase`: what passphrase_file= held (read before the fork), or NULL for the other key
+ * sources in their usual order (keyfile=, $PITR_KEY_FILE, $PITR_PASSPHRASE, a prompt). */
+static int open_repo(const PfsMountOptions *o, const char *passphrase, CsRepo **ret)
 {
-    return cs_repo_unlock(o->repo, o->passphrase_file, o->keyfile,
-                          &(CsOpenParams){ .read_only = true, .index_dir = o->index_dir }, ret);
+    CsOpenParams params = { .read_only = true, .index_dir = o->index_dir };
+    if (!passphrase)
+        return cs_repo_unlock(o->repo, NULL, o->keyfile, &params, ret);
+    int r = cs_repo_probe(o->repo);
+    if (r < 0)
+        return r;
+    CsKeySource key = { .passphrase = passphrase, .passphrase_len = strlen(passphrase) };
+    return cs_repo_open(o->repo, &params, &key, ret);
 }
 
 static int check_mountpoint(const char *path)
@@ -127,7 +136,7 @@ static void log_mounted(PfsFs *fs, const PfsMountOptions *o)
 
 /* Everything after option parsing. notify_fd >= 0: we are the forked child of a background
  * mount and must report to the parent. Returns the exit status. */
-static int run(const PfsMountOptions *o, int notify_fd)
+static int run(const PfsMountOptions *o, const char *passphrase, int notify_fd)
 {
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
     _cleanup_(pfs_fs_freep) PfsFs *fs = NULL;
@@ -140,7 +149,7 @@ static int run(const PfsMountOptions *o, int notify_fd)
     bool is_mounted = false, has_handlers = false;
     int r, status;
 
-    if ((r = open_repo(o, &repo)) < 0)
+    if ((r = open_repo(o, passphrase, &repo)) < 0)
         goto fail;
     if (!abs_mnt) {
         r = log_error_errno(-errno, "mount point \"%s\": %m", o->mountpoint);
@@ -221,10 +230,11 @@ out:
 
 /*
  * What can be checked without mounting, before the fork: the mount point (a typo should not
- * cost a passphrase prompt), the repository without its keys, and that the key file or the
- * passphrase file can be read. A fake mount (-f) stops after this.
+ * cost a passphrase prompt), the repository without its keys, the key file, and
+ * passphrase_file=, read here and only here, since a pipe gives its bytes once. A fake mount
+ * (-f) stops after this.
  */
-static int check_before_mount(const PfsMountOptions *o)
+static int check_before_mount(const PfsMountOptions *o, char **ret_passphrase)
 {
     int r;
     if ((r = check_mountpoint(o->mountpoint)) < 0 || (r = cs_repo_probe(o->repo)) < 0)
@@ -234,15 +244,15 @@ static int check_before_mount(const PfsMountOptions *o)
             return log_error_errno(-errno, "could not read key file \"%s\": %m", o->keyfile);
         return 0;
     }
-    if (o->passphrase_file && access(o->passphrase_file, R_OK) < 0)
-        return log_error_errno(-errno, "could not read passphrase file \"%s\": %m",
-                               o->passphrase_file);
+    if (o->passphrase_file)
+        return pfs_passphrase_file_read(o->passphrase_file, ret_passphrase);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     PfsMountOptions o;
+    char *passphrase = NULL;
     int status;
     pfs_mount_options_init(&o);
     log_set_program("mount.pitrfs");
@@ -269,7 +279,7 @@ int main(int argc, char **argv)
      * arena, at the same speed). */
     mallopt(M_ARENA_MAX, 1);
     int notify_fd = -1;
-    if ((r = check_before_mount(&o)) < 0)
+    if ((r = check_before_mount(&o, &passphrase)) < 0)
         status = exit_code_from_errno(r);
     else if (o.is_fake) {
         log_debug("fake mount (-f): \"%s\" is not mounted on \"%s\"", o.repo, o.mountpoint);
@@ -278,7 +288,11 @@ int main(int argc, char **argv)
         log_error_errno(r, "could not fork: %m");
         status = EXIT_FAIL;
     } else
-        status = run(&o, notify_fd);
+        status = run(&o, passphrase, notify_fd);
+    if (passphrase) {
+        explicit_bzero(passphrase, strlen(passphrase));
+        free(passphrase);
+    }
     pfs_mount_options_clear(&o);
     pfs_daemon_log_close();
     return status;

@@ -1,12 +1,15 @@
 #include "fuse/mount-options.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/macro.h"
@@ -372,4 +375,48 @@ bool pfs_selinux_is_enabled(void)
 {
     struct statfs st;
     return statfs(SELINUXFS_PATH, &st) == 0 && (uint32_t)st.f_type == SELINUXFS_MAGIC;
+}
+
+int pfs_passphrase_file_read(const char *path, char **ret)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return log_error_errno(-errno, "could not read passphrase file \"%s\": %m", path);
+    /* The same limit as pitr-snap's for a file; a pipe's size is known only once read. */
+    if (S_ISREG(st.st_mode) && st.st_size > PFS_PASSPHRASE_MAX)
+        return log_error_errno(-EFBIG, "could not read passphrase file \"%s\": %m", path);
+    char *buf = malloc(PFS_PASSPHRASE_MAX + 1);
+    if (!buf)
+        return -ENOMEM;
+    size_t n = 0;
+    int r = 0;
+    while (!memchr(buf, '\n', n)) {
+        if (n == PFS_PASSPHRASE_MAX) {
+            r = -EFBIG;
+            break;
+        }
+        ssize_t got = read(fd, buf + n, PFS_PASSPHRASE_MAX - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            r = -errno;
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+    }
+    buf[n] = 0;
+    size_t len = strcspn(buf, "\r\n");
+    explicit_bzero(buf + len, n - len); /* what followed the first line goes too */
+    if (r == 0 && len == 0)
+        r = log_error_errno(-EKEYREJECTED, "the passphrase in \"%s\" is empty", path);
+    else if (r < 0)
+        log_error_errno(r, "could not read passphrase file \"%s\": %m", path);
+    if (r < 0) {
+        explicit_bzero(buf, PFS_PASSPHRASE_MAX + 1);
+        free(buf);
+        return r;
+    }
+    *ret = buf;
+    return 0;
 }

@@ -40,6 +40,8 @@ typedef enum PfsMountAction {
     PFS_MOUNT_VERSION, /* -V, --version */
 } PfsMountAction;
 
+#define PFS_PASSPHRASE_MAX 4096 /* bytes in a passphrase file, as pitr-snap accepts */
+
 /* Every option at its default. */
 void pfs_mount_options_init(PfsMountOptions *o);
 /* Parse argv[1..argc) into o (from pfs_mount_options_init()). With selinux_enabled the context
@@ -53,3 +55,11 @@ void pfs_mount_options_clear(PfsMountOptions *o);
  * is_selinux_enabled() makes for libmount. */
 bool pfs_selinux_is_enabled(void);
 
+/*
+ * The passphrase in `path`: its first line, without the line end. Read once and to no further
+ * than that line, so a pipe works (the /dev/fd/N of a shell's <(...), a FIFO): its size says
+ * nothing, and it cannot be read a second time. Returns 0 with a malloc'd string in *ret (wipe
+ * it before freeing), -EKEYREJECTED for an empty passphrase, -EFBIG beyond PFS_PASSPHRASE_MAX
+ * bytes, or another -errno; logged.
+ */
+int pfs_passphrase_file_read(const char *path, char **ret);

@@ -2,9 +2,9 @@
 # Mounting and unmounting mount.pitrfs: a wrong passphrase exits 2 with nothing mounted (also in
 # the background, the default); other failures get their exit codes; mount(8)'s helper flags
 # (-f fake mounts nothing, -s sloppy, -n, -v, -t), a double-quoted context= with a comma, an
-# unknown option named with a one-line hint; mount(8) and fstab run it as their helper with
-# -o passphrase_file=; umount, SIGTERM, unmount of a busy mount, and kill -9 of the daemon
-# followed by fusermount3 -u all end without hanging or leaving a mount.
+# unknown option named with a one-line hint, passphrase_file=<(...) (a pipe); mount(8) and fstab
+# run it as their helper with -o passphrase_file=; umount, SIGTERM, unmount of a busy mount, and
+# kill -9 of the daemon followed by fusermount3 -u all end without hanging or leaving a mount.
 . "$(dirname "$0")/lib.sh"
 require fusermount3 mountpoint mount umount timeout
 MOUNT="$PITR_BIN/mount.pitrfs"
@@ -93,11 +93,14 @@ grep -q "fake mount (-f)" "$T"/stderr || fail "-f -v did not say that nothing wa
 not_mounted "-sfnv"
 pgrep -f -- "mount.pitrfs $REPO" && fail "a fake mount left a process behind"
 # What a mount would refuse, -f refuses with the same exit codes.
+: >"$T"/empty-pass
 expect_exit 64 "$MOUNT" "$REPO" "$MNT" -f -o no_such_option
 expect_exit 64 "$MOUNT" "$REPO" "$MNT" -f -o cache_size=lots
 expect_exit 1 "$MOUNT" "$REPO" "$T"/no-such-dir -f
 expect_exit 3 "$MOUNT" "$T"/src "$MNT" -f
 expect_exit 1 env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" -f -o passphrase_file="$T"/no-such-file
+expect_exit 2 env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" -f -o passphrase_file="$T"/empty-pass
+grep -q "is empty" "$T"/stderr || fail "no 'is empty' message for an empty passphrase file"
 expect_exit 1 "$MOUNT" "$REPO" "$MNT" -f -o keyfile="$T"/no-such-key
 not_mounted "fake mounts that fail"
 
@@ -138,6 +141,20 @@ else
     timeout 10 fusermount3 -u "$MNT" || fail "unmount of the context= mount failed"
 fi
 not_mounted "the context= mount"
+
+note "7. passphrase_file=<(...): a pipe, read once before the mount goes to the background"
+env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" \
+    -o passphrase_file=<(printf '%s\n' "$PITR_PASSPHRASE") 2>"$T"/stderr ||
+    fail "mount with passphrase_file=<(...) failed: $(cat "$T"/stderr)"
+mountpoint -q "$MNT" || fail "passphrase_file=<(...): nothing is mounted"
+cmp "$T"/src/big "$MNT"/snapshots/"$ID"/big ||
+    fail "read through the passphrase_file=<(...) mount differs"
+timeout 10 fusermount3 -u "$MNT" || fail "unmount of the passphrase_file=<(...) mount failed"
+not_mounted "unmount of the passphrase_file=<(...) mount"
+# A wrong passphrase through a pipe is a wrong one, not an empty one.
+expect_exit 2 env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" -o passphrase_file=<(echo wrong)
+grep -q "wrong passphrase" "$T"/stderr || fail "no 'wrong passphrase' for a wrong piped passphrase"
+not_mounted "a wrong piped passphrase"
 
 note "7. mount(8): mount -t pitrfs REPO DIR -o passphrase_file=F"
 # $HELPER is shared by every checkout on this machine: one test run at a time uses it (the
@@ -193,6 +210,13 @@ if [[ -L $HELPER || -e $HELPER ]]; then
         -o passphrase_file="$T"/pass || fail "mount -f -t pitrfs failed"
     not_mounted "mount -f"
     pgrep -f -- "mount.pitrfs $REPO" && fail "mount -f left a process behind"
+    note "7. mount(8) with passphrase_file=<(...)"
+    env -u PITR_PASSPHRASE mount -t pitrfs "$REPO" "$MNT" \
+        -o passphrase_file=<(printf '%s\n' "$PITR_PASSPHRASE") ||
+        fail "mount(8) with a piped passphrase failed"
+    assert_eq "$(cat "$MNT"/snapshots/latest/hello)" hello "read through the piped-passphrase mount"
+    timeout 10 umount "$MNT" || fail "umount of the piped-passphrase mount failed"
+    not_mounted "umount of the piped-passphrase mount"
 fi
 
 note "8. SIGTERM unmounts cleanly"

@@ -1,11 +1,13 @@
 /*
  * fuse/mount-options: mount.pitrfs's command line as mount(8) passes it to a helper (flags after
  * the operands, -f fake, -s sloppy, -n, -v, -t), the double-quoted values of -o with commas
- * inside (SELinux contexts passed on escaped for libfuse, or dropped without SELinux), and
- * unknown options named in one line with a hint.
+ * inside (SELinux contexts passed on escaped for libfuse, or dropped without SELinux), unknown
+ * options named in one line with a hint, and passphrase files read once from a regular file
+ * or a pipe.
  */
 #include "tests/unit/harness.h"
 
+#include <fcntl.h>
 
 #include "fuse/mount-options.c"
 
@@ -306,10 +308,99 @@ static void test_type_operands_help(void **state)
     pfs_mount_options_clear(&o);
 }
 
+/* ---- passphrase files ---- */
+
+static char *tmp_file(const char *data, size_t n)
+{
+    char *path = strdup("/tmp/test-mount-options-pass.XXXXXX");
+    assert_non_null(path);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    ASSERT_OK(write_all(fd, data, n));
+    close(fd);
+    return path;
+}
+
+static void test_passphrase_regular_file(void **state)
+{
+    (void)state;
+    char *pass = NULL;
+    _cleanup_free_ char *path = tmp_file("secret words\r\nsecond line\n", 27);
+    ASSERT_OK(pfs_passphrase_file_read(path, &pass));
+    assert_string_equal(pass, "secret words");
+    free(pass);
+    unlink(path);
+
+    _cleanup_free_ char *no_newline = tmp_file("x", 1);
+    ASSERT_OK(pfs_passphrase_file_read(no_newline, &pass));
+    assert_string_equal(pass, "x");
+    free(pass);
+    unlink(no_newline);
+
+    _cleanup_free_ char *empty = tmp_file("", 0), *blank = tmp_file("\nsecret\n", 8);
+    ASSERT_ERR(EKEYREJECTED, pfs_passphrase_file_read(empty, &pass));
+    ASSERT_ERR(EKEYREJECTED, pfs_passphrase_file_read(blank, &pass));
+    unlink(empty);
+    unlink(blank);
+
+    char big[PFS_PASSPHRASE_MAX + 1];
+    memset(big, 'a', sizeof(big));
+    big[10] = '\n'; /* the first line is short, the file too large all the same */
+    _cleanup_free_ char *large = tmp_file(big, sizeof(big));
+    ASSERT_ERR(EFBIG, pfs_passphrase_file_read(large, &pass));
+    unlink(large);
+    ASSERT_ERR(ENOENT, pfs_passphrase_file_read("/nonexistent/passphrase", &pass));
+}
+
+/* What a shell's <(echo ...) gives: /dev/fd/N, a pipe with no size. */
+static void test_passphrase_pipe(void **state)
+{
+    (void)state;
+    char path[64], *pass = NULL;
+    int p[2];
+
+    assert_true(pipe(p) == 0);
+    ASSERT_OK(write_all(p[1], "piped secret\n", 13));
+    close(p[1]);
+    snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
+    ASSERT_OK(pfs_passphrase_file_read(path, &pass));
+    assert_string_equal(pass, "piped secret");
+    free(pass);
+    close(p[0]);
+
+    /* A writer that keeps the pipe open: the first line is enough, no end of file is awaited. */
+    assert_true(pipe(p) == 0);
+    ASSERT_OK(write_all(p[1], "open", 4));
+    ASSERT_OK(write_all(p[1], "-ended\nmore", 11));
+    snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
+    ASSERT_OK(pfs_passphrase_file_read(path, &pass));
+    assert_string_equal(pass, "open-ended");
+    free(pass);
+    close(p[0]);
+    close(p[1]);
+
+    /* An empty pipe is an empty passphrase; an endless line is too large. */
+    assert_true(pipe(p) == 0);
+    close(p[1]);
+    snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
+    ASSERT_ERR(EKEYREJECTED, pfs_passphrase_file_read(path, &pass));
+    close(p[0]);
+
+    char big[PFS_PASSPHRASE_MAX + 100];
+    memset(big, 'a', sizeof(big));
+    assert_true(pipe(p) == 0);
+    ASSERT_OK(write_all(p[1], big, sizeof(big)));
+    snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
+    ASSERT_ERR(EFBIG, pfs_passphrase_file_read(path, &pass));
+    close(p[0]);
+    close(p[1]);
+}
+
 RUN_TESTS(cmocka_unit_test(test_mount8_helper_arguments),
           cmocka_unit_test(test_fake_is_not_foreground),
           cmocka_unit_test(test_quoted_context_with_selinux),
           cmocka_unit_test(test_quoted_context_without_selinux),
           cmocka_unit_test(test_quoted_values), cmocka_unit_test(test_unknown_options_named),
           cmocka_unit_test(test_sloppy), cmocka_unit_test(test_ignored_and_passed),
-          cmocka_unit_test(test_bad_values), cmocka_unit_test(test_type_operands_help))
+          cmocka_unit_test(test_bad_values), cmocka_unit_test(test_type_operands_help),
+          cmocka_unit_test(test_passphrase_regular_file), cmocka_unit_test(test_passphrase_pipe))
