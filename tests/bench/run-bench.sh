@@ -88,8 +88,8 @@ mnt_up() { # TOOL MOUNTPOINT PATH: mount afresh and wait (at most 60 s) until PA
     fusermount3 -u "$mp" 2>/dev/null || true # left over from an interrupted run
     mkdir -p "$mp"
     case $tool in
-    pitrfs) "$MOUNT_PITRFS" "$MR" "$mp" -f -o passphrase_file="$PASSF" >>"$log" 2>&1 & ;;
-    pitrfs-dio) "$MOUNT_PITRFS" "$MR" "$mp" -f -o passphrase_file="$PASSF",direct_io >>"$log" 2>&1 & ;;
+    pitrfs) "$MOUNT_PITRFS" "$MR" "$mp" --foreground -o passphrase_file="$PASSF" >>"$log" 2>&1 & ;;
+    pitrfs-dio) "$MOUNT_PITRFS" "$MR" "$mp" --foreground -o passphrase_file="$PASSF",direct_io >>"$log" 2>&1 & ;;
     borg) borg mount -f "$MB::${MA:-a}" "$mp" >>"$log" 2>&1 & ;;
     restic) restic --repo "$MQ" mount "$mp" >>"$log" 2>&1 & ;;
     esac
