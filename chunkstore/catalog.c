@@ -13,7 +13,8 @@
 #include "common/log.h"
 #include "common/macro.h"
 
-#define SNAPSHOT_MAX (64u << 20)
+#define SNAPSHOT_MAX    (64u << 20)
+#define SNAPSHOT_PREFIX "snapshots/"
 
 
 void cs_snapshot_clear(CsSnapshot *s)
@@ -152,7 +153,7 @@ static int snapshot_from_json(const char *text, CsSnapshot *ret)
 
 static void snapshot_object_name(const char *id, char out[64])
 {
-    snprintf(out, 64, "snapshots/%s", id);
+    snprintf(out, 64, SNAPSHOT_PREFIX "%s", id);
 }
 
 int cs_catalog_add(CsRepo *repo, CsSnapshot *s)
@@ -197,34 +198,50 @@ static int snapshot_load(CsRepo *repo, const char *name, CsSnapshot *ret)
         return r;
     _cleanup_(buf_free) Buf plain = BUF_INIT;
     if ((r = cs_sealed_decode(repo->catalog_key, name, data, n, &plain)) < 0)
-        return log_error_errno(r, "snapshot object \"%s\" is damaged", name);
-    r = snapshot_from_json((const char *)plain.data, ret);
-    if (r < 0)
-        return log_error_errno(r, "snapshot object \"%s\" cannot be parsed", name);
+        return log_debug_errno(r, "snapshot object \"%s\" does not open: %m", name);
+    if ((r = snapshot_from_json((const char *)plain.data, ret)) < 0)
+        return log_debug_errno(r, "snapshot object \"%s\" cannot be parsed: %m", name);
+    /* Only a holder of the key can seal a record under another id, but then "the full id
+     * finds exactly its own record" would not hold. */
+    if (strcmp(ret->id, name + strlen(SNAPSHOT_PREFIX)) != 0) {
+        log_debug("snapshot object \"%s\" holds snapshot %s", name, ret->id);
+        cs_snapshot_clear(ret);
+        return -EBADMSG;
+    }
     return 0;
 }
 
 typedef struct ListCtx {
     CsRepo *repo;
-    CsSnapshot *v;
-    size_t n, cap;
-    int damaged;
+    CsCatalog cat;
+    size_t snaps_cap, problems_cap;
 } ListCtx;
+
+static int problem_add(ListCtx *ctx, const char *name, int error)
+{
+    if (GROW_ARRAY(ctx->cat.problems, ctx->problems_cap, ctx->cat.n_problems, 4) < 0)
+        return -ENOMEM;
+    CsCatalogProblem *p = &ctx->cat.problems[ctx->cat.n_problems];
+    if (!(p->object = strdup(name)))
+        return -ENOMEM;
+    p->id = p->object + strlen(SNAPSHOT_PREFIX);
+    p->error = error;
+    ctx->cat.n_problems++;
+    return 0;
+}
 
 static int list_visit(const char *name, uint64_t size, void *userdata)
 {
     ListCtx *ctx = userdata;
     (void)size;
-    if (GROW_ARRAY(ctx->v, ctx->cap, ctx->n, 16) < 0)
+    if (GROW_ARRAY(ctx->cat.snaps, ctx->snaps_cap, ctx->cat.n_snaps, 16) < 0)
         return -ENOMEM;
-    int r = snapshot_load(ctx->repo, name, &ctx->v[ctx->n]);
+    int r = snapshot_load(ctx->repo, name, &ctx->cat.snaps[ctx->cat.n_snaps]);
     if (r == -ENOENT)
         return 0; /* deleted while listing */
-    if (r < 0) {
-        ctx->damaged++;
-        return 0; /* one damaged record must not hide the others */
-    }
-    ctx->n++;
+    if (r < 0)
+        return problem_add(ctx, name, r); /* one bad record must not hide the others */
+    ctx->cat.n_snaps++;
     return 0;
 }
 
@@ -238,36 +255,124 @@ static int snapshot_cmp(const void *a, const void *b)
     return strcmp(x->id, y->id);
 }
 
-int cs_catalog_list(CsRepo *repo, CsSnapshot **ret, size_t *ret_n)
+static int problem_cmp(const void *a, const void *b)
+{
+    return strcmp(((const CsCatalogProblem *)a)->object, ((const CsCatalogProblem *)b)->object);
+}
+
+void cs_catalog_clear(CsCatalog *c)
+{
+    cs_snapshots_free(c->snaps, c->n_snaps);
+    for (size_t i = 0; c->problems && i < c->n_problems; i++)
+        free(c->problems[i].object);
+    free(c->problems);
+    *c = (CsCatalog){ 0 };
+}
+
+int cs_catalog_load(CsRepo *repo, CsCatalog *ret)
 {
     ListCtx ctx = { .repo = repo };
-    int r = cs_backend_list(repo->backend, "snapshots/", list_visit, &ctx);
+    int r = cs_backend_list(repo->backend, SNAPSHOT_PREFIX, list_visit, &ctx);
     if (r < 0) {
-        cs_snapshots_free(ctx.v, ctx.n);
+        cs_catalog_clear(&ctx.cat);
         return r;
     }
-    if (ctx.n)
-        qsort(ctx.v, ctx.n, sizeof(*ctx.v), snapshot_cmp);
-    *ret = ctx.v;
-    *ret_n = ctx.n;
+    if (ctx.cat.n_snaps)
+        qsort(ctx.cat.snaps, ctx.cat.n_snaps, sizeof(*ctx.cat.snaps), snapshot_cmp);
+    if (ctx.cat.n_problems)
+        qsort(ctx.cat.problems, ctx.cat.n_problems, sizeof(*ctx.cat.problems), problem_cmp);
+    *ret = ctx.cat;
     return 0;
 }
 
-int cs_catalog_find(CsRepo *repo, const char *spec, CsSnapshot *ret)
+bool cs_catalog_problem_is_damage(const CsCatalogProblem *p)
 {
-    CsSnapshot *v;
-    size_t n;
-    int r = cs_catalog_list(repo, &v, &n);
+    return p->error == -EBADMSG;
+}
+
+const char *cs_catalog_problem_text(const CsCatalogProblem *p, char *buf, size_t n)
+{
+    if (cs_catalog_problem_is_damage(p))
+        snprintf(buf, n, "is damaged");
+    else if (p->error == -EPROTONOSUPPORT)
+        snprintf(buf, n, "was written by a newer version of pitrfs");
+    else
+        snprintf(buf, n, "cannot be read: %s", strerror(-p->error));
+    return buf;
+}
+
+int cs_catalog_problems_error(const CsCatalog *c)
+{
+    static const int by_precedence[] = { -EBADMSG, -EPROTONOSUPPORT };
+    for (size_t k = 0; k < ARRAY_SIZE(by_precedence); k++)
+        for (size_t i = 0; i < c->n_problems; i++)
+            if (c->problems[i].error == by_precedence[k])
+                return by_precedence[k];
+    return c->n_problems ? c->problems[0].error : 0;
+}
+
+const char *cs_catalog_problems_hint(const CsCatalog *c)
+{
+    for (size_t i = 0; i < c->n_problems; i++)
+        if (c->problems[i].error == -EACCES || c->problems[i].error == -EPERM)
+            return "a record is written readable by its writer only (mode 0600): run as that "
+                   "user, or give the records to this one; pitr-snap delete --force ID removes "
+                   "a record";
+    return "the full id of a snapshot whose record reads still finds it; pitr-snap delete "
+           "--force ID removes a record";
+}
+
+void cs_catalog_log_problems(const CsCatalog *c)
+{
+    for (size_t i = 0; i < c->n_problems; i++) {
+        char text[128];
+        log_error("snapshot record \"%s\" %s", c->problems[i].object,
+                  cs_catalog_problem_text(&c->problems[i], text, sizeof(text)));
+    }
+}
+
+int cs_catalog_list(CsRepo *repo, CsSnapshot **ret, size_t *ret_n)
+{
+    CsCatalog c;
+    int r = cs_catalog_load(repo, &c);
     if (r < 0)
         return r;
+    if (c.n_problems) {
+        cs_catalog_log_problems(&c);
+        r = cs_catalog_problems_error(&c);
+        cs_catalog_clear(&c);
+        return r;
+    }
+    *ret = c.snaps;
+    *ret_n = c.n_snaps;
+    c.snaps = NULL;
+    cs_catalog_clear(&c);
+    return 0;
+}
+
+int cs_catalog_resolve(const CsCatalog *c, const char *spec, size_t *ret_index,
+                       const CsCatalogProblem **ret_problem)
+{
+    *ret_problem = NULL;
+    for (size_t i = 0; i < c->n_snaps; i++)
+        if (strcmp(c->snaps[i].id, spec) == 0) {
+            *ret_index = i;
+            return 0;
+        }
+    if (c->n_problems) {
+        *ret_problem = &c->problems[0];
+        for (size_t i = 0; i < c->n_problems; i++)
+            if (strcmp(c->problems[i].id, spec) == 0)
+                *ret_problem = &c->problems[i];
+        return (*ret_problem)->error;
+    }
+    const CsSnapshot *v = c->snaps;
+    size_t n = c->n_snaps;
     ssize_t found = -1;
     bool is_ambiguous = false;
     size_t spec_len = strlen(spec);
     if (strcmp(spec, "latest") == 0 && n > 0)
         found = (ssize_t)n - 1;
-    for (size_t i = 0; found < 0 && i < n; i++)
-        if (strcmp(v[i].id, spec) == 0)
-            found = (ssize_t)i;
     for (size_t i = n; found < 0 && i > 0; i--)
         if (strcmp(v[i - 1].name, spec) == 0)
             found = (ssize_t)i - 1;
@@ -279,28 +384,66 @@ int cs_catalog_find(CsRepo *repo, const char *spec, CsSnapshot *ret)
             }
     }
     if (is_ambiguous)
-        r = -ENOTUNIQ;
-    else if (found < 0)
-        r = -ENOENT;
-    else {
-        *ret = v[found];
-        v[found] = (CsSnapshot){ 0 };
+        return -ENOTUNIQ;
+    if (found < 0)
+        return -ENOENT;
+    *ret_index = (size_t)found;
+    return 0;
+}
+
+int cs_catalog_resolve_or_log(const CsCatalog *c, const char *spec, size_t *ret_index,
+                              const CsCatalogProblem **ret_problem)
+{
+    int r = cs_catalog_resolve(c, spec, ret_index, ret_problem);
+    const CsCatalogProblem *problem = *ret_problem;
+    char text[128];
+    if (r == 0)
+        return 0;
+    if (problem && strcmp(problem->id, spec) == 0)
+        return log_error_errno(r, "snapshot record \"%s\" %s", problem->object,
+                               cs_catalog_problem_text(problem, text, sizeof(text)));
+    if (problem) {
+        cs_catalog_log_problems(c);
+        return log_error_errno(r,
+                               "cannot tell which snapshot \"%s\" is while %zu snapshot record%s "
+                               "cannot be read\nHINT: %s",
+                               spec, c->n_problems, c->n_problems == 1 ? "" : "s",
+                               cs_catalog_problems_hint(c));
     }
-    cs_snapshots_free(v, n);
+    if (r == -ENOENT)
+        return log_error_errno(r, "no snapshot \"%s\"", spec);
+    if (r == -ENOTUNIQ)
+        return log_error_errno(-EINVAL,
+                               "\"%s\" matches more than one snapshot; give more of its id", spec);
     return r;
+}
+
+static int find(CsRepo *repo, const char *spec, bool log, CsSnapshot *ret)
+{
+    CsCatalog c;
+    int r = cs_catalog_load(repo, &c);
+    if (r < 0)
+        return log ? log_error_errno(r, "could not read the snapshot list: %m") : r;
+    size_t i;
+    const CsCatalogProblem *problem;
+    r = log ? cs_catalog_resolve_or_log(&c, spec, &i, &problem)
+            : cs_catalog_resolve(&c, spec, &i, &problem);
+    if (r == 0) {
+        *ret = c.snaps[i];
+        c.snaps[i] = (CsSnapshot){ 0 };
+    }
+    cs_catalog_clear(&c);
+    return r;
+}
+
+int cs_catalog_find(CsRepo *repo, const char *spec, CsSnapshot *ret)
+{
+    return find(repo, spec, false, ret);
 }
 
 int cs_catalog_find_or_log(CsRepo *repo, const char *spec, CsSnapshot *ret)
 {
-    int r = cs_catalog_find(repo, spec, ret);
-    if (r == -ENOENT)
-        return log_error_errno(r, "no snapshot \"%s\"", spec);
-    if (r == -ENOTUNIQ)
-        return log_error_errno(-EINVAL, "\"%s\" matches more than one snapshot; give more of its id",
-                               spec);
-    if (r < 0)
-        return log_error_errno(r, "could not read the snapshot list: %m");
-    return 0;
+    return find(repo, spec, true, ret);
 }
 
 int cs_catalog_delete(CsRepo *repo, const char *id)

@@ -27,6 +27,7 @@
 #include "common/parse.h"
 #include "common/time-util.h"
 #include "common/version.h"
+#include "orchestrator/cluster.h"
 #include "tools/common/cli.h"
 #include "tools/pitr-snap.h"
 
@@ -49,7 +50,7 @@ static void usage(FILE *f)
             "  pitr-snap [OPTION]... list | show ID | info\n"
             "  pitr-snap [OPTION]... restore ID TARGET       (tree and stream snapshots)\n"
             "  pitr-snap [OPTION]... cat ID [PATH]\n"
-            "  pitr-snap [OPTION]... delete ID\n\n"
+            "  pitr-snap [OPTION]... delete ID [--force]\n\n"
             "Repository and keys:\n"
             "  -c, --config=FILE        cluster configuration (default: $PITR_CONFIG); gives\n"
             "                           the repository and its key unless given below\n"
@@ -81,7 +82,8 @@ static void usage(FILE *f)
             "                           of in place (nothing is stopped or started)\n\n"
             "Restoring:\n"
             "      --force              tree: restore into a non-empty directory; cluster:\n"
-            "                           restore although the nodes differ from the snapshot's\n"
+            "                           restore although the nodes differ from the snapshot's;\n"
+            "                           delete: a record that cannot be read\n"
             "      --no-sync            tree and stream: return without waiting for the data\n"
             "                           to reach the disk (faster; not safe against a crash)\n\n"
             "Init:\n"
@@ -202,11 +204,23 @@ static int find_parent(CsRepo *repo, const char *name, const char *source, CsSna
         }
         return 0;
     }
-    CsSnapshot *v;
-    size_t n;
-    int r = cs_catalog_list(repo, &v, &n);
+    CsCatalog cat;
+    int r = cs_catalog_load(repo, &cat);
     if (r < 0)
+        return log_error_errno(r, "could not list the snapshots to choose a parent: %m");
+    if (cat.n_problems) {
+        /* The newest snapshot of this name may be the one that does not load. */
+        cs_catalog_log_problems(&cat);
+        r = log_error_errno(cs_catalog_problems_error(&cat),
+                            "cannot choose the parent snapshot while %zu snapshot record%s "
+                            "cannot be read\nHINT: give --parent with a full id, or --parent "
+                            "none",
+                            cat.n_problems, cat.n_problems == 1 ? "" : "s");
+        cs_catalog_clear(&cat);
         return r;
+    }
+    CsSnapshot *v = cat.snaps;
+    size_t n = cat.n_snaps;
     ssize_t by_name = -1, by_source = -1;
     for (size_t i = 0; i < n; i++) {
         if (strcmp(v[i].kind, "tree") != 0)
@@ -222,7 +236,7 @@ static int find_parent(CsRepo *repo, const char *name, const char *source, CsSna
         *ret = v[pick];
         v[pick] = (CsSnapshot){ 0 };
     }
-    cs_snapshots_free(v, n);
+    cs_catalog_clear(&cat);
     return pick >= 0 ? 0 : -ENOENT;
 }
 
@@ -398,6 +412,16 @@ static void format_time(int64_t t, char *buf, size_t n)
     strftime(buf, n, "%Y-%m-%d %H:%M:%S", localtime_r(&tt, &tm));
 }
 
+static json_t *problem_json(const CsCatalogProblem *p)
+{
+    char text[128];
+    return json_pack("{s:s, s:s, s:s, s:b}", "id", p->id, "object", p->object, "error",
+                     cs_catalog_problem_text(p, text, sizeof(text)), "damaged",
+                     cs_catalog_problem_is_damage(p));
+}
+
+/* Records that do not load are listed too, after the others (their time is unknown), and make
+ * the exit status say so: a list that leaves a snapshot out must not pass for complete. */
 static int cmd_list(int argc, char **argv)
 {
     (void)argv;
@@ -407,19 +431,21 @@ static int cmd_list(int argc, char **argv)
     int r = open_repo(true, &repo);
     if (r < 0)
         return r;
-    CsSnapshot *v;
-    size_t n;
-    if ((r = cs_catalog_list(repo, &v, &n)) < 0)
+    CsCatalog cat;
+    if ((r = cs_catalog_load(repo, &cat)) < 0)
         return log_error_errno(r, "could not list snapshots: %m");
+    const CsSnapshot *v = cat.snaps;
     if (opt.json) {
         json_t *a = json_array();
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < cat.n_snaps; i++)
             json_array_append_new(a, snapshot_json(&v[i]));
+        for (size_t i = 0; i < cat.n_problems; i++)
+            json_array_append_new(a, problem_json(&cat.problems[i]));
         cli_print_json(a);
         json_decref(a);
     } else {
         printf("%-16s  %-19s  %-6s  %10s  %s\n", "ID", "TIME", "KIND", "SIZE", "NAME");
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < cat.n_snaps; i++) {
             char t[32], sz[32];
             format_time(v[i].time, t, sizeof(t));
             printf("%-16s  %-19s  %-6s  %10s  %s\n", v[i].id, t, v[i].kind,
@@ -427,9 +453,29 @@ static int cmd_list(int argc, char **argv)
             if (strcmp(v[i].kind, "cluster") == 0)
                 print_cluster_list_line(&v[i]);
         }
+        for (size_t i = 0; i < cat.n_problems; i++) {
+            char text[128];
+            printf("%-16s  record \"%s\" %s\n", cat.problems[i].id, cat.problems[i].object,
+                   cs_catalog_problem_text(&cat.problems[i], text, sizeof(text)));
+        }
     }
-    cs_snapshots_free(v, n);
-    return 0;
+    if ((r = cs_catalog_problems_error(&cat)) < 0) {
+        /* Named on stderr too, for whoever reads only that. */
+        char ids[11 * (2 * CS_SNAP_ID_SIZE + 2) + 32] = "";
+        for (size_t i = 0; i < cat.n_problems && i < 10; i++)
+            snprintf(ids + strlen(ids), sizeof(ids) - strlen(ids), "%s%.*s", i ? ", " : "",
+                     2 * CS_SNAP_ID_SIZE, cat.problems[i].id);
+        if (cat.n_problems > 10)
+            snprintf(ids + strlen(ids), sizeof(ids) - strlen(ids), " and %zu more",
+                     cat.n_problems - 10);
+        log_error_errno(r,
+                        "%zu of %zu snapshot records could not be read: %s; until they can, or "
+                        "are deleted, commands refuse \"latest\", names and id prefixes\nHINT: %s",
+                        cat.n_problems, cat.n_problems + cat.n_snaps, ids,
+                        cs_catalog_problems_hint(&cat));
+    }
+    cs_catalog_clear(&cat);
+    return r;
 }
 
 /* Open the repository read-only and find the snapshot named by `spec`; with ret_reader, also a
@@ -592,11 +638,60 @@ static int cmd_cat(int argc, char **argv)
     return r;
 }
 
+/* Deletes the snapshot record `spec` names. A record that does not load is deleted only by its
+ * full id and with --force: what it holds is unknown. */
+static int delete_from(CsRepo *repo, const CsCatalog *cat, const char *spec)
+{
+    /* A record that cannot be read is deleted by its full id, knowingly. */
+    const CsCatalogProblem *target_problem = NULL;
+    for (size_t i = 0; i < cat->n_problems; i++)
+        if (strcmp(cat->problems[i].id, spec) == 0)
+            target_problem = &cat->problems[i];
+    const char *id = spec;
+    char problem_text[128];
+    if (target_problem && !opt.force)
+        return log_error_errno(target_problem->error,
+                               "snapshot record \"%s\" %s: what it holds is unknown\nHINT: "
+                               "--force deletes it anyway",
+                               target_problem->object,
+                               cs_catalog_problem_text(target_problem, problem_text,
+                                                       sizeof(problem_text)));
+    if (!target_problem) {
+        size_t index;
+        const CsCatalogProblem *problem;
+        int r = cs_catalog_resolve_or_log(cat, spec, &index, &problem);
+        if (r < 0)
+            return r;
+        id = cat->snaps[index].id;
+    }
+    int r;
+    if (target_problem) {
+        if ((r = cs_catalog_delete(repo, id)) < 0)
+            return log_error_errno(r, "could not delete snapshot record \"%s\": %m",
+                                   target_problem->object);
+    } else {
+        char deleted[2 * CS_SNAP_ID_SIZE + 1];
+        if ((r = orch_snapshot_delete(repo, id, deleted)) < 0)
+            return r;
+    }
+    log_info("deleted snapshot %s; its data goes at the next prune", id);
+    return 0;
+}
+
 static int cmd_delete(int argc, char **argv)
 {
     if (argc != 2)
-        return log_error_errno(-EINVAL, "usage: pitr-snap delete ID");
-    return cluster_delete(argv[1]);
+        return log_error_errno(-EINVAL, "usage: pitr-snap delete ID [--force]");
+    _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
+    int r = open_repo(false, &repo);
+    if (r < 0)
+        return r;
+    CsCatalog cat;
+    if ((r = cs_catalog_load(repo, &cat)) < 0)
+        return log_error_errno(r, "could not read the snapshot list: %m");
+    r = delete_from(repo, &cat, argv[1]);
+    cs_catalog_clear(&cat);
+    return r;
 }
 
 static int cmd_info(int argc, char **argv)

@@ -97,8 +97,10 @@ b = bytearray(open(p, "rb").read())
 b[len(b) // 2] ^= 1
 open(p, "wb").write(bytes(b))
 PY
-"$SNAP" -r "$REPO" list --json >"$T"/list.json 2>"$T"/stderr || { cat "$T"/stderr; fail "list with a damaged snapshot object failed"; }
+rc=0
+"$SNAP" -r "$REPO" list --json >"$T"/list.json 2>"$T"/stderr || rc=$?
 cat "$T"/stderr
+[[ $rc -eq 4 ]] || fail "list with a damaged snapshot object exited $rc, not 4"
 grep -q "\"$ID1\"" "$T"/list.json || fail "a damaged snapshot object hides the others from list"
 grep -q "$ID3" "$T"/stderr || fail "list does not report the damaged snapshot object $ID3"
 rc=0

@@ -1207,8 +1207,40 @@ static void test_catalog(void **state)
     free_three(&sn);
 }
 
-/* A snapshot object with any one byte flipped is skipped by list and not found by find, and
- * the others stay visible. Also swapped, truncated and foreign objects. */
+static int cmp_strp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The loaded catalog holds exactly the snapshots `ids` (oldest first) and the problem records
+ * `problem_ids` (by name), each damaged or newer; describes the first difference in `failure`. */
+static void check_catalog(Fixture *f, const char *const *ids, size_t n_ids,
+                          const char *const *problem_ids, size_t n_problem_ids, char *failure,
+                          size_t failure_size, const char *what)
+{
+    CsCatalog cat;
+    int r = cs_catalog_load(f->repo, &cat);
+    if (r < 0) {
+        snprintf(failure, failure_size, "%s: load failed with %d", what, r);
+        return;
+    }
+    bool ok = cat.n_snaps == n_ids && cat.n_problems == n_problem_ids;
+    for (size_t i = 0; ok && i < n_ids; i++)
+        ok = strcmp(cat.snaps[i].id, ids[i]) == 0;
+    for (size_t i = 0; ok && i < n_problem_ids; i++)
+        ok = strcmp(cat.problems[i].id, problem_ids[i]) == 0 &&
+             (cat.problems[i].error == -EBADMSG || cat.problems[i].error == -EPROTONOSUPPORT);
+    if (!ok)
+        snprintf(failure, failure_size,
+                 "%s: %zu snapshots and %zu problem records, expected %zu and %zu", what,
+                 cat.n_snaps, cat.n_problems, n_ids, n_problem_ids);
+    cs_catalog_clear(&cat);
+}
+
+/* A snapshot object with any one byte flipped is a damaged record: load lists it as a problem
+ * and the others as snapshots; list fails, and so does find by anything but the full id of an
+ * intact record, because the damaged one might be what was meant. Also swapped, truncated and
+ * foreign objects. */
 static void test_catalog_damaged(void **state)
 {
     Fixture *f = *state;
@@ -1216,6 +1248,7 @@ static void test_catalog_damaged(void **state)
     add_three(f, &sn);
     CsSnapshot *v = NULL, found;
     size_t n = 0;
+    const char *intact[] = { sn.s[0].id, sn.s[2].id }, *damaged[] = { sn.s[1].id };
 
     _cleanup_free_ char *path = NULL;
     assert_true(asprintf(&path, "%s/snapshots/%s", f->location, sn.s[1].id) > 0);
@@ -1236,22 +1269,24 @@ static void test_catalog_damaged(void **state)
         int fd = open(path, O_WRONLY);
         if (fd < 0 || pwrite(fd, orig + i, 1, (off_t)i) != 1)
             snprintf(failure, sizeof(failure), "could not damage %s", path);
+        char what[64];
+        snprintf(what, sizeof(what), "flip at byte %zu of %zu", i, orig_n);
+        check_catalog(f, intact, 2, damaged, 1, failure, sizeof(failure), what);
         int rl = cs_catalog_list(f->repo, &v, &n);
-        if (rl < 0)
-            snprintf(failure, sizeof(failure), "flip at %zu: list failed with %d", i, rl);
-        else if (n != 2 || strcmp(v[0].id, sn.s[0].id) != 0 || strcmp(v[1].id, sn.s[2].id) != 0)
-            snprintf(failure, sizeof(failure),
-                     "flip at byte %zu of %zu: list returned %zu snapshots, expected the 2 "
-                     "undamaged ones",
-                     i, orig_n, n);
-        if (rl == 0)
+        if (rl >= 0) {
+            snprintf(failure, sizeof(failure), "%s: list succeeded", what);
             cs_snapshots_free(v, n);
+        }
         int rf = cs_catalog_find(f->repo, sn.s[1].id, &found);
         if (rf == 0) {
-            snprintf(failure, sizeof(failure), "flip at byte %zu: find returned the snapshot",
-                     i);
+            snprintf(failure, sizeof(failure), "%s: find returned the snapshot", what);
             cs_snapshot_clear(&found);
         }
+        if ((rf = cs_catalog_find(f->repo, sn.s[2].id, &found)) < 0)
+            snprintf(failure, sizeof(failure), "%s: find by the full id of an intact record "
+                     "failed with %d", what, rf);
+        else
+            cs_snapshot_clear(&found);
         orig[i] ^= 0x04;
         if (fd >= 0 && pwrite(fd, orig + i, 1, (off_t)i) != 1)
             snprintf(failure, sizeof(failure), "could not repair %s", path);
@@ -1271,9 +1306,10 @@ static void test_catalog_damaged(void **state)
 
     /* Truncated; then an object copied under another snapshot's name; then junk. */
     assert_int_equal(truncate(path, (off_t)orig_n / 2), 0);
-    ASSERT_OK(cs_catalog_list(f->repo, &v, &n));
-    assert_int_equal(n, 2);
-    cs_snapshots_free(v, n);
+    check_catalog(f, intact, 2, damaged, 1, failure, sizeof(failure), "truncated");
+    if (failure[0])
+        fail_msg("%s", failure);
+    ASSERT_ERR(EBADMSG, cs_catalog_list(f->repo, &v, &n));
     assert_true(cs_catalog_find(f->repo, sn.s[1].id, &found) < 0);
     unlink(path);
     char swapped[64];
@@ -1286,12 +1322,21 @@ static void test_catalog_damaged(void **state)
     ASSERT_OK(cs_backend_put(f->repo->backend, swapped, other, other_n, false));
     ASSERT_OK(cs_backend_put(f->repo->backend, "snapshots/0123456789abcdef", "junk", 4, false));
     ASSERT_OK(cs_backend_put(f->repo->backend, "snapshots/empty", "", 0, false));
-    ASSERT_OK(cs_catalog_list(f->repo, &v, &n));
-    assert_int_equal(n, 2);
-    assert_string_equal(v[0].id, sn.s[0].id);
-    assert_string_equal(v[1].id, sn.s[2].id);
-    cs_snapshots_free(v, n);
+    const char *foreign[3] = { "0123456789abcdef", sn.s[1].id, "empty" };
+    qsort(foreign, 3, sizeof(*foreign), cmp_strp);
+    check_catalog(f, intact, 2, foreign, 3, failure, sizeof(failure), "swapped and foreign");
+    if (failure[0])
+        fail_msg("%s", failure);
     assert_true(cs_catalog_find(f->repo, sn.s[1].id, &found) < 0);
+    ASSERT_ERR(EBADMSG, cs_catalog_find(f->repo, "latest", &found));
+    ASSERT_OK(cs_catalog_find(f->repo, sn.s[2].id, &found));
+    cs_snapshot_clear(&found);
+    /* Deleted, they stand in the way no more. */
+    for (size_t i = 0; i < 3; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "snapshots/%s", foreign[i]);
+        ASSERT_OK(cs_backend_delete(f->repo->backend, name));
+    }
     ASSERT_OK(cs_catalog_find(f->repo, "latest", &found));
     assert_string_equal(found.id, sn.s[2].id);
     cs_snapshot_clear(&found);
