@@ -11,7 +11,7 @@
 # never wrong bytes with exit 0, a signal, or a hang.
 #
 # The rounds are drawn from a seed: CORRUPTION_SEED (default 1, printed), CORRUPTION_ROUNDS
-# (default 250). A failure prints the round, the file, its kind and the damage; the same seed
+# (default 300). A failure prints the round, the file, its kind and the damage; the same seed
 # repeats it, and CORRUPTION_ONLY=N runs round N alone. All failures are listed at the end.
 . "$(dirname "$0")/lib.sh"
 require fusermount3 mountpoint timeout mkfifo
@@ -19,8 +19,9 @@ MOUNT="$PITR_BIN/mount.pitrfs"
 AGENT="$PITR_BIN/pitr-agent"
 [[ -x $MOUNT && -x $AGENT ]] || fail "$MOUNT or $AGENT is missing: run 'make' first"
 [[ -c /dev/fuse ]] || fail "/dev/fuse is missing: FUSE mounts cannot be tested"
+cleanup_hooks+=('mountpoint -q "$T/mnt" && { fusermount3 -u "$T/mnt" || fusermount3 -uz "$T/mnt"; }')
 SEED=${CORRUPTION_SEED:-1}
-ROUNDS=${CORRUPTION_ROUNDS:-250}
+ROUNDS=${CORRUPTION_ROUNDS:-300}
 echo "seed $SEED, $ROUNDS rounds (CORRUPTION_SEED, CORRUPTION_ROUNDS)"
 
 REPO=$T/repo
@@ -444,10 +445,14 @@ def check_mount(r, snap):
             problem(f"mount: the daemon is still running {LIMIT} s after the unmount")
             daemon.kill()
             daemon.wait()
-        if daemon.returncode is not None and daemon.returncode < 0:
-            log.seek(0)
-            problem(f"mount: the daemon was killed by signal "
-                    f"{signal.Signals(-daemon.returncode).name}: {log.read()[-600:]}")
+        else:
+            if daemon.returncode < 0:
+                log.seek(0)
+                problem(f"mount: the daemon was killed by signal "
+                        f"{signal.Signals(-daemon.returncode).name}: {log.read()[-600:]}")
+            elif daemon.returncode and daemon.returncode not in FAILURE_CODES:
+                log.seek(0)
+                problem(f"mount: the daemon exited {daemon.returncode}: {log.read()[-600:]}")
         log.close()
 
 
