@@ -21,6 +21,7 @@
 #include "chunkstore/keysource.h"
 #include "chunkstore/read.h"
 #include "chunkstore/tree.h"
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/malloc-policy.h"
@@ -83,7 +84,8 @@ static void usage(FILE *f)
             "Restoring:\n"
             "      --force              tree: restore into a non-empty directory; cluster:\n"
             "                           restore although the nodes differ from the snapshot's;\n"
-            "                           delete: a record that cannot be read\n"
+            "                           delete: a base backup that cluster snapshots need, or a\n"
+            "                           record that cannot be read\n"
             "      --no-sync            tree and stream: return without waiting for the data\n"
             "                           to reach the disk (faster; not safe against a crash)\n\n"
             "Init:\n"
@@ -638,8 +640,61 @@ static int cmd_cat(int argc, char **argv)
     return r;
 }
 
-/* Deletes the snapshot record `spec` names. A record that does not load is deleted only by its
- * full id and with --force: what it holds is unknown. */
+/* The node that cluster snapshot `s` restores from base backup `base_id`, or NULL when it
+ * restores none from it (the agents find a node's base backup by its record's id). */
+static const char *node_restored_from(const CsSnapshot *s, const char *base_id)
+{
+    if (strcmp(s->kind, ORCH_SNAPSHOT_KIND) != 0)
+        return NULL;
+    size_t i;
+    json_t *o;
+    json_array_foreach (json_object_get(s->meta, "nodes"), i, o) {
+        const char *base = json_string_value(json_object_get(o, "base_backup"));
+        if (base && strcmp(base, base_id) == 0) {
+            const char *node = json_string_value(json_object_get(o, "name"));
+            return node ? node : "?";
+        }
+    }
+    return NULL;
+}
+
+/* "<id> (\"<name>\", node <node>), ..." for the cluster snapshots of `cat` that need snapshot
+ * `id`; NULL with *ret_n = 0 when none do. */
+static int describe_dependents(const CsCatalog *cat, const char *id, char **ret, size_t *ret_n)
+{
+    _cleanup_(buf_free) Buf text = BUF_INIT;
+    size_t n = 0;
+    for (size_t i = 0; i < cat->n_snaps; i++) {
+        const CsSnapshot *s = &cat->snaps[i];
+        const char *node = node_restored_from(s, id);
+        if (!node)
+            continue;
+        char line[256];
+        int len = snprintf(line, sizeof(line), "%s%s (\"%s\", node %s)", n ? ", " : "", s->id,
+                           s->name, node);
+        if (buf_append(&text, line, (size_t)MIN(len, (int)sizeof(line) - 1)) < 0)
+            return -ENOMEM;
+        n++;
+    }
+    *ret_n = n;
+    *ret = NULL;
+    if (n && !(*ret = strndup((const char *)text.data, text.size)))
+        return -ENOMEM;
+    return 0;
+}
+
+/*
+ * Deletes the snapshot record `spec` names. Refused without --force: a base backup that a kept
+ * cluster snapshot restores a node from; any snapshot while a record that cannot be read might
+ * be such a cluster snapshot; and a record that cannot be read itself (what it holds is
+ * unknown).
+ *
+ * The check runs before orch_snapshot_delete takes the cluster lock. A create that could make a
+ * cluster snapshot need this backup holds that lock from choosing its base backups until its
+ * record is written, and delete gives up at once on a held lock, so such a create is either
+ * seen by the check or makes the delete fail; only one that runs entirely between the check and
+ * the lock (microseconds) would be missed.
+ */
 static int delete_from(CsRepo *repo, const CsCatalog *cat, const char *spec)
 {
     /* A record that cannot be read is deleted by its full id, knowingly. */
@@ -664,7 +719,33 @@ static int delete_from(CsRepo *repo, const CsCatalog *cat, const char *spec)
             return r;
         id = cat->snaps[index].id;
     }
-    int r;
+    _cleanup_free_ char *dependents = NULL;
+    size_t n_dependents;
+    int r = describe_dependents(cat, id, &dependents, &n_dependents);
+    if (r < 0)
+        return r;
+    size_t n_other_problems = cat->n_problems - (target_problem ? 1 : 0);
+    if (n_dependents && !opt.force)
+        return log_error_errno(-EPERM,
+                               "snapshot %s is the base backup of %zu kept cluster snapshot%s: %s"
+                               "\nHINT: delete %s first; --force deletes it anyway, and %s can "
+                               "then no longer be restored",
+                               id, n_dependents, n_dependents == 1 ? "" : "s", dependents,
+                               n_dependents == 1 ? "it" : "them",
+                               n_dependents == 1 ? "it" : "they");
+    if (n_other_problems && !opt.force) {
+        cs_catalog_log_problems(cat);
+        return log_error_errno(cs_catalog_problems_error(cat),
+                               "cannot tell whether a cluster snapshot needs snapshot %s while "
+                               "%zu snapshot record%s cannot be read\nHINT: --force deletes it "
+                               "anyway",
+                               id, n_other_problems, n_other_problems == 1 ? "" : "s");
+    }
+    if (n_dependents)
+        log_warning("%zu cluster snapshot%s can no longer be restored: %s; %s restore%s a node "
+                    "from base backup %s, deleted now",
+                    n_dependents, n_dependents == 1 ? "" : "s", dependents,
+                    n_dependents == 1 ? "it" : "they", n_dependents == 1 ? "s" : "", id);
     if (target_problem) {
         if ((r = cs_catalog_delete(repo, id)) < 0)
             return log_error_errno(r, "could not delete snapshot record \"%s\": %m",
@@ -674,7 +755,9 @@ static int delete_from(CsRepo *repo, const CsCatalog *cat, const char *spec)
         if ((r = orch_snapshot_delete(repo, id, deleted)) < 0)
             return r;
     }
-    log_info("deleted snapshot %s; its data goes at the next prune", id);
+    log_info("deleted snapshot %s; the data it used stays in the packs (this version has no "
+             "prune to reclaim it)",
+             id);
     return 0;
 }
 
