@@ -12,6 +12,7 @@ int exit_code_from_errno(int r)
     case -EXDEV: return EXIT_NOT_REPO;
     case -EBADMSG: return EXIT_DAMAGED;
     case -EBUSY: return EXIT_BUSY;
+    case -EREMOTEIO: return EXIT_NODES;
     case -EINVAL: return EXIT_USAGE;
     default: return EXIT_FAIL;
     }

@@ -2,7 +2,8 @@
  * Process exit codes shared by every program of the project, and the one mapping from a final
  * negative errno to them (docs/errors.md lists what triggers each):
  *   0 success, 1 failure, 2 wrong passphrase or key, 3 not a repository or unsupported format,
- *   4 damaged data found, 5 busy (a lock is held), 64 usage error.
+ *   4 damaged data found, 5 busy (a lock is held), 6 a cluster operation failed on one or
+ *   more nodes, 64 usage error.
  */
 #pragma once
 
@@ -13,6 +14,7 @@ enum {
     EXIT_NOT_REPO = 3,
     EXIT_DAMAGED = 4,
     EXIT_BUSY = 5,
+    EXIT_NODES = 6,
     EXIT_USAGE = 64,
 };
 

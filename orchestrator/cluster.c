@@ -24,6 +24,12 @@
 #define HOLDER_OBJECT "locks/cluster.holder"
 #define POLL_MS       300
 
+/* What a failure of a node (its server, its agent, its archive) returns from the operations
+ * here, whatever the node's own error was: an agent's "busy" (409) is not this repository's
+ * lock, nor its "bad request" (400) the user's command line. Each node's own error and message
+ * stay in its NodeRun and in the restore result. */
+#define NODE_FAILED (-EREMOTEIO)
+
 /* ---- small helpers ---- */
 
 static const char *json_str(const json_t *o, const char *key)
@@ -161,7 +167,12 @@ static int nodes_new(const OrchConfig *cfg, bool with_sql, NodeRun **ret)
         n->index = i;
         int q = orch_agent_client_new(n->node->agent, &tls, &n->agent);
         if (q < 0) {
-            node_fail(n, q, "bad agent address \"%s\"", n->node->agent);
+            /* The configuration's problem, not the node's. */
+            if (q == -EINVAL && (!tls.ca || !tls.cert || !tls.key))
+                node_fail(n, q, "cannot call agent %s: the configuration has no tls ca, cert "
+                                "and key", n->node->agent);
+            else
+                node_fail(n, q, "bad agent address \"%s\"", n->node->agent);
             r = q;
             continue;
         }
@@ -172,7 +183,8 @@ static int nodes_new(const OrchConfig *cfg, bool with_sql, NodeRun **ret)
             const char *e = n->conn ? PQerrorMessage(n->conn) : "out of memory";
             node_fail(n, -ECONNREFUSED, "could not connect to PostgreSQL: %.*s",
                       pq_message_len(e), e);
-            r = -ECONNREFUSED;
+            if (r == 0)
+                r = NODE_FAILED;
         }
     }
     *ret = v;
@@ -201,7 +213,7 @@ static void draw_progress(const NodeRun *v, size_t n, bool redraw, const char *w
 typedef json_t *(*JobBodyFn)(NodeRun *n, void *userdata);
 
 /* Run one job kind on the selected nodes, at most `parallel` at once, until all have finished.
- * Returns 0 if all succeeded, else the first failure (every failure is logged by node). */
+ * Returns 0 if all succeeded, else NODE_FAILED (every failure is logged by node). */
 static int run_jobs(NodeRun *v, size_t n, const char *kind, JobBodyFn body, void *userdata,
                     unsigned parallel, bool progress)
 {
@@ -269,7 +281,7 @@ static int run_jobs(NodeRun *v, size_t n, const char *kind, JobBodyFn body, void
     }
     for (size_t i = 0; i < n; i++)
         if (v[i].error)
-            return v[i].error;
+            return NODE_FAILED;
     return 0;
 }
 
@@ -287,8 +299,10 @@ static int latest_backup(CsRepo *repo, NodeRun *n)
 {
     CsSnapshot s;
     int r = agent_backup_find_latest(repo, n->node->name, &s);
-    if (r == -ENOENT)
+    if (r == -ENOENT) {
         node_fail(n, r, "has no base backup: run a full create first");
+        return NODE_FAILED;
+    }
     if (r < 0)
         return r;
     n->backup_id = strdup(s.id);
@@ -305,7 +319,7 @@ static int wait_archived(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t
         _cleanup_(PQclearp) PGresult *q = PQexec(v[i].conn, "SELECT pg_switch_wal()");
         if (PQresultStatus(q) != PGRES_TUPLES_OK) {
             node_fail(&v[i], -EIO, "pg_switch_wal() failed: %s", PQresultErrorMessage(q));
-            r = -EIO;
+            r = NODE_FAILED;
         }
     }
     if (r < 0)
@@ -319,7 +333,7 @@ static int wait_archived(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t
             cs_wal_object_name(v[i].node->name, &wal, name, sizeof(name)) < 0) {
             node_fail(&v[i], -EPROTO, "restore point in an unexpected WAL file \"%s\"",
                       pt->walfile);
-            return -EPROTO;
+            return NODE_FAILED;
         }
         uint64_t size;
         while (cs_backend_stat(repo->backend, name, &size) < 0) {
@@ -335,7 +349,7 @@ static int wait_archived(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t
                           PQresultStatus(q) == PGRES_TUPLES_OK ? PQgetvalue(q, 0, 0) : "?",
                           PQresultStatus(q) == PGRES_TUPLES_OK ? PQgetvalue(q, 0, 1) : "?",
                           v[i].node->name);
-                return -ETIMEDOUT;
+                return NODE_FAILED;
             }
             sleep_ms(100);
         }
@@ -434,7 +448,7 @@ int orch_snapshot_create(const OrchConfig *cfg, CsRepo *repo, const OrchCreatePa
             const char *id = json_str(v[i].result, "snapshot_id");
             if (!*id) {
                 node_fail(&v[i], -EPROTO, "the agent's backup result names no snapshot");
-                r = -EPROTO;
+                r = NODE_FAILED;
             } else if (!(v[i].backup_id = strdup(id)))
                 r = -ENOMEM;
         }
@@ -702,8 +716,8 @@ int orch_snapshot_restore(const OrchConfig *cfg, CsRepo *repo, const char *spec,
         o->error = v[i].error;
         o->message = v[i].message ? strdup(v[i].message) : NULL;
         memcpy(o->lsn, v[i].lsn, sizeof(o->lsn));
-        if (v[i].error && r == 0)
-            r = v[i].error;
+        if (v[i].error)
+            r = NODE_FAILED;
     }
 out:
     nodes_free(v, n);
@@ -777,5 +791,5 @@ int orch_cluster_check(const OrchConfig *cfg, json_t **ret_report)
         *ret_report = report;
     else
         json_decref(report);
-    return r < 0 ? -EIO : 0;
+    return r < 0 ? NODE_FAILED : 0;
 }

@@ -29,6 +29,11 @@
  * The cluster lock: an exclusive repository lock named "cluster", taken without waiting. A
  * second create/restore/delete fails at once (-EBUSY) with a message naming the holder, which
  * is recorded in the object "locks/cluster.holder" (docs/FORMAT.md).
+ *
+ * Errors: a failure of a node (its server, its agent, its WAL archiving) returns -EREMOTEIO
+ * whatever the node's own error was, which stays in the log and, for restore, in ret->nodes;
+ * the commit barrier's errors are returned as they are (orchestrator/barrier.h); -EBUSY the cluster lock is held; -EINVAL the snapshot's nodes
+ * do not match the configuration's; the repository's errors as they are.
  */
 #pragma once
 
@@ -88,5 +93,5 @@ void orch_restore_result_done(OrchRestoreResult *r);
 int orch_snapshot_delete(CsRepo *repo, const char *spec, char ret_id[2 * CS_SNAP_ID_SIZE + 1]);
 
 /* Reach every node (libpq) and every agent (status); log one line per problem, naming the
- * node. Returns 0 when all are reachable and healthy, -EIO otherwise. */
+ * node. Returns 0 when all are reachable and healthy, -EREMOTEIO otherwise. */
 int orch_cluster_check(const OrchConfig *cfg, json_t **ret_report);
