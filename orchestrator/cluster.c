@@ -20,6 +20,7 @@
 #include "common/time-util.h"
 #include "orchestrator/agent-client.h"
 #include "orchestrator/barrier.h"
+#include "orchestrator/timeline.h"
 
 #define HOLDER_OBJECT "locks/cluster.holder"
 #define POLL_MS       300
@@ -294,20 +295,119 @@ static json_t *backup_body(NodeRun *n, void *userdata)
     return label ? json_pack("{s:s}", "label", label) : json_object();
 }
 
-/* The node's newest base backup, for --restore-point-only. */
-static int latest_backup(CsRepo *repo, NodeRun *n)
+/* The node's current timeline, its history and its system identifier, from the server. */
+static int node_timeline(NodeRun *n, OrchTimelineHistory *ret_history, char *ret_sysid,
+                         size_t sysid_size)
 {
-    CsSnapshot s;
-    int r = agent_backup_find_latest(repo, n->node->name, &s);
-    if (r == -ENOENT) {
-        node_fail(n, r, "has no base backup: run a full create first");
+    _cleanup_(PQclearp) PGresult *q = PQexec(
+            n->conn, "SELECT pg_walfile_name(pg_current_wal_lsn()), system_identifier::text "
+                     "FROM pg_control_system()");
+    if (PQresultStatus(q) != PGRES_TUPLES_OK || PQntuples(q) != 1) {
+        const char *e = PQresultErrorMessage(q);
+        node_fail(n, -EIO, "could not read its timeline: %.*s", pq_message_len(e), e);
         return NODE_FAILED;
     }
+    const char *walfile = PQgetvalue(q, 0, 0);
+    char tli_hex[9] = "";
+    if (strlen(walfile) == 24)
+        memcpy(tli_hex, walfile, 8);
+    uint32_t tli = (uint32_t)strtoul(tli_hex, NULL, 16);
+    snprintf(ret_sysid, sysid_size, "%s", PQgetvalue(q, 0, 1));
+
+    /* Timeline 1 has no history. Every later one has its file in pg_wal/, written at the
+     * promotion that began it (or fetched by recovery), and kept there. */
+    char path[32];
+    snprintf(path, sizeof(path), "pg_wal/%08X.history", tli);
+    _cleanup_(PQclearp) PGresult *h = NULL;
+    const char *text = NULL;
+    if (tli > 1) {
+        const char *param = path;
+        h = PQexecParams(n->conn, "SELECT pg_read_file($1)", 1, NULL, &param, NULL, NULL, 0);
+        if (PQresultStatus(h) != PGRES_TUPLES_OK || PQntuples(h) != 1) {
+            const char *e = PQresultErrorMessage(h);
+            const char *state = PQresultErrorField(h, PG_DIAG_SQLSTATE);
+            node_fail(n, -EIO, "could not read the history of its timeline %u (%s): %.*s%s", tli,
+                      path, pq_message_len(e), e,
+                      state && strcmp(state, "42501") == 0
+                              ? "\nHINT: the role in the conninfo needs pg_read_server_files, "
+                                "or EXECUTE on pg_read_file(text)"
+                              : "");
+            return NODE_FAILED;
+        }
+        text = PQgetvalue(h, 0, 0);
+    }
+    unsigned line = 0;
+    int r = orch_timeline_history_parse(tli, text, ret_history, &line);
+    if (r == -EINVAL) {
+        node_fail(n, r, "%s of timeline %u does not parse (line %u)", path, tli, line);
+        return NODE_FAILED;
+    }
+    return r;
+}
+
+/*
+ * For --restore-point-only: the node's newest base backup that recovers along the timeline the
+ * node is on now (orchestrator/timeline.h). After a restore to an earlier point the newest
+ * backup may belong to the abandoned timeline, or to the stretch of an ancestor after the
+ * switch: recovery from it would never reach a restore point made now. Says which backup it
+ * took and which newer ones it passed over.
+ */
+static int backup_on_timeline(const CsSnapshot *catalog, size_t n_catalog, NodeRun *n)
+{
+    OrchTimelineHistory h;
+    char sysid[32];
+    int r = node_timeline(n, &h, sysid, sizeof(sysid));
     if (r < 0)
         return r;
-    n->backup_id = strdup(s.id);
-    cs_snapshot_clear(&s);
-    return n->backup_id ? 0 : -ENOMEM;
+    unsigned passed_over = 0;
+    for (size_t i = n_catalog; i-- > 0 && !n->backup_id;) { /* oldest first: from the end */
+        const CsSnapshot *s = &catalog[i];
+        if (strcmp(s->kind, AGENT_BASEBACKUP_KIND) != 0 || strcmp(s->name, n->node->name) != 0)
+            continue;
+        uint32_t tli = (uint32_t)json_u64(s->meta, "timeline");
+        const char *start = json_str(s->meta, "start_lsn"), *stop = json_str(s->meta, "stop_lsn");
+        const char *backup_sysid = json_str(s->meta, "system_identifier");
+        uint64_t start_lsn = 0, stop_lsn = 0, end = 0;
+        char why[128] = "";
+        if (*backup_sysid && strcmp(backup_sysid, sysid) != 0)
+            snprintf(why, sizeof(why), "it is of another database system");
+        else if (cs_wal_lsn_parse(start, &start_lsn) < 0 || tli == 0)
+            snprintf(why, sizeof(why), "it records no timeline or start LSN");
+        else if (*stop && cs_wal_lsn_parse(stop, &stop_lsn) < 0)
+            snprintf(why, sizeof(why), "it records a bad stop LSN");
+        else if (!orch_timeline_history_find(&h, tli, &end))
+            snprintf(why, sizeof(why), "timeline %u is not on the node's history", tli);
+        else if (!orch_timeline_history_has_backup(&h, tli, start_lsn, stop_lsn))
+            snprintf(why, sizeof(why),
+                     "on the node's history, timeline %u ends at %X/%X, before the backup "
+                     "was over",
+                     tli, (unsigned)(end >> 32), (unsigned)end);
+        if (*why) {
+            log_info("node %s: passing over base backup %s (timeline %u, %s to %s): %s",
+                     n->node->name, s->id, tli, start, stop, why);
+            passed_over++;
+            continue;
+        }
+        if (!(n->backup_id = strdup(s->id))) {
+            orch_timeline_history_done(&h);
+            return -ENOMEM;
+        }
+        log_info("node %s: on timeline %u; restore point against base backup %s (timeline %u, "
+                 "%s to %s)",
+                 n->node->name, h.tli, s->id, tli, start, stop);
+    }
+    if (!n->backup_id) {
+        if (passed_over)
+            node_fail(n, -ENOENT,
+                      "has no base backup on the history of its timeline %u (%u newer ones are "
+                      "not): run a full create first",
+                      h.tli, passed_over);
+        else
+            node_fail(n, -ENOENT, "has no base backup: run a full create first");
+        r = NODE_FAILED;
+    }
+    orch_timeline_history_done(&h);
+    return r;
 }
 
 /* After pg_switch_wal(), the segment holding each restore point must reach the archive. */
@@ -438,8 +538,17 @@ int orch_snapshot_create(const OrchConfig *cfg, CsRepo *repo, const OrchCreatePa
         goto out;
 
     if (p->restore_point_only) {
-        for (size_t i = 0; i < n && r == 0; i++)
-            r = latest_backup(repo, &v[i]);
+        CsSnapshot *catalog = NULL;
+        size_t n_catalog = 0;
+        if ((r = cs_catalog_list(repo, &catalog, &n_catalog)) < 0)
+            log_error_errno(r, "could not list the base backups: %m");
+        /* Every node, so that each one's problem is told at once. */
+        for (size_t i = 0; i < n && (r == 0 || r == NODE_FAILED); i++) {
+            int q = backup_on_timeline(catalog, n_catalog, &v[i]);
+            if (q < 0 && r == 0)
+                r = q;
+        }
+        cs_snapshots_free(catalog, n_catalog);
     } else {
         log_info("backing up %zu nodes", n);
         r = run_jobs(v, n, "backup", backup_body, (void *)(uintptr_t)p->label, p->parallel,

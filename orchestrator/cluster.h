@@ -9,7 +9,9 @@
  *
  * Create (one at a time per repository, see the cluster lock below):
  *   1. every agent backs up its node (at most `parallel` at once), unless restore_point_only,
- *      which uses each node's latest base backup instead;
+ *      which uses each node's newest base backup that recovers along the timeline the node is
+ *      on now (orchestrator/timeline.h; a newer one of an abandoned timeline does not), and
+ *      logs which;
  *   2. the commit barrier (orchestrator/barrier.h) draws the CSN and makes the restore point
  *      "pitr_csn_<CSN>" on every node; no data is copied while it is held;
  *   3. pg_switch_wal() on every node, then a wait (config wal_timeout) until every node's
