@@ -13,6 +13,7 @@ int exit_code_from_errno(int r)
     case -EBADMSG: return EXIT_DAMAGED;
     case -EBUSY: return EXIT_BUSY;
     case -EREMOTEIO: return EXIT_NODES;
+    case -ETIME: return EXIT_TEMPFAIL;
     case -EINVAL: return EXIT_USAGE;
     default: return EXIT_FAIL;
     }

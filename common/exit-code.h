@@ -3,7 +3,7 @@
  * negative errno to them (docs/errors.md lists what triggers each):
  *   0 success, 1 failure, 2 wrong passphrase or key, 3 not a repository or unsupported format,
  *   4 damaged data found, 5 busy (a lock is held), 6 a cluster operation failed on one or
- *   more nodes, 64 usage error.
+ *   more nodes, 64 usage error, 75 the commit barrier was not granted in time (try again).
  */
 #pragma once
 
@@ -16,6 +16,7 @@ enum {
     EXIT_BUSY = 5,
     EXIT_NODES = 6,
     EXIT_USAGE = 64,
+    EXIT_TEMPFAIL = 75, /* sysexits.h EX_TEMPFAIL */
 };
 
 int exit_code_from_errno(int r);

@@ -130,6 +130,12 @@ static void watchdog_arm(Watchdog *w, int64_t deadline_us)
     pthread_mutex_unlock(&w->lock);
 }
 
+/* Between two attempts of the plain barrier nothing runs that could hang. */
+static void watchdog_disarm(Watchdog *w)
+{
+    watchdog_arm(w, INT64_MAX);
+}
+
 /* Ends the caller's use; a thread stuck in PQcancel() finishes (and frees) on its own. */
 static void watchdog_stop(Watchdog *w)
 {
@@ -148,6 +154,9 @@ typedef struct Barrier {
     Watchdog *wd;
     int64_t deadline_us; /* the watchdog's, as last armed */
     bool timeout_logged;
+    /* plain, while asking for the lock: lock_timeout (55P03) is an expected answer, returned
+     * as -EAGAIN without a message */
+    bool lock_timeout_expected;
 } Barrier;
 
 typedef struct Call {
@@ -285,7 +294,9 @@ static int run_on(Barrier *b, const size_t *nodes, size_t n, const char *sql, co
             e = -ECONNRESET;
         } else if (c->res && res_failed(c->res)) {
             const char *state = res_sqlstate(c->res);
-            if (fired && strcmp(state, "57014") == 0) {
+            if (b->lock_timeout_expected && !fired && strcmp(state, "55P03") == 0) {
+                e = -EAGAIN;
+            } else if (fired && strcmp(state, "57014") == 0) {
                 log_error("node %s: %s: cancelled by the barrier watchdog", name, what);
                 e = -ETIMEDOUT;
             } else {
@@ -409,43 +420,73 @@ static void rollback_quietly(Barrier *b)
     PQclear(c.res);
 }
 
-static int barrier_plain(Barrier *b, OrchBarrierResult *res)
+/* After attempt `attempt` (from 1) was not granted: a random pause in [b/2, b], where b is
+ * lock_timeout doubled once per attempt, at most BACKOFF_MAX_US. Never shorter than
+ * lock_timeout (while that is below BACKOFF_MAX_US / 2): commits get at least as much time to
+ * run as an attempt made them wait. Random, so that two orchestrators or a periodic burst of
+ * application commits do not stay in step with the attempts. */
+#define BACKOFF_MAX_US INT64_C(1000000)
+
+static int64_t backoff_us(const OrchConfig *cfg, unsigned attempt)
+{
+    int64_t b = (int64_t)cfg->barrier_lock_timeout_ms * 1000;
+    for (unsigned i = 0; i < attempt && b < BACKOFF_MAX_US; i++)
+        b *= 2;
+    if (b > BACKOFF_MAX_US)
+        b = BACKOFF_MAX_US;
+    uint32_t half = (uint32_t)(b / 2);
+    return b - half + (int64_t)arc4random_uniform(half + 1);
+}
+
+/*
+ * One attempt: BEGIN, ask for the lock for at most lock_timeout, and if it comes, the CSN, the
+ * restore points and COMMIT. Returns -EAGAIN, without a message, when the lock did not come in
+ * time: the request has left the lock's queue (so have the transaction and its lock, rolled
+ * back), nothing else was done. *ret_wait_us gets how long the lock was asked for, granted or
+ * not; *ret_held_us how long it was held.
+ */
+static int plain_attempt(Barrier *b, OrchBarrierResult *res, int64_t *ret_wait_us,
+                         int64_t *ret_held_us)
 {
     const OrchConfig *cfg = b->cfg;
     size_t coord = cfg->coordinator;
-    uint64_t t = cfg->barrier_timeout_ms;
+    uint64_t t = cfg->barrier_timeout_ms, lt = cfg->barrier_lock_timeout_ms;
     char sql[512], key[32];
 
-    /* The server's timeouts are the first line: lock_timeout bounds the wait for the lock,
-     * statement_timeout each statement, and idle_in_transaction_session_timeout ends the
-     * session (and with it the lock) if this process stalls or dies between statements.
-     * statement_timeout is a little longer than lock_timeout, so that a lock not granted in
-     * time says so (55P03) instead of a bare "statement timeout"; while the lock is held the
-     * watchdog enforces the timeout itself. */
+    /* The server's timeouts are the first line: lock_timeout bounds the wait for the lock (and
+     * with it every commit queued behind the request), statement_timeout each statement, and
+     * idle_in_transaction_session_timeout ends the session (and with it the lock) if this
+     * process stalls or dies between statements. statement_timeout is a little longer than
+     * both, so that a lock not granted in time says so (55P03) instead of a bare "statement
+     * timeout"; while the lock is held the watchdog enforces the timeout itself. */
     snprintf(sql, sizeof(sql),
              "BEGIN; SET LOCAL lock_timeout = '%" PRIu64 "ms'; "
              "SET LOCAL statement_timeout = '%" PRIu64 "ms'; "
              "SET LOCAL idle_in_transaction_session_timeout = '%" PRIu64 "ms'",
-             t, t + (uint64_t)(GRACE_US / 1000), t);
+             lt, (lt > t ? lt : t) + (uint64_t)(GRACE_US / 1000), t);
     snprintf(key, sizeof(key), "%" PRId64, cfg->barrier_lock_key);
 
+    /* A server that does not answer in lock_timeout and a grace period is hung: the
+     * watchdog cancels, and the barrier fails. */
+    b->deadline_us = mono_now_us() + (int64_t)lt * 1000 + GRACE_US;
+    watchdog_arm(b->wd, b->deadline_us);
     int r = run_one(b, coord, sql, NULL, "could not begin the barrier transaction", NULL);
+    int64_t t_ask = mono_now_us(), t_lock = t_ask;
     if (r == 0) {
+        b->lock_timeout_expected = true;
         r = run_one(b, coord, "SELECT pg_advisory_xact_lock($1::bigint)", key,
                     "could not take the commit barrier", NULL);
-        if (r == -ETIMEDOUT && !atomic_load(&b->wd->fired))
-            log_error("commit barrier not granted within %" PRIu64 " ms\nHINT: application "
-                      "transactions held pg_advisory_xact_lock_shared(%s) all that time: look "
-                      "for a distributed commit that hangs, or raise barrier.timeout",
-                      t, key);
+        b->lock_timeout_expected = false;
+        t_lock = mono_now_us();
     }
+    *ret_wait_us = t_lock - t_ask;
+    *ret_held_us = 0;
     if (r < 0) {
         rollback_quietly(b);
         return r;
     }
 
     /* Held from here: the watchdog's deadline moves to the lock's time plus the timeout. */
-    int64_t t_lock = mono_now_us();
     b->deadline_us = t_lock + (int64_t)t * 1000;
     watchdog_arm(b->wd, b->deadline_us);
 
@@ -456,12 +497,66 @@ static int barrier_plain(Barrier *b, OrchBarrierResult *res)
     }
     if (r == 0)
         r = run_one(b, coord, "COMMIT", NULL, "could not release the commit barrier", NULL);
-    if (r < 0) {
+    *ret_held_us = mono_now_us() - t_lock;
+    if (r < 0)
         rollback_quietly(b);
-        return r;
+    return r;
+}
+
+/*
+ * The plain barrier. While the exclusive request waits, PostgreSQL queues every new shared
+ * request behind it, so one slow distributed commit in flight would stall all the others for
+ * as long as it lasts. Each attempt therefore asks for the lock for lock_timeout only; when it
+ * does not come, the request leaves the queue, the commits queued behind it go on, and after a
+ * pause (backoff_us) the next attempt starts, the last one ending at the deadline at the
+ * latest.
+ */
+static int barrier_plain(Barrier *b, OrchBarrierResult *res)
+{
+    const OrchConfig *cfg = b->cfg;
+    int64_t t0 = mono_now_us(), lt_us = (int64_t)cfg->barrier_lock_timeout_ms * 1000;
+    int64_t give_up = t0 + (int64_t)cfg->barrier_deadline_ms * 1000;
+    int64_t longest_refused_us = 0;
+    for (unsigned attempt = 1;; attempt++) {
+        int64_t wait_us, held_us;
+        int r = plain_attempt(b, res, &wait_us, &held_us);
+        res->attempts = attempt;
+        if (r == 0) {
+            res->lock_wait_ms = (double)wait_us / 1000.0;
+            res->held_ms = (double)held_us / 1000.0;
+            res->blocked_ms = (double)(wait_us + held_us > longest_refused_us
+                                               ? wait_us + held_us
+                                               : longest_refused_us) /
+                              1000.0;
+            return 0;
+        }
+        if (r != -EAGAIN)
+            return r;
+        if (wait_us > longest_refused_us)
+            longest_refused_us = wait_us;
+
+        int64_t pause = backoff_us(cfg, attempt), now = mono_now_us();
+        int64_t room = give_up - lt_us - now; /* for one more attempt before the deadline */
+        if (room <= 0) {
+            char key[32];
+            snprintf(key, sizeof(key), "%" PRId64, cfg->barrier_lock_key);
+            log_error("commit barrier not granted in %u attempts over %.1f s (each waited at "
+                      "most %" PRIu64 " ms for the lock, then let the commits waiting behind "
+                      "it go on)\nHINT: application transactions held "
+                      "pg_advisory_xact_lock_shared(%s) all that time: look for a distributed "
+                      "commit that hangs, or raise barrier.deadline (--barrier-deadline)",
+                      attempt, (double)(now - t0) / 1e6, cfg->barrier_lock_timeout_ms, key);
+            return -ETIME;
+        }
+        if (pause > room)
+            pause = room;
+        log_debug("commit barrier: attempt %u not granted within %" PRIu64 " ms (asked for "
+                  "%.1f ms); the commits queued behind it go on; next attempt in %.0f ms",
+                  attempt, cfg->barrier_lock_timeout_ms, (double)wait_us / 1000.0,
+                  (double)pause / 1000.0);
+        watchdog_disarm(b->wd);
+        sleep_ms((unsigned)((pause + 999) / 1000));
     }
-    res->held_ms = (double)(mono_now_us() - t_lock) / 1000.0;
-    return 0;
 }
 
 /* Citus writes the workers' restore points without saying where. The WAL file current on a
@@ -503,7 +598,7 @@ static int barrier_citus(Barrier *b, OrchBarrierResult *res)
                 "could not create the Citus restore point", &pr);
     if (r < 0)
         return r;
-    res->held_ms = (double)(mono_now_us() - t0) / 1000.0;
+    res->held_ms = res->blocked_ms = (double)(mono_now_us() - t0) / 1000.0;
     r = restore_point_fill(b->cfg, coord, pr, &res->points[coord]);
     if (r < 0)
         return r;
@@ -533,19 +628,24 @@ int orch_barrier_run(const OrchConfig *cfg, PGconn *const *conns, OrchBarrierRes
         if (why)
             return log_error_errno(-EINVAL, "node %s: %s", cfg->nodes[i].name, why);
     }
+    /* lock_timeout 0 would be no timeout at all in PostgreSQL. */
+    if (cfg->barrier_adapter == ORCH_BARRIER_PLAIN &&
+        (cfg->barrier_lock_timeout_ms == 0 ||
+         cfg->barrier_lock_timeout_ms > cfg->barrier_deadline_ms))
+        return log_error_errno(-EINVAL,
+                               "commit barrier: lock_timeout %" PRIu64 " ms must be at least "
+                               "1 ms and at most the deadline (%" PRIu64 " ms)",
+                               cfg->barrier_lock_timeout_ms, cfg->barrier_deadline_ms);
 
-    OrchBarrierResult res = { .n_points = cfg->n_nodes };
+    OrchBarrierResult res = { .n_points = cfg->n_nodes, .attempts = 1 };
     res.points = calloc(cfg->n_nodes, sizeof(*res.points));
     if (!res.points)
         return -ENOMEM;
 
     int64_t t0 = mono_now_us(), t = (int64_t)cfg->barrier_timeout_ms * 1000;
-    /* plain: until the lock is granted, lock_timeout answers first and the watchdog is only a
-     * backstop; the adapters without a lock are bounded by the timeout as a whole. */
-    Barrier b = { .cfg = cfg,
-                  .conns = conns,
-                  .deadline_us =
-                          t0 + t + (cfg->barrier_adapter == ORCH_BARRIER_PLAIN ? GRACE_US : 0) };
+    /* plain arms the watchdog for each attempt; the adapters without a lock are bounded by
+     * the timeout as a whole. */
+    Barrier b = { .cfg = cfg, .conns = conns, .deadline_us = t0 + t };
     int r = watchdog_start(conns, cfg->n_nodes, b.deadline_us, &b.wd);
     if (r < 0) {
         free(res.points);
@@ -561,9 +661,10 @@ int orch_barrier_run(const OrchConfig *cfg, PGconn *const *conns, OrchBarrierRes
         orch_barrier_result_done(&res);
         return r;
     }
-    log_debug("commit barrier (%s): csn %" PRIu64 ", commits blocked %.1f ms, %.1f ms in all",
-              orch_barrier_adapter_to_string(cfg->barrier_adapter), res.csn, res.held_ms,
-              (double)(mono_now_us() - t0) / 1000.0);
+    log_debug("commit barrier (%s): csn %" PRIu64 ", commits blocked %.1f ms at most (lock "
+              "wait %.1f ms + held %.1f ms, attempt %u), %.1f ms in all",
+              orch_barrier_adapter_to_string(cfg->barrier_adapter), res.csn, res.blocked_ms,
+              res.lock_wait_ms, res.held_ms, res.attempts, (double)(mono_now_us() - t0) / 1000.0);
     *ret = res;
     return 0;
 }

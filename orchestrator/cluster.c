@@ -502,12 +502,13 @@ static int publish(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t n,
     if (r == 0) {
         snap.name = strdup(p->label ? p->label : cfg->cluster);
         snap.kind = strdup(ORCH_SNAPSHOT_KIND);
-        snap.meta = json_pack("{s:s,s:I,s:s,s:s*,s:{s:s,s:f},s:b,s:o}", "cluster", cfg->cluster,
-                              "csn", (json_int_t)br->csn, "restore_point", br->name, "label",
-                              p->label, "barrier", "adapter",
-                              orch_barrier_adapter_to_string(cfg->barrier_adapter), "held_ms",
-                              br->held_ms, "restore_point_only", p->restore_point_only, "nodes",
-                              nodes);
+        snap.meta = json_pack("{s:s,s:I,s:s,s:s*,s:{s:s,s:f,s:f,s:f,s:i},s:b,s:o}", "cluster",
+                              cfg->cluster, "csn", (json_int_t)br->csn, "restore_point",
+                              br->name, "label", p->label, "barrier", "adapter",
+                              orch_barrier_adapter_to_string(cfg->barrier_adapter),
+                              "lock_wait_ms", br->lock_wait_ms, "held_ms", br->held_ms,
+                              "blocked_ms", br->blocked_ms, "attempts", (int)br->attempts,
+                              "restore_point_only", p->restore_point_only, "nodes", nodes);
         nodes = NULL;
         r = !snap.name || !snap.kind || !snap.meta ? -ENOMEM : cs_catalog_add(repo, &snap);
         if (r == 0)
@@ -575,7 +576,10 @@ int orch_snapshot_create(const OrchConfig *cfg, CsRepo *repo, const OrchCreatePa
     r = orch_barrier_run(cfg, conns, &br);
     free(conns);
     if (r < 0) {
-        log_error_errno(r, "the commit barrier failed: %m");
+        if (r == -ETIME)
+            log_error("the commit barrier failed: not granted before its deadline");
+        else
+            log_error_errno(r, "the commit barrier failed: %m");
         /* Connections left mid-transaction are closed, as barrier.h asks. */
         for (size_t i = 0; i < n; i++)
             if (v[i].conn && PQtransactionStatus(v[i].conn) != PQTRANS_IDLE) {
@@ -586,9 +590,13 @@ int orch_snapshot_create(const OrchConfig *cfg, CsRepo *repo, const OrchCreatePa
     }
     has_barrier = true;
     ret->csn = br.csn;
+    ret->barrier_lock_wait_ms = br.lock_wait_ms;
     ret->barrier_held_ms = br.held_ms;
-    log_info("restore point %s on %zu nodes; distributed commits blocked for %.1f ms", br.name,
-             n, br.held_ms);
+    ret->barrier_blocked_ms = br.blocked_ms;
+    ret->barrier_attempts = br.attempts;
+    log_info("restore point %s on %zu nodes; distributed commits blocked for %.1f ms at most "
+             "(waited %.1f ms for the lock, held it %.1f ms; attempt %u)",
+             br.name, n, br.blocked_ms, br.lock_wait_ms, br.held_ms, br.attempts);
     if ((r = wait_archived(cfg, repo, v, n, &br)) < 0)
         goto out;
     r = publish(cfg, repo, v, n, &br, p, ret);

@@ -34,7 +34,8 @@
  *
  * Errors: a failure of a node (its server, its agent, its WAL archiving) returns -EREMOTEIO
  * whatever the node's own error was, which stays in the log and, for restore, in ret->nodes;
- * the commit barrier's errors are returned as they are (orchestrator/barrier.h); -EBUSY the cluster lock is held; -EINVAL the snapshot's nodes
+ * the commit barrier's errors are returned as they are (orchestrator/barrier.h; -ETIME: not
+ * granted before its deadline); -EBUSY the cluster lock is held; -EINVAL the snapshot's nodes
  * do not match the configuration's; the repository's errors as they are.
  */
 #pragma once
@@ -58,7 +59,10 @@ typedef struct OrchCreateParams {
 typedef struct OrchCreateResult {
     char snapshot_id[2 * CS_SNAP_ID_SIZE + 1];
     uint64_t csn;
-    double barrier_held_ms;
+    /* as OrchBarrierResult's (orchestrator/barrier.h): blocked = the longest a distributed
+     * commit can have waited because of the barrier */
+    double barrier_lock_wait_ms, barrier_held_ms, barrier_blocked_ms;
+    unsigned barrier_attempts;
     double seconds;
 } OrchCreateResult;
 

@@ -418,8 +418,17 @@ static int parse_barrier(Ctx *c, const char *what, yaml_node_t *v, void *dest)
         SPEC("adapter", parse_adapter, OrchConfig, barrier_adapter, false),
         SPEC("lock_key", parse_int64, OrchConfig, barrier_lock_key, false),
         SPEC("timeout", parse_duration, OrchConfig, barrier_timeout_ms, false),
+        SPEC("lock_timeout", parse_duration, OrchConfig, barrier_lock_timeout_ms, false),
+        SPEC("deadline", parse_duration, OrchConfig, barrier_deadline_ms, false),
     };
-    return parse_mapping(c, v, what, specs, ARRAY_SIZE(specs), dest);
+    OrchConfig *cfg = dest;
+    int r = parse_mapping(c, v, what, specs, ARRAY_SIZE(specs), cfg);
+    if (r == 0 && cfg->barrier_lock_timeout_ms > cfg->barrier_deadline_ms)
+        conf_error(c, v,
+                   "barrier: lock_timeout (%" PRIu64 " ms) is longer than deadline (%" PRIu64
+                   " ms): not one attempt would fit",
+                   cfg->barrier_lock_timeout_ms, cfg->barrier_deadline_ms);
+    return r;
 }
 
 static int parse_csn(Ctx *c, const char *what, yaml_node_t *v, void *dest)
@@ -602,6 +611,8 @@ int orch_config_load(const char *path, OrchConfig **ret)
     cfg->barrier_adapter = ORCH_BARRIER_PLAIN;
     cfg->barrier_lock_key = ORCH_BARRIER_DEFAULT_LOCK_KEY;
     cfg->barrier_timeout_ms = ORCH_BARRIER_DEFAULT_TIMEOUT_MS;
+    cfg->barrier_lock_timeout_ms = ORCH_BARRIER_DEFAULT_LOCK_TIMEOUT_MS;
+    cfg->barrier_deadline_ms = ORCH_BARRIER_DEFAULT_DEADLINE_MS;
     cfg->wal_timeout_ms = ORCH_WAL_DEFAULT_TIMEOUT_MS;
 
     yaml_parser_t parser;
@@ -725,6 +736,18 @@ const char *orch_node_role_to_string(OrchNodeRole r)
     }
 }
 
+int orch_config_check_barrier(const OrchConfig *cfg, const char *lock_timeout_what,
+                              const char *deadline_what)
+{
+    if (cfg->barrier_lock_timeout_ms <= cfg->barrier_deadline_ms)
+        return 0;
+    return log_error_errno(-EINVAL,
+                           "%s (%" PRIu64 " ms) is longer than %s (%" PRIu64 " ms): not one "
+                           "attempt to take the commit barrier would fit",
+                           lock_timeout_what, cfg->barrier_lock_timeout_ms, deadline_what,
+                           cfg->barrier_deadline_ms);
+}
+
 int orch_duration_parse(const char *s, uint64_t *ret_ms)
 {
     /* Digits with at most one '.', checked by hand: strtod would also take "inf", "0x1p3",
@@ -826,14 +849,16 @@ json_t *orch_config_to_json(const OrchConfig *cfg)
             return NULL;
         }
     }
-    return json_pack("{s:s, s:s, s:{s:s, s:o, s:o}, s:{s:s, s:I, s:I}, s:{s:s}, s:I, "
+    return json_pack("{s:s, s:s, s:{s:s, s:o, s:o}, s:{s:s, s:I, s:I, s:I, s:I}, s:{s:s}, s:I, "
                      "s:{s:o, s:o, s:o}, s:s, s:o}",
                      "path", cfg->path, "cluster", cfg->cluster, "repository", "location",
                      cfg->repo_location, "key_file", json_str_or_null(cfg->repo_key_file),
                      "passphrase_file", json_str_or_null(cfg->repo_passphrase_file), "barrier",
                      "adapter", orch_barrier_adapter_to_string(cfg->barrier_adapter), "lock_key",
                      (json_int_t)cfg->barrier_lock_key, "timeout_ms",
-                     (json_int_t)cfg->barrier_timeout_ms, "csn", "sequence", cfg->csn_sequence,
+                     (json_int_t)cfg->barrier_timeout_ms, "lock_timeout_ms",
+                     (json_int_t)cfg->barrier_lock_timeout_ms, "deadline_ms",
+                     (json_int_t)cfg->barrier_deadline_ms, "csn", "sequence", cfg->csn_sequence,
                      "wal_timeout_ms", (json_int_t)cfg->wal_timeout_ms, "tls", "ca",
                      json_str_or_null(cfg->tls_ca), "cert", json_str_or_null(cfg->tls_cert), "key",
                      json_str_or_null(cfg->tls_key), "coordinator",

@@ -10,7 +10,10 @@
  *   barrier:
  *     adapter: plain                   # plain | citus | none (default plain)
  *     lock_key: 7419                   # advisory lock key, int64 (default 7419)
- *     timeout: 5s                      # watchdog (default 5s)
+ *     timeout: 5s                      # watchdog: the longest the lock is held (default 5s)
+ *     lock_timeout: 50ms               # plain: one attempt's wait for the lock (default 50ms)
+ *     deadline: 10s                    # plain: no new attempt after this long (default 10s);
+ *                                      # at least lock_timeout
  *   csn:
  *     sequence: pitr.csn               # [schema.]name in the coordinator database (default)
  *   wal_timeout: 60s                   # wait for the archive to cover restore points
@@ -76,6 +79,11 @@ typedef struct OrchConfig {
     OrchBarrierAdapter barrier_adapter;
     int64_t barrier_lock_key;
     uint64_t barrier_timeout_ms;
+    /* plain: every distributed commit that arrives while an attempt waits for the lock waits
+     * too, so an attempt gives up after lock_timeout, lets them through and tries again, until
+     * the deadline (docs/BARRIER.md) */
+    uint64_t barrier_lock_timeout_ms;
+    uint64_t barrier_deadline_ms;
 
     char *csn_sequence; /* "schema.name" or "name", checked to be a plain identifier */
 
@@ -88,10 +96,12 @@ typedef struct OrchConfig {
     size_t coordinator; /* index of the one coordinator in nodes */
 } OrchConfig;
 
-#define ORCH_BARRIER_DEFAULT_LOCK_KEY   INT64_C(7419)
-#define ORCH_BARRIER_DEFAULT_TIMEOUT_MS UINT64_C(5000)
-#define ORCH_CSN_DEFAULT_SEQUENCE       "pitr.csn"
-#define ORCH_WAL_DEFAULT_TIMEOUT_MS     UINT64_C(60000)
+#define ORCH_BARRIER_DEFAULT_LOCK_KEY        INT64_C(7419)
+#define ORCH_BARRIER_DEFAULT_TIMEOUT_MS      UINT64_C(5000)
+#define ORCH_BARRIER_DEFAULT_LOCK_TIMEOUT_MS UINT64_C(50)
+#define ORCH_BARRIER_DEFAULT_DEADLINE_MS     UINT64_C(10000)
+#define ORCH_CSN_DEFAULT_SEQUENCE            "pitr.csn"
+#define ORCH_WAL_DEFAULT_TIMEOUT_MS          UINT64_C(60000)
 
 /* Reads and checks the file. Returns 0 and a new config in *ret, -EINVAL when the file has
  * problems (all of them logged), or another -errno when it cannot be read (logged). */
@@ -108,6 +118,12 @@ const OrchNode *orch_config_find_node(const OrchConfig *cfg, const char *name);
 const char *orch_barrier_adapter_to_string(OrchBarrierAdapter a);
 int orch_barrier_adapter_from_string(const char *s, OrchBarrierAdapter *ret);
 const char *orch_node_role_to_string(OrchNodeRole r);
+
+/* Checks that the barrier's lock_timeout is not longer than its deadline (after a change by
+ * the command line, say); logs the problem naming `lock_timeout_what` and `deadline_what` (how
+ * the user set them) and returns -EINVAL, else 0. */
+int orch_config_check_barrier(const OrchConfig *cfg, const char *lock_timeout_what,
+                              const char *deadline_what);
 
 /* Parses a duration as the file accepts it ("500ms", "5s", "2m", "1h", "2.5"): 0 and
  * milliseconds in *ret_ms, or -EINVAL (not logged; callers know where the text came from). */

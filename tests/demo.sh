@@ -146,7 +146,8 @@ stored = sum(s["meta"]["stats"]["stored_bytes"] for s in bases)
 for s in snaps:
     if s["kind"] == "cluster":
         m = s["meta"]
-        print(f"  {s['id']}  {s['name']:<8} CSN {m['csn']:<5} commits blocked {m['barrier']['held_ms']:.1f} ms  "
+        blocked = m["barrier"].get("blocked_ms", m["barrier"]["held_ms"])
+        print(f"  {s['id']}  {s['name']:<8} CSN {m['csn']:<5} commits blocked {blocked:.1f} ms  "
               + "  ".join(f"{n['name']}@{n['restore_point_lsn']}" for n in m["nodes"]))
 print(f"\n{len(bases)} base backups: {read/2**20:.1f} MiB read, {stored/2**20:.1f} MiB written "
       f"to the repository ({100*(1-stored/read):.1f}% saved by dedup and compression)")

@@ -80,6 +80,11 @@ static void usage(FILE *f)
             "      --restore-point-only a new CSN restore point against the latest base\n"
             "                           backups: seconds, not minutes\n"
             "      --parallel=N         agents working at once (default: all)\n"
+            "      --lock-timeout=D     create: how long one attempt waits for the commit\n"
+            "                           barrier, and so the longest a commit waits for it\n"
+            "                           (default: barrier.lock_timeout, 50ms)\n"
+            "      --barrier-deadline=D create: give up on the barrier after D (default:\n"
+            "                           barrier.deadline, 10s)\n"
             "      --target-dir=DIR     restore each node into DIR/<node> on its host instead\n"
             "                           of in place (nothing is stopped or started)\n\n"
             "Restoring:\n"
@@ -103,7 +108,8 @@ static void usage(FILE *f)
             "  -h, --help               this help\n"
             "  -V, --version            version\n\n"
             "Exit status: 0 success, 1 failure, 2 wrong passphrase or key, 3 not a repository\n"
-            "or unsupported format, 4 damaged data, 5 repository busy, 64 usage error.\n");
+            "or unsupported format, 4 damaged data, 5 repository busy, 6 a cluster operation\n"
+            "failed on a node, 64 usage error, 75 commit barrier not granted in time.\n");
 }
 
 int open_repo(bool read_only, CsRepo **ret)
@@ -924,13 +930,16 @@ int main(int argc, char **argv)
 {
     enum { O_PASSFILE = 256, O_KEYFILE, O_NAME, O_JSON, O_STDIN, O_FORCE, O_NOSYNC, O_PAGEFILES,
            O_CMIN, O_CAVG, O_CMAX, O_PAGESIZE, O_COMP, O_PACKSIZE, O_SCRYPTN, O_LABEL,
-           O_PARALLEL, O_RP_ONLY, O_TARGET_DIR, O_PARENT, O_FULL_READ };
+           O_PARALLEL, O_RP_ONLY, O_TARGET_DIR, O_PARENT, O_FULL_READ, O_LOCK_TIMEOUT,
+           O_BARRIER_DEADLINE };
     static const struct option longopts[] = {
         { "repo", required_argument, NULL, 'r' },
         { "config", required_argument, NULL, 'c' },
         { "label", required_argument, NULL, O_LABEL },
         { "parallel", required_argument, NULL, O_PARALLEL },
         { "restore-point-only", no_argument, NULL, O_RP_ONLY },
+        { "lock-timeout", required_argument, NULL, O_LOCK_TIMEOUT },
+        { "barrier-deadline", required_argument, NULL, O_BARRIER_DEADLINE },
         { "target-dir", required_argument, NULL, O_TARGET_DIR },
         { "passphrase-file", required_argument, NULL, O_PASSFILE },
         { "key-file", required_argument, NULL, O_KEYFILE },
@@ -969,6 +978,8 @@ int main(int argc, char **argv)
         case O_LABEL: opt.label = optarg; break;
         case O_PARALLEL: r = parse_u32(optarg, &opt.parallel); break;
         case O_RP_ONLY: opt.restore_point_only = true; break;
+        case O_LOCK_TIMEOUT: opt.lock_timeout = optarg; break;
+        case O_BARRIER_DEADLINE: opt.barrier_deadline = optarg; break;
         case O_TARGET_DIR: opt.target_dir = optarg; break;
         case O_PASSFILE: opt.key.passphrase_file = optarg; break;
         case O_KEYFILE: opt.key.keyfile = optarg; break;

@@ -31,6 +31,8 @@ typedef struct Options {
     const char *label;
     unsigned parallel;
     bool restore_point_only;
+    const char *lock_timeout;     /* create: overrides barrier.lock_timeout */
+    const char *barrier_deadline; /* create: overrides barrier.deadline */
     const char *target_dir;
 } Options;
 

@@ -53,6 +53,23 @@ int cmd_create(int argc, char **argv)
     int r = need_config("create");
     if (r < 0)
         return r;
+    /* The command line wins over the file. */
+    if (opt.lock_timeout &&
+        orch_duration_parse(opt.lock_timeout, &opt.config->barrier_lock_timeout_ms) < 0)
+        return log_error_errno(-EINVAL,
+                               "invalid --lock-timeout \"%s\" (expected a duration such as "
+                               "50ms or 2s, at least 1ms)",
+                               opt.lock_timeout);
+    if (opt.barrier_deadline &&
+        orch_duration_parse(opt.barrier_deadline, &opt.config->barrier_deadline_ms) < 0)
+        return log_error_errno(-EINVAL,
+                               "invalid --barrier-deadline \"%s\" (expected a duration such as "
+                               "10s or 2m, at least 1ms)",
+                               opt.barrier_deadline);
+    if ((r = orch_config_check_barrier(
+                 opt.config, opt.lock_timeout ? "--lock-timeout" : "barrier.lock_timeout",
+                 opt.barrier_deadline ? "--barrier-deadline" : "barrier.deadline")) < 0)
+        return r;
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
     if ((r = open_repo(false, &repo)) < 0)
         return r;
@@ -66,15 +83,19 @@ int cmd_create(int argc, char **argv)
     if (r < 0)
         return log_error_errno(r, "no snapshot was created");
     if (opt.json) {
-        json_t *o = json_pack("{s:s,s:I,s:f,s:f}", "id", res.snapshot_id, "csn",
-                              (json_int_t)res.csn, "barrier_held_ms", res.barrier_held_ms,
-                              "seconds", res.seconds);
+        json_t *o = json_pack("{s:s,s:I,s:f,s:f,s:f,s:i,s:f}", "id", res.snapshot_id, "csn",
+                              (json_int_t)res.csn, "barrier_blocked_ms", res.barrier_blocked_ms,
+                              "barrier_lock_wait_ms", res.barrier_lock_wait_ms,
+                              "barrier_held_ms", res.barrier_held_ms, "barrier_attempts",
+                              (int)res.barrier_attempts, "seconds", res.seconds);
         cli_print_json(o);
         json_decref(o);
     } else
-        printf("snapshot %s: CSN %" PRIu64 ", restore point " ORCH_RESTORE_POINT_PREFIX "%" PRIu64 " on %zu nodes, "
-               "commits blocked %.1f ms, %.1f s in all\n",
-               res.snapshot_id, res.csn, res.csn, opt.config->n_nodes, res.barrier_held_ms,
+        printf("snapshot %s: CSN %" PRIu64 ", restore point " ORCH_RESTORE_POINT_PREFIX
+               "%" PRIu64 " on %zu nodes, commits blocked %.1f ms at most (waited %.1f ms for "
+               "the lock, held it %.1f ms; attempt %u), %.1f s in all\n",
+               res.snapshot_id, res.csn, res.csn, opt.config->n_nodes, res.barrier_blocked_ms,
+               res.barrier_lock_wait_ms, res.barrier_held_ms, res.barrier_attempts,
                res.seconds);
     return 0;
 }
@@ -209,12 +230,15 @@ void print_cluster_list_line(const CsSnapshot *s)
 void print_cluster_show(const CsSnapshot *s)
 {
     json_t *m = s->meta, *b = json_object_get(m, "barrier");
+    /* Snapshots made before blocked_ms was recorded have the hold only. */
+    json_t *blocked = json_object_get(b, "blocked_ms");
     printf("csn:      %" JSON_INTEGER_FORMAT "\nrestore:  %s\nbarrier:  %s, commits "
-           "blocked %.1f ms\n",
+           "blocked %.1f ms%s\n",
            json_integer_value(json_object_get(m, "csn")),
            json_string_value(json_object_get(m, "restore_point")),
            json_string_value(json_object_get(b, "adapter")),
-           json_number_value(json_object_get(b, "held_ms")));
+           json_number_value(blocked ? blocked : json_object_get(b, "held_ms")),
+           blocked ? " at most" : " (lock held)");
     printf("%-16s %-11s %-16s %-18s %-8s %s\n", "NODE", "ROLE", "BASE BACKUP", "RESTORE POINT LSN",
            "TIMELINE", "SYSTEM IDENTIFIER");
     size_t i;

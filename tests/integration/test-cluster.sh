@@ -7,7 +7,7 @@
 #   - one full snapshot and four restore-point-only snapshots, a few seconds apart;
 #   - a second concurrent create fails at once naming the holder (exit 5);
 #   - a create whose barrier cannot be taken (an application holds the commit lock) fails
-#     within the barrier timeout and lists nothing.
+#     by the barrier's deadline (exit 75) and lists nothing.
 # Worker w2 has a tablespace: the mounted pgdata/ holds it in place, and a side copy puts it
 # beside the copy; neither writes to the original location the running w2 uses.
 # Then, for every snapshot in turn: restore the whole cluster in place and check that the total
@@ -153,7 +153,7 @@ app_holds_lock() {
 }
 wait_until 30 app_holds_lock || fail "the application session did not get its advisory lock within 30 s"
 n_before=$(snap list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
-expect_exit 1 snap create --restore-point-only --label blocked
+expect_exit 75 snap create --restore-point-only --label blocked
 grep -q "the commit barrier failed" "$T"/stderr || fail "no clear message when the barrier cannot be taken"
 psql_at "${PORT[coord]}" -c "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'" >/dev/null
 wait $HOLDER 2>/dev/null || true

@@ -210,6 +210,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->barrier_adapter, ORCH_BARRIER_PLAIN);
     assert_true(cfg->barrier_lock_key == 7419);
     assert_int_equal(cfg->barrier_timeout_ms, 5000);
+    assert_int_equal(cfg->barrier_lock_timeout_ms, 50);
+    assert_int_equal(cfg->barrier_deadline_ms, 10000);
     assert_string_equal(cfg->csn_sequence, "pitr.csn");
     assert_int_equal(cfg->wal_timeout_ms, 60000);
     assert_null(cfg->repo_key_file);
@@ -487,12 +489,42 @@ static void test_unknown_key(void **state)
     assert_logged(log, "pitr.yaml:4:3: unknown key \"keyfile\" in repository (expected location, "
                        "key_file, passphrase_file)");
     assert_logged(log, "pitr.yaml:7:3: unknown key \"lock-key\" in barrier (expected adapter, "
-                       "lock_key, timeout)");
+                       "lock_key, timeout, lock_timeout, deadline)");
     assert_logged(log, "pitr.yaml:17:5: unknown key \"pg_data\" in nodes[1] (expected name, role, "
                        "conninfo, agent, pgdata)");
     assert_logged(log, "pitr.yaml:18:1: unknown key \"nodse\" in the top level (expected cluster, "
                        "repository, barrier, csn, wal_timeout, tls, nodes)");
     assert_logged(log, "pitr.yaml: 4 problems found");
+}
+
+/* One attempt must fit in the deadline, whether both come from the file or one from the
+ * command line (orch_config_check_barrier). */
+static void test_lock_timeout_past_deadline(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *log = load_bad("cluster: c\n"                 /* 1 */
+                                        "repository: {location: /r}\n" /* 2 */
+                                        "barrier:\n"                   /* 3 */
+                                        "  lock_timeout: 2s\n"         /* 4 */
+                                        "  deadline: 1500ms\n"         /* 5 */
+                                        NODES_OK);
+    assert_logged(log, "pitr.yaml:4:3: barrier: lock_timeout (2000 ms) is longer than deadline "
+                       "(1500 ms)");
+    _cleanup_free_ char *log2 = load_bad("cluster: c\n"
+                                         "repository: {location: /r}\n"
+                                         "barrier: {lock_timeout: 11s}\n" NODES_OK);
+    assert_logged(log2, "lock_timeout (11000 ms) is longer than deadline (10000 ms)");
+
+    _cleanup_free_ char *path = write_yaml("ok.yaml", "cluster: c\n"
+                                                      "repository: {location: /r}\n"
+                                                      "barrier: {lock_timeout: 1s, deadline: 1s}\n"
+                                                      NODES_OK);
+    _cleanup_(orch_config_freep) OrchConfig *cfg = NULL;
+    _cleanup_free_ char *log3 = NULL;
+    ASSERT_OK(load_capture(path, &cfg, &log3));
+    ASSERT_OK(orch_config_check_barrier(cfg, "--lock-timeout", "barrier.deadline"));
+    cfg->barrier_lock_timeout_ms = 1001;
+    ASSERT_ERR(EINVAL, orch_config_check_barrier(cfg, "--lock-timeout", "barrier.deadline"));
 }
 
 static void test_duplicate_key(void **state)
@@ -786,7 +818,8 @@ static void test_json(void **state)
     _cleanup_free_ char *path =
             write_yaml("j.yaml", "cluster: c\n"
                                  "repository: {location: /r, key_file: /k}\n"
-                                 "barrier: {adapter: none, lock_key: 42, timeout: 1.5}\n"
+                                 "barrier: {adapter: none, lock_key: 42, timeout: 1.5, "
+                                 "lock_timeout: 20ms, deadline: 3s}\n"
                                  "nodes:\n"
                                  "  - name: coord\n"
                                  "    role: coordinator\n"
@@ -818,6 +851,8 @@ static void test_json(void **state)
     assert_string_equal(json_string_value(json_object_get(bar, "adapter")), "none");
     assert_int_equal(json_integer_value(json_object_get(bar, "lock_key")), 42);
     assert_int_equal(json_integer_value(json_object_get(bar, "timeout_ms")), 1500);
+    assert_int_equal(json_integer_value(json_object_get(bar, "lock_timeout_ms")), 20);
+    assert_int_equal(json_integer_value(json_object_get(bar, "deadline_ms")), 3000);
     assert_string_equal(json_string_value(json_object_get(json_object_get(j, "csn"), "sequence")),
                         "pitr.csn");
     assert_int_equal(json_integer_value(json_object_get(j, "wal_timeout_ms")), 60000);
@@ -848,6 +883,7 @@ RUN_TESTS(cmocka_unit_test_setup_teardown(test_full, setup, teardown),
           cmocka_unit_test_setup_teardown(test_agent_addresses, setup, teardown),
           cmocka_unit_test(test_agent_address_parse),
           cmocka_unit_test_setup_teardown(test_unknown_key, setup, teardown),
+          cmocka_unit_test_setup_teardown(test_lock_timeout_past_deadline, setup, teardown),
           cmocka_unit_test_setup_teardown(test_duplicate_key, setup, teardown),
           cmocka_unit_test_setup_teardown(test_duplicate_node, setup, teardown),
           cmocka_unit_test_setup_teardown(test_two_coordinators, setup, teardown),
