@@ -615,35 +615,19 @@ typedef struct RestoreCtx {
     const OrchRestoreParams *p;
     CsRepo *repo;
     const char *restore_point;
-    /* side copies: the catalog, listed once for every node's base backup record */
-    CsSnapshot *catalog;
-    size_t n_catalog;
-    int catalog_error; /* 0, or why it could not be listed */
-    bool is_listed;
 } RestoreCtx;
-
-/* The record of snapshot `id` (a full id), or NULL with *ret_error set. */
-static const CsSnapshot *catalog_record(RestoreCtx *ctx, const char *id, int *ret_error)
-{
-    if (!ctx->is_listed) {
-        ctx->catalog_error = cs_catalog_list(ctx->repo, &ctx->catalog, &ctx->n_catalog);
-        ctx->is_listed = true;
-    }
-    *ret_error = ctx->catalog_error ? ctx->catalog_error : -ENOENT;
-    for (size_t i = 0; !ctx->catalog_error && i < ctx->n_catalog; i++)
-        if (strcmp(ctx->catalog[i].id, id) == 0)
-            return &ctx->catalog[i];
-    return NULL;
-}
 
 /* Map the tablespaces of the node's base backup to <dir>.tablespaces/<oid>, beside the copy's
  * data directory `dir`: a copy must not write to their original locations, which the running
  * node may be using on the same host. A backup whose record cannot be read fails the node. */
 static int add_side_tablespace_map(RestoreCtx *ctx, NodeRun *n, const char *dir, json_t *b)
 {
-    int r;
-    const CsSnapshot *base = catalog_record(ctx, n->backup_id, &r);
-    if (!base) {
+    /* By its full id: a record elsewhere in the catalog that cannot be read says nothing of
+     * this one. */
+    _cleanup_(cs_snapshot_clear) CsSnapshot base_record = { 0 };
+    const CsSnapshot *base = &base_record;
+    int r = cs_catalog_find(ctx->repo, n->backup_id, &base_record);
+    if (r < 0) {
         node_fail(n, r, "cannot read base backup %s to place its tablespaces: %s", n->backup_id,
                   strerror(-r));
         return r;
@@ -807,7 +791,6 @@ int orch_snapshot_restore(const OrchConfig *cfg, CsRepo *repo, const char *spec,
     RestoreCtx ctx = { .p = p, .repo = repo, .restore_point = rp };
     log_info("restoring %zu nodes to %s", n, rp);
     r = run_jobs(v, n, "restore", restore_body, &ctx, p->parallel, p->progress);
-    cs_snapshots_free(ctx.catalog, ctx.n_catalog);
     if (in_place) {
         for (size_t i = 0; i < n; i++) {
             if (v[i].error)
