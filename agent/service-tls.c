@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -14,8 +15,10 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "agent/log-limit.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/time-util.h"
 
 /* What the refusal log line needs to know about one connection. */
 typedef struct TlsConn {
@@ -109,6 +112,10 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
     return ok;
 }
 
+/* Anyone who can connect can make the agent refuse a handshake: a flood of them must not
+ * become a flood of log lines. Loop thread only, like the callback that uses it. */
+static AgentLogLimit refusal_log = AGENT_LOG_LIMIT_INIT(2, 20);
+
 static void info_cb(const SSL *ssl, int where, int ret)
 {
     if (!(where & SSL_CB_ALERT) || (ret >> 8) != SSL3_AL_FATAL)
@@ -117,12 +124,19 @@ static void info_cb(const SSL *ssl, int where, int ret)
     if (!c || c->logged)
         return;
     c->logged = true;
+    uint64_t held_back;
+    if (!agent_log_limit_pass(&refusal_log, mono_now(), &held_back))
+        return;
+    char suppressed[64] = "";
+    if (held_back)
+        snprintf(suppressed, sizeof(suppressed), " (%" PRIu64 " similar messages suppressed)",
+                 held_back);
     char peer[INET6_ADDRSTRLEN + 16];
     agent_tls_peer_address(SSL_get_fd(ssl), peer, sizeof(peer));
     if (where & SSL_CB_READ) {
         log_warning("TLS handshake with %s failed: the client sent alert \"%s\" (does it trust "
-                    "this agent's certificate and CA?)",
-                    peer, SSL_alert_desc_string_long(ret));
+                    "this agent's certificate and CA?)%s",
+                    peer, SSL_alert_desc_string_long(ret), suppressed);
         return;
     }
     const char *reason = c->reason;
@@ -135,7 +149,7 @@ static void info_cb(const SSL *ssl, int where, int ret)
         snprintf(buf, sizeof(buf), "%s", s ? s : SSL_alert_desc_string_long(ret));
         reason = buf;
     }
-    log_warning("refused TLS connection from %s: %s", peer, reason);
+    log_warning("refused TLS connection from %s: %s%s", peer, reason, suppressed);
 }
 
 SSL *agent_tls_ssl_new(SSL_CTX *ctx)

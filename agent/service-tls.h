@@ -7,7 +7,8 @@
  * "self-signed certificate", "certificate has expired", "unable to get local issuer
  * certificate") and the subject of the certificate at fault, or OpenSSL's reason when there
  * was no certificate or no common protocol. A client that gives up because it does not trust
- * the agent's certificate is logged the same way, with the alert it sent.
+ * the agent's certificate is logged the same way, with the alert it sent. Beyond 20 such lines
+ * at once and 2 a second, lines are held back and the next one says how many were.
  */
 #pragma once
 
