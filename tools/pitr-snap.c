@@ -268,6 +268,13 @@ static int cmd_store(int argc, char **argv)
                                         "store --stdin --name NAME");
     if (strcmp(opt.page_files, "auto") != 0 && strcmp(opt.page_files, "none") != 0)
         return log_error_errno(-EINVAL, "--page-files must be auto or none");
+    /* Snapshot records are JSON: a name must be text. A path that is not UTF-8 still names its
+     * snapshot, with its other bytes written as \xHH. */
+    if (opt.name && !cli_is_utf8(opt.name))
+        return log_error_errno(-EINVAL, "--name must be UTF-8 text");
+    _cleanup_free_ char *name = opt.name ? strdup(opt.name) : cli_utf8_escape(argv[1]);
+    if (!name)
+        return log_error_errno(-ENOMEM, "out of memory");
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
     int r = open_repo(false, &repo);
     if (r < 0)
@@ -285,7 +292,8 @@ static int cmd_store(int argc, char **argv)
     CsTreeStats ts = { 0 };
     _cleanup_(agent_wal_dedup_freep) AgentWalDedup *wal = NULL;
     CsTreeRootAttr root_attr = { 0 };
-    _cleanup_free_ char *source = opt.is_stdin ? NULL : realpath(argv[1], NULL);
+    _cleanup_free_ char *source_path = opt.is_stdin ? NULL : realpath(argv[1], NULL);
+    _cleanup_free_ char *source = source_path ? cli_utf8_escape(source_path) : NULL;
     if (opt.is_stdin) {
         snap.kind = strdup("stream");
         r = cs_writer_put_fd(w, STDIN_FILENO, CS_CHUNKING_CDC, &snap.root);
@@ -303,10 +311,12 @@ static int cmd_store(int argc, char **argv)
                             .file_stored = is_auto ? remember_page_file : NULL,
                             .use_files_cache = !opt.full_read,
                             .userdata = &hooks };
-        if ((r = cs_tree_root_attr(argv[1], &root_attr)) < 0 || !source)
+        if ((r = cs_tree_root_attr(argv[1], &root_attr)) < 0 || !source_path)
             log_error_errno(r < 0 ? r : -errno, "could not stat \"%s\": %m", argv[1]);
+        else if (!source)
+            r = log_error_errno(-ENOMEM, "out of memory");
         else {
-            int q = find_parent(repo, opt.name ? opt.name : argv[1], source, &parent);
+            int q = find_parent(repo, name, source, &parent);
             if (q < 0 && q != -ENOENT)
                 r = q;
             else {
@@ -326,7 +336,7 @@ static int cmd_store(int argc, char **argv)
     cs_writer_stats(w, &ws);
     double secs = mono_now() - progress.start;
     if (r == 0) {
-        snap.name = strdup(opt.name ? opt.name : argv[1]);
+        snap.name = strdup(name);
         snap.meta = json_pack("{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}}", "stats",
                               "files", (json_int_t)ts.files, "dirs", (json_int_t)ts.dirs,
                               "bytes_in", (json_int_t)ws.bytes_in, "chunks",
@@ -365,7 +375,7 @@ static int cmd_store(int argc, char **argv)
                                           (json_int_t)root_attr.mtime_sec, "mtime_nsec",
                                           (json_int_t)root_attr.mtime_nsec));
         if (!snap.name || !snap.kind || !snap.meta)
-            r = -ENOMEM;
+            r = log_error_errno(-ENOMEM, "out of memory");
         else
             r = cs_catalog_add(repo, &snap);
     }

@@ -122,4 +122,18 @@ rc=0
 [[ $rc -ne 0 ]] || fail "deleting a deleted snapshot succeeded"
 "$SNAP" restore "$ID2" "$T"/after-delete >/dev/null || fail "restore of the remaining snapshot failed"
 assert_same_entries "$T"/src "$T"/after-delete
+note "a path that is not UTF-8 names its snapshot with \\xHH; a --name that is not UTF-8 is refused"
+odd=$T/$(printf 'odd\xff')
+mkdir -p "$odd" && echo bytes >"$odd"/f
+ODD=$(store_id "$REPO" "$odd")
+"$SNAP" -r "$REPO" list --json | python3 -c '
+import json, sys
+names = [s["name"] for s in json.load(sys.stdin)]
+assert any(n.endswith("odd\\xFF") for n in names), names' || fail "the odd path's snapshot is not listed by its escaped name"
+"$SNAP" -r "$REPO" store "$odd" --json >"$T"/odd2.json || fail "a second store of the odd path failed"
+assert_eq "$("$SNAP" -r "$REPO" show "$(json_get id <"$T"/odd2.json)" --json | json_get meta.parent)" "$ODD" \
+    "parent of the odd path's second snapshot"
+expect_exit 64 "$SNAP" -r "$REPO" store "$odd" --name "$(printf 'n\xfe')"
+grep -q "UTF-8" "$T"/stderr || fail "the refusal of a non-UTF-8 --name does not say why"
+
 echo "cli ok"
