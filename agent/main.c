@@ -51,6 +51,7 @@ typedef struct Options {
     const char *tls_cert, *tls_key, *tls_ca;
     const char *state_file;
     const char *pg_bin, *pg_log;
+    unsigned max_connections, handshake_timeout_s;
 } Options;
 
 static Options opt;
@@ -104,7 +105,11 @@ static void usage(FILE *f)
             "      --state-file=F       keep a JSON summary for monitoring in F\n"
             "      --pg-bin=DIR         PostgreSQL programs (default: pg_config --bindir)\n"
             "      --pg-log=F           server log for pg_ctl start (default:\n"
-            "                           <parent of PGDATA>/<node>-postgres.log)\n\n"
+            "                           <parent of PGDATA>/<node>-postgres.log)\n"
+            "      --max-connections=N  serve at most N connections at once (default 64, or\n"
+            "                           half the open-file limit if that is less)\n"
+            "      --handshake-timeout=S  close a connection whose TLS handshake has not\n"
+            "                           finished after S seconds (default 5)\n\n"
             "Output:\n"
             "      --json               backup and wal-check: machine-readable report\n"
             "  -q, --quiet              errors only\n"
@@ -295,7 +300,9 @@ static int cmd_serve(int argc, char **argv)
                                             .passphrase_file = opt.passphrase_file,
                                             .pg_bin = opt.pg_bin,
                                             .pg_log = opt.pg_log,
-                                            .threads = opt.threads });
+                                            .threads = opt.threads,
+                                            .max_connections = opt.max_connections,
+                                            .handshake_timeout_s = opt.handshake_timeout_s });
 }
 
 static int set_target(AgentRecoveryTarget kind, const char *value)
@@ -361,7 +368,8 @@ int main(int argc, char **argv)
 {
     enum { O_PASSFILE = 256, O_KEYFILE, O_JSON, O_LABEL, O_TARGET_DIR, O_TARGET_NAME,
            O_TARGET_LSN, O_TARGET_TIME, O_TARGET_IMMEDIATE, O_TARGET_TLI, O_DELTA, O_TS_MAP, O_LISTEN,
-           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_STATE_FILE, O_PG_BIN, O_PG_LOG, O_ARCHIVE_TIMEOUT };
+           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_STATE_FILE, O_PG_BIN, O_PG_LOG, O_ARCHIVE_TIMEOUT,
+           O_MAX_CONNECTIONS, O_HANDSHAKE_TIMEOUT };
     static const struct option longopts[] = {
         { "repo", required_argument, NULL, 'r' },
         { "node", required_argument, NULL, 'n' },
@@ -388,6 +396,8 @@ int main(int argc, char **argv)
         { "state-file", required_argument, NULL, O_STATE_FILE },
         { "pg-bin", required_argument, NULL, O_PG_BIN },
         { "pg-log", required_argument, NULL, O_PG_LOG },
+        { "max-connections", required_argument, NULL, O_MAX_CONNECTIONS },
+        { "handshake-timeout", required_argument, NULL, O_HANDSHAKE_TIMEOUT },
         { "quiet", no_argument, NULL, 'q' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -431,6 +441,14 @@ int main(int argc, char **argv)
         case O_STATE_FILE: opt.state_file = optarg; break;
         case O_PG_BIN: opt.pg_bin = optarg; break;
         case O_PG_LOG: opt.pg_log = optarg; break;
+        case O_MAX_CONNECTIONS:
+            r = parse_count("--max-connections", "a number", optarg, 1000000,
+                            &opt.max_connections);
+            break;
+        case O_HANDSHAKE_TIMEOUT:
+            r = parse_count("--handshake-timeout", "seconds", optarg, 3600,
+                            &opt.handshake_timeout_s);
+            break;
         case 'q': log_set_level(LOG_LEVEL_ERROR); break;
         case 'v': log_set_level(LOG_LEVEL_DEBUG); break;
         case 'h': usage(stdout); return EXIT_OK;

@@ -164,6 +164,13 @@ SSL *agent_tls_ssl_new(SSL_CTX *ctx)
     return ssl;
 }
 
+void agent_tls_conn_closing(SSL *ssl)
+{
+    TlsConn *c = SSL_get_ex_data(ssl, conn_index);
+    if (c)
+        c->logged = true;
+}
+
 /* Say "cannot be read" with the errno before OpenSSL says "no start line". */
 static int check_readable(const char *what, const char *path)
 {

@@ -25,6 +25,10 @@ int agent_tls_server_ctx(const char *cert, const char *key, const char *ca, SSL_
  * NULL on allocation failure. */
 SSL *agent_tls_ssl_new(SSL_CTX *ctx);
 
+/* The agent closes this connection itself before its handshake ended (agent/service-conn.h):
+ * its failing handshake is not a refusal, and is not logged as one. */
+void agent_tls_conn_closing(SSL *ssl);
+
 /* "CN=...,O=..." of the verified client certificate of an established connection, into buf;
  * "-" when there is none. */
 const char *agent_tls_peer_subject(const SSL *ssl, char *buf, size_t n);

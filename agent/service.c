@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/fsuid.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +29,7 @@
 
 #include "agent/basebackup.h"
 #include "agent/node-restore.h"
+#include "agent/service-conn.h"
 #include "agent/service-pg.h"
 #include "agent/service-tls.h"
 #include "chunkstore/keysource.h"
@@ -43,7 +45,8 @@
  * many at once get 503 rather than a pile of threads. */
 #define MAX_CALLS        32
 #define PROBE_TIMEOUT_S  5
-/* Large enough that evhttp does not drop a connection whose request waits for pg_ctl. */
+/* Large enough that evhttp does not drop a connection whose request waits for pg_ctl. A
+ * connection that has not finished its TLS handshake gets far less (service-conn.h). */
 #define CONN_TIMEOUT_S   180
 /* evhttp refuses bodies above this itself (with its own HTML page); between
  * AGENT_SERVE_MAX_BODY and this, the reply is our JSON 413. */
@@ -79,6 +82,7 @@ struct Server {
     char *abs_paths[6]; /* absolute copies of relative paths in params */
     struct event_base *base;
     struct evhttp *http;
+    AgentConnLimits *conns;
     SSL_CTX *ssl_ctx;
     struct event *sig_term, *sig_int, *job_done;
     double started_at;
@@ -1238,17 +1242,21 @@ static struct bufferevent *bevcb(struct event_base *base, void *arg)
 {
     Server *srv = arg;
     SSL *ssl = agent_tls_ssl_new(srv->ssl_ctx);
-    if (!ssl)
-        return NULL;
-    struct bufferevent *bev = bufferevent_openssl_socket_new(base, -1, ssl,
-                                                             BUFFEREVENT_SSL_ACCEPTING,
-                                                             BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev = ssl ? bufferevent_openssl_socket_new(base, -1, ssl,
+                                                                   BUFFEREVENT_SSL_ACCEPTING,
+                                                                   BEV_OPT_CLOSE_ON_FREE)
+                                  : NULL;
     if (!bev) {
-        SSL_free(ssl);
-        return NULL;
+        /* evhttp would serve the connection over a plain socket instead: never. */
+        log_error("out of memory for the TLS state of a new connection: stopping rather than "
+                  "serving it without TLS");
+        abort();
     }
     /* Clients may close without close_notify once they have their reply. */
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    int r = agent_conn_track(srv->conns, ssl);
+    if (r < 0)
+        log_warning_errno(r, "a new connection is not counted nor timed: %m");
     return bev;
 }
 
@@ -1369,6 +1377,9 @@ static void server_free(Server *srv)
 {
     if (!srv)
         return;
+    /* First: evhttp_free() frees the listener, then the connections, whose end the limits
+     * would count against the listener. */
+    agent_conn_limits_free(srv->conns);
     if (srv->http)
         evhttp_free(srv->http);
     if (srv->sig_term)
@@ -1467,11 +1478,32 @@ int agent_serve(const AgentServeParams *p)
     evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                                  EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                                  EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    if (!evhttp_accept_socket_with_handle(srv->http, fd)) {
+    struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(srv->http, fd);
+    if (!bound) {
         r = log_error_errno(-ENOMEM, "could not accept connections on %s", srv->listen_desc);
         goto out;
     }
     fd = -1; /* evhttp owns it now */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) < 0)
+        nofile.rlim_cur = RLIM_INFINITY;
+    bool is_over_half;
+    unsigned max_conns = agent_conn_max(p->max_connections, nofile.rlim_cur, &is_over_half);
+    if (is_over_half)
+        log_warning("--max-connections %u is more than half the open-file limit (%llu): "
+                    "connections and jobs may fail with \"Too many open files\"\nHINT: raise "
+                    "the limit (ulimit -n, LimitNOFILE=) or lower --max-connections",
+                    max_conns, (unsigned long long)nofile.rlim_cur);
+    else if (!p->max_connections && max_conns < AGENT_CONN_DEFAULT_MAX)
+        log_info("at most %u connections at once: half the open-file limit (%llu)", max_conns,
+                 (unsigned long long)nofile.rlim_cur);
+    unsigned handshake_s = p->handshake_timeout_s ? p->handshake_timeout_s
+                                                  : AGENT_CONN_DEFAULT_HANDSHAKE_S;
+    if ((r = agent_conn_limits_new(srv->base, evhttp_bound_socket_get_listener(bound),
+                                   srv->listen_desc, max_conns, handshake_s, &srv->conns)) < 0) {
+        log_error_errno(r, "could not set up connection limits: %m");
+        goto out;
+    }
     srv->sig_term = evsignal_new(srv->base, SIGTERM, signal_cb, srv);
     srv->sig_int = evsignal_new(srv->base, SIGINT, signal_cb, srv);
     srv->job_done = event_new(srv->base, -1, 0, job_done_cb, srv);
@@ -1483,9 +1515,10 @@ int agent_serve(const AgentServeParams *p)
     /* A client that goes away mid-reply must not kill the agent. */
     signal(SIGPIPE, SIG_IGN);
     write_state(srv);
-    log_info("node %s: serving on %s (TLS, client certificates from \"%s\"), PGDATA %s, "
-             "pg_ctl in %s",
-             p->node, srv->listen_desc, p->tls_ca, p->pgdata, srv->bindir);
+    log_info("node %s: serving on %s (TLS, client certificates from \"%s\"; at most %u "
+             "connections, %u s for a handshake), PGDATA %s, pg_ctl in %s",
+             p->node, srv->listen_desc, p->tls_ca, max_conns, handshake_s, p->pgdata,
+             srv->bindir);
     if (event_base_dispatch(srv->base) < 0) {
         r = log_error_errno(-EIO, "the event loop failed");
         goto out;

@@ -3,7 +3,9 @@
  * (orchestrator/agent-client.h) drives.
  *
  * Only clients with a certificate signed by the cluster CA get past the handshake
- * (agent/service-tls.h). Bodies are JSON, at most 64 KiB; every error is a JSON object
+ * (agent/service-tls.h), which must end within seconds; connections are limited in number,
+ * and running out of file descriptors pauses accepting instead of spinning
+ * (agent/service-conn.h). Bodies are JSON, at most 64 KiB; every error is a JSON object
  * {"error": "..."}. Endpoints (v1):
  *
  *   GET  /v1/status           node, agent_version, pgdata, postgres {reachable, server_version,
@@ -64,6 +66,8 @@ typedef struct AgentServeParams {
     const char *pg_log;         /* NULL: <parent of PGDATA>/<node>-postgres.log */
     unsigned threads;           /* pipeline threads of a job; 0: one per CPU */
     unsigned pg_ctl_timeout;    /* seconds; 0: 60 */
+    unsigned max_connections;   /* 0: 64, or half the open-file limit if that is less */
+    unsigned handshake_timeout_s; /* 0: 5 */
 } AgentServeParams;
 
 /* Parse --listen: "ADDR:PORT", "[ADDR6]:PORT", "ADDR" or ":PORT" (NULL: 0.0.0.0:18080).

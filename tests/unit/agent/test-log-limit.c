@@ -2,11 +2,12 @@
  * The log budget of agent/log-limit.h on an explicit clock: a burst goes through, then one
  * line per 1/rate seconds, each reporting the lines held back before it; a flush reports a
  * series that ended without costing a held-back count; a clock that goes back does not mint
- * lines.
+ * lines. And the connection cap of agent/service-conn.h against the open-file limit.
  */
 #include "tests/unit/harness.h"
 
 #include "agent/log-limit.h"
+#include "agent/service-conn.h"
 
 /* How many of `n` lines offered at `now` pass; *held is the count the last passing one
  * reported. */
@@ -88,5 +89,26 @@ static void test_clock_going_back(void **state)
     assert_int_equal(held, 4);
 }
 
+static void test_conn_max(void **state)
+{
+    (void)state;
+    bool over;
+    /* Default: 64, or half the open-file limit when that is less. */
+    assert_int_equal(agent_conn_max(0, 1024, &over), AGENT_CONN_DEFAULT_MAX);
+    assert_false(over);
+    assert_int_equal(agent_conn_max(0, 64, &over), 32);
+    assert_false(over);
+    assert_int_equal(agent_conn_max(0, 1, &over), 1);
+    assert_int_equal(agent_conn_max(0, UINT64_MAX, &over), AGENT_CONN_DEFAULT_MAX);
+    /* Asked for: kept, with a word when it is more than half the limit. */
+    assert_int_equal(agent_conn_max(500, 64, &over), 500);
+    assert_true(over);
+    assert_int_equal(agent_conn_max(32, 64, &over), 32);
+    assert_false(over);
+    assert_int_equal(agent_conn_max(200, 1024, &over), 200);
+    assert_false(over);
+}
+
 RUN_TESTS(cmocka_unit_test(test_once_a_second), cmocka_unit_test(test_burst),
-          cmocka_unit_test(test_flush), cmocka_unit_test(test_clock_going_back))
+          cmocka_unit_test(test_flush), cmocka_unit_test(test_clock_going_back),
+          cmocka_unit_test(test_conn_max))
