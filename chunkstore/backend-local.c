@@ -350,9 +350,9 @@ static int list_dir(CsBackend *b, const char *rel, CsBackendListFn fn, void *use
             r = list_dir(b, child, fn, userdata);
         else if (S_ISREG(st.st_mode) && !strstr(de->d_name, ".tmp"))
             r = fn(child, (uint64_t)st.st_size, userdata);
-        else if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
-            log_warning("ignoring \"%s\" in repository \"%s\": it is %s, not an object",
-                        child, b->root, file_type_name(st.st_mode));
+        else if (!S_ISLNK(st.st_mode) && !S_ISREG(st.st_mode) && !strstr(de->d_name, ".tmp"))
+            r = fn(child, 0, userdata); /* a FIFO or a device: listed, so that its read
+                                          * reports it as the damage it is */
     }
     closedir(d);
     return r;

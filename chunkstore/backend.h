@@ -10,6 +10,9 @@
  *    (only small mutable metadata such as "config" uses overwrite).
  *  - readers are never blocked by writers.
  * All functions return 0 or a negative errno (-ENOENT for a missing object).
+ *
+ * An object is a regular file: reading or stat-ing a name that is something else (a FIFO, a
+ * device, a directory) fails at once with -EBADMSG, logged with the name, and never blocks.
  */
 #pragma once
 
@@ -48,7 +51,10 @@ int cs_backend_get_range(CsBackend *b, const char *name, uint64_t off, void *p, 
                          size_t *ret_n);
 int cs_backend_stat(CsBackend *b, const char *name, uint64_t *ret_size);
 /* Call fn for every object whose name starts with `prefix` (a directory such as "packs/").
- * A non-zero return from fn stops the walk and is returned. Order is unspecified. */
+ * A non-zero return from fn stops the walk and is returned. Order is unspecified.
+ * Something in an object's place that cannot be one (a FIFO, a device) is listed too, with
+ * size 0, so that reading it fails as damage (-EBADMSG) where the caller can say so, instead
+ * of hiding it; symlinks are not listed. */
 int cs_backend_list(CsBackend *b, const char *prefix, CsBackendListFn fn, void *userdata);
 int cs_backend_delete(CsBackend *b, const char *name);
 

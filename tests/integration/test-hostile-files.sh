@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Files that are not what a reader expects, where a reader would block or die:
 #  1. a FIFO in place of each kind of repository object (config, keys/passphrase, a snapshot
-#     record, the packs, a WAL object): list, show, restore, restore-wal and the mount fail
-#     with the damage exit code (4; restore-wal 132) within seconds, or, for a snapshot record,
-#     leave it out as documented for a damaged one (list exits 0 and names it, show exits 1);
+#     record, the packs, a WAL object): list, show, restore, restore-wal, wal-check and the
+#     mount fail with the damage exit code (4; restore-wal 132) within seconds, and name it;
+#     a FIFO snapshot record is listed as a damaged record;
 #  2. archive-wal of a FIFO or a directory: refused as not a regular file (exit 64) at once;
 #  3. archive-wal of a segment that is truncated while it is archived, many times over: never
 #     killed by a signal (an exit status of 128 or more), and what it archived is the whole
@@ -101,17 +101,16 @@ within 0 "${agent[@]}" -r "$R" restore-wal $SEG "$T"/wal-out
 cmp "$T"/wal-out "$T"/$SEG || fail "restore-wal restored other bytes"
 rm "$T"/wal-out
 
-note "the snapshot record: left out as a damaged one is"
+note "the snapshot record: a damaged record"
 fifo_in_place "snapshots/$ID"
-within 0 "$SNAP" -r "$R" list
-said "ignoring \"snapshots/$ID\" in repository \".*\": it is a FIFO"
-grep -q "$ID" "$T"/stdout && fail "list shows the snapshot whose record is a FIFO"
-within 1 "$SNAP" -r "$R" show "$ID"
-said "no snapshot \"$ID\""
-within 1 "$SNAP" -r "$R" restore "$ID" "$T"/out-snap
-mount_r
-[[ -e $MNT/snapshots/$ID ]] && fail "the mount shows the snapshot whose record is a FIFO"
-umount_r
+within 4 "$SNAP" -r "$R" list
+said "\"snapshots/$ID\" of repository \".*\" is a FIFO"
+grep -q "record \"snapshots/$ID\" is damaged" "$T"/stdout || fail "list does not show the record as damaged"
+within 4 "$SNAP" -r "$R" show "$ID"
+within 4 "$SNAP" -r "$R" show tree
+within 4 "$SNAP" -r "$R" restore "$ID" "$T"/out-snap
+within 4 "$MOUNT" "$R" "$MNT" -o logfile="$T"/fuse.log
+mountpoint -q "$MNT" && fail "mount.pitrfs mounted a repository whose snapshot record is a FIFO"
 
 note "the packs"
 fifo_in_place $(cd "$REPO" && find packs -type f -name '*.pack')
@@ -131,8 +130,10 @@ within 132 "${agent[@]}" -r "$R" restore-wal $SEG "$T"/wal-out
 said "\"wal/main/00000001/$SEG\" of repository \".*\" is a FIFO"
 said "WAL object \"wal/main/00000001/$SEG\" is damaged"
 [[ -e $T/wal-out ]] && fail "restore-wal created its target"
+within 4 "${agent[@]}" -r "$R" wal-check
+grep -q "damaged: WAL object \"wal/main/00000001/$SEG\"" "$T"/stdout || fail "wal-check does not report the WAL object as damaged"
 mount_r
-[[ -e $MNT/wal/main/00000001/$SEG ]] && fail "the mount shows the WAL file whose object is a FIFO"
+read_fails "$MNT"/wal/main/00000001/$SEG
 umount_r
 
 note "2. archive-wal of what is not a regular file"
