@@ -133,6 +133,46 @@ int open_regular(int dir_fd, const char *path, int flags, struct stat *ret_st)
     return TAKE_FD(fd);
 }
 
+/* A pipe or FIFO (--passphrase-file <(...)) has no size: read it to its end, keeping at most
+ * max bytes; one byte more is -EFBIG. */
+static int read_stream(int fd, size_t max, char **ret, size_t *ret_n)
+{
+    _cleanup_free_ char *data = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            size_t want = cap ? cap * 2 : 4096;
+            if (want > max)
+                want = max == SIZE_MAX ? SIZE_MAX - 1 : max + 1; /* room to see one byte over */
+            if (want <= cap)
+                return -EFBIG;
+            char *grown = realloc(data, want + 1);
+            if (!grown)
+                return -ENOMEM;
+            data = grown;
+            cap = want;
+        }
+        ssize_t got = read(fd, data + n, cap - n);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (got == 0)
+            break;
+        n += (size_t)got;
+        if (n > max)
+            return -EFBIG;
+    }
+    if (!data && !(data = malloc(1)))
+        return -ENOMEM;
+    data[n] = 0;
+    *ret = TAKE_PTR(data);
+    if (ret_n)
+        *ret_n = n;
+    return 0;
+}
+
 int read_file(const char *path, size_t max, char **ret, size_t *ret_n)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -141,6 +181,8 @@ int read_file(const char *path, size_t max, char **ret, size_t *ret_n)
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -errno;
+    if (!S_ISREG(st.st_mode))
+        return read_stream(fd, max, ret, ret_n);
     if ((uint64_t)st.st_size > max)
         return -EFBIG;
     _cleanup_free_ char *data = malloc((size_t)st.st_size + 1);

@@ -26,7 +26,9 @@ int write_file_atomic(const char *path, const void *p, size_t n, mode_t mode);
  * Returns the fd, -EISDIR for a directory, -EBADFD for anything else that is not a regular
  * file (FIFO, socket, device), or the -errno of open/fstat. */
 int open_regular(int dir_fd, const char *path, int flags, struct stat *ret_st);
-/* Read a whole (small) file; *ret is NUL-terminated for convenience and must be freed. */
+/* Read a whole (small) file of at most `max` bytes (-EFBIG if longer); *ret is NUL-terminated
+ * for convenience and must be freed. A pipe or FIFO (a process substitution, <(...)) is read to
+ * its end, with the same bound. */
 int read_file(const char *path, size_t max, char **ret, size_t *ret_n);
 /* mkdir -p with the given mode; existing directories are fine. */
 int mkdir_p(const char *path, mode_t mode);

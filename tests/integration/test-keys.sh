@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Passphrases and key files: a wrong key is refused with exit 2 and changes nothing; the ways
-# to give a key (environment, --passphrase-file, --key-file) all unlock; key export is 0600 and
+# to give a key (environment, --passphrase-file, also from a pipe or FIFO, --key-file) all
+# unlock; key export is 0600 and
 # never overwrites; init refuses an existing repository.
 . "$(dirname "$0")/lib.sh"
 require setsid env stat
@@ -50,6 +51,30 @@ grep -q first "$T"/list.out || fail "list with --passphrase-file does not show t
 # The file wins over the environment.
 PITR_PASSPHRASE=wrong "$SNAP" -r "$REPO" --passphrase-file "$T"/pass list >/dev/null ||
     fail "--passphrase-file should be used before PITR_PASSPHRASE"
+
+note "--passphrase-file from a pipe: a process substitution, <(...)"
+# A pipe has no size: the passphrase is what the pipe carries, read to its end.
+AGENT="$PITR_BIN/pitr-agent"
+env -u PITR_PASSPHRASE "$SNAP" -r "$REPO" --passphrase-file <(printf '%s\n' "$PITR_PASSPHRASE") \
+    list >"$T"/list.out 2>"$T"/stderr || { cat "$T"/stderr; fail "--passphrase-file <(...) did not unlock pitr-snap"; }
+grep -q first "$T"/list.out || fail "list with --passphrase-file <(...) does not show the snapshot"
+# restore-wal of a file never archived: 1 once unlocked, 130 (128 + 2) when the key is refused.
+expect_exit 1 env -u PITR_PASSPHRASE "$AGENT" -r "$REPO" -n keys --passphrase-file <(printf '%s' "$PITR_PASSPHRASE") \
+    restore-wal 000000010000000000000001 "$T"/wal-out
+expect_exit 130 env -u PITR_PASSPHRASE "$AGENT" -r "$REPO" -n keys --passphrase-file <(printf wrong) \
+    restore-wal 000000010000000000000001 "$T"/wal-out
+mkfifo "$T"/pass.fifo
+printf '%s\n' "$PITR_PASSPHRASE" >"$T"/pass.fifo &
+env -u PITR_PASSPHRASE "$SNAP" -r "$REPO" --passphrase-file "$T"/pass.fifo list >/dev/null ||
+    fail "--passphrase-file of a FIFO did not unlock"
+wait
+# Still bounded: more than 4096 bytes from a pipe is refused as from a file, and an empty pipe
+# is an empty passphrase.
+expect_exit 1 env -u PITR_PASSPHRASE "$SNAP" -r "$REPO" --passphrase-file <(head -c 5000 /dev/zero | tr '\0' x) list
+grep -q "File too large" "$T"/stderr || fail "a passphrase pipe over 4096 bytes: no clear message"
+expect_exit 2 env -u PITR_PASSPHRASE "$SNAP" -r "$REPO" --passphrase-file <(true) list
+grep -q "the passphrase is empty" "$T"/stderr || fail "an empty passphrase pipe: no clear message"
+PITR_PASSPHRASE="not the passphrase" expect_exit 2 "$SNAP" -r "$REPO" --passphrase-file <(echo wrong) list
 
 note "key export"
 "$SNAP" -r "$REPO" key export "$T"/repo.key || fail "key export failed"
