@@ -17,7 +17,7 @@ DEB_BUILD := build-essential pkg-config libssl-dev libzstd-dev libxxhash-dev lib
              libjansson-dev libcmocka-dev libfuse3-dev libpq-dev libyaml-dev libevent-dev \
              libcurl4-openssl-dev
 DEB_TEST  := zstd xxhash fuse3 lmdb-utils python3 python3-cryptography-vectors postgresql-15 valgrind \
-             postgresql-client-15 e2fsprogs util-linux procps openssl curl strace
+             postgresql-client-15 e2fsprogs util-linux procps openssl curl strace acl attr
 DEB_BENCH := borgbackup restic pgbackrest openssl
 # libFuzzer and its sanitizer runtimes come with clang (tests/fuzz/, `make fuzz`, part of check).
 DEB_FUZZ  := clang-14 libclang-rt-14-dev
