@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/parse.h"
 #include "common/macro.h"
+#include "common/utf8.h"
 
 /*
  * The file is loaded with libyaml's document API, then walked with a small table per mapping
@@ -787,9 +788,16 @@ int orch_duration_parse(const char *s, uint64_t *ret_ms)
 
 /* --- JSON --- */
 
-static json_t *json_str_or_null(const char *s)
+/* Text from outside (a path, a decoded conninfo) as a JSON string, its bytes that are not
+ * UTF-8 written as \xHH (JSON cannot hold them); NULL as null. */
+static json_t *json_text(const char *s)
 {
-    return s ? json_string(s) : json_null();
+    if (!s)
+        return json_null();
+    if (utf8_is_valid(s))
+        return json_string(s);
+    _cleanup_free_ char *e = utf8_escape(s);
+    return e ? json_string(e) : NULL;
 }
 
 /* The connection string with any password masked, rebuilt as keyword=value pairs (a URI is
@@ -832,6 +840,27 @@ static char *conninfo_masked(const char *conninfo)
     return out;
 }
 
+/* A conninfo URI decodes its %XX escapes to bytes that need not be UTF-8
+ * (postgresql://u%FF@host/db): shown with the escapes as written ("user=%FF"), its '%' are
+ * escaped once more before it is parsed. */
+static char *conninfo_shown(const char *conninfo)
+{
+    char *masked = conninfo_masked(conninfo);
+    bool is_uri = strncmp(conninfo, "postgresql://", 13) == 0 ||
+                  strncmp(conninfo, "postgres://", 11) == 0;
+    if (!masked || utf8_is_valid(masked) || !is_uri)
+        return masked;
+    free(masked);
+    _cleanup_free_ char *escaped = malloc(3 * strlen(conninfo) + 1);
+    if (!escaped)
+        return NULL;
+    char *q = escaped;
+    for (const char *p = conninfo; *p; p++)
+        q = *p == '%' ? stpcpy(q, "%25") : (*q = *p, q + 1);
+    *q = 0;
+    return conninfo_masked(escaped);
+}
+
 json_t *orch_config_to_json(const OrchConfig *cfg)
 {
     json_t *nodes = json_array();
@@ -839,28 +868,34 @@ json_t *orch_config_to_json(const OrchConfig *cfg)
         return NULL;
     for (size_t i = 0; i < cfg->n_nodes; i++) {
         const OrchNode *n = &cfg->nodes[i];
-        _cleanup_free_ char *ci = conninfo_masked(n->conninfo);
-        json_t *o = json_pack("{s:s, s:s, s:s?, s:s, s:s, s:i, s:o}", "name", n->name, "role",
-                              orch_node_role_to_string(n->role), "conninfo", ci, "agent", n->agent,
-                              "agent_host", n->agent_host, "agent_port", (json_int_t)n->agent_port,
-                              "pgdata", json_str_or_null(n->pgdata));
+        _cleanup_free_ char *ci = conninfo_shown(n->conninfo);
+        if (!ci) {
+            json_decref(nodes);
+            return NULL;
+        }
+        json_t *o = json_pack("{s:o, s:s, s:o, s:o, s:o, s:i, s:o}", "name", json_text(n->name),
+                              "role", orch_node_role_to_string(n->role), "conninfo",
+                              json_text(ci), "agent", json_text(n->agent), "agent_host",
+                              json_text(n->agent_host), "agent_port", (json_int_t)n->agent_port,
+                              "pgdata", json_text(n->pgdata));
         if (!o || json_array_append_new(nodes, o) < 0) {
             json_decref(nodes);
             return NULL;
         }
     }
-    return json_pack("{s:s, s:s, s:{s:s, s:o, s:o}, s:{s:s, s:I, s:I, s:I, s:I}, s:{s:s}, s:I, "
-                     "s:{s:o, s:o, s:o}, s:s, s:o}",
-                     "path", cfg->path, "cluster", cfg->cluster, "repository", "location",
-                     cfg->repo_location, "key_file", json_str_or_null(cfg->repo_key_file),
-                     "passphrase_file", json_str_or_null(cfg->repo_passphrase_file), "barrier",
+    return json_pack("{s:o, s:o, s:{s:o, s:o, s:o}, s:{s:s, s:I, s:I, s:I, s:I}, s:{s:o}, s:I, "
+                     "s:{s:o, s:o, s:o}, s:o, s:o}",
+                     "path", json_text(cfg->path), "cluster", json_text(cfg->cluster),
+                     "repository", "location", json_text(cfg->repo_location), "key_file",
+                     json_text(cfg->repo_key_file), "passphrase_file",
+                     json_text(cfg->repo_passphrase_file), "barrier",
                      "adapter", orch_barrier_adapter_to_string(cfg->barrier_adapter), "lock_key",
                      (json_int_t)cfg->barrier_lock_key, "timeout_ms",
                      (json_int_t)cfg->barrier_timeout_ms, "lock_timeout_ms",
                      (json_int_t)cfg->barrier_lock_timeout_ms, "deadline_ms",
-                     (json_int_t)cfg->barrier_deadline_ms, "csn", "sequence", cfg->csn_sequence,
-                     "wal_timeout_ms", (json_int_t)cfg->wal_timeout_ms, "tls", "ca",
-                     json_str_or_null(cfg->tls_ca), "cert", json_str_or_null(cfg->tls_cert), "key",
-                     json_str_or_null(cfg->tls_key), "coordinator",
-                     cfg->nodes[cfg->coordinator].name, "nodes", nodes);
+                     (json_int_t)cfg->barrier_deadline_ms, "csn", "sequence",
+                     json_text(cfg->csn_sequence), "wal_timeout_ms", (json_int_t)cfg->wal_timeout_ms,
+                     "tls", "ca", json_text(cfg->tls_ca), "cert", json_text(cfg->tls_cert), "key",
+                     json_text(cfg->tls_key), "coordinator",
+                     json_text(cfg->nodes[cfg->coordinator].name), "nodes", nodes);
 }

@@ -130,6 +130,7 @@ int orch_config_check_barrier(const OrchConfig *cfg, const char *lock_timeout_wh
 int orch_duration_parse(const char *s, uint64_t *ret_ms);
 
 /* The effective configuration (defaults filled in, paths resolved) for `config show --json`.
- * Passwords in conninfo strings are replaced by "********". Returns a new reference, or NULL
- * when out of memory. */
+ * Passwords in conninfo strings are replaced by "********"; text that is not UTF-8 (a path, a
+ * decoded conninfo URI) is shown with those bytes as \xHH, or a URI with its escapes as written
+ * ("user=%FF"). Returns a new reference, or NULL when out of memory. */
 json_t *orch_config_to_json(const OrchConfig *cfg);

@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <libpq-fe.h>
 
 #include "agent/pagecheck.h"
 #include "agent/wal-dedup.h"
@@ -25,6 +24,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/utf8.h"
 #include "common/malloc-policy.h"
 #include "common/parse.h"
 #include "common/time-util.h"
@@ -270,9 +270,9 @@ static int cmd_store(int argc, char **argv)
         return log_error_errno(-EINVAL, "--page-files must be auto or none");
     /* Snapshot records are JSON: a name must be text. A path that is not UTF-8 still names its
      * snapshot, with its other bytes written as \xHH. */
-    if (opt.name && !cli_is_utf8(opt.name))
+    if (opt.name && !utf8_is_valid(opt.name))
         return log_error_errno(-EINVAL, "--name must be UTF-8 text");
-    _cleanup_free_ char *name = opt.name ? strdup(opt.name) : cli_utf8_escape(argv[1]);
+    _cleanup_free_ char *name = opt.name ? strdup(opt.name) : utf8_escape(argv[1]);
     if (!name)
         return log_error_errno(-ENOMEM, "out of memory");
     _cleanup_(cs_repo_closep) CsRepo *repo = NULL;
@@ -293,7 +293,7 @@ static int cmd_store(int argc, char **argv)
     _cleanup_(agent_wal_dedup_freep) AgentWalDedup *wal = NULL;
     CsTreeRootAttr root_attr = { 0 };
     _cleanup_free_ char *source_path = opt.is_stdin ? NULL : realpath(argv[1], NULL);
-    _cleanup_free_ char *source = source_path ? cli_utf8_escape(source_path) : NULL;
+    _cleanup_free_ char *source = source_path ? utf8_escape(source_path) : NULL;
     if (opt.is_stdin) {
         snap.kind = strdup("stream");
         r = cs_writer_put_fd(w, STDIN_FILENO, CS_CHUNKING_CDC, &snap.root);
@@ -823,86 +823,12 @@ static int cmd_info(int argc, char **argv)
     return 0;
 }
 
-/* Strings made for `config show`, freed together. */
-typedef struct ShownStrings {
-    char **v;
-    size_t n, cap;
-} ShownStrings;
-
-static void shown_strings_free(ShownStrings *sh)
-{
-    for (size_t i = 0; i < sh->n; i++)
-        free(sh->v[i]);
-    free(sh->v);
-}
-
-static int shown_keep(ShownStrings *sh, char *text, char **field)
-{
-    if (!text || GROW_ARRAY(sh->v, sh->cap, sh->n, 16) < 0) {
-        free(text);
-        return -ENOMEM;
-    }
-    sh->v[sh->n++] = text;
-    *field = text;
-    return 0;
-}
-
-/* *field as a JSON string can hold it (cli_utf8_escape); NULL stays NULL. */
-static int shown_text(ShownStrings *sh, char **field)
-{
-    return *field ? shown_keep(sh, cli_utf8_escape(*field), field) : 0;
-}
-
-/* A conninfo URI decodes its %XX escapes, to bytes that need not be UTF-8
- * (postgresql://u%FF@host/db): then its '%' are escaped in turn, so that the values shown hold
- * the escapes as written ("user=%FF") and the password is still masked where the configuration
- * is made JSON. */
-static int shown_conninfo(ShownStrings *sh, char **field)
-{
-    const char *ci = *field;
-    PQconninfoOption *opts = PQconninfoParse(ci, NULL);
-    bool is_utf8 = true;
-    for (PQconninfoOption *o = opts; o && o->keyword; o++)
-        is_utf8 &= !o->val || cli_is_utf8(o->val);
-    PQconninfoFree(opts);
-    bool is_uri = strncmp(ci, "postgresql://", 13) == 0 || strncmp(ci, "postgres://", 11) == 0;
-    if (is_utf8 || !is_uri)
-        return shown_text(sh, field);
-    char *text = malloc(3 * strlen(ci) + 1), *q = text;
-    for (const char *p = ci; text && *p; p++)
-        q = *p == '%' ? stpcpy(q, "%25") : (*q = *p, q + 1);
-    if (text)
-        *q = 0;
-    return shown_keep(sh, text, field);
-}
-
-/* The effective configuration as JSON (orchestrator/config.h), with --json or without: text
- * that is not UTF-8 (a path, a decoded conninfo) is escaped, since JSON cannot hold it. */
+/* The effective configuration as JSON (orchestrator/config.h), with --json or without. */
 static int config_show(void)
 {
-    OrchConfig shown = *opt.config;
-    ShownStrings sh = { 0 };
-    int r = 0;
-    if (!(shown.nodes = calloc(shown.n_nodes, sizeof(*shown.nodes))))
-        return log_error_errno(-ENOMEM, "could not show the configuration: %m");
-    char **texts[] = { &shown.path,          &shown.cluster,      &shown.repo_location,
-                       &shown.repo_key_file, &shown.repo_passphrase_file,
-                       &shown.csn_sequence,  &shown.tls_ca,       &shown.tls_cert,
-                       &shown.tls_key };
-    for (size_t i = 0; r == 0 && i < ARRAY_SIZE(texts); i++)
-        r = shown_text(&sh, texts[i]);
-    for (size_t i = 0; r == 0 && i < shown.n_nodes; i++) {
-        OrchNode *n = &shown.nodes[i];
-        *n = opt.config->nodes[i];
-        if ((r = shown_text(&sh, &n->name)) == 0 && (r = shown_conninfo(&sh, &n->conninfo)) == 0 &&
-            (r = shown_text(&sh, &n->agent)) == 0 && (r = shown_text(&sh, &n->agent_host)) == 0)
-            r = shown_text(&sh, &n->pgdata);
-    }
-    json_t *o = r == 0 ? orch_config_to_json(&shown) : NULL;
-    free(shown.nodes);
-    shown_strings_free(&sh);
+    json_t *o = orch_config_to_json(opt.config);
     if (!o)
-        return log_error_errno(r < 0 ? r : -ENOMEM, "could not show the configuration: %m");
+        return log_error_errno(-ENOMEM, "could not show the configuration: %m");
     cli_print_json(o);
     json_decref(o);
     return 0;

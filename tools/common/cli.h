@@ -27,9 +27,3 @@ void cli_print_json(const json_t *o);
 /* True when stderr is a terminal (progress lines redraw with \r only then). */
 bool cli_is_tty(void);
 
-/* Whether `s` is UTF-8 as a JSON string must be (no overlong forms, surrogates or code points
- * past U+10FFFF). */
-bool cli_is_utf8(const char *s);
-/* A copy of `s` with every byte that is not part of UTF-8 written as "\xHH": text from outside
- * (a path, a decoded URI) that a JSON string can hold. NULL when out of memory. */
-char *cli_utf8_escape(const char *s);
