@@ -177,13 +177,44 @@ check-layering:
 	@! grep -rnE '#include "(orchestrator|fuse|tools)/' agent
 	@! grep -rnE '#include "(fuse|tools)/' orchestrator
 
+# Everything goes under PREFIX, but mount(8) looks for a mount.<type> helper in /sbin (and
+# /sbin/fs.d, /sbin/fs) only, whatever PREFIX is. So mount.pitrfs goes to $(PREFIX)/sbin and,
+# unless PREFIX is / or /usr, a symbolic link /sbin/mount.pitrfs points at it: with PREFIX=/
+# that is /sbin itself, and /usr/sbin is /sbin on a merged-/usr system (Debian 12 and later).
+# uninstall removes what install put there: the files, and the link if it still points at
+# this PREFIX's mount.pitrfs; directories stay.
+INSTALL_ROOT      := $(patsubst %/,%,$(PREFIX))
+INSTALL_MAN1      := $(notdir $(wildcard docs/man/*.1))
+INSTALL_MAN8      := $(notdir $(wildcard docs/man/*.8))
+MOUNT_HELPER      := $(INSTALL_ROOT)/sbin/mount.pitrfs
+MOUNT_HELPER_LINK := $(if $(filter x x/usr,x$(INSTALL_ROOT)),,/sbin/mount.pitrfs)
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)/sbin
-	install -m 755 $(BUILD)/bin/pitr-snap $(DESTDIR)$(PREFIX)/bin/
-	install -m 755 $(BUILD)/bin/pitr-agent $(DESTDIR)$(PREFIX)/bin/
-	install -m 755 $(BUILD)/bin/mount.pitrfs $(DESTDIR)/sbin/mount.pitrfs
-	install -m 644 docs/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
-	-install -m 644 docs/man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/ 2>/dev/null
+	install -d $(DESTDIR)$(INSTALL_ROOT)/bin $(DESTDIR)$(INSTALL_ROOT)/sbin \
+	    $(DESTDIR)$(INSTALL_ROOT)/share/man/man1 $(DESTDIR)$(INSTALL_ROOT)/share/man/man8
+	install -m 755 $(BUILD)/bin/pitr-snap $(BUILD)/bin/pitr-agent $(DESTDIR)$(INSTALL_ROOT)/bin/
+	install -m 755 $(BUILD)/bin/mount.pitrfs $(DESTDIR)$(MOUNT_HELPER)
+	install -m 644 $(addprefix docs/man/,$(INSTALL_MAN1)) $(DESTDIR)$(INSTALL_ROOT)/share/man/man1/
+	install -m 644 $(addprefix docs/man/,$(INSTALL_MAN8)) $(DESTDIR)$(INSTALL_ROOT)/share/man/man8/
+ifneq ($(MOUNT_HELPER_LINK),)
+	install -d $(DESTDIR)/sbin
+	ln -sfn $(MOUNT_HELPER) $(DESTDIR)$(MOUNT_HELPER_LINK)
+	@echo "note: $(MOUNT_HELPER_LINK) -> $(MOUNT_HELPER) is outside PREFIX: mount(8) looks for mount.pitrfs in /sbin only"
+else ifeq ($(INSTALL_ROOT),/usr)
+	@echo "note: mount(8) finds $(MOUNT_HELPER) only where /sbin is /usr/sbin (merged /usr)"
+endif
+.PHONY: uninstall
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(INSTALL_ROOT)/bin/,pitr-snap pitr-agent) $(DESTDIR)$(MOUNT_HELPER) \
+	    $(addprefix $(DESTDIR)$(INSTALL_ROOT)/share/man/man1/,$(INSTALL_MAN1)) \
+	    $(addprefix $(DESTDIR)$(INSTALL_ROOT)/share/man/man8/,$(INSTALL_MAN8))
+ifneq ($(MOUNT_HELPER_LINK),)
+	@link=$(DESTDIR)$(MOUNT_HELPER_LINK); \
+	if [ -L "$$link" ] && [ "$$(readlink "$$link")" = "$(MOUNT_HELPER)" ]; then \
+	    echo "rm -f $$link"; rm -f "$$link"; \
+	elif [ -e "$$link" ] || [ -L "$$link" ]; then \
+	    echo "note: $$link is not the link to $(MOUNT_HELPER) that install made: left alone"; \
+	fi
+endif
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

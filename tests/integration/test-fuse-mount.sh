@@ -3,10 +3,11 @@
 # the background, the default); other failures get their exit codes; mount(8)'s helper flags
 # (-f fake mounts nothing, -s sloppy, -n, -v, -t), a double-quoted context= with a comma, an
 # unknown option named with a one-line hint, passphrase_file=<(...) (a pipe); mount(8) and fstab
-# run it as their helper with -o passphrase_file=; umount, SIGTERM, unmount of a busy mount, and
+# run this build's mount.pitrfs as their helper with -o passphrase_file=, whatever is installed in
+# /sbin, which the test never touches; umount, SIGTERM, unmount of a busy mount, and
 # kill -9 of the daemon followed by fusermount3 -u all end without hanging or leaving a mount.
 . "$(dirname "$0")/lib.sh"
-require fusermount3 mountpoint mount umount timeout
+require fusermount3 mountpoint mount umount timeout unshare findmnt
 MOUNT="$PITR_BIN/mount.pitrfs"
 [[ -x $MOUNT ]] || fail "$MOUNT is missing: run 'make' first"
 [[ -c /dev/fuse ]] || fail "/dev/fuse is missing: FUSE mounts cannot be tested"
@@ -15,13 +16,10 @@ MOUNT="$PITR_BIN/mount.pitrfs"
 REPO=$T/repo
 MNT=$T/mnt
 mkdir -p "$MNT"
-HELPER=/sbin/mount.pitrfs
-INSTALLED_HELPER=false
 READER_PID=
 cleanup() {
     [[ -n $READER_PID ]] && kill "$READER_PID" 2>/dev/null
     mountpoint -q "$MNT" 2>/dev/null && { fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"; }
-    $INSTALLED_HELPER && rm -f "$HELPER"
     return 0
 }
 cleanup_hooks+=(cleanup)
@@ -157,67 +155,73 @@ grep -q "wrong passphrase" "$T"/stderr || fail "no 'wrong passphrase' for a wron
 not_mounted "a wrong piped passphrase"
 
 note "7. mount(8): mount -t pitrfs REPO DIR -o passphrase_file=F"
-# $HELPER is shared by every checkout on this machine: one test run at a time uses it (the
-# lock is held until this test exits), and a link left dangling by a killed run is replaced.
-exec 8>/run/lock/pitrfs-test-mount-helper.lock
-flock -w 300 8 || fail "another test run kept $HELPER locked for 5 minutes"
-[[ -L $HELPER && ! -e $HELPER ]] && rm -f "$HELPER"
-if [[ -e $HELPER || -L $HELPER ]]; then
-    [[ $(readlink -f "$HELPER") == $(readlink -f "$MOUNT") ]] ||
-        fail "$HELPER exists and is not this build's mount.pitrfs: remove it to run this test"
-elif ln -s "$MOUNT" "$HELPER" 2>/dev/null; then
-    INSTALLED_HELPER=true
-fi
-if [[ -L $HELPER || -e $HELPER ]]; then
-    env -u PITR_PASSPHRASE mount -t pitrfs "$REPO" "$MNT" \
-        -o passphrase_file="$T"/pass,cache_size=64M,noauto,nofail,x-systemd.automount ||
-        fail "mount -t pitrfs failed"
-else
-    note "$HELPER cannot be installed: calling the helper as mount(8) would"
-    env -u PITR_PASSPHRASE "$MOUNT" "$REPO" "$MNT" -n -v -o passphrase_file="$T"/pass,cache_size=64M ||
-        fail "mount.pitrfs in mount(8)'s argument order failed"
-fi
+# mount(8) runs its helper from /sbin and from nowhere else, and what is installed there (an
+# older mount.pitrfs, or none) is not what this test is about. So mount(8) runs in a mount
+# namespace of its own, where this build's bin/ covers /sbin; this machine's /sbin is never
+# touched. $T becomes a shared mount first, so that the FUSE mount the helper makes below it in
+# that namespace appears here too, where the test reads it and unmounts it.
+SBIN=$(readlink -f /sbin)
+mount --bind "$T" "$T" && mount --make-shared "$T" || fail "could not make $T a shared mount"
+cleanup_hooks+=("umount -l '$T'")
+# mount(8) with this build's helper: "${MOUNT8[@]}" ARGS... (a command, so env and timeout run it)
+MOUNT8=(unshare --mount --propagation unchanged -- sh -ec '
+    sbin=$1 bin=$2
+    shift 2
+    mount --make-private "$(findmnt -n -o TARGET --target "$sbin")"
+    mount --bind "$bin" "$sbin"
+    exec mount "$@"' sh "$SBIN" "$PITR_BIN")
+# The daemon serving $MNT runs this build's mount.pitrfs.
+check_daemon_binary() {
+    local pid
+    pid=$(daemon_pid)
+    [[ -n $pid ]] || fail "no mount.pitrfs process serves $MNT"
+    [[ $(stat -L -c %d:%i /proc/"$pid"/exe) == $(stat -L -c %d:%i "$MOUNT") ]] ||
+        fail "mount(8) ran $(readlink /proc/"$pid"/exe), not this build's $MOUNT"
+}
+env -u PITR_PASSPHRASE "${MOUNT8[@]}" -t pitrfs "$REPO" "$MNT" \
+    -o passphrase_file="$T"/pass,cache_size=64M,noauto,nofail,x-systemd.automount ||
+    fail "mount -t pitrfs failed"
 mountpoint -q "$MNT" || fail "mount -t pitrfs returned 0 but nothing is mounted"
 grep " $MNT " /proc/mounts
 grep -q "^$(readlink -f "$REPO") $MNT fuse.pitrfs ro," /proc/mounts ||
     fail "/proc/mounts does not show a read-only fuse.pitrfs with the repository as source"
 cmp "$T"/src/big "$MNT"/snapshots/src/big || fail "read through the mount(8) mount differs"
 check_readahead 1024 "a mount with the default options"
+check_daemon_binary
 pid=$(daemon_pid)
 [[ -n $pid ]] || fail "no mount.pitrfs process serves $MNT"
 timeout 10 umount "$MNT" || fail "umount failed"
 not_mounted "umount"
 wait_gone "$pid" "mount.pitrfs still runs 10 s after umount"
 
-if [[ -L $HELPER || -e $HELPER ]]; then
-    note "7. fstab: mount --fstab F DIR"
-    printf '%s %s pitrfs ro,noauto,passphrase_file=%s,allow_other 0 0\n' "$REPO" "$MNT" "$T"/pass >"$T"/fstab
-    env -u PITR_PASSPHRASE mount --fstab "$T"/fstab "$MNT" || fail "mount from an fstab line failed"
-    assert_eq "$(cat "$MNT"/snapshots/latest/hello)" hello "read through the fstab mount"
-    grep " $MNT " /proc/mounts | grep -q allow_other || fail "allow_other was not passed on"
-    timeout 10 umount "$MNT" || fail "umount of the fstab mount failed"
-    not_mounted "umount of the fstab mount"
-    printf '%s %s pitrfs ro,noauto,passphrase_file=%s 0 0\n' "$REPO" "$MNT" "$T"/wrong-pass >"$T"/fstab
-    rc=0
-    env -u PITR_PASSPHRASE mount --fstab "$T"/fstab "$MNT" 2>"$T"/stderr || rc=$?
-    cat "$T"/stderr
-    [[ $rc -ne 0 ]] || fail "mount with a wrong passphrase file succeeded"
-    grep -q "wrong passphrase" "$T"/stderr || fail "mount(8) did not show the helper's error"
-    not_mounted "mount(8) with a wrong passphrase"
+note "7. fstab: mount --fstab F DIR"
+printf '%s %s pitrfs ro,noauto,passphrase_file=%s,allow_other 0 0\n' "$REPO" "$MNT" "$T"/pass >"$T"/fstab
+env -u PITR_PASSPHRASE "${MOUNT8[@]}" --fstab "$T"/fstab "$MNT" || fail "mount from an fstab line failed"
+assert_eq "$(cat "$MNT"/snapshots/latest/hello)" hello "read through the fstab mount"
+check_daemon_binary
+grep " $MNT " /proc/mounts | grep -q allow_other || fail "allow_other was not passed on"
+timeout 10 umount "$MNT" || fail "umount of the fstab mount failed"
+not_mounted "umount of the fstab mount"
+printf '%s %s pitrfs ro,noauto,passphrase_file=%s 0 0\n' "$REPO" "$MNT" "$T"/wrong-pass >"$T"/fstab
+rc=0
+env -u PITR_PASSPHRASE "${MOUNT8[@]}" --fstab "$T"/fstab "$MNT" 2>"$T"/stderr || rc=$?
+cat "$T"/stderr
+[[ $rc -ne 0 ]] || fail "mount with a wrong passphrase file succeeded"
+grep -q "wrong passphrase" "$T"/stderr || fail "mount(8) did not show the helper's error"
+not_mounted "mount(8) with a wrong passphrase"
 
-    note "7. mount -f: mount(8)'s fake mount passes -f to the helper, which mounts nothing"
-    env -u PITR_PASSPHRASE timeout 10 mount -f -t pitrfs "$REPO" "$MNT" \
-        -o passphrase_file="$T"/pass || fail "mount -f -t pitrfs failed"
-    not_mounted "mount -f"
-    pgrep -f -- "mount.pitrfs $REPO" && fail "mount -f left a process behind"
-    note "7. mount(8) with passphrase_file=<(...)"
-    env -u PITR_PASSPHRASE mount -t pitrfs "$REPO" "$MNT" \
-        -o passphrase_file=<(printf '%s\n' "$PITR_PASSPHRASE") ||
-        fail "mount(8) with a piped passphrase failed"
-    assert_eq "$(cat "$MNT"/snapshots/latest/hello)" hello "read through the piped-passphrase mount"
-    timeout 10 umount "$MNT" || fail "umount of the piped-passphrase mount failed"
-    not_mounted "umount of the piped-passphrase mount"
-fi
+note "7. mount -f: mount(8)'s fake mount passes -f to the helper, which mounts nothing"
+env -u PITR_PASSPHRASE timeout 10 "${MOUNT8[@]}" -f -t pitrfs "$REPO" "$MNT" \
+    -o passphrase_file="$T"/pass || fail "mount -f -t pitrfs failed"
+not_mounted "mount -f"
+pgrep -f -- "mount.pitrfs $REPO" && fail "mount -f left a process behind"
+note "7. mount(8) with passphrase_file=<(...)"
+env -u PITR_PASSPHRASE "${MOUNT8[@]}" -t pitrfs "$REPO" "$MNT" \
+    -o passphrase_file=<(printf '%s\n' "$PITR_PASSPHRASE") ||
+    fail "mount(8) with a piped passphrase failed"
+assert_eq "$(cat "$MNT"/snapshots/latest/hello)" hello "read through the piped-passphrase mount"
+timeout 10 umount "$MNT" || fail "umount of the piped-passphrase mount failed"
+not_mounted "umount of the piped-passphrase mount"
 
 note "8. SIGTERM unmounts cleanly"
 "$MOUNT" "$REPO" "$MNT" --foreground 2>"$T"/fg.log &
