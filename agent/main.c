@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,7 @@ static void usage(FILE *f)
             "  pitr-agent [OPTION]... archive-wal PATH FILENAME\n"
             "  pitr-agent [OPTION]... restore-wal FILENAME PATH\n"
             "  pitr-agent [OPTION]... wal-check\n"
-            "  pitr-agent [OPTION]... serve [SERVE OPTION]...   (see pitr-agent serve --help)\n\n"
+            "  pitr-agent [OPTION]... serve [SERVE OPTION]...   (pitr-agent serve --help)\n\n"
             "In postgresql.conf:\n"
             "  archive_command = 'pitr-agent --key-file=F archive-wal %%p %%f'\n"
             "  restore_command = 'pitr-agent --key-file=F restore-wal %%f %%p'\n\n"
@@ -96,20 +97,7 @@ static void usage(FILE *f)
             "      --target-timeline=N  the timeline the target lies on (default: the latest)\n"
             "      --delta              rewrite only what differs in an existing DIR\n"
             "      --tablespace-map=OID=DIR  restore tablespace OID into DIR (repeatable)\n\n"
-            "Service (serve: HTTP over mutual TLS for the orchestrator; needs -D, -r, a key\n"
-            "that is not typed, and the three TLS files; -d as for backup):\n"
-            "      --listen=ADDR:PORT   address to listen on (default: 0.0.0.0:18080)\n"
-            "      --tls-cert=F         the agent's certificate (PEM, with intermediates)\n"
-            "      --tls-key=F          its private key\n"
-            "      --tls-ca=F           CA certificates that client certificates must chain to\n"
-            "      --state-file=F       keep a JSON summary for monitoring in F\n"
-            "      --pg-bin=DIR         PostgreSQL programs (default: pg_config --bindir)\n"
-            "      --pg-log=F           server log for pg_ctl start (default:\n"
-            "                           <parent of PGDATA>/<node>-postgres.log)\n"
-            "      --max-connections=N  serve at most N connections at once (default 64, or\n"
-            "                           half the open-file limit if that is less)\n"
-            "      --handshake-timeout=S  close a connection whose TLS handshake has not\n"
-            "                           finished after S seconds (default 5)\n\n"
+            "Service: see pitr-agent serve --help\n\n"
             "Output:\n"
             "      --json               backup and wal-check: machine-readable report\n"
             "  -q, --quiet              errors only\n"
@@ -122,6 +110,45 @@ static void usage(FILE *f)
             "5 repository busy, 64 usage error. restore-wal exits 1, silently, when the file is\n"
             "not archived, and 128 plus the status above on any other failure, which makes\n"
             "PostgreSQL stop recovery rather than take it for the end of the archive.\n");
+}
+
+static void serve_usage(FILE *f)
+{
+    fprintf(f,
+            "pitr-agent serve is the agent service: HTTP over mutual TLS for the orchestrator\n"
+            "(pitr-snap -c CONFIG create and restore), with base backups and restores as jobs,\n"
+            "PostgreSQL stop and start, status and /metrics. Run it as the PostgreSQL user.\n\n"
+            "Usage:\n"
+            "  pitr-agent -r REPO --key-file=F -D PGDATA [-d CONNINFO] [-n NODE] serve\n"
+            "             --tls-cert=F --tls-key=F --tls-ca=F [SERVE OPTION]...\n\n"
+            "Service:\n"
+            "      --listen=ADDR:PORT   address to listen on (default: 0.0.0.0:18080)\n"
+            "      --tls-cert=F         the agent's certificate (PEM, with intermediates)\n"
+            "      --tls-key=F          its private key\n"
+            "      --tls-ca=F           CA certificates that client certificates must chain to\n"
+            "      --state-file=F       keep a JSON summary for monitoring in F\n"
+            "      --pg-bin=DIR         PostgreSQL programs (default: pg_config --bindir)\n"
+            "      --pg-log=F           server log for pg_ctl start (default:\n"
+            "                           <parent of PGDATA>/<node>-postgres.log)\n"
+            "      --max-connections=N  serve at most N connections at once (default 64, or\n"
+            "                           half the open-file limit if that is less)\n"
+            "      --handshake-timeout=S  close a connection whose TLS handshake has not\n"
+            "                           finished after S seconds (default 5)\n\n"
+            "Node and repository:\n"
+            "  -D, --pgdata=DIR         the node's data directory (required)\n"
+            "  -d, --dbname=CONNINFO    libpq connection string (default: libpq's PG* variables)\n"
+            "  -n, --node=NAME          node name (default: $PITR_NODE, else the host name)\n"
+            "  -r, --repo=LOCATION      repository directory (default: $PITR_REPO)\n"
+            "      --key-file=F         a key file made by 'pitr-snap key export'; or\n"
+            "      --passphrase-file=F  the passphrase in F, or $PITR_PASSPHRASE: the service\n"
+            "                           cannot ask for one\n"
+            "  -j, --threads=N          pipeline threads of a backup (default: one per CPU)\n\n"
+            "Output:\n"
+            "  -q, --quiet              errors only\n"
+            "  -v, --verbose            debug messages\n\n"
+            "Exit status: 0 after SIGTERM or SIGINT (a running job is waited for; a second\n"
+            "signal exits at once), 1 failure, 2 wrong passphrase or key, 3 not a repository,\n"
+            "64 usage error.\n");
 }
 
 static int open_repo(bool read_only, CsRepo **ret)
@@ -364,6 +391,44 @@ static int parse_count(const char *name, const char *what, const char *arg, unsi
     return 0;
 }
 
+/* getopt_long's '?' or ':' (opterr = 0, optstring starting with ':'): one line naming the
+ * option as typed and why it was refused, and a hint, instead of getopt's message and the whole
+ * help; as pitr-snap's cli_option_error(), which this layer cannot use. */
+static void option_error(int c, char *const argv[], const char *optstring,
+                         const struct option *longopts)
+{
+    /* A long option, and a short one that needs a value, is the argument just passed; an
+     * unknown short one may sit inside a group (-qZ), so only optopt names it. getopt sets
+     * optopt to 0 for an unknown long option and to the option's value for one given a value
+     * it does not take. */
+    const char *arg = optind > 0 ? argv[optind - 1] : "";
+    bool is_long = c == ':' ? strncmp(arg, "--", 2) == 0
+                            : optopt == 0 || optopt > UCHAR_MAX || strchr(optstring, optopt);
+    int name_len = (int)strcspn(arg, "=");
+    char candidates[256] = "";
+    size_t n = 0, used = 0;
+    for (const struct option *o = longopts; is_long && c == '?' && !optopt && o->name; o++)
+        if (name_len > 2 && strncmp(o->name, arg + 2, (size_t)name_len - 2) == 0) {
+            int w = snprintf(candidates + used, sizeof(candidates) - used, "%s--%s",
+                             n++ ? ", " : "", o->name);
+            if (w > 0 && (size_t)w < sizeof(candidates) - used)
+                used += (size_t)w;
+        }
+    if (!is_long)
+        log_error(c == ':' ? "option '-%c' needs a value\nHINT: see pitr-agent --help"
+                           : "unknown option '-%c'\nHINT: see pitr-agent --help",
+                  optopt);
+    else if (c == ':')
+        log_error("option '%.*s' needs a value\nHINT: see pitr-agent --help", name_len, arg);
+    else if (optopt)
+        log_error("option '%.*s' takes no value\nHINT: see pitr-agent --help", name_len, arg);
+    else if (n > 1)
+        log_error("option '%.*s' is ambiguous: it could be %s\nHINT: see pitr-agent --help",
+                  name_len, arg, candidates);
+    else
+        log_error("unknown option '%.*s'\nHINT: see pitr-agent --help", name_len, arg);
+}
+
 int main(int argc, char **argv)
 {
     enum { O_PASSFILE = 256, O_KEYFILE, O_JSON, O_LABEL, O_TARGET_DIR, O_TARGET_NAME,
@@ -408,8 +473,11 @@ int main(int argc, char **argv)
     log_set_program("pitr-agent");
     opt.repo = getenv("PITR_REPO");
     opt.node = getenv("PITR_NODE");
+    static const char optstring[] = ":r:n:d:D:j:qvhV";
+    opterr = 0; /* option_error says it in one line, with a hint */
     int c, r = 0;
-    while (r == 0 && (c = getopt_long(argc, argv, "r:n:d:D:j:qvhV", longopts, NULL)) != -1) {
+    bool want_help = false;
+    while (r == 0 && (c = getopt_long(argc, argv, optstring, longopts, NULL)) != -1) {
         switch (c) {
         case 'r': opt.repo = optarg; break;
         case 'n': opt.node = optarg; break;
@@ -451,15 +519,23 @@ int main(int argc, char **argv)
             break;
         case 'q': log_set_level(LOG_LEVEL_ERROR); break;
         case 'v': log_set_level(LOG_LEVEL_DEBUG); break;
-        case 'h': usage(stdout); return EXIT_OK;
+        /* The command may come after --help: "pitr-agent serve --help" is serve's help. */
+        case 'h': want_help = true; break;
         case 'V': printf("pitr-agent %s\n", PITR_VERSION); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
+        default: option_error(c, argv, optstring, longopts); return EXIT_USAGE;
         }
     }
     if (r < 0)
         return EXIT_USAGE;
+    if (want_help) {
+        if (optind < argc && strcmp(argv[optind], "serve") == 0)
+            serve_usage(stdout);
+        else
+            usage(stdout);
+        return EXIT_OK;
+    }
     if (optind >= argc) {
-        usage(stderr);
+        log_error("no command given\nHINT: see pitr-agent --help");
         return EXIT_USAGE;
     }
     if (!opt.node || !*opt.node) {

@@ -414,6 +414,9 @@ int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySo
         r = log_error_errno(-EKEYREJECTED, "no passphrase or key file given");
     if (r == -EKEYREJECTED && !key->keyfile_path)
         return log_error_errno(r, "wrong passphrase for repository \"%s\"", location);
+    if (r == -EKEYREJECTED) /* the reason is logged already; strerror() would add nothing */
+        return log_error_errno(r, "the key file \"%s\" does not unlock repository \"%s\"",
+                               key->keyfile_path, location);
     if (r < 0)
         return log_error_errno(r, "could not unlock repository \"%s\": %m", location);
     if ((r = key_check_compute(&repo->keys, repo->config.repo_id, check)) < 0)

@@ -868,8 +868,7 @@ int orch_cluster_check(const OrchConfig *cfg, json_t **ret_report)
         NodeRun *x = &v[i];
         json_t *st = NULL;
         if (x->agent && orch_agent_status(x->agent, &st) < 0)
-            node_fail(x, -ECONNREFUSED, "agent %s: %s", x->node->agent,
-                      orch_agent_client_error(x->agent));
+            node_fail(x, -ECONNREFUSED, "%s", orch_agent_client_error(x->agent)); /* names it */
         json_t *pg = json_object_get(st, "postgres"), *arch = json_object_get(st, "archiving");
         if (st && !json_is_true(json_object_get(arch, "healthy")))
             node_fail(x, -EIO, "WAL archiving is not healthy (last failed: %s)",

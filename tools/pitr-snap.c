@@ -907,7 +907,9 @@ int main(int argc, char **argv)
     opt.config_path = getenv("PITR_CONFIG");
     int c, r = 0;
     uint32_t u;
-    while ((c = getopt_long(argc, argv, "c:r:j:qvhV", longopts, NULL)) != -1) {
+    static const char optstring[] = ":c:r:j:qvhV";
+    opterr = 0; /* cli_option_error says it in one line, with a hint */
+    while ((c = getopt_long(argc, argv, optstring, longopts, NULL)) != -1) {
         switch (c) {
         case 'r': opt.repo = optarg; break;
         case 'c': opt.config_path = optarg; break;
@@ -945,13 +947,13 @@ int main(int argc, char **argv)
         case 'v': log_set_level(LOG_LEVEL_DEBUG); break;
         case 'h': usage(stdout); return EXIT_OK;
         case 'V': printf("pitr-snap %s\n", PITR_VERSION); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
+        default: cli_option_error(c, argv, optstring, longopts, "pitr-snap"); return EXIT_USAGE;
         }
         if (r < 0)
             return EXIT_USAGE;
     }
     if (optind >= argc) {
-        usage(stderr);
+        log_error("no command given\nHINT: see pitr-snap --help");
         return EXIT_USAGE;
     }
     if ((r = load_config()) < 0)
