@@ -3,7 +3,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libgen.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +217,181 @@ int mkdir_p(const char *path, mode_t mode)
     if (mkdir(copy, mode) < 0 && errno != EEXIST)
         return -errno;
     return 0;
+}
+
+int file_access_of(const char *dir, FileAccess *ret)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode))
+        return -ENOTDIR;
+    *ret = (FileAccess){ .uid = st.st_uid,
+                         .gid = st.st_gid,
+                         .is_group_shared = (st.st_mode & S_ISGID) != 0,
+                         .is_chown_needed = geteuid() == 0 && st.st_uid != 0 };
+    return 0;
+}
+
+mode_t file_access_mode(const FileAccess *a, FileKind kind)
+{
+    static const mode_t shared[] = { [FILE_KIND_OBJECT] = 0640,
+                                     [FILE_KIND_SHARED_RW] = 0660,
+                                     [FILE_KIND_DIR] = S_ISGID | 0750,
+                                     [FILE_KIND_SHARED_DIR] = S_ISGID | 0770 };
+    static const mode_t owner_only[] = { [FILE_KIND_OBJECT] = 0600,
+                                         [FILE_KIND_SHARED_RW] = 0600,
+                                         [FILE_KIND_DIR] = 0700,
+                                         [FILE_KIND_SHARED_DIR] = 0700 };
+    return a->is_group_shared ? shared[kind] : owner_only[kind];
+}
+
+int file_access_apply_fd(const FileAccess *a, int fd, FileKind kind)
+{
+    /* The owner first: root's fchmod works on a file it no longer owns, and the mode is then
+     * the one asked for whatever chown cleared. */
+    if (a->is_chown_needed && fchown(fd, a->uid, a->gid) < 0)
+        return -errno;
+    if (fchmod(fd, file_access_mode(a, kind)) < 0)
+        return -errno;
+    return 0;
+}
+
+int file_access_adopt(const FileAccess *a, const char *path, FileKind kind)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return -errno;
+    if (S_ISLNK(st.st_mode))
+        return 0;
+    if (a->is_chown_needed && st.st_uid != a->uid) {
+        if (lchown(path, a->uid, a->gid) < 0)
+            return -errno;
+        st.st_uid = a->uid;
+    }
+    mode_t want = file_access_mode(a, kind);
+    if (a->is_group_shared && (st.st_mode & 07777) != want &&
+        (geteuid() == 0 || st.st_uid == geteuid()) && chmod(path, want) < 0)
+        return -errno;
+    return 0;
+}
+
+/* "<dir>/.<name>.tmp-<pid>-<n>": beside `path`, hidden from listings, unique in this host. */
+static char *temp_sibling(const char *path)
+{
+    static unsigned counter;
+    const char *slash = strrchr(path, '/');
+    int dir_len = slash ? (int)(slash - path + 1) : 0;
+    char *tmp;
+    if (asprintf(&tmp, "%.*s.%s.tmp-%d-%u", dir_len, path, slash ? slash + 1 : path,
+                 (int)getpid(), __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED)) < 0)
+        return NULL;
+    return tmp;
+}
+
+int mkdir_with_access(const char *path, const FileAccess *a, FileKind kind)
+{
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+    _cleanup_free_ char *tmp = temp_sibling(path);
+    if (!tmp)
+        return -ENOMEM;
+    if (mkdir(tmp, 0700) < 0)
+        return -errno;
+    int r = 0;
+    if ((a->is_chown_needed && lchown(tmp, a->uid, a->gid) < 0) ||
+        chmod(tmp, file_access_mode(a, kind)) < 0)
+        r = -errno;
+    if (r == 0 && renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
+        /* A file system without RENAME_NOREPLACE: rename(2) replaces only an empty directory,
+         * which is as good as the one made here. */
+        if (errno == EINVAL || errno == ENOSYS) {
+            if (rename(tmp, path) < 0)
+                r = -errno;
+        } else
+            r = -errno;
+    }
+    if (r < 0)
+        rmdir(tmp);
+    if (r == -EEXIST || r == -ENOTEMPTY) /* made meanwhile by another process */
+        return stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -EEXIST;
+    return r;
+}
+
+/* A new file under a temporary name beside `path`, given its owner and mode; the fd, or -errno
+ * (nothing left behind). */
+static int open_temp_sibling(const char *path, const FileAccess *a, FileKind kind, char **ret_tmp)
+{
+    _cleanup_free_ char *tmp = temp_sibling(path);
+    if (!tmp)
+        return -ENOMEM;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int r = file_access_apply_fd(a, fd, kind);
+    if (r < 0) {
+        close(fd);
+        unlink(tmp);
+        return r;
+    }
+    *ret_tmp = TAKE_PTR(tmp);
+    return fd;
+}
+
+int create_file_with_access(const char *path, const FileAccess *a, FileKind kind)
+{
+    if (access(path, F_OK) == 0)
+        return 0;
+    _cleanup_free_ char *tmp = NULL;
+    int fd = open_temp_sibling(path, a, kind, &tmp);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    int r = link(tmp, path) < 0 && errno != EEXIST ? -errno : 0;
+    unlink(tmp);
+    return r;
+}
+
+int write_file_atomic_with_access(const char *path, const void *p, size_t n, const FileAccess *a,
+                                  FileKind kind)
+{
+    _cleanup_free_ char *tmp = NULL;
+    int fd = open_temp_sibling(path, a, kind, &tmp);
+    if (fd < 0)
+        return fd;
+    int r = write_all(fd, p, n);
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    if (r == 0 && rename(tmp, path) < 0)
+        r = -errno;
+    if (r < 0) {
+        unlink(tmp);
+        return r;
+    }
+    return fsync_dir_of(path);
+}
+
+void user_name(uid_t uid, char *buf, size_t n)
+{
+    char scratch[4096];
+    struct passwd pw, *found = NULL;
+    if (getpwuid_r(uid, &pw, scratch, sizeof(scratch), &found) == 0 && found)
+        snprintf(buf, n, "%s", found->pw_name);
+    else
+        snprintf(buf, n, "%u", (unsigned)uid);
+}
+
+void group_name(gid_t gid, char *buf, size_t n)
+{
+    char scratch[4096];
+    struct group gr, *found = NULL;
+    if (getgrgid_r(gid, &gr, scratch, sizeof(scratch), &found) == 0 && found)
+        snprintf(buf, n, "%s", found->gr_name);
+    else
+        snprintf(buf, n, "%u", (unsigned)gid);
 }
 
 char *path_join(const char *a, const char *b)

@@ -49,5 +49,51 @@ typedef struct StrList {
 int str_list_add(StrList *l, const char *s, size_t len);
 /* Free the strings and the array; the list is empty again. */
 void str_list_clear(StrList *l);
+/*
+ * Files shared by several OS users (a repository written by the PostgreSQL user and by root):
+ * what a process makes in such a tree belongs to the owner of the tree's top directory, and
+ * the setgid bit on that directory shares it with the directory's group (docs/FORMAT.md 2.1).
+ * Without the bit only the owner may read: files 0600, directories 0700. With it, the group
+ * reads everything (files 0640, directories 2750) and writes what every user of the tree must
+ * write (FILE_KIND_SHARED_RW 0660, FILE_KIND_SHARED_DIR 2770). Modes are set explicitly, so the
+ * umask does not matter. Root making something for another owner hands it over before it has
+ * its final name: nobody ever sees it owned by root.
+ */
+typedef struct FileAccess {
+    uid_t uid;            /* the owner of the top directory */
+    gid_t gid;            /* its group */
+    bool is_group_shared; /* the top directory has the setgid bit */
+    bool is_chown_needed; /* this process is root and the owner is not */
+} FileAccess;
+
+typedef enum FileKind {
+    FILE_KIND_OBJECT,     /* written once by one user, read by all: 0640 / 0600 */
+    FILE_KIND_SHARED_RW,  /* opened for writing by every user (locks, the index): 0660 / 0600 */
+    FILE_KIND_DIR,        /* read by all, written by the owner: 2750 / 0700 */
+    FILE_KIND_SHARED_DIR, /* every user adds to it: 2770 / 0700 */
+} FileKind;
+
+/* The access of the tree whose top directory is `dir` (stat(2) follows a symlink). */
+int file_access_of(const char *dir, FileAccess *ret);
+mode_t file_access_mode(const FileAccess *a, FileKind kind);
+/* Give a file this process just made its owner (when root) and its mode. */
+int file_access_apply_fd(const FileAccess *a, int fd, FileKind kind);
+/* Repair an existing file or directory: root hands it to the owner if someone else owns it
+ * (what an older version left), and a shared tree gets its group bits; otherwise nothing. */
+int file_access_adopt(const FileAccess *a, const char *path, FileKind kind);
+/* Make directory `path` (its parent exists) with the owner and mode of `kind`, atomically: it
+ * is made under a hidden temporary name beside it and renamed into place. One that exists is
+ * fine (0). */
+int mkdir_with_access(const char *path, const FileAccess *a, FileKind kind);
+/* Create the empty file `path` if it does not exist, atomically as above (temporary name, then
+ * link(2)). 0 also when it exists. */
+int create_file_with_access(const char *path, const FileAccess *a, FileKind kind);
+/* write_file_atomic(), the temporary file given its owner and mode before the rename. */
+int write_file_atomic_with_access(const char *path, const void *p, size_t n, const FileAccess *a,
+                                  FileKind kind);
+/* "postgres", or the number when the user or group has no name. */
+void user_name(uid_t uid, char *buf, size_t n);
+void group_name(gid_t gid, char *buf, size_t n);
+
 /* Make a path with printf-style formatting; returns NULL on ENOMEM. */
 char *path_join(const char *a, const char *b);
