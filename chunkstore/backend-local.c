@@ -8,7 +8,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,8 @@ typedef struct FdSlot {
 
 struct CsBackend {
     char *root;
+    FileAccess access; /* who owns what this process makes, and with which modes */
+    char *access_hint; /* made when first needed (user and group names cost lookups); fd_lock */
     pthread_mutex_t fd_lock;
     FdSlot fds[FD_CACHE_SLOTS]; /* protected by fd_lock */
     uint64_t clock;             /* protected by fd_lock */
@@ -65,13 +69,74 @@ static bool name_is_valid(const char *name)
     return name[0] && name[0] != '/' && !strstr(name, "..");
 }
 
-int cs_backend_local_open(const char *path, bool create, CsBackend **ret)
+/* Every directory below the root is one that users of the repository add to, but keys/: it
+ * holds what init wrote and nothing else. */
+static FileKind dir_kind(const char *rel)
+{
+    return strcmp(rel, "keys") == 0 ? FILE_KIND_DIR : FILE_KIND_SHARED_DIR;
+}
+
+static int access_hint_format(const FileAccess *a, char **ret)
+{
+    char owner[64], group[64];
+    user_name(a->uid, owner, sizeof(owner));
+    group_name(a->gid, group, sizeof(group));
+    if (a->is_group_shared)
+        return asprintf(ret, "the repository belongs to %s:%s: run as %s, as root or as a "
+                             "member of group %s (docs/OPERATIONS.md 8.3)",
+                        owner, group, owner, group) < 0 ? -ENOMEM : 0;
+    return asprintf(ret, "the repository belongs to %s and is shared with no group: run as %s "
+                         "or as root, or share it with a group (docs/OPERATIONS.md 8.3)",
+                    owner, owner) < 0 ? -ENOMEM : 0;
+}
+
+/* init --group: the root directory goes to the group, with the setgid bit that every directory
+ * made below it inherits and that says the repository is shared. */
+static int share_with_group(const char *path, gid_t gid)
+{
+    char group[64];
+    group_name(gid, group, sizeof(group));
+    if (chown(path, (uid_t)-1, gid) < 0)
+        return log_error_errno(-errno, "could not give \"%s\" to group %s: %m\nHINT: the user "
+                                       "running init must be root or a member of the group",
+                               path, group);
+    if (chmod(path, S_ISGID | 0750) < 0)
+        return log_error_errno(-errno, "could not set the mode of \"%s\": %m", path);
+    return 0;
+}
+
+/* The owner reads what other members of the group write only if it is a member itself. */
+static void warn_owner_outside_group(const FileAccess *a)
+{
+    char scratch[4096];
+    struct passwd pw, *found = NULL;
+    if (!a->is_group_shared || a->uid == 0 ||
+        getpwuid_r(a->uid, &pw, scratch, sizeof(scratch), &found) != 0 || !found ||
+        found->pw_gid == a->gid)
+        return;
+    gid_t groups[256];
+    int n = ARRAY_SIZE(groups);
+    if (getgrouplist(found->pw_name, found->pw_gid, groups, &n) < 0)
+        return;
+    for (int i = 0; i < n; i++)
+        if (groups[i] == a->gid)
+            return;
+    char group[64];
+    group_name(a->gid, group, sizeof(group));
+    log_warning("the repository's owner %s is not a member of its group %s: it cannot read "
+                "what other members write\nHINT: usermod -aG %s %s",
+                found->pw_name, group, group, found->pw_name);
+}
+
+static int local_open(const char *path, bool create, const gid_t *group, CsBackend **ret)
 {
     struct stat st;
     int r;
 
     if (create) {
         if ((r = mkdir_p(path, 0700)) < 0)
+            return r;
+        if (group && (r = share_with_group(path, *group)) < 0)
             return r;
     }
     if (stat(path, &st) < 0)
@@ -85,23 +150,52 @@ int cs_backend_local_open(const char *path, bool create, CsBackend **ret)
     b->root = realpath(path, NULL);
     if (!b->root)
         return -errno;
+    if ((r = file_access_of(b->root, &b->access)) < 0) {
+        free(b->root);
+        return r;
+    }
     pthread_mutex_init(&b->fd_lock, NULL);
     for (size_t i = 0; i < FD_CACHE_SLOTS; i++)
         b->fds[i].fd = -1;
     if (create) {
-        static const char *const dirs[] = { "packs", "snapshots", "keys", "locks", "tmp" };
-        for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+        /* A shared repository also gets index/ and wal/ now: the root directory is the
+         * owner's alone (2750), and any member may be the first to need them. */
+        static const char *const dirs[] = { "packs", "snapshots", "keys", "locks", "tmp",
+                                            "index", "wal" };
+        size_t n_dirs = b->access.is_group_shared ? ARRAY_SIZE(dirs) : ARRAY_SIZE(dirs) - 2;
+        for (size_t i = 0; i < n_dirs; i++) {
             _cleanup_free_ char *p = path_join(b->root, dirs[i]);
             if (!p)
-                return -ENOMEM;
-            if (mkdir(p, 0700) < 0 && errno != EEXIST)
-                return -errno;
+                r = -ENOMEM;
+            else
+                r = mkdir_with_access(p, &b->access, dir_kind(dirs[i]));
+            if (r < 0) {
+                cs_backend_free(TAKE_PTR(b));
+                return r;
+            }
         }
-        if ((r = fsync_dir(b->root)) < 0)
+        if ((r = fsync_dir(b->root)) < 0) {
+            cs_backend_free(TAKE_PTR(b));
             return r;
+        }
+        warn_owner_outside_group(&b->access);
     }
     *ret = TAKE_PTR(b);
     return 0;
+}
+
+int cs_backend_local_open(const char *path, bool create, CsBackend **ret)
+{
+    return local_open(path, create, NULL, ret);
+}
+
+int cs_backend_create(const char *location, const gid_t *group, CsBackend **ret)
+{
+    if (strncmp(location, "s3://", 5) == 0)
+        return cs_backend_open(location, true, ret);
+    if (strncmp(location, "file://", 7) == 0)
+        location += 7;
+    return local_open(location, true, group, ret);
 }
 
 int cs_backend_open(const char *location, bool create, CsBackend **ret)
@@ -127,6 +221,7 @@ CsBackend *cs_backend_free(CsBackend *b)
     }
     pthread_mutex_destroy(&b->fd_lock);
     free(b->root);
+    free(b->access_hint);
     free(b);
     return NULL;
 }
@@ -134,6 +229,57 @@ CsBackend *cs_backend_free(CsBackend *b)
 const char *cs_backend_location(const CsBackend *b)
 {
     return b->root;
+}
+
+const char *cs_backend_access_hint(CsBackend *b)
+{
+    pthread_mutex_lock(&b->fd_lock);
+    if (!b->access_hint && access_hint_format(&b->access, &b->access_hint) < 0)
+        b->access_hint = NULL;
+    pthread_mutex_unlock(&b->fd_lock);
+    return b->access_hint ? b->access_hint : "see docs/OPERATIONS.md 8.3";
+}
+
+/* A read or write refused for permissions: say which object, what it is and who may use the
+ * repository, once, here where all of it is known. `subject` is what refused it: the object
+ * itself, or (NULL) the directory it is in or goes into. */
+static int log_denied(CsBackend *b, int r, const char *doing, const char *name,
+                      const char *subject)
+{
+    char me[64], owner[64], group[64];
+    _cleanup_free_ char *what = NULL;
+    user_name(geteuid(), me, sizeof(me));
+    _cleanup_free_ char *dir = NULL;
+    if (!subject) {
+        const char *slash = strrchr(name, '/');
+        subject = dir = slash ? strndup(name, (size_t)(slash - name)) : strdup(".");
+        if (!dir)
+            return r;
+    }
+    /* An object that cannot be stat-ed either is behind a directory this user cannot enter:
+     * describe that directory. */
+    _cleanup_free_ char *path = path_join(b->root, subject);
+    struct stat st;
+    char *slash;
+    size_t root_len = strlen(b->root);
+    while (path && stat(path, &st) < 0 && errno == EACCES && (slash = strrchr(path, '/')) &&
+           (size_t)(slash - path) >= root_len) {
+        *slash = 0;
+        subject = strlen(path) > root_len ? path + root_len + 1 : ".";
+    }
+    if (path && stat(path, &st) == 0) {
+        user_name(st.st_uid, owner, sizeof(owner));
+        group_name(st.st_gid, group, sizeof(group));
+        bool is_root = strcmp(subject, ".") == 0;
+        if (asprintf(&what, "%s%s%s is %s:%s, mode %04o; ", is_root ? "its directory" : "\"",
+                     is_root ? "" : subject, is_root ? "" : "\"", owner, group,
+                     (unsigned)(st.st_mode & 07777)) < 0)
+            what = NULL;
+    }
+    return log_error_errno(r, "permission denied %s \"%s\" of repository \"%s\" (%sthis is user "
+                              "%s)\nHINT: %s",
+                           doing, name, b->root, what ? what : "", me,
+                           cs_backend_access_hint(b));
 }
 
 int cs_backend_cache_dir(const CsBackend *b, char **ret)
@@ -152,8 +298,10 @@ int cs_backend_put(CsBackend *b, const char *name, const void *p, size_t n, bool
     _cleanup_free_ char *path = object_path(b, name);
     if (!path)
         return -ENOMEM;
-    if (overwrite)
-        return write_file_atomic(path, p, n, 0600);
+    if (overwrite) {
+        int r = write_file_atomic_with_access(path, p, n, &b->access, FILE_KIND_OBJECT);
+        return r == -EACCES ? log_denied(b, r, "writing", name, NULL) : r;
+    }
 
     CsSpool *s;
     int r = cs_backend_spool_new(b, &s);
@@ -197,6 +345,8 @@ static int open_object(CsBackend *b, const char *name, struct stat *ret_st)
     int fd = open_regular(AT_FDCWD, path, 0, &st);
     if (fd == -EISDIR || fd == -EBADFD)
         return log_not_regular(b, name, st.st_mode);
+    if (fd == -EACCES)
+        return log_denied(b, fd, "reading", name, name);
     if (fd >= 0 && ret_st)
         *ret_st = st;
     return fd;
@@ -312,7 +462,7 @@ int cs_backend_stat(CsBackend *b, const char *name, uint64_t *ret_size)
         return -ENOMEM;
     struct stat st;
     if (stat(path, &st) < 0)
-        return -errno;
+        return errno == EACCES ? log_denied(b, -errno, "reading", name, NULL) : -errno;
     if (!S_ISREG(st.st_mode))
         return log_not_regular(b, name, st.st_mode);
     if (ret_size)
@@ -381,7 +531,7 @@ int cs_backend_delete(CsBackend *b, const char *name)
     }
     pthread_mutex_unlock(&b->fd_lock);
     if (unlink(path) < 0)
-        return -errno;
+        return errno == EACCES ? log_denied(b, -errno, "removing", name, NULL) : -errno;
     return fsync_dir_of(path);
 }
 
@@ -397,6 +547,17 @@ int cs_backend_spool_new(CsBackend *b, CsSpool **ret)
     s->fd = open(s->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (s->fd < 0) {
         int r = -errno;
+        free(s->tmp_path);
+        return r == -EACCES ? log_denied(b, r, "writing", "tmp/spool-*", NULL) : r;
+    }
+    /* Owner and mode now: link(2) publishes this very inode, so the object is the owner's
+     * from the moment it has a name. */
+    int r = file_access_apply_fd(&b->access, s->fd, FILE_KIND_OBJECT);
+    if (r < 0) {
+        log_error_errno(r, "could not give spool file \"%s\" its owner and mode: %m",
+                        s->tmp_path);
+        close(s->fd);
+        unlink(s->tmp_path);
         free(s->tmp_path);
         return r;
     }
@@ -434,6 +595,26 @@ void cs_spool_abort(CsSpool *s)
     free(s);
 }
 
+/* Make the missing levels of `dir` (below the root), each with the owner and mode of its kind. */
+static int make_object_dirs(CsBackend *b, const char *dir)
+{
+    _cleanup_free_ char *p = strdup(dir);
+    if (!p)
+        return -ENOMEM;
+    size_t root_len = strlen(b->root);
+    for (char *slash = p + root_len + 1;; slash++) {
+        slash = strchr(slash, '/');
+        if (slash)
+            *slash = 0;
+        int r = mkdir_with_access(p, &b->access, dir_kind(p + root_len + 1));
+        if (r < 0)
+            return r == -EACCES ? log_denied(b, r, "writing", p + root_len + 1, NULL) : r;
+        if (!slash)
+            return 0;
+        *slash = '/';
+    }
+}
+
 /* How many levels of `dir` (below the root) do not exist yet. */
 static unsigned missing_levels(const char *root, const char *dir)
 {
@@ -469,7 +650,13 @@ int cs_spool_publish(CsSpool *s, const char *name)
     /* Every directory level made now must itself reach the disk, or the object can vanish
      * with its directory after a power loss: count them before making them. */
     unsigned new_levels = missing_levels(s->b->root, dir);
-    if ((r = mkdir_p(dir, 0700)) < 0 || (link(s->tmp_path, path) < 0 && (r = -errno))) {
+    r = make_object_dirs(s->b, dir);
+    if (r == 0 && link(s->tmp_path, path) < 0) {
+        r = -errno;
+        if (r == -EACCES)
+            log_denied(s->b, r, "writing", name, NULL);
+    }
+    if (r < 0) {
         cs_spool_abort(s);
         return r;
     }
@@ -508,14 +695,26 @@ int cs_backend_lock(CsBackend *b, const char *name, CsLockMode mode, bool wait, 
     _cleanup_free_ char *path = NULL;
     if (asprintf(&path, "%s/locks/%s", b->root, name) < 0)
         return -ENOMEM;
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    _cleanup_free_ char *rel = NULL;
+    if (asprintf(&rel, "locks/%s", name) < 0)
+        return -ENOMEM;
+    /* Made with its owner and mode before it has its name, as objects are. */
+    int r = create_file_with_access(path, &b->access, FILE_KIND_SHARED_RW);
+    if (r < 0)
+        return r == -EACCES ? log_denied(b, r, "creating the lock", rel, NULL) : r;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    /* flock(2) needs no write access: a lock file that this user may only read still locks. */
+    if (fd < 0 && errno == EACCES)
+        fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return -errno;
+        return errno == EACCES ? log_denied(b, -errno, "opening the lock", rel, rel) : -errno;
+    /* What an older version left owned by root, and a repository shared since. */
+    file_access_adopt(&b->access, path, FILE_KIND_SHARED_RW);
     int op = (mode == CS_LOCK_SHARED ? LOCK_SH : LOCK_EX) | (wait ? 0 : LOCK_NB);
     while (flock(fd, op) < 0) {
         if (errno == EINTR)
             continue;
-        int r = -errno;
+        r = -errno;
         close(fd);
         return r;
     }

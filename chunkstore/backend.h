@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 typedef struct CsBackend CsBackend;
 typedef struct CsSpool CsSpool;
@@ -32,14 +33,30 @@ typedef enum CsLockMode {
 typedef int (*CsBackendListFn)(const char *name, uint64_t size, void *userdata);
 
 /* Open a local-directory backend; with `create`, make the directory (it must be absent or
- * empty). */
+ * empty).
+ *
+ * Who may use a local repository (docs/FORMAT.md 2.1): it belongs to the owner of its
+ * directory, and the setgid bit on the directory shares it with the directory's group. What a
+ * process makes in it (objects, directories, spool and lock files) is given that owner when the
+ * process is root, before it has its final name, and modes that let the group read it (and
+ * write where every user must: spool, lock, pack, snapshot and WAL directories, lock files);
+ * without the bit, only the owner (and root) can. A read or write refused for permissions fails
+ * with -EACCES, logged with the object's name and who the repository belongs to. */
 int cs_backend_local_open(const char *path, bool create, CsBackend **ret);
 /* Open by location string: a path today; "s3://" is reserved for the object-store backend. */
 int cs_backend_open(const char *location, bool create, CsBackend **ret);
+/* Create a repository's backend as cs_backend_open(location, true) does. With `group` (a gid,
+ * or NULL), the directory is given to that group with the setgid bit, mode 2750, first:
+ * -EPERM (logged) when this user may not (it must be root or a member of the group). */
+int cs_backend_create(const char *location, const gid_t *group, CsBackend **ret);
 CsBackend *cs_backend_free(CsBackend *b);
 
 /* Human-readable location for messages. */
 const char *cs_backend_location(const CsBackend *b);
+/* Who the repository belongs to and who may use it, for a HINT line: "the repository belongs to
+ * postgres:pitr: run as postgres, as root or as a member of group pitr (docs/OPERATIONS.md
+ * 8.3)". */
+const char *cs_backend_access_hint(CsBackend *b);
 /* Default directory for the local LMDB cache of this backend (caller frees). */
 int cs_backend_cache_dir(const CsBackend *b, char **ret);
 

@@ -315,9 +315,9 @@ const char *cs_catalog_problems_hint(const CsCatalog *c)
 {
     for (size_t i = 0; i < c->n_problems; i++)
         if (c->problems[i].error == -EACCES || c->problems[i].error == -EPERM)
-            return "a record is written readable by its writer only (mode 0600): run as that "
-                   "user, or give the records to this one; pitr-snap delete --force ID removes "
-                   "a record";
+            return "the repository is for its owner, root and the members of its group "
+                   "(docs/OPERATIONS.md 8.3): run as one of them, or give the record back to "
+                   "the owner; pitr-snap delete --force ID removes a record";
     return "the full id of a snapshot whose record reads still finds it; pitr-snap delete "
            "--force ID removes a record";
 }

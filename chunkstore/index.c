@@ -2,6 +2,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,10 +152,46 @@ static int check_file_size(CsIndex *idx)
     return 0;
 }
 
+/* The index directory belongs to whoever owns the directory it is in (the repository's
+ * owner), and its files to the owner of the index directory: made by root, they are handed over
+ * before they have their names, so that the owner can always open them. Every user of a shared
+ * repository writes them (LMDB readers too write lock.mdb), hence FILE_KIND_SHARED_*. */
+static int index_files_prepare(const char *dir, bool read_only, mode_t *ret_mode)
+{
+    FileAccess parent, a;
+    _cleanup_free_ char *copy = strdup(dir);
+    if (!copy)
+        return -ENOMEM;
+    const char *parent_dir = dirname(copy);
+    int r;
+    if (!read_only && access(dir, F_OK) < 0) {
+        if ((r = mkdir_p(parent_dir, 0700)) < 0 || (r = file_access_of(parent_dir, &parent)) < 0 ||
+            (r = mkdir_with_access(dir, &parent, FILE_KIND_SHARED_DIR)) < 0)
+            return r;
+    } else if (!read_only && file_access_of(parent_dir, &parent) == 0)
+        file_access_adopt(&parent, dir, FILE_KIND_SHARED_DIR); /* left by an older version */
+    if ((r = file_access_of(dir, &a)) < 0)
+        return r;
+    *ret_mode = file_access_mode(&a, FILE_KIND_SHARED_RW);
+    if (read_only)
+        return 0;
+    static const char *const names[] = { "data.mdb", "lock.mdb" };
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        _cleanup_free_ char *path = path_join(dir, names[i]);
+        if (!path)
+            return -ENOMEM;
+        if ((r = create_file_with_access(path, &a, FILE_KIND_SHARED_RW)) < 0)
+            return r;
+        file_access_adopt(&a, path, FILE_KIND_SHARED_RW);
+    }
+    return 0;
+}
+
 int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, CsIndex **ret)
 {
     int r;
-    if (!read_only && (r = mkdir_p(dir, 0700)) < 0)
+    mode_t mode;
+    if ((r = index_files_prepare(dir, read_only, &mode)) < 0)
         return r;
     _cleanup_free_ CsIndex *idx = calloc(1, sizeof(*idx));
     if (!idx)
@@ -167,7 +204,7 @@ int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, Cs
     mdb_env_set_maxreaders(idx->env, 512);
     mdb_env_set_mapsize(idx->env, INDEX_MAP_SIZE);
     /* NOTLS: read transactions are handed between threads of the pipeline and FUSE. */
-    rc = mdb_env_open(idx->env, dir, MDB_NOTLS | (read_only ? MDB_RDONLY : 0), 0600);
+    rc = mdb_env_open(idx->env, dir, MDB_NOTLS | (read_only ? MDB_RDONLY : 0), mode);
     if (rc) {
         mdb_env_close(idx->env);
         return errno_from_mdb(rc);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,6 +169,24 @@ static int config_format(const CsRepoConfig *c, const uint8_t key_check[32], cha
     return 0;
 }
 
+/* A group by name, or by number when no group has that name. */
+static int group_resolve(const char *name, gid_t *ret)
+{
+    char scratch[4096];
+    struct group gr, *found = NULL;
+    if (getgrnam_r(name, &gr, scratch, sizeof(scratch), &found) == 0 && found) {
+        *ret = found->gr_gid;
+        return 0;
+    }
+    unsigned long long n;
+    if (parse_unsigned(name, 0, UINT32_MAX - 1, &n) == 0) {
+        *ret = (gid_t)n;
+        return 0;
+    }
+    return log_error_errno(-EINVAL, "no group \"%s\"\nHINT: create it first (groupadd %s)", name,
+                           name);
+}
+
 static int wrap_key_derive(const CsKeySource *src, const uint8_t salt[32], uint64_t n, uint64_t r,
                            uint64_t p, uint8_t out[32])
 {
@@ -210,6 +229,10 @@ int cs_repo_init(const char *location, const CsInitParams *params, const CsKeySo
         return log_error_errno(-EINVAL, "invalid compression level %d: 1 to 19", c.zstd_level);
     if (c.pack_size < (1u << 20))
         return log_error_errno(-EINVAL, "pack size must be at least 1 MiB");
+
+    gid_t group;
+    if (params->group && (r = group_resolve(params->group, &group)) < 0)
+        return r;
 
     uint64_t sn = params->scrypt_n ? params->scrypt_n : CS_DEFAULT_SCRYPT_N;
     uint64_t sr = params->scrypt_r ? params->scrypt_r : CS_DEFAULT_SCRYPT_R;
@@ -255,7 +278,7 @@ int cs_repo_init(const char *location, const CsInitParams *params, const CsKeySo
                                    location);
     }
     CsBackend *b;
-    if ((r = cs_backend_open(location, true, &b)) < 0)
+    if ((r = cs_backend_create(location, params->group ? &group : NULL, &b)) < 0)
         return log_error_errno(r, "could not create repository directory \"%s\": %m", location);
 
     char salt_hex[65], nonce_hex[25], wrapped_hex[2 * sizeof(wrapped) + 1], tag_hex[33];
@@ -461,6 +484,9 @@ int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySo
                                   "the index is a cache: remove it (as its owner) and it is "
                                   "rebuilt from the packs",
                                index_dir);
+    if (r == -EACCES)
+        return log_error_errno(r, "could not open index \"%s\": %m\nHINT: %s", index_dir,
+                               cs_backend_access_hint(repo->backend));
     if (r < 0)
         return log_error_errno(r, "could not open index \"%s\": %m", index_dir);
     /* Listing every pack costs time in proportion to the repository, and archive_command opens

@@ -49,6 +49,9 @@ typedef struct CsKeySource {
 typedef struct CsInitParams {
     CsRepoConfig config; /* zero fields take the defaults */
     uint64_t scrypt_n, scrypt_r, scrypt_p;
+    /* A group name or number to share the repository with (cs_backend_create()), or NULL: the
+     * directory's own setgid bit, if any, decides. */
+    const char *group;
 } CsInitParams;
 
 typedef struct CsOpenParams {

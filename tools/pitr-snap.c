@@ -42,7 +42,7 @@ static void usage(FILE *f)
             "pitr-snap stores directory trees and streams in an encrypted, deduplicating "
             "repository.\n\n"
             "Usage:\n"
-            "  pitr-snap [OPTION]... init\n"
+            "  pitr-snap [OPTION]... init [--group GROUP]\n"
             "  pitr-snap -c CONFIG [OPTION]... create [--label L] [--restore-point-only]\n"
             "  pitr-snap -c CONFIG [OPTION]... restore ID [--target-dir DIR] [--force]\n"
             "  pitr-snap -c CONFIG [OPTION]... config check | config show | barrier-sql\n"
@@ -100,7 +100,10 @@ static void usage(FILE *f)
             "      --compression=N      zstd level 1-19 (default 3)\n"
             "      --pack-size=N        target pack size in bytes (default 32 MiB)\n"
             "      --scrypt-n=N         scrypt cost, a power of two (default 65536; lower only\n"
-            "                           for tests)\n\n"
+            "                           for tests)\n"
+            "      --group=GROUP        share the repository with GROUP: its members read it\n"
+            "                           and add to it (default: the directory's setgid group,\n"
+            "                           else the owner alone)\n\n"
             "Output:\n"
             "      --json               machine-readable output\n"
             "  -q, --quiet              errors only\n"
@@ -867,7 +870,7 @@ int main(int argc, char **argv)
     enum { O_PASSFILE = 256, O_KEYFILE, O_NAME, O_JSON, O_STDIN, O_FORCE, O_NOSYNC, O_PAGEFILES,
            O_CMIN, O_CAVG, O_CMAX, O_PAGESIZE, O_COMP, O_PACKSIZE, O_SCRYPTN, O_LABEL,
            O_PARALLEL, O_RP_ONLY, O_TARGET_DIR, O_PARENT, O_FULL_READ, O_LOCK_TIMEOUT,
-           O_BARRIER_DEADLINE };
+           O_BARRIER_DEADLINE, O_GROUP };
     static const struct option longopts[] = {
         { "repo", required_argument, NULL, 'r' },
         { "config", required_argument, NULL, 'c' },
@@ -895,6 +898,7 @@ int main(int argc, char **argv)
         { "compression", required_argument, NULL, O_COMP },
         { "pack-size", required_argument, NULL, O_PACKSIZE },
         { "scrypt-n", required_argument, NULL, O_SCRYPTN },
+        { "group", required_argument, NULL, O_GROUP },
         { "quiet", no_argument, NULL, 'q' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -943,6 +947,7 @@ int main(int argc, char **argv)
             r = parse_u32(optarg, &u);
             opt.init.scrypt_n = u;
             break;
+        case O_GROUP: opt.init.group = optarg; break;
         case 'q': log_set_level(LOG_LEVEL_ERROR); break;
         case 'v': log_set_level(LOG_LEVEL_DEBUG); break;
         case 'h': usage(stdout); return EXIT_OK;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Snapshot records that do not load are listed, and nothing picks a snapshot past them.
 # A repository of the postgres user where root stored the newest snapshot of "db": its record
-# is root's, mode 0600. As postgres, `list` shows it as unreadable ("Permission denied") and
+# is made root's, mode 0600. As postgres, `list` shows it as unreadable ("Permission denied") and
 # exits 1, also with --json (an entry with an "error" field); `show latest`, `show db`, an id
 # prefix, `restore latest`, `store` choosing its parent and the mount refuse, naming the
 # record, instead of taking the older snapshot; full ids of the others still work. Then the
@@ -22,7 +22,8 @@ A=$(pg_store "$T"/src --name db)
 echo two >>"$T"/src/f
 B=$(pg_store "$T"/src --name db)
 echo three >>"$T"/src/f
-C=$(store_id "$REPO" "$T"/src --name db) # as root: a record postgres cannot read
+C=$(store_id "$REPO" "$T"/src --name db)
+chown root: "$REPO/snapshots/$C" # root's store gives it to the owner: take it back
 [[ $(stat -c %U "$REPO/snapshots/$C") == root ]] || fail "sanity: snapshot $C is not root's"
 echo "A=$A B=$B C=$C"
 record_count() { find "$REPO"/snapshots -type f | wc -l; }
