@@ -14,17 +14,13 @@
 
 /* Records written to the index in one transaction. */
 #define FLUSH_AT 8192
-/* A read transaction held for many lookups keeps LMDB from reusing pages that the writer's
- * publishes free meanwhile: renew it now and then. */
-#define LOOKUPS_PER_READ 256
 /* How much older than the store's start a change time must be to be trusted: more than the
  * coarsest timestamps of a common file system (FAT's two seconds). */
 #define RACY_MARGIN_NS 2000000000ll
 
 struct CsFilesCache {
     CsIndex *idx;
-    CsIndexReader *rd; /* NULL until the first lookup */
-    unsigned lookups;
+    CsIndexReader *rd; /* NULL until the first lookup; paused between lookups */
     uint8_t source[8];
     uint64_t generation;
     int64_t started_ns; /* CLOCK_REALTIME at open */
@@ -107,16 +103,16 @@ static bool same_file(const CsFileStamp *a, const CsFileStamp *b)
 
 static int lookup(CsFilesCache *fc, const CsFileKey *key, CsFileStamp *ret)
 {
-    int r;
-    if (!fc->rd)
-        r = cs_index_reader_begin(fc->idx, &fc->rd);
-    else
-        r = ++fc->lookups % LOOKUPS_PER_READ ? 0 : cs_index_reader_refresh(fc->rd);
+    int r = fc->rd ? 0 : cs_index_reader_begin(fc->idx, &fc->rd);
     if (r < 0) {
         fc->rd = cs_index_reader_end(fc->rd);
         return r;
     }
-    return cs_index_reader_lookup_file(fc->rd, key, ret);
+    /* A fresh snapshot for every lookup, let go of at once: files are read between lookups,
+     * for seconds, and a snapshot held meanwhile keeps the index from reusing freed pages. */
+    r = cs_index_reader_lookup_file(fc->rd, key, ret);
+    cs_index_reader_pause(fc->rd);
+    return r;
 }
 
 bool cs_files_cache_unchanged(CsFilesCache *fc, const char *relpath, const struct stat *st,

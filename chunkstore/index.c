@@ -319,8 +319,17 @@ int cs_index_reader_begin(CsIndex *idx, CsIndexReader **ret)
     return 0;
 }
 
+/* A paused reader takes a fresh snapshot when it is used again. */
+static int reader_resume(CsIndexReader *rd)
+{
+    return rd->is_paused ? cs_index_reader_refresh(rd) : 0;
+}
+
 int cs_index_reader_lookup(CsIndexReader *rd, const CsChunkId *id, CsChunkLoc *ret)
 {
+    int r = reader_resume(rd);
+    if (r < 0)
+        return r;
     return lookup_in(rd->idx, rd->txn, rd->idx->chunks, id, ret);
 }
 
@@ -361,6 +370,9 @@ int cs_index_reader_lookup_page(CsIndexReader *rd, const CsChunkId *id, CsPageAl
 {
     if (!rd->idx->has_pages)
         return -ENOENT;
+    int r = reader_resume(rd);
+    if (r < 0)
+        return r;
     touched(rd->idx);
     MDB_val k = mdb_val(id->bytes, CS_CHUNK_ID_SIZE), v;
     int rc = mdb_get(rd->txn, rd->idx->pages, &k, &v);
@@ -392,6 +404,9 @@ int cs_index_reader_lookup_file(CsIndexReader *rd, const CsFileKey *key, CsFileS
 {
     if (!rd->idx->has_files)
         return -ENOENT;
+    int r = reader_resume(rd);
+    if (r < 0)
+        return r;
     MDB_val k = mdb_val(key->bytes, sizeof(key->bytes)), v;
     int rc = mdb_get(rd->txn, rd->idx->files, &k, &v);
     if (rc)

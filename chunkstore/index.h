@@ -33,7 +33,7 @@ int cs_index_reader_begin(CsIndex *idx, CsIndexReader **ret);
 int cs_index_reader_lookup(CsIndexReader *rd, const CsChunkId *id, CsChunkLoc *ret);
 /* Refresh to see commits made since begin (cheap: LMDB txn reset/renew). */
 int cs_index_reader_refresh(CsIndexReader *rd);
-/* Let go of the read snapshot until the next refresh (no lookups before it). A snapshot held
+/* Let go of the read snapshot; the next lookup (or refresh) takes a fresh one. A snapshot held
  * while its owner idles keeps LMDB from reusing the pages later commits free, so the file
  * grows with every commit made meanwhile. */
 void cs_index_reader_pause(CsIndexReader *rd);

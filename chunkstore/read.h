@@ -85,7 +85,7 @@ bool cs_reader_record_is_framed(CsReader *rd, const CsChunkLoc *loc);
 /* Let go of the index snapshot the reader holds (a long-lived reader keeps the index from
  * reusing space); the next lookup starts a fresh one. */
 int cs_reader_refresh(CsReader *rd);
-/* Let go of the index snapshot until the next cs_reader_refresh() (cs_index_reader_pause). */
+/* Let go of the index snapshot until the reader is used again (cs_index_reader_pause). */
 void cs_reader_pause(CsReader *rd);
 
 /* True when all n bytes are zero (such chunks are restored as holes). */

@@ -205,15 +205,20 @@ static void prev_load(StoreCtx *ctx, const CsDirEntry *e, PrevDir *ret)
                     ctx->path);
         *ret = (PrevDir){ 0 };
     }
+    /* Between uses the reader holds no index snapshot (which would keep the packs published
+     * meanwhile from reusing index pages). */
+    if (ctx->prev_reader)
+        cs_reader_pause(ctx->prev_reader);
 }
 
 /* The chunk list of a page file's previous version, for the writer's deltas. */
 static CsContentRef *prev_pages(StoreCtx *ctx, const CsDirEntry *e, CsContentRef *flat)
 {
-    if (!e || !(e->flags & CS_ENTRY_FLAG_PAGES) ||
-        cs_reader_flatten(ctx->prev_reader, &e->content, flat) < 0)
+    if (!e || !(e->flags & CS_ENTRY_FLAG_PAGES))
         return NULL;
-    return flat;
+    int r = cs_reader_flatten(ctx->prev_reader, &e->content, flat);
+    cs_reader_pause(ctx->prev_reader);
+    return r < 0 ? NULL : flat;
 }
 
 typedef struct PageObserver {

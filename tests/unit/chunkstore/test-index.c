@@ -619,6 +619,45 @@ static void test_index_large_pack(void **state)
     assert_null(cs_index_reader_end(rd));
 }
 
+/* Bytes of data.mdb after 12 packs published while a reader exists, paused between its lookups
+ * or not: a snapshot held meanwhile keeps LMDB from reusing the pages each publish frees. */
+static off_t file_after_publishes(const char *dir, bool pause)
+{
+    uint8_t repo_id[16] = { 1 };
+    CsIndex *idx = NULL;
+    ASSERT_OK(cs_index_open(dir, repo_id, false, &idx));
+    CsIndexReader *rd = NULL;
+    ASSERT_OK(cs_index_reader_begin(idx, &rd));
+    CsChunkLoc loc;
+    for (int i = 0; i < 12; i++) {
+        CsPackId p;
+        random_pack(&p);
+        _cleanup_free_ CsPackEntry *e = make_entries(&p, 3000);
+        ASSERT_OK(cs_index_publish_pack(idx, &p, 1, e, 3000));
+        CsChunkId absent = { { 0 } };
+        ASSERT_ERR(ENOENT, cs_index_reader_lookup(rd, &absent, &loc)); /* a use */
+        if (pause)
+            cs_index_reader_pause(rd);
+    }
+    cs_index_reader_end(rd);
+    cs_index_close(idx);
+    _cleanup_free_ char *path = path_join(dir, "data.mdb");
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+static void test_index_paused_reader_lets_pages_be_reused(void **state)
+{
+    Fixture *f = *state;
+    _cleanup_free_ char *held = path_join(f->base, "held"), *paused = path_join(f->base, "paused");
+    off_t held_size = file_after_publishes(held, false);
+    off_t paused_size = file_after_publishes(paused, true);
+    print_message("data.mdb after 12 publishes: %lld bytes with a held reader, %lld paused\n",
+                  (long long)held_size, (long long)paused_size);
+    assert_true(paused_size * 3 < held_size * 2);
+}
+
 static void test_index_loc_extremes(void **state)
 {
     Fixture *f = *state;
@@ -649,4 +688,5 @@ static void test_index_loc_extremes(void **state)
 RUN_TESTS(T(test_index_publish_lookup), T(test_index_first_location_wins),
           T(test_index_sorted_publish),
           T(test_index_drop_pack), T(test_index_reopen), T(test_index_other_repo),
-          T(test_index_reader_snapshot), T(test_index_large_pack), T(test_index_loc_extremes))
+          T(test_index_reader_snapshot), T(test_index_large_pack),
+          T(test_index_paused_reader_lets_pages_be_reused), T(test_index_loc_extremes))
