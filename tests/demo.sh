@@ -4,7 +4,40 @@
 # two cluster-wide snapshots with changes between them, the repository mounted and browsed, the
 # storage report, and the commands to restore and to clean up. Everything it starts is stopped
 # at the end; demo/start.sh and demo/stop.sh bring the cluster back and take it down.
+# The agents and archive_command run as postgres, pitr-snap and the mount as root, on one
+# repository owned by postgres (docs/OPERATIONS.md 8.3).
 set -euo pipefail
+
+# demo_start_agent LOG COMMAND...: start an agent in the background, its output appended to
+# LOG and its pid written to LOG.pid, and wait until this start serves: a "serving on" line in
+# what LOG gained since, from a process still alive. An agent that exits first (a port already
+# taken, a bad certificate) or does not serve within 10 s fails the start loudly, with what it
+# said. demo/start.sh carries this function; tests/integration/test-demo-start.sh runs it.
+demo_start_agent() {
+    local log=$1 from pid i
+    shift
+    from=$(stat -c %s "$log" 2>/dev/null || echo 0)
+    "$@" >>"$log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$log.pid"
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        [[ $(tail -c +$((from + 1)) "$log") == *'serving on'* ]] && kill -0 "$pid" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "agent (pid $pid, log $log) is not serving after 10 s; stopped it:" >&2
+        kill -TERM "$pid" 2>/dev/null || true
+    else
+        wait "$pid" 2>/dev/null || true
+        echo "agent (pid $pid, log $log) exited before it served:" >&2
+    fi
+    tail -c +$((from + 1)) "$log" | tail -n 20 | sed 's/^/  /' >&2
+    return 1
+}
+# Sourced (by the test): the function only.
+[[ ${BASH_SOURCE[0]} != "$0" ]] && return 0
+
 BUILD=${BUILD:-build}
 BIN="$PWD/$BUILD/bin"
 PGBIN=/usr/lib/postgresql/15/bin
@@ -25,31 +58,35 @@ say "TLS: a cluster CA, a certificate for the agents and one for the orchestrato
 make_pki "$D/pki" >/dev/null
 ls "$D/pki" | grep -E '^(ca|server|client)\.(crt|key)$' | tr '\n' ' '; echo
 
-say "pitr-snap init: an encrypted repository in $D/repo, and a key file for the agents"
+chown postgres: "$D"
+say "pitr-snap init: an encrypted repository in $D/repo owned by postgres, and a key file"
+# The directory's owner is the repository's: root's init and every later command as root give
+# what they create to postgres, so the agents and archive_command (postgres) can use it all.
+install -d -o postgres -g postgres -m 0700 "$D/repo"
 "$BIN/pitr-snap" -r "$D/repo" init
 "$BIN/pitr-snap" -r "$D/repo" key export "$D/repo.key"
-chown -R postgres: "$D"
+chown -R postgres: "$D/repo.key" "$D/pki"
 
 # start.sh / stop.sh: what the demo runs, kept for the user.
 {
     echo '#!/usr/bin/env bash'
     echo "# Start the demo cluster: PostgreSQL and pitr-agent for each node (as postgres)."
     echo 'set -e'
+    declare -f demo_start_agent
     for n in "${NODES[@]}"; do
         echo "runuser -u postgres -- $PGBIN/pg_ctl -D $D/$n -l $D/$n.log -w start >/dev/null"
-        echo "setpriv --reuid=postgres --regid=postgres --init-groups env -u PITR_PASSPHRASE $BIN/pitr-agent -r $D/repo --key-file $D/repo.key -n $n" \
+        echo "demo_start_agent $D/agent-$n.log setpriv --reuid=postgres --regid=postgres --init-groups env -u PITR_PASSPHRASE $BIN/pitr-agent -r $D/repo --key-file $D/repo.key -n $n" \
              "-d 'host=127.0.0.1 port=${PORT[$n]} user=postgres dbname=postgres' -D $D/$n serve" \
              "--listen 127.0.0.1:${APORT[$n]} --tls-cert $D/pki/server.crt --tls-key $D/pki/server.key" \
-             "--tls-ca $D/pki/ca.crt --pg-log $D/$n.log --state-file $D/agent-$n.json >>$D/agent-$n.log 2>&1 &"
+             "--tls-ca $D/pki/ca.crt --pg-log $D/$n.log --state-file $D/agent-$n.json ||" \
+             "{ echo \"agent $n did not start: $D/agent-$n.log\" >&2; exit 1; }"
     done
-    echo "for i in \$(seq 100); do [ \$(grep -l 'serving on' $D/agent-*.log 2>/dev/null | wc -l) -eq ${#NODES[@]} ] && exit 0; sleep 0.1; done"
-    echo 'echo "agents did not start: see the agent logs" >&2; exit 1'
 } >"$D/start.sh"
 {
     echo '#!/usr/bin/env bash'
-    echo "# Stop the demo cluster's agents and servers."
+    echo "# Stop the demo cluster's agents (by the pid each start recorded) and servers."
     for n in "${NODES[@]}"; do
-        echo "pkill -TERM -f 'pitr-agent .*--listen 127.0.0.1:${APORT[$n]} ' || true"
+        echo "[ -f $D/agent-$n.log.pid ] && kill -TERM \$(cat $D/agent-$n.log.pid) 2>/dev/null; rm -f $D/agent-$n.log.pid"
         echo "runuser -u postgres -- $PGBIN/pg_ctl -D $D/$n -m fast -w stop >/dev/null 2>&1 || true"
     done
 } >"$D/stop.sh"
@@ -95,9 +132,9 @@ for n in "${NODES[@]}"; do
     pgdata: $D/$n
 EOF
 done
-# As the agents' user: the repository is one directory that they, the archivers and the
-# orchestrator all write.
-snap() { as_pg "$BIN/pitr-snap" -c "$D/pitr.yaml" "$@"; }
+# As root, beside the agents and archivers running as postgres: what it creates in the
+# repository is postgres's (docs/OPERATIONS.md 8.3).
+snap() { "$BIN/pitr-snap" -c "$D/pitr.yaml" "$@"; }
 say "pitr-snap config check"
 snap config check
 
@@ -153,13 +190,18 @@ print(f"\n{len(bases)} base backups: {read/2**20:.1f} MiB read, {stored/2**20:.1
       f"to the repository ({100*(1-stored/read):.1f}% saved by dedup and compression)")
 PY
 
+not_postgres=$(find "$D/repo" ! -user postgres | head -5)
+[[ -z $not_postgres ]] || fail "files of the repository that are not postgres's: $not_postgres"
+echo
+echo "every file of the repository is postgres's, though pitr-snap and the mount ran as root"
+
 say "done"
 cat <<EOT
 Everything is under $D. The demo stopped the cluster it started; nothing is left running.
-Run pitr-snap as postgres, like the agents: they all write the one repository directory.
+The repository is postgres's: the agents write it as postgres, pitr-snap as root or postgres.
   start the cluster:   $D/start.sh
-  list snapshots:      runuser -u postgres -- $BIN/pitr-snap -c $D/pitr.yaml list
-  restore snapshot 1:  $D/start.sh && runuser -u postgres -- $BIN/pitr-snap -c $D/pitr.yaml restore first
+  list snapshots:      $BIN/pitr-snap -c $D/pitr.yaml list
+  restore snapshot 1:  $D/start.sh && $BIN/pitr-snap -c $D/pitr.yaml restore first
   mount:               $BIN/mount.pitrfs $D/repo $D/mnt -o keyfile=$D/repo.key
   stop the cluster:    $D/stop.sh
   clean up:            $D/stop.sh; fusermount3 -u $D/mnt; rm -rf $D
