@@ -643,6 +643,15 @@ static int run_backup(Backup *b, CsRepo *repo)
     snap.name = strdup(p->node);
     snap.kind = strdup(AGENT_BASEBACKUP_KIND);
     snap.meta = result_meta(b, label);
+    /* The data directory's own mode and owner, as `store` records a tree's: a cluster
+     * snapshot's directory for this node takes them, so its owner can enter it in the mount. */
+    CsTreeRootAttr ra;
+    if (snap.meta && cs_tree_root_attr(b->pgdata, &ra) == 0)
+        json_object_set_new(snap.meta, "root_attr",
+                            json_pack("{s:I, s:I, s:I, s:I, s:I}", "mode", (json_int_t)ra.mode,
+                                      "uid", (json_int_t)ra.uid, "gid", (json_int_t)ra.gid,
+                                      "mtime", (json_int_t)ra.mtime_sec, "mtime_nsec",
+                                      (json_int_t)ra.mtime_nsec));
     r = !snap.name || !snap.kind || !snap.meta ? -ENOMEM : cs_catalog_add(repo, &snap);
     if (r == 0)
         memcpy(res->snapshot_id, snap.id, sizeof(res->snapshot_id));

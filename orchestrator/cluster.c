@@ -471,8 +471,16 @@ static int publish(const OrchConfig *cfg, CsRepo *repo, NodeRun *v, size_t n,
             break;
         }
         const OrchRestorePoint *pt = &br->points[v[i].index];
+        /* The node's directory is its data directory: its mode and owner when the base backup
+         * recorded them (root's 0700 for backups of earlier versions). */
+        json_int_t mode = S_IFDIR | 0700, uid = 0, gid = 0;
+        json_t *ra = json_object_get(base.meta, "root_attr");
+        if (ra && json_unpack(ra, "{s:I, s:I, s:I}", "mode", &mode, "uid", &uid, "gid", &gid) < 0)
+            mode = S_IFDIR | 0700, uid = gid = 0;
         entries[i] = (CsDirEntry){ .type = CS_ENTRY_DIR,
-                                   .mode = S_IFDIR | 0700,
+                                   .mode = (uint32_t)mode,
+                                   .uid = (uint32_t)uid,
+                                   .gid = (uint32_t)gid,
                                    .mtime_sec = base.time,
                                    .mtime_nsec = base.time_nsec,
                                    .name = strdup(v[i].node->name) };

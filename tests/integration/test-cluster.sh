@@ -180,6 +180,10 @@ for line in "${SNAPS[0]}" "${SNAPS[-1]}"; do
     read -r id csn <<<"$line"
     COPY_CONNS=()
     for n in "${NODES[@]}"; do
+        # The node's directory is its data directory, with its owner and mode (postgres may
+        # enter it in a mount of its own).
+        assert_eq "$(stat -c '%U %a' "$MNT"/snapshots/"$id"/"$n")" "$(stat -c '%U %a' "$T"/"$n")" \
+            "owner and mode of snapshot $id's directory $n"
         src=$MNT/snapshots/$id/$n/pgdata
         [[ -f $src/recovery.signal && ! -s $src/recovery.signal ]] || fail "$src has no empty recovery.signal"
         [[ -f $src/backup_label ]] || fail "$src has no backup_label"
