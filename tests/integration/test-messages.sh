@@ -28,6 +28,19 @@ expect_usage_error() {
         fail "$name $*: not exactly the error and the hint expected"
 }
 
+# The same for an abbreviation of several options: the error names it and some of them (which
+# ones depends on the options there are).
+expect_ambiguous() { # PROGRAM ABBREVIATION ONE OTHER ARGS...
+    local prog=$1 abbrev=$2 one=$3 other=$4 name
+    shift 4
+    name=$(basename "$prog")
+    expect_exit 64 "$prog" "$@" >"$T"/stdout
+    [[ ! -s $T/stdout && $(wc -l <"$T"/stderr) -eq 2 ]] || fail "$name $*: not one error and one hint"
+    head -1 "$T"/stderr | grep -q "^$name: error: option '$abbrev' is ambiguous: it could be .*$one" &&
+        head -1 "$T"/stderr | grep -q -- "$other" || fail "$name $*: the error does not name $abbrev, $one and $other"
+    tail -1 "$T"/stderr | grep -qx "HINT: see $name --help" || fail "$name $*: no hint"
+}
+
 note "pitr-snap: mistyped options"
 expect_usage_error "$SNAP" "unknown option '--x'" --x
 expect_usage_error "$SNAP" "unknown option '--no-such-option'" --no-such-option=1 list
@@ -36,7 +49,7 @@ expect_usage_error "$SNAP" "unknown option '-Z'" list -qZ
 expect_usage_error "$SNAP" "option '--json' takes no value" --json=yes list
 expect_usage_error "$SNAP" "option '--repo' needs a value" list --repo
 expect_usage_error "$SNAP" "option '-r' needs a value" list -r
-expect_usage_error "$SNAP" "option '--pa' is ambiguous: it could be --parallel, --passphrase-file, --page-files, --parent, --page-size, --pack-size" --pa=x list
+expect_ambiguous "$SNAP" --pa --parallel --page-size --pa=x list
 expect_usage_error "$SNAP" "no command given"
 
 note "pitr-agent: mistyped options"
@@ -46,7 +59,7 @@ expect_usage_error "$AGENT" "unknown option '-Z'" -qZ wal-check
 expect_usage_error "$AGENT" "option '--json' takes no value" wal-check --json=1
 expect_usage_error "$AGENT" "option '--listen' needs a value" serve --listen
 expect_usage_error "$AGENT" "option '-n' needs a value" wal-check -n
-expect_usage_error "$AGENT" "option '--target-t' is ambiguous: it could be --target-time, --target-timeline" restore --target-t=1
+expect_ambiguous "$AGENT" --target-t --target-time --target-timeline restore --target-t=1
 expect_usage_error "$AGENT" "no command given"
 
 note "mount.pitrfs: mistyped options"
