@@ -1,5 +1,5 @@
 /*
- * On-disk format of a pitrfs repository, version 4. docs/FORMAT.md describes every byte; this
+ * On-disk format of a pitrfs repository, version 5. docs/FORMAT.md describes every byte; this
  * header holds the constants both the code and that document refer to. All integers are
  * little-endian. A reader refuses a repository whose format_version is newer than
  * CS_FORMAT_VERSION.
@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#define CS_FORMAT_VERSION 4
+#define CS_FORMAT_VERSION 5
 /* Version 2 added delta records (CS_RECORD_FLAG_DELTA); a version 1 repository is read as it is
  * and gets no delta records, so that older builds can still read it. */
 #define CS_FORMAT_VERSION_DELTA 2
@@ -23,6 +23,10 @@
  * chained deltas (versions 2 and 3) made a read of the newest snapshot decode the records of
  * every earlier one. A version 3 repository is written as version 3. */
 #define CS_FORMAT_VERSION_KEYED 4
+/* Version 5 keeps trees whole: directory objects may carry records (CS_DIR_MAGIC_RECORDS) for
+ * hard links, extended attributes and ACLs, and the holes of sparse files. A version 4
+ * repository is written as version 4: its trees lose these, as they always did. */
+#define CS_FORMAT_VERSION_TREES 5
 
 /* Sizes of ids and keys. */
 #define CS_CHUNK_ID_SIZE 32 /* HMAC-SHA-256 of the plaintext under the id key */
@@ -93,6 +97,18 @@
 
 /* Directory object. */
 #define CS_DIR_MAGIC 0x31524944u /* "DIR1" */
+/* Version 5: a directory object with records ("DIR2"). After the entry count, a u32 gives the
+ * length of the records of the directory itself, which follow; every entry then ends with a u32
+ * length and its own records. A directory that has no record is still written as DIR1. */
+#define CS_DIR_MAGIC_RECORDS 0x32524944u /* "DIR2" */
+#define CS_DIR_RECORD_HEADER_SIZE 5 /* kind u8, length u32 of what follows */
+#define CS_DIR_RECORD_LINK  1 /* link id u64 (nonzero), link count u32 (>= 2) */
+#define CS_DIR_RECORD_XATTR 2 /* name length u8 (>= 1), name, value (the rest) */
+#define CS_DIR_RECORD_HOLES 3 /* offset u64, length u64 per hole; regular files only */
+#define CS_DIR_LINK_SIZE 12
+#define CS_DIR_HOLE_SIZE 16
+#define CS_XATTR_NAME_MAX  255     /* XATTR_NAME_MAX */
+#define CS_XATTR_VALUE_MAX 65536u  /* XATTR_SIZE_MAX */
 
 /* HKDF "info" labels: changing one changes the format. */
 #define CS_INFO_PACK_KEY    "pitrfs pack key v1"

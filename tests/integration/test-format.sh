@@ -33,16 +33,16 @@ random_file "$T"/src/f 1
 ID1=$(store_id "$REPO" "$T"/src --name one)
 ID2=$(store_id "$REPO" "$T"/src --name two)
 ID3=$(store_id "$REPO" "$T"/src --name three)
-grep -qx 'format_version = 4' "$REPO"/config || fail "config has no 'format_version = 4' line"
+grep -qx 'format_version = 5' "$REPO"/config || fail "config has no 'format_version = 5' line"
 cp "$REPO"/config "$T"/config.good
 
-note "format_version = 5"
-sed -i 's/^format_version = 4$/format_version = 5/' "$REPO"/config
-grep -qx 'format_version = 5' "$REPO"/config || fail "sanity: sed did not change the version"
+note "format_version = 6"
+sed -i 's/^format_version = 5$/format_version = 6/' "$REPO"/config
+grep -qx 'format_version = 6' "$REPO"/config || fail "sanity: sed did not change the version"
 for cmd in list info "show $ID1" "store $T/src"; do
     # shellcheck disable=SC2086
     expect_exit 3 "$SNAP" -r "$REPO" $cmd
-    grep -q newer "$T"/stderr || fail "'$cmd' on format 5: message does not contain 'newer'"
+    grep -q newer "$T"/stderr || fail "'$cmd' on format 6: message does not contain 'newer'"
 done
 ls "$REPO"/snapshots | wc -l | grep -qx 3 || fail "a refused store on a newer format added a snapshot"
 cp "$T"/config.good "$REPO"/config
