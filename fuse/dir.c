@@ -93,8 +93,7 @@ static void view_dir(const PfsView *v, const PfsNode *n, const PfsViewEntry **re
 
 /* ---- snapshot directories ---- */
 
-/* The decoded directory of a tree node, loading it on first use. */
-static int node_dir(PfsFs *fs, PfsNode *n, const PfsDirData **ret)
+int pfs_dir_node_data(PfsFs *fs, PfsNode *n, const PfsDirData **ret)
 {
     int r = 0;
     pthread_mutex_lock(&n->lock);
@@ -178,7 +177,7 @@ static int lookup_tree(PfsFs *fs, PfsNode *parent, const char *name, PfsAttr *re
     if (parent->e->type != CS_ENTRY_DIR)
         return -ENOTDIR;
     const PfsDirData *dd;
-    int r = node_dir(fs, parent, &dd);
+    int r = pfs_dir_node_data(fs, parent, &dd);
     if (r < 0)
         return r;
     const CsDirEntry *e =
@@ -257,7 +256,7 @@ int pfs_dir_open(PfsFs *fs, uint64_t ino, PfsDirHandle **ret)
         if (n->e->type != CS_ENTRY_DIR)
             r = -ENOTDIR;
         else
-            r = node_dir(fs, n, &dd); /* report damage at opendir */
+            r = pfs_dir_node_data(fs, n, &dd); /* report damage at opendir */
     }
     if (r < 0) {
         free(dh);
@@ -300,7 +299,7 @@ int pfs_dir_read(PfsFs *fs, PfsDirHandle *dh, off_t off, bool plus, PfsDirFill f
     case PFS_NODE_ENTRY:
         if (dh->list)
             dd = dh->list;
-        else if ((r = node_dir(fs, n, &dd)) < 0)
+        else if ((r = pfs_dir_node_data(fs, n, &dd)) < 0)
             return r;
         count = dd->n;
         break;
@@ -352,7 +351,7 @@ int pfs_dir_read(PfsFs *fs, PfsDirHandle *dh, off_t off, bool plus, PfsDirFill f
                 d.ino = attr.ino;
                 d.type = attr.st.st_mode & S_IFMT;
             } else if (e) {
-                d.ino = pfs_inode_number(n->ino, e);
+                d.ino = pfs_inode_number(n, e, pfs_pgdata_child_source(n, e));
                 d.type = pfs_entry_type(e);
             }
         }

@@ -38,6 +38,10 @@ typedef struct PfsDirent {
  * for readdirplus its lookup is taken back). */
 typedef int (*PfsDirFill)(void *ctx, const PfsDirent *d);
 
+/* The decoded directory of a tree node (an entry of type directory), loaded on first use and
+ * kept while the node lives. -EIO when it cannot be read (logged with its path). */
+int pfs_dir_node_data(PfsFs *fs, PfsNode *n, const PfsDirData **ret);
+
 /*
  * Look `name` up in directory `parent`. On success *ret describes the child and its kernel
  * lookup count was incremented. -ENOENT when there is no such entry: then ret->entry_timeout

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chunkstore/format.h"
 #include "chunkstore/index.h"
@@ -188,6 +189,19 @@ void pfs_file_release(PfsFs *fs, PfsFile *f)
     buf_free(&f->own);
     free(f);
     pfs_inode_unref(fs->inodes, n);
+}
+
+int64_t pfs_file_lseek(PfsFs *fs, PfsFile *f, uint64_t off, int whence)
+{
+    (void)fs;
+    if (whence != SEEK_DATA && whence != SEEK_HOLE)
+        return -EINVAL;
+    if (!f->made)
+        return cs_entry_seek(f->node->e, off, whence == SEEK_HOLE);
+    uint64_t size = f->made->size;
+    if (off >= size)
+        return -ENXIO;
+    return (int64_t)(whence == SEEK_DATA ? off : size);
 }
 
 /* ---- decoding chunks into the cache ---- */

@@ -67,6 +67,10 @@ void pfs_file_release(PfsFs *fs, PfsFile *f);
 /* Fills *ret (possibly with 0 bytes at or past the end) and returns the byte count, or -errno. */
 long pfs_file_read(PfsFs *fs, PfsFile *f, size_t size, uint64_t off, PfsReadReply *ret);
 void pfs_read_reply_done(PfsFs *fs, PfsReadReply *rr);
+/* lseek's SEEK_DATA and SEEK_HOLE, from the holes stored with the file (a file stored without
+ * holes is data to its end): the offset found, -ENXIO at or past the end or when no data
+ * follows, -EINVAL for any other whence (the kernel does those itself). */
+int64_t pfs_file_lseek(PfsFs *fs, PfsFile *f, uint64_t off, int whence);
 
 /* For the inode table: drop a node's file map when the node is freed. */
 void pfs_file_node_free(PfsNode *n);

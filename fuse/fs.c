@@ -27,8 +27,10 @@ static struct fuse_entry_param entry_param(const PfsAttr *a)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     PfsFs *fs = userdata;
+    /* POSIX_ACL: the kernel enforces the stored ACLs (the mount uses default_permissions) and
+     * serves them from getxattr. */
     const unsigned wanted = FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_READDIRPLUS |
-                            FUSE_CAP_CACHE_SYMLINKS;
+                            FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_POSIX_ACL;
     conn->want |= conn->capable & wanted;
     /* Nothing ever changes; and readdirplus always, not only for the first batch of a
      * directory: "ls -l" of a large snapshot directory then needs no lookup per entry. */
@@ -155,6 +157,44 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     else
         reply_copied(req, &rr);
     pfs_read_reply_done(fs, &rr);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+                     struct fuse_file_info *fi)
+{
+    (void)ino;
+    if (off < 0)
+        return (void)fuse_reply_err(req, ENXIO);
+    int64_t r = pfs_file_lseek(fs_of(req), (PfsFile *)(uintptr_t)fi->fh, (uint64_t)off, whence);
+    if (r < 0)
+        return (void)fuse_reply_err(req, (int)-r);
+    fuse_reply_lseek(req, (off_t)r);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    _cleanup_free_ char *buf = size ? malloc(size) : NULL;
+    if (size && !buf)
+        return (void)fuse_reply_err(req, ENOMEM);
+    long n = pfs_fs_getxattr(fs_of(req), ino, name, buf, size);
+    if (n < 0)
+        return (void)fuse_reply_err(req, (int)-n);
+    if (size == 0)
+        return (void)fuse_reply_xattr(req, (size_t)n);
+    fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    _cleanup_free_ char *buf = size ? malloc(size) : NULL;
+    if (size && !buf)
+        return (void)fuse_reply_err(req, ENOMEM);
+    long n = pfs_fs_listxattr(fs_of(req), ino, buf, size);
+    if (n < 0)
+        return (void)fuse_reply_err(req, (int)-n);
+    if (size == 0)
+        return (void)fuse_reply_xattr(req, (size_t)n);
+    fuse_reply_buf(req, buf, (size_t)n);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -359,6 +399,7 @@ const struct fuse_lowlevel_ops pfs_ll_ops = {
     .readlink = op_readlink,
     .open = op_open,
     .read = op_read,
+    .lseek = op_lseek,
     .release = op_release,
     .opendir = op_opendir,
     .readdir = op_readdir,
@@ -376,6 +417,8 @@ const struct fuse_lowlevel_ops pfs_ll_ops = {
     .write = op_write,
     .create = op_create,
     .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
     .removexattr = op_removexattr,
     .fallocate = op_fallocate,
     .copy_file_range = op_copy_file_range,

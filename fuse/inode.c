@@ -33,6 +33,7 @@ PfsDirData *pfs_dir_data_free(PfsDirData *dd)
 {
     if (dd) {
         cs_dir_entries_free(dd->v, dd->n);
+        cs_xattr_list_clear(&dd->own);
         buf_free(&dd->made_file);
         free(dd);
     }
@@ -41,46 +42,48 @@ PfsDirData *pfs_dir_data_free(PfsDirData *dd)
 
 void pfs_dir_entry_clear(CsDirEntry *e)
 {
-    free(e->name);
-    free(e->target);
-    cs_content_ref_free(&e->content);
-    *e = (CsDirEntry){ 0 };
+    cs_dir_entry_clear(e);
 }
 
 int pfs_dir_entry_copy(const CsDirEntry *src, CsDirEntry *ret)
 {
-    CsDirEntry e = *src;
-    e.name = NULL;
-    e.target = NULL;
-    e.content.entries = NULL;
-    if (!(e.name = strdup(src->name)))
-        return -ENOMEM;
-    if (src->target && !(e.target = strdup(src->target))) {
-        pfs_dir_entry_clear(&e);
-        return -ENOMEM;
-    }
-    if (src->content.count) {
-        size_t bytes = src->content.count * sizeof(*src->content.entries);
-        if (!(e.content.entries = malloc(bytes))) {
-            pfs_dir_entry_clear(&e);
-            return -ENOMEM;
-        }
-        memcpy(e.content.entries, src->content.entries, bytes);
-    }
-    *ret = e;
-    return 0;
+    return cs_dir_entry_copy(src, ret);
 }
 
 /* ---- numbers ---- */
 
-uint64_t pfs_inode_number(uint64_t parent_ino, const CsDirEntry *e)
+/* The snapshot a stored entry below `parent` belongs to (the number of /snapshots/<id>), when
+ * the entry is a hard link shown as stored; else 0: it is a node of its own. */
+static uint64_t link_scope(const PfsNode *parent, const CsDirEntry *e, PfsSource src)
 {
+    if (!e->link_id || e->type == CS_ENTRY_DIR || src != PFS_SRC_STORED ||
+        parent->kind != PFS_NODE_ENTRY)
+        return 0;
+    const PfsNode *p = parent;
+    while (p->parent && p->parent->kind == PFS_NODE_ENTRY)
+        p = p->parent;
+    return p->parent && p->parent->kind == PFS_NODE_SNAPSHOTS ? p->ino : 0;
+}
+
+static uint64_t usable_number(uint64_t h)
+{
+    return h < PFS_INO_FIRST_DYNAMIC ? h + PFS_INO_FIRST_DYNAMIC : h;
+}
+
+static uint64_t number_of(uint64_t parent_ino, const CsDirEntry *e, uint64_t scope)
+{
+    if (scope)
+        return usable_number(XXH3_64bits_withSeed(&e->link_id, sizeof(e->link_id),
+                                                  scope ^ 0x6c696e6bull /* "link" */));
     uint64_t h = XXH3_64bits_withSeed(e->name, strlen(e->name), parent_ino);
     if (e->type == CS_ENTRY_SYMLINK && e->target)
         h ^= XXH3_64bits(e->target, strlen(e->target)) * 0x9e3779b97f4a7c15ull;
-    if (h < PFS_INO_FIRST_DYNAMIC)
-        h += PFS_INO_FIRST_DYNAMIC;
-    return h;
+    return usable_number(h);
+}
+
+uint64_t pfs_inode_number(const PfsNode *parent, const CsDirEntry *e, PfsSource src)
+{
+    return number_of(parent->ino, e, link_scope(parent, e, src));
 }
 
 static size_t table_bucket(const PfsInodeTable *t, uint64_t ino)
@@ -313,10 +316,14 @@ void pfs_inode_forget(PfsInodeTable *t, uint64_t ino, uint64_t count)
     destroy_list(t, dead);
 }
 
-static bool same_identity(const PfsNode *n, const PfsNode *parent, const CsDirEntry *e)
+static bool same_identity(const PfsNode *n, const PfsNode *parent, const CsDirEntry *e,
+                          uint64_t scope)
 {
-    if (n->kind != PFS_NODE_ENTRY || n->parent != parent || n->e->type != e->type ||
-        strcmp(n->e->name, e->name) != 0)
+    if (n->kind != PFS_NODE_ENTRY || n->link_scope != scope)
+        return false;
+    if (scope) /* any path of the inode */
+        return n->e->link_id == e->link_id && n->e->type == e->type;
+    if (n->parent != parent || n->e->type != e->type || strcmp(n->e->name, e->name) != 0)
         return false;
     if (e->type == CS_ENTRY_SYMLINK)
         return strcmp(n->e->target ? n->e->target : "", e->target ? e->target : "") == 0;
@@ -326,13 +333,14 @@ static bool same_identity(const PfsNode *n, const PfsNode *parent, const CsDirEn
 int pfs_inode_child(PfsInodeTable *t, PfsNode *parent, const CsDirEntry *e, PfsSource src,
                     bool borrow, bool count, PfsNode **ret)
 {
-    uint64_t ino = pfs_inode_number(parent->ino, e);
+    uint64_t scope = link_scope(parent, e, src);
+    uint64_t ino = number_of(parent->ino, e, scope);
     PfsNode *fresh = NULL;
     for (;;) {
         pthread_mutex_lock(&t->lock);
         uint64_t probe = ino;
         PfsNode *n;
-        while ((n = table_find(t, probe)) && !same_identity(n, parent, e)) {
+        while ((n = table_find(t, probe)) && !same_identity(n, parent, e, scope)) {
             probe++;
             if (probe < PFS_INO_FIRST_DYNAMIC)
                 probe = PFS_INO_FIRST_DYNAMIC;
@@ -365,6 +373,7 @@ int pfs_inode_child(PfsInodeTable *t, PfsNode *parent, const CsDirEntry *e, PfsS
             return -ENOMEM;
         fresh->kind = PFS_NODE_ENTRY;
         fresh->src = src;
+        fresh->link_scope = scope;
         fresh->is_volatile = parent->kind == PFS_NODE_SNAPSHOTS ||
                              parent->kind == PFS_NODE_STREAMS || pfs_node_is_wal_dir(parent);
         if (borrow)

@@ -4,6 +4,10 @@
  * Numbers are stable for the life of the mount, without remembering every entry ever seen: a
  * node's number is a 64-bit hash of (parent's number, name) (for symlinks also the target), so
  * the same path gets the same number after the kernel has forgotten it and looks it up again.
+ * Hard links are one node: a stored entry with a link id (chunkstore/tree.h) gets a hash of
+ * (its snapshot's number, link id), and whichever of its paths is looked up first is the
+ * node's parent and entry; the other paths find that node (link ids are only unique within a
+ * snapshot, so two snapshots of one tree never share a node).
  * Numbers 1..15 are reserved (1 = FUSE_ROOT_ID). If a hash collides with a live node of another
  * identity, the next free number is taken (then that one node's number depends on the order of
  * lookups; with 64-bit hashes this does not happen in practice).
@@ -62,6 +66,7 @@ typedef struct PfsFileMap PfsFileMap;
 typedef struct PfsDirData {
     CsDirEntry *v; /* sorted by name, as stored */
     size_t n;
+    CsXattrList own; /* attributes of the directory itself (a snapshot's root holds them) */
     Buf made_file; /* bytes of a file the mount made up here (PFS_SRC_RECOVERY_CONF) */
 } PfsDirData;
 
@@ -73,6 +78,7 @@ typedef struct PfsNode {
     const CsDirEntry *e;    /* PFS_NODE_ENTRY: in the parent's PfsDirData, or &own */
     CsDirEntry own;         /* entries made up by the mount (snapshot roots, streams, links) */
     bool is_own;
+    uint64_t link_scope;    /* a hard link: the number of its snapshot's root; else 0 */
     bool is_volatile; /* its name may go away or change target: short entry timeout */
 
     /* table lock */
@@ -124,7 +130,7 @@ void pfs_inode_add_lookup(PfsInodeTable *t, PfsNode *n);
 void pfs_inode_forget(PfsInodeTable *t, uint64_t ino, uint64_t n);
 
 /* The number pfs_inode_child() gives a child when there is no collision (readdir's d_ino). */
-uint64_t pfs_inode_number(uint64_t parent_ino, const CsDirEntry *e);
+uint64_t pfs_inode_number(const PfsNode *parent, const CsDirEntry *e, PfsSource src);
 /* Nodes alive, for tests and debug logs. */
 size_t pfs_inode_count(PfsInodeTable *t);
 
@@ -136,6 +142,6 @@ void pfs_dir_data_sort(PfsDirData *dd);
 /* Frees the entries, the made-up file and the PfsDirData itself. Returns NULL. */
 PfsDirData *pfs_dir_data_free(PfsDirData *dd);
 
-/* Deep copies and frees of a CsDirEntry (name, target, content list). */
+/* Deep copies and frees of a CsDirEntry (name, target, content list, attributes, holes). */
 int pfs_dir_entry_copy(const CsDirEntry *src, CsDirEntry *ret);
 void pfs_dir_entry_clear(CsDirEntry *e);

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/macro.h"
+#include "fuse/dir.h"
 #include "fuse/file.h"
 
 #define READER_MAX_AGE_MS  10000u /* keep index snapshots fresh (see reader-pool.h) */
@@ -22,7 +23,7 @@ int pfs_fs_load_dir(PfsFs *fs, const CsContentRef *ref, PfsDirData *ret)
     int r = pfs_reader_pool_get(fs->readers, &rd);
     if (r < 0)
         return r;
-    r = cs_dir_load(rd->rd, ref, &ret->v, &ret->n);
+    r = cs_dir_load_own(rd->rd, ref, &ret->v, &ret->n, &ret->own);
     pfs_reader_pool_put(fs->readers, rd);
     return r;
 }
@@ -211,6 +212,20 @@ mode_t pfs_entry_type(const CsDirEntry *e)
     }
 }
 
+/* 512-byte blocks of the data between the holes, each run in whole 4 KiB blocks. */
+static uint64_t sparse_blocks(const CsDirEntry *e)
+{
+    uint64_t blocks = 0, at = 0;
+    for (uint32_t i = 0; i <= e->n_holes; i++) {
+        uint64_t end = i < e->n_holes ? e->holes[i].offset : e->content.size;
+        if (end > at)
+            blocks += (end - at + 4095) / 4096 * 8;
+        if (i < e->n_holes)
+            at = e->holes[i].offset + e->holes[i].length;
+    }
+    return blocks;
+}
+
 void pfs_node_attr(PfsFs *fs, const PfsNode *n, PfsAttr *ret)
 {
     PfsAttr a = { .ino = n->ino };
@@ -249,7 +264,8 @@ void pfs_node_attr(PfsFs *fs, const PfsNode *n, PfsAttr *ret)
     case PFS_NODE_ENTRY: {
         const CsDirEntry *e = n->e;
         st->st_mode = pfs_entry_type(e) | (e->mode & 07777);
-        st->st_nlink = 1; /* directories too, as btrfs: "unknown", so find does not count */
+        /* directories too, as btrfs: "unknown", so find does not count */
+        st->st_nlink = n->link_scope ? e->nlink : 1;
         st->st_uid = e->uid;
         st->st_gid = e->gid;
         set_time(st, e->mtime_sec, e->mtime_nsec);
@@ -262,6 +278,8 @@ void pfs_node_attr(PfsFs *fs, const PfsNode *n, PfsAttr *ret)
         else
             st->st_rdev = (dev_t)e->rdev;
         st->st_blocks = (blkcnt_t)((st->st_size + 511) / 512);
+        if (e->type == CS_ENTRY_FILE && e->n_holes)
+            st->st_blocks = (blkcnt_t)sparse_blocks(e);
         a.attr_timeout = fs->params.timeout;
         if (n->is_volatile)
             a.entry_timeout = fs->params.volatile_timeout;
@@ -309,6 +327,72 @@ int pfs_fs_statfs(PfsFs *fs, struct statvfs *ret)
     };
     pfs_view_unref(v);
     return 0;
+}
+
+/* The attributes of a node (valid while it is referenced), or NULL: none. */
+static int node_xattrs(PfsFs *fs, PfsNode *n, const CsXattrList **ret)
+{
+    *ret = NULL;
+    if (n->kind != PFS_NODE_ENTRY)
+        return 0;
+    if (n->e->xattrs.n || n->e->type != CS_ENTRY_DIR || !n->parent ||
+        n->parent->kind != PFS_NODE_SNAPSHOTS) {
+        *ret = &n->e->xattrs;
+        return 0;
+    }
+    /* A snapshot's root: the stored directory's own attributes are in its object. */
+    const PfsDirData *dd;
+    int r = pfs_dir_node_data(fs, n, &dd);
+    if (r == 0)
+        *ret = &dd->own;
+    return r;
+}
+
+long pfs_fs_getxattr(PfsFs *fs, uint64_t ino, const char *name, void *buf, size_t size)
+{
+    PfsNode *n;
+    int r = pfs_inode_get(fs->inodes, ino, &n);
+    if (r < 0)
+        return r;
+    const CsXattrList *l;
+    long got = node_xattrs(fs, n, &l);
+    const CsXattr *x = got == 0 && l ? cs_xattr_find(l, name) : NULL;
+    if (got == 0 && !x)
+        got = -ENODATA;
+    else if (got == 0 && size && size < x->size)
+        got = -ERANGE;
+    else if (got == 0) {
+        if (size && x->size)
+            memcpy(buf, x->value, x->size);
+        got = (long)x->size;
+    }
+    pfs_inode_unref(fs->inodes, n);
+    return got;
+}
+
+long pfs_fs_listxattr(PfsFs *fs, uint64_t ino, char *buf, size_t size)
+{
+    PfsNode *n;
+    int r = pfs_inode_get(fs->inodes, ino, &n);
+    if (r < 0)
+        return r;
+    const CsXattrList *l;
+    long got = node_xattrs(fs, n, &l);
+    size_t need = 0;
+    for (uint32_t i = 0; got == 0 && l && i < l->n; i++)
+        need += strlen(l->v[i].name) + 1;
+    if (got == 0 && size && size < need)
+        got = -ERANGE;
+    else if (got == 0) {
+        for (uint32_t i = 0, at = 0; size && l && i < l->n; i++) {
+            size_t len = strlen(l->v[i].name) + 1;
+            memcpy(buf + at, l->v[i].name, len);
+            at += (uint32_t)len;
+        }
+        got = (long)need;
+    }
+    pfs_inode_unref(fs->inodes, n);
+    return got;
 }
 
 void pfs_fs_forget(PfsFs *fs, uint64_t ino, uint64_t nlookup)

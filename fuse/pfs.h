@@ -107,6 +107,9 @@ void pfs_fs_log_stats(PfsFs *fs);
  * appended to out: the bytes of /stats. */
 int pfs_fs_stats_json(PfsFs *fs, Buf *out);
 
+/* st_nlink is the link count of a hard link (the entries of its snapshot that are the node);
+ * st_blocks counts what the holes of a sparse file leave (as a file system with 4 KiB blocks
+ * would), else the size in 512-byte blocks. */
 void pfs_node_attr(PfsFs *fs, const PfsNode *n, PfsAttr *ret);
 /* S_IFREG, S_IFDIR, ... for a stored entry. */
 mode_t pfs_entry_type(const CsDirEntry *e);
@@ -114,9 +117,18 @@ int pfs_fs_getattr(PfsFs *fs, uint64_t ino, PfsAttr *ret);
 /* The target of a symlink, malloc'd in *ret. -EINVAL for anything else. */
 int pfs_fs_readlink(PfsFs *fs, uint64_t ino, char **ret);
 int pfs_fs_statfs(PfsFs *fs, struct statvfs *ret);
+/*
+ * Extended attributes and ACLs as stored (a snapshot's root directory has those of the stored
+ * directory itself). getxattr: the value's size, copied into buf when size > 0; -ERANGE when
+ * size is too small, -ENODATA when there is no such attribute. listxattr: the names, each
+ * NUL-terminated, likewise. The mount's own nodes have none.
+ */
+long pfs_fs_getxattr(PfsFs *fs, uint64_t ino, const char *name, void *buf, size_t size);
+long pfs_fs_listxattr(PfsFs *fs, uint64_t ino, char *buf, size_t size);
 void pfs_fs_forget(PfsFs *fs, uint64_t ino, uint64_t nlookup);
 
-/* Decode the stored directory `ref` into ret->v/ret->n (sorted by name) with a pooled reader. */
+/* Decode the stored directory `ref` into ret->v/ret->n (sorted by name) and ret->own (its
+ * own attributes) with a pooled reader. */
 int pfs_fs_load_dir(PfsFs *fs, const CsContentRef *ref, PfsDirData *ret);
 
 /* An error reading repository data as the kernel should see it: -ENOMEM stays, anything else

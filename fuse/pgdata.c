@@ -166,6 +166,7 @@ static int stored_tablespaces(PfsFs *fs, const PfsNode *member, PfsDirData *ret)
             r = pfs_fs_load_dir(fs, &ts->content, ret);
     }
     cs_dir_entries_free(root.v, root.n);
+    cs_xattr_list_clear(&root.own);
     return r;
 }
 
@@ -199,11 +200,15 @@ static int tablespaces_in_place(PfsFs *fs, const PfsNode *member, PfsDirData *dd
                 *e = *ts;
                 e->name = name;
                 ts->content = (CsContentRef){ 0 };
+                ts->xattrs = (CsXattrList){ 0 };
+                ts->holes = NULL;
+                ts->n_holes = 0;
             }
         }
         n_dirs += e->type == CS_ENTRY_DIR;
     }
     cs_dir_entries_free(stored.v, stored.n);
+    cs_xattr_list_clear(&stored.own);
     return r < 0 ? r : n_dirs;
 }
 
@@ -217,6 +222,7 @@ static int dir_tablespaces(PfsFs *fs, const PfsNode *member, const CsDirEntry *e
     if (r == 0)
         r = tablespaces_in_place(fs, member, &dd, false);
     cs_dir_entries_free(dd.v, dd.n);
+    cs_xattr_list_clear(&dd.own);
     return r;
 }
 
@@ -290,6 +296,9 @@ static int amend_pgdata(PfsFs *fs, const PfsNode *dir, const Member *m, PfsDirDa
         return r;
     cs_content_ref_free(&conf->content); /* read from made_file */
     conf->content = (CsContentRef){ .size = dd->made_file.size };
+    free(conf->holes); /* the stored file's, not this one's */
+    conf->holes = NULL;
+    conf->n_holes = 0;
     conf->size = dd->made_file.size;
 
     if (!entry_find(dd, "recovery.signal")) {

@@ -5,7 +5,8 @@
  * contents and metadata equal to the source, concurrent random reads, EROFS for writes, lookup
  * counts that return to zero, a snapshot added while "mounted", and what the mount makes up:
  * a cluster snapshot's startable pgdata/ (pg_wal/, tablespaces in place, recovery settings) and
- * /wal.
+ * /wal. Trees kept whole: hard links are one node per snapshot (number, link count), stored
+ * attributes and ACLs through getxattr/listxattr, and sparse files' blocks and SEEK_DATA/HOLE.
  */
 #include "tests/unit/harness.h"
 #include "tests/unit/test-wal-object.h"
@@ -13,6 +14,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "fuse/chunk-cache.c"
@@ -141,7 +143,7 @@ static void test_inode_numbers_and_lifetime(void **state)
     ASSERT_OK(pfs_inode_child(t, snaps, &de, PFS_SRC_STORED, false, true, &dir));
     assert_true(dir->is_volatile);
     assert_true(dir->ino >= PFS_INO_FIRST_DYNAMIC);
-    assert_int_equal(dir->ino, pfs_inode_number(PFS_INO_SNAPSHOTS, &de));
+    assert_int_equal(dir->ino, pfs_inode_number(snaps, &de, PFS_SRC_STORED));
     CsDirEntry fe = entry("file", CS_ENTRY_FILE, NULL);
     ASSERT_OK(pfs_inode_child(t, dir, &fe, PFS_SRC_STORED, false, true, &file));
     assert_false(file->is_volatile);
@@ -986,6 +988,174 @@ static void test_file_map_slice_bounds(void **state)
     pfs_reader_pool_put(fs->readers, rd);
 }
 
+/* ---- trees kept whole ---- */
+
+static void write_text(const char *root, const char *rel, const char *text)
+{
+    _cleanup_free_ char *path = path_join(root, rel);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    ASSERT_OK(write_all(fd, text, strlen(text)));
+    close(fd);
+}
+
+static void link_at(const char *root, const char *from, const char *to)
+{
+    _cleanup_free_ char *a = path_join(root, from), *b = path_join(root, to);
+    assert_int_equal(link(a, b), 0);
+}
+
+typedef struct Inos {
+    const char *name;
+    uint64_t ino;
+    int found;
+} Inos;
+
+static int find_ino(void *ctx, const PfsDirent *d)
+{
+    Inos *c = ctx;
+    if (strcmp(d->name, c->name) == 0) {
+        c->ino = d->ino;
+        c->found++;
+    }
+    return 0;
+}
+
+/* readdir's d_ino of `name` in directory `dir_ino` (what ls -i and find -inum see). */
+static uint64_t readdir_ino(PfsFs *fs, uint64_t dir_ino, const char *name)
+{
+    PfsDirHandle *dh;
+    ASSERT_OK(pfs_dir_open(fs, dir_ino, &dh));
+    Inos c = { .name = name };
+    ASSERT_OK(pfs_dir_read(fs, dh, 0, false, find_ino, &c));
+    pfs_dir_release(fs, dh);
+    assert_int_equal(c.found, 1);
+    return c.ino;
+}
+
+static void test_whole_tree_through_the_mount(void **state)
+{
+    Fixture *f = *state;
+    PfsFs *fs = f->fs;
+    _cleanup_free_ char *src = path_join(f->base, "whole");
+    assert_int_equal(mkdir(src, 0755), 0);
+    _cleanup_free_ char *a = path_join(src, "a"), *b = path_join(src, "b");
+    assert_int_equal(mkdir(a, 0755), 0);
+    assert_int_equal(mkdir(b, 0755), 0);
+    write_text(src, "a/f", "first version");
+    link_at(src, "a/f", "b/f2");
+    link_at(src, "a/f", "f3");
+    write_text(src, "alone", "one link");
+    _cleanup_free_ char *af = path_join(src, "a/f");
+    assert_int_equal(lsetxattr(af, "user.color", "blue", 4, 0), 0);
+    assert_int_equal(lsetxattr(af, "trusted.t", "t\0v", 3, 0), 0);
+    assert_int_equal(lsetxattr(src, "user.root", "r", 1, 0), 0);
+    _cleanup_free_ char *sparse = path_join(src, "sparse");
+    int fd = open(sparse, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 3 << 20), 0);
+    ASSERT_OK(pwrite_all(fd, "data", 4, 1 << 20));
+    assert_int_equal(fsync(fd), 0);
+    close(fd);
+    struct stat sparse_st;
+    assert_int_equal(stat(sparse, &sparse_st), 0);
+    char id1[32], id2[32];
+    add_snapshot(f, "tree", "whole", src, id1);
+    write_text(src, "a/f", "second version!"); /* all three names see it */
+    add_snapshot(f, "tree", "whole", src, id2);
+
+    /* One node for the three names, with three links; another one in the other snapshot. */
+    char path[256];
+    PfsAttr l1, l2, l3, other, alone;
+    snprintf(path, sizeof(path), "snapshots/%s/a/f", id1);
+    ASSERT_OK(walk(fs, path, &l1));
+    snprintf(path, sizeof(path), "snapshots/%s/b/f2", id1);
+    ASSERT_OK(walk(fs, path, &l2));
+    snprintf(path, sizeof(path), "snapshots/%s/f3", id1);
+    ASSERT_OK(walk(fs, path, &l3));
+    snprintf(path, sizeof(path), "snapshots/%s/alone", id1);
+    ASSERT_OK(walk(fs, path, &alone));
+    snprintf(path, sizeof(path), "snapshots/%s/b/f2", id2);
+    ASSERT_OK(walk(fs, path, &other));
+    assert_true(l1.ino == l2.ino && l2.ino == l3.ino);
+    assert_int_equal(l1.st.st_nlink, 3);
+    assert_int_equal(l2.st.st_nlink, 3);
+    assert_int_equal(alone.st.st_nlink, 1);
+    assert_true(other.ino != l1.ino);
+    assert_int_equal(other.st.st_nlink, 3);
+    _cleanup_free_ uint8_t *got = NULL;
+    size_t got_n;
+    read_all(fs, l2.ino, 4096, &got, &got_n);
+    assert_int_equal(got_n, 13);
+    assert_memory_equal(got, "first version", 13);
+    free(got);
+    read_all(fs, other.ino, 4096, &got, &got_n);
+    assert_int_equal(got_n, 15);
+    assert_memory_equal(got, "second version!", 15);
+    /* readdir gives the numbers lookup gives. */
+    PfsAttr dir_b, root1;
+    snprintf(path, sizeof(path), "snapshots/%s", id1);
+    ASSERT_OK(walk(fs, path, &root1));
+    snprintf(path, sizeof(path), "snapshots/%s/b", id1);
+    ASSERT_OK(walk(fs, path, &dir_b));
+    assert_true(readdir_ino(fs, dir_b.ino, "f2") == l1.ino);
+    assert_true(readdir_ino(fs, root1.ino, "f3") == l1.ino);
+    assert_true(readdir_ino(fs, root1.ino, "alone") == alone.ino);
+    /* The kernel forgets the names one by one: the node lives until the last. */
+    pfs_fs_forget(fs, l1.ino, 2);
+    PfsAttr again;
+    ASSERT_OK(pfs_fs_getattr(fs, l1.ino, &again));
+    pfs_fs_forget(fs, l1.ino, 1);
+    PfsNode *gone;
+    ASSERT_ERR(ESTALE, pfs_inode_get(fs->inodes, l1.ino, &gone));
+    snprintf(path, sizeof(path), "snapshots/%s/f3", id1); /* and comes back the same */
+    ASSERT_OK(walk(fs, path, &l3));
+    assert_true(l3.ino == l1.ino);
+
+    /* Attributes as stored: sizes, values, too small a buffer, none of that name. */
+    char buf[256];
+    assert_int_equal(pfs_fs_getxattr(fs, l3.ino, "user.color", NULL, 0), 4);
+    assert_int_equal(pfs_fs_getxattr(fs, l3.ino, "user.color", buf, sizeof(buf)), 4);
+    assert_memory_equal(buf, "blue", 4);
+    assert_int_equal(pfs_fs_getxattr(fs, l3.ino, "trusted.t", buf, sizeof(buf)), 3);
+    assert_memory_equal(buf, "t\0v", 3);
+    assert_int_equal(pfs_fs_getxattr(fs, l3.ino, "user.color", buf, 3), -ERANGE);
+    assert_int_equal(pfs_fs_getxattr(fs, l3.ino, "user.none", buf, sizeof(buf)), -ENODATA);
+    assert_int_equal(pfs_fs_getxattr(fs, alone.ino, "user.color", buf, sizeof(buf)), -ENODATA);
+    static const char names[] = "trusted.t\0user.color"; /* sorted by name */
+    assert_int_equal(pfs_fs_listxattr(fs, l3.ino, NULL, 0), sizeof(names));
+    assert_int_equal(pfs_fs_listxattr(fs, l3.ino, buf, sizeof(buf)), sizeof(names));
+    assert_memory_equal(buf, names, sizeof(names));
+    assert_int_equal(pfs_fs_listxattr(fs, l3.ino, buf, 5), -ERANGE);
+    assert_int_equal(pfs_fs_listxattr(fs, alone.ino, buf, sizeof(buf)), 0);
+    assert_int_equal(pfs_fs_listxattr(fs, PFS_INO_ROOT, buf, sizeof(buf)), 0);
+    /* The snapshot's root has the stored directory's own. */
+    assert_int_equal(pfs_fs_getxattr(fs, root1.ino, "user.root", buf, sizeof(buf)), 1);
+    assert_int_equal(buf[0], 'r');
+    assert_int_equal(pfs_fs_listxattr(fs, root1.ino, buf, sizeof(buf)), 10);
+
+    /* A sparse file: its blocks are its data's, and seeking finds its holes. */
+    PfsAttr sp;
+    snprintf(path, sizeof(path), "snapshots/%s/sparse", id1);
+    ASSERT_OK(walk(fs, path, &sp));
+    assert_int_equal(sp.st.st_size, 3 << 20);
+    assert_int_equal(sp.st.st_blocks, sparse_st.st_blocks);
+    assert_int_equal(alone.st.st_blocks, 1); /* no holes: the size in 512-byte blocks */
+    PfsFile *file;
+    ASSERT_OK(pfs_file_open(fs, sp.ino, O_RDONLY, &file));
+    assert_true(pfs_file_lseek(fs, file, 0, SEEK_DATA) == 1 << 20);
+    assert_true(pfs_file_lseek(fs, file, 0, SEEK_HOLE) == 0);
+    assert_true(pfs_file_lseek(fs, file, 1 << 20, SEEK_HOLE) == (1 << 20) + 4096);
+    assert_true(pfs_file_lseek(fs, file, (1 << 20) + 4096, SEEK_DATA) == -ENXIO);
+    assert_true(pfs_file_lseek(fs, file, 3 << 20, SEEK_HOLE) == -ENXIO);
+    assert_true(pfs_file_lseek(fs, file, 0, SEEK_SET) == -EINVAL);
+    pfs_file_release(fs, file);
+    ASSERT_OK(pfs_file_open(fs, alone.ino, O_RDONLY, &file));
+    assert_true(pfs_file_lseek(fs, file, 3, SEEK_DATA) == 3);
+    assert_true(pfs_file_lseek(fs, file, 3, SEEK_HOLE) == 8);
+    pfs_file_release(fs, file);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 RUN_TESTS(cmocka_unit_test(test_display_names), cmocka_unit_test(test_view_build),
           cmocka_unit_test(test_inode_numbers_and_lifetime), T(test_tree_through_the_mount),
@@ -993,4 +1163,4 @@ RUN_TESTS(cmocka_unit_test(test_display_names), cmocka_unit_test(test_view_build
           T(test_readdir_and_lookup_counts), T(test_concurrent_reads),
           T(test_direct_io_keeps_read_chunks), T(test_stats_file),
           T(test_new_snapshot_appears), T(test_cluster_pgdata_and_wal),
-          T(test_cluster_tablespaces_in_place))
+          T(test_cluster_tablespaces_in_place), T(test_whole_tree_through_the_mount))
