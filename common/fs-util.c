@@ -91,14 +91,11 @@ int fsync_dir_of(const char *path)
     return fsync_dir(dirname(copy));
 }
 
-int write_file_atomic(const char *path, const void *p, size_t n, mode_t mode)
+/* Write n bytes to the new temporary file `fd` (named tmp), make them durable, and give them
+ * the name `path` (which they replace); on failure tmp is removed. Closes fd. */
+static int write_temp_then_rename(int fd, const char *tmp, const char *path, const void *p,
+                                  size_t n)
 {
-    _cleanup_free_ char *tmp = NULL;
-    if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
-        return -ENOMEM;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return -errno;
     int r = write_all(fd, p, n);
     if (r == 0 && fsync(fd) < 0)
         r = -errno;
@@ -111,6 +108,17 @@ int write_file_atomic(const char *path, const void *p, size_t n, mode_t mode)
         return r;
     }
     return fsync_dir_of(path);
+}
+
+int write_file_atomic(const char *path, const void *p, size_t n, mode_t mode)
+{
+    _cleanup_free_ char *tmp = NULL;
+    if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+        return -ENOMEM;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -errno;
+    return write_temp_then_rename(fd, tmp, path, p, n);
 }
 
 int open_regular(int dir_fd, const char *path, int flags, struct stat *ret_st)
@@ -360,18 +368,7 @@ int write_file_atomic_with_access(const char *path, const void *p, size_t n, con
     int fd = open_temp_sibling(path, a, kind, &tmp);
     if (fd < 0)
         return fd;
-    int r = write_all(fd, p, n);
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    if (close(fd) < 0 && r == 0)
-        r = -errno;
-    if (r == 0 && rename(tmp, path) < 0)
-        r = -errno;
-    if (r < 0) {
-        unlink(tmp);
-        return r;
-    }
-    return fsync_dir_of(path);
+    return write_temp_then_rename(fd, tmp, path, p, n);
 }
 
 void user_name(uid_t uid, char *buf, size_t n)
