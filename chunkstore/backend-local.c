@@ -602,6 +602,8 @@ static int make_object_dirs(CsBackend *b, const char *dir)
     if (!p)
         return -ENOMEM;
     size_t root_len = strlen(b->root);
+    if (strlen(p) <= root_len) /* the root itself: it exists */
+        return 0;
     for (char *slash = p + root_len + 1;; slash++) {
         slash = strchr(slash, '/');
         if (slash)
