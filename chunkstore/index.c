@@ -187,11 +187,29 @@ static int index_files_prepare(const char *dir, bool read_only, mode_t *ret_mode
     return 0;
 }
 
+/* LMDB opens its files as they are: a FIFO or a directory in their place would block or fail
+ * every command with a strange error. It is damage (and the index is rebuilt). */
+static int check_regular_files(const char *dir)
+{
+    static const char *const names[] = { "data.mdb", "lock.mdb" };
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        _cleanup_free_ char *path = path_join(dir, names[i]);
+        struct stat st;
+        if (!path)
+            return -ENOMEM;
+        if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+            log_debug("index: %s is not a regular file", path);
+            return -EBADMSG;
+        }
+    }
+    return 0;
+}
+
 int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, CsIndex **ret)
 {
     int r;
     mode_t mode;
-    if ((r = index_files_prepare(dir, read_only, &mode)) < 0)
+    if ((r = check_regular_files(dir)) < 0 || (r = index_files_prepare(dir, read_only, &mode)) < 0)
         return r;
     _cleanup_free_ CsIndex *idx = calloc(1, sizeof(*idx));
     if (!idx)

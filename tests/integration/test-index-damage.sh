@@ -43,6 +43,10 @@ note "data.mdb overwritten with garbage"
 head -c 65536 /dev/urandom >"$INDEX"
 check_reads garbage
 
+note "data.mdb replaced by a FIFO"
+rm -f "$INDEX" && mkfifo "$INDEX"
+check_reads fifo
+
 note "locations in the index that no record can have: damage (exit 4), never EINVAL or ENOMEM"
 TAMPER=$(helper index-tamper)
 for field in "chunks-record-off 0xfffffffffffffff0" "chunks-record-len 0" "chunks-record-len 0xffffffff"; do
