@@ -2,6 +2,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +153,9 @@ static int check_file_size(CsIndex *idx)
     return 0;
 }
 
+/* The files LMDB keeps in an index directory (and nothing else the directory may hold). */
+static const char *const lmdb_files[] = { "data.mdb", "lock.mdb" };
+
 /* The index directory belongs to whoever owns the directory it is in (the repository's
  * owner), and its files to the owner of the index directory: made by root, they are handed over
  * before they have their names, so that the owner can always open them. Every user of a shared
@@ -175,9 +179,8 @@ static int index_files_prepare(const char *dir, bool read_only, mode_t *ret_mode
     *ret_mode = file_access_mode(&a, FILE_KIND_SHARED_RW);
     if (read_only)
         return 0;
-    static const char *const names[] = { "data.mdb", "lock.mdb" };
-    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
-        _cleanup_free_ char *path = path_join(dir, names[i]);
+    for (size_t i = 0; i < ARRAY_SIZE(lmdb_files); i++) {
+        _cleanup_free_ char *path = path_join(dir, lmdb_files[i]);
         if (!path)
             return -ENOMEM;
         if ((r = create_file_with_access(path, &a, FILE_KIND_SHARED_RW)) < 0)
@@ -191,9 +194,8 @@ static int index_files_prepare(const char *dir, bool read_only, mode_t *ret_mode
  * every command with a strange error. It is damage (and the index is rebuilt). */
 static int check_regular_files(const char *dir)
 {
-    static const char *const names[] = { "data.mdb", "lock.mdb" };
-    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
-        _cleanup_free_ char *path = path_join(dir, names[i]);
+    for (size_t i = 0; i < ARRAY_SIZE(lmdb_files); i++) {
+        _cleanup_free_ char *path = path_join(dir, lmdb_files[i]);
         struct stat st;
         if (!path)
             return -ENOMEM;
@@ -202,6 +204,17 @@ static int check_regular_files(const char *dir)
             return -EBADMSG;
         }
     }
+    return 0;
+}
+
+int cs_index_drop_files(const char *dir)
+{
+    _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    for (size_t i = 0; i < ARRAY_SIZE(lmdb_files); i++)
+        if (unlinkat(fd, lmdb_files[i], 0) < 0 && errno != ENOENT)
+            return -errno;
     return 0;
 }
 

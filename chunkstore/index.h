@@ -24,6 +24,9 @@ typedef struct CsIndexReader CsIndexReader;
  * is recorded on first use; opening with another repository's id returns -EXDEV. */
 int cs_index_open(const char *dir, const uint8_t repo_id[16], bool read_only, CsIndex **ret);
 CsIndex *cs_index_close(CsIndex *idx);
+/* Remove LMDB's files from index directory `dir` (a damaged index, to be rebuilt), and nothing
+ * else the directory holds. The index must not be open in this process. */
+int cs_index_drop_files(const char *dir);
 
 /* One-shot lookup. Returns 0 and fills *ret, or -ENOENT. */
 int cs_index_lookup(CsIndex *idx, const CsChunkId *id, CsChunkLoc *ret);

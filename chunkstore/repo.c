@@ -354,19 +354,6 @@ static int keys_from_file(const char *path, const CsRepoConfig *c, CsKeys *ret)
     return 0;
 }
 
-/* The files LMDB keeps in an index directory (and nothing else the directory may hold). */
-static int drop_index_files(const char *index_dir)
-{
-    static const char *const names[] = { "data.mdb", "lock.mdb" };
-    _cleanup_close_ int fd = open(index_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-        if (unlinkat(fd, names[i], 0) < 0 && errno != ENOENT)
-            return -errno;
-    return 0;
-}
-
 static void repo_derive(CsRepo *repo)
 {
     cs_gear_table_from_key(repo->keys.chunker_key, &repo->gear);
@@ -464,7 +451,7 @@ int cs_repo_open(const char *location, const CsOpenParams *params, const CsKeySo
     if (r == -EBADMSG && had_index) {
         /* A cache: a damaged one is dropped and rebuilt, as a missing one is. */
         log_warning("index \"%s\" is damaged: rebuilding it from the packs", index_dir);
-        if ((r = drop_index_files(index_dir)) < 0)
+        if ((r = cs_index_drop_files(index_dir)) < 0)
             return log_error_errno(r, "could not remove the damaged index \"%s\": %m",
                                    index_dir);
         had_index = false;
